@@ -1,0 +1,329 @@
+//! The `amqpprox` command line: the original's flags, defaults, messages and
+//! exit codes (behaviour.md §1.1), plus this project's `--shards`,
+//! `--handshakeTimeoutMs` and `--connectTimeoutMs`.
+//!
+//! It only parses and validates; it never starts anything. Every refusal is a
+//! [`CliExit`] carrying the text and the exit code, so `main` decides where
+//! it goes and tests can check both.
+
+use clap::{error::ErrorKind, Arg, ArgAction, Command};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the proxy needs from its command line, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub log_directory: PathBuf,
+    pub control_socket: PathBuf,
+    pub cleanup_interval: Duration,
+    pub simple_mode: Option<SimpleMode>,
+    pub console_verbosity: u8,
+    pub shards: usize,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub config_file: Option<PathBuf>,
+}
+
+/// `--listenPort --destinationDNS --destinationPort`: every vhost goes to one
+/// destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimpleMode {
+    pub listen_port: u16,
+    pub destination_dns: String,
+    pub destination_port: u16,
+}
+
+/// Why the command line does not start a proxy: what to print, where, and the
+/// exit code the original uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliExit {
+    pub message: String,
+    pub to_stdout: bool,
+    pub code: i32,
+}
+
+const ABOUT: &str = "amqpprox: an AMQP 0.9.1 proxy. It answers the client's handshake up to \
+Connection.Open, picks a broker for the requested vhost (per-vhost farms, datacenter \
+affinity, failover) and then forwards the connection. It is configured at run time over \
+the control socket with amqpprox_ctl, or started in simple mode with --listenPort, \
+--destinationDNS and --destinationPort.";
+
+fn command() -> Command {
+    let cores = default_shards();
+    Command::new("amqpprox")
+        .about(ABOUT)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("This help message"))
+        .arg(
+            Arg::new("logDirectory")
+                .long("logDirectory")
+                .default_value("logs")
+                .help("Set logging directory"),
+        )
+        .arg(
+            Arg::new("controlSocket")
+                .long("controlSocket")
+                .default_value("/tmp/amqpprox")
+                .help("Set control UNIX domain socket location"),
+        )
+        .arg(
+            Arg::new("cleanupIntervalMs")
+                .long("cleanupIntervalMs")
+                .default_value("1000")
+                .value_parser(clap::value_parser!(u32).range(1..))
+                .help("Set the cleanup interval to garbage collect connections (also the statistics period)"),
+        )
+        .arg(
+            Arg::new("listenPort")
+                .long("listenPort")
+                .value_parser(clap::value_parser!(u16))
+                .help("Simple mode: port to listen on"),
+        )
+        .arg(
+            Arg::new("destinationPort")
+                .long("destinationPort")
+                .value_parser(clap::value_parser!(u16))
+                .help("Simple mode: broker port"),
+        )
+        .arg(
+            Arg::new("destinationDNS")
+                .long("destinationDNS")
+                .help("Simple mode: broker DNS name or address, resolved for every connection"),
+        )
+        .arg(
+            Arg::new("consoleVerbosity")
+                .short('v')
+                .long("consoleVerbosity")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u16))
+                .help("Console log verbosity: 0 fatal only .. 5 trace"),
+        )
+        .arg(
+            Arg::new("shards")
+                .long("shards")
+                .value_parser(clap::value_parser!(u16).range(1..))
+                .help(format!("Number of data-path shards, one thread per core (default: usable cores, here {cores})")),
+        )
+        .arg(
+            Arg::new("handshakeTimeoutMs")
+                .long("handshakeTimeoutMs")
+                .default_value("10000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Close a client that has not completed its handshake within this time"),
+        )
+        .arg(
+            Arg::new("connectTimeoutMs")
+                .long("connectTimeoutMs")
+                .default_value("5000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Give up on one broker address after this time and try the next"),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Apply a file of control commands (as printed by CONFIG DUMP) at start"),
+        )
+}
+
+/// The number of cores this process may run on.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The help text, as printed for `--help` and after an unknown option.
+pub fn help_text() -> String {
+    command().render_help().to_string()
+}
+
+/// Parses `args` (with the program name first) into [`Options`].
+pub fn parse<I, T>(args: I) -> Result<Options, CliExit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = match command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return Err(clap_exit(&e)),
+    };
+    if matches.get_flag("help") {
+        return Err(CliExit {
+            message: help_text(),
+            to_stdout: true,
+            code: 1,
+        });
+    }
+
+    let listen_port = matches.get_one::<u16>("listenPort").copied().unwrap_or(0);
+    let destination_port = matches
+        .get_one::<u16>("destinationPort")
+        .copied()
+        .unwrap_or(0);
+    let destination_dns = matches
+        .get_one::<String>("destinationDNS")
+        .cloned()
+        .unwrap_or_default();
+    let set = [
+        listen_port != 0,
+        destination_port != 0,
+        !destination_dns.is_empty(),
+    ];
+    let simple_mode = if set.iter().all(|s| *s) {
+        Some(SimpleMode {
+            listen_port,
+            destination_dns,
+            destination_port,
+        })
+    } else if set.iter().any(|s| *s) {
+        return Err(CliExit {
+            message: "If configuring in simple mode, the --listenPort, --destinationPort and --destinationDNS must all be set".into(),
+            to_stdout: true,
+            code: 2,
+        });
+    } else {
+        None
+    };
+
+    let verbosity = *matches.get_one::<u16>("consoleVerbosity").unwrap_or(&0);
+    if verbosity > 5 {
+        return Err(CliExit {
+            message: "Console log verbosity must be between 0 and 5".into(),
+            to_stdout: true,
+            code: 3,
+        });
+    }
+
+    Ok(Options {
+        log_directory: PathBuf::from(
+            matches
+                .get_one::<String>("logDirectory")
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        control_socket: PathBuf::from(
+            matches
+                .get_one::<String>("controlSocket")
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        cleanup_interval: Duration::from_millis(u64::from(
+            *matches.get_one::<u32>("cleanupIntervalMs").unwrap_or(&1000),
+        )),
+        simple_mode,
+        console_verbosity: verbosity as u8,
+        shards: matches
+            .get_one::<u16>("shards")
+            .map(|n| usize::from(*n))
+            .unwrap_or_else(default_shards),
+        handshake_timeout: Duration::from_millis(
+            *matches
+                .get_one::<u64>("handshakeTimeoutMs")
+                .unwrap_or(&10_000),
+        ),
+        connect_timeout: Duration::from_millis(
+            *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
+        ),
+        config_file: matches.get_one::<PathBuf>("config").cloned(),
+    })
+}
+
+fn clap_exit(e: &clap::Error) -> CliExit {
+    use clap::error::{ContextKind, ContextValue};
+    match e.kind() {
+        ErrorKind::UnknownArgument => {
+            let name = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::from("?"),
+            };
+            CliExit {
+                message: format!("Unknown command line option: {name}\n{}", help_text()),
+                to_stdout: true,
+                code: 1,
+            }
+        }
+        // A value that does not parse (a non-numeric port, say): the original
+        // aborts here; we say which flag and why, and exit non-zero.
+        _ => CliExit {
+            message: e.to_string().trim_end().to_string(),
+            to_stdout: false,
+            code: 1,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit_of(args: &[&str]) -> CliExit {
+        parse(std::iter::once("amqpprox").chain(args.iter().copied())).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let o = parse(["amqpprox"]).unwrap();
+        assert_eq!(o.log_directory, PathBuf::from("logs"));
+        assert_eq!(o.control_socket, PathBuf::from("/tmp/amqpprox"));
+        assert_eq!(o.cleanup_interval, Duration::from_millis(1000));
+        assert_eq!(o.simple_mode, None);
+        assert_eq!(o.console_verbosity, 0);
+        assert_eq!(o.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.shards, default_shards());
+    }
+
+    #[test]
+    fn simple_mode_needs_all_three_flags() {
+        let e = exit_of(&["--listenPort", "5673"]);
+        assert_eq!(e.code, 2);
+        assert!(e.message.starts_with("If configuring in simple mode"));
+        let o = parse([
+            "amqpprox",
+            "--listenPort=5673",
+            "--destinationDNS",
+            "localhost",
+            "--destinationPort",
+            "5672",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.simple_mode,
+            Some(SimpleMode {
+                listen_port: 5673,
+                destination_dns: "localhost".into(),
+                destination_port: 5672
+            })
+        );
+    }
+
+    #[test]
+    fn verbosity_above_five_exits_three() {
+        let e = exit_of(&["-v", "6"]);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (3, "Console log verbosity must be between 0 and 5")
+        );
+    }
+
+    #[test]
+    fn unknown_option_and_help_exit_one() {
+        let e = exit_of(&["--bogus"]);
+        assert_eq!(e.code, 1);
+        assert!(e
+            .message
+            .starts_with("Unknown command line option: --bogus\n"));
+        let h = exit_of(&["--help"]);
+        assert_eq!(h.code, 1);
+        assert!(h.message.contains("--controlSocket"));
+    }
+
+    #[test]
+    fn bad_number_names_the_flag() {
+        let e = exit_of(&["--listenPort", "abc"]);
+        assert_ne!(e.code, 0);
+        assert!(e.message.contains("--listenPort"), "{}", e.message);
+    }
+}

@@ -1,0 +1,127 @@
+//! The control plane: the state the control thread owns, the command
+//! dispatcher, and the Unix-socket server `amqpprox_ctl` talks to
+//! (behaviour.md §2, DECISIONS Keep 2, Fix 9, 15, 16).
+//!
+//! Every command runs against a draft copy of the configuration; only a
+//! command that succeeds has its draft published to the shards as one new
+//! immutable snapshot, so a failing command changes nothing. Commands that
+//! touch live sessions or listeners go through the shards' inboxes and wait
+//! for their replies. Runs on std threads, never on a shard.
+
+pub mod commands;
+mod server;
+
+pub use server::{serve, ControlServer};
+
+use crate::config::{Config, ConfigSnapshot};
+use crate::shard::{ShardCommand, ShardHandle, Shared};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a command answers: the reply text, whether it is an error (for
+/// `amqpprox_ctl`'s exit code), and whether the process should exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub error: bool,
+    pub exit: bool,
+}
+
+impl Reply {
+    pub fn ok(text: impl Into<String>) -> Reply {
+        Reply {
+            text: text.into(),
+            error: false,
+            exit: false,
+        }
+    }
+    pub fn empty() -> Reply {
+        Reply::ok(String::new())
+    }
+    pub fn error(text: impl Into<String>) -> Reply {
+        Reply {
+            text: text.into(),
+            error: true,
+            exit: false,
+        }
+    }
+}
+
+/// Everything the control thread owns.
+pub struct ControlState {
+    pub config: Config,
+    pub shared: Arc<Shared>,
+    pub shards: Vec<ShardHandle>,
+    /// Ports listened on by every shard, with their bind addresses.
+    pub listening: BTreeMap<u16, SocketAddr>,
+}
+
+/// How long the control thread waits for a shard to answer.
+pub const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ControlState {
+    pub fn new(shared: Arc<Shared>, shards: Vec<ShardHandle>) -> ControlState {
+        ControlState {
+            config: Config::default(),
+            shared,
+            shards,
+            listening: BTreeMap::new(),
+        }
+    }
+
+    /// Sends a command to every shard and collects their replies in shard
+    /// order. A shard that does not answer in time yields `None`.
+    pub fn ask_shards<T>(&self, make: impl Fn(flume::Sender<T>) -> ShardCommand) -> Vec<Option<T>> {
+        let receivers: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let (tx, rx) = flume::bounded(1);
+                let _ = shard.inbox.send(make(tx));
+                rx
+            })
+            .collect();
+        receivers
+            .into_iter()
+            .map(|rx| rx.recv_timeout(SHARD_REPLY_TIMEOUT).ok())
+            .collect()
+    }
+
+    /// Runs one control line. A command that changes the configuration
+    /// works on a draft; the draft is published only if the command succeeds.
+    pub fn execute(&mut self, line: &str) -> Reply {
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (verb, rest) = match line.find(' ') {
+            Some(i) => (&line[..i], &line[i..]),
+            None => (line, ""),
+        };
+        let verb = verb.to_ascii_uppercase();
+        let mut draft = self.config.clone();
+        let reply = commands::dispatch(self, &mut draft, &verb, rest);
+        if !reply.error {
+            self.commit(draft);
+        }
+        log::info!(
+            "Control '{line}' Output (finish=1): {}",
+            reply.text.trim_end()
+        );
+        reply
+    }
+
+    /// Makes `draft` the configuration and publishes it to the shards.
+    fn commit(&mut self, draft: Config) {
+        self.config = draft;
+        self.shared
+            .config
+            .store(ConfigSnapshot::new(self.config.clone()));
+    }
+
+    /// Stops every shard's executor (the process is exiting).
+    pub fn shutdown_shards(&self) {
+        for shard in &self.shards {
+            let _ = shard.inbox.send(ShardCommand::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The two AMQP connection handshakes the proxy runs for every session, as
+//! sans-I/O state machines: bytes in, bytes to send out, a result.
+//!
+//! * [`client`]: the proxy plays the broker toward the client, up to
+//!   `Connection.Open` (behaviour.md §4.2).
+//! * [`broker`]: the proxy replays the client's handshake toward the chosen
+//!   broker (behaviour.md §4.3).
+//!
+//! Neither touches a socket, a clock or a task; the session driver feeds them.
+
+pub mod broker;
+pub mod client;
+
+pub use broker::{BrokerHandshake, BrokerHandshakeError, BrokerProgress};
+pub use client::{ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress};
+
+use crate::codec::{Close, ConnectionMethod};
+
+/// The largest frame accepted during either handshake: the frame-max the
+/// proxy offers in its `Connection.Tune`, plus header and end octet.
+pub const HANDSHAKE_MAX_FRAME: u32 = 131_072 + 8;
+
+/// A whole `Connection.Close` frame on channel 0.
+pub fn close_frame(reply_code: u16, reply_text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + reply_text.len());
+    ConnectionMethod::Close(Close::new(reply_code, reply_text)).encode_frame(&mut out);
+    out
+}

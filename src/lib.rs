@@ -1,0 +1,18 @@
+//! amqpprox: an AMQP 0.9.1 proxy for RabbitMQ, thread-per-core on io_uring.
+//!
+//! The library holds every part of the proxy; `src/main.rs` only wires them
+//! together. Sans-I/O parts (codec, handshake, config, routing, control
+//! grammar) never import glommio; the shard and session modules are where
+//! sockets and tasks live. See the README's "Architecture" section.
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod control;
+pub mod handshake;
+pub mod logging;
+pub mod net;
+pub mod routing;
+pub mod session;
+pub mod shard;
+pub mod supervisor;

@@ -1,0 +1,146 @@
+//! The file sink: `<logDirectory>/amqpprox_<YYYYMMDD>_<NNNNN>.log`, a new file
+//! at 32 MiB or when the UTC date changes, and the oldest files deleted while
+//! the directory holds more than 1 GiB of them (behaviour.md §9).
+//!
+//! Runs only on the log writer thread; never on a shard.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const ROTATE_AT: u64 = 32 * 1024 * 1024;
+const KEEP_AT_MOST: u64 = 1024 * 1024 * 1024;
+
+/// An append-only log file that rotates itself.
+pub struct RotatingFile {
+    directory: PathBuf,
+    date: String,
+    sequence: u32,
+    written: u64,
+    file: File,
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y%m%d").to_string()
+}
+
+fn file_name(date: &str, sequence: u32) -> String {
+    format!("amqpprox_{date}_{sequence:05}.log")
+}
+
+/// The next free sequence number for `date` in `directory`.
+fn next_sequence(directory: &Path, date: &str) -> u32 {
+    let prefix = format!("amqpprox_{date}_");
+    fs::read_dir(directory)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix(&prefix)?
+                .strip_suffix(".log")?
+                .parse::<u32>()
+                .ok()
+        })
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+impl RotatingFile {
+    /// Creates the directory if needed and opens a new file in it.
+    pub fn open(directory: PathBuf) -> io::Result<RotatingFile> {
+        fs::create_dir_all(&directory)?;
+        let date = today();
+        let sequence = next_sequence(&directory, &date);
+        let file = Self::create(&directory, &date, sequence)?;
+        let mut this = RotatingFile {
+            directory,
+            date,
+            sequence,
+            written: 0,
+            file,
+        };
+        this.prune();
+        Ok(this)
+    }
+
+    /// The path of the file being written.
+    pub fn path(&self) -> PathBuf {
+        self.directory.join(file_name(&self.date, self.sequence))
+    }
+
+    fn create(directory: &Path, date: &str, sequence: u32) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(directory.join(file_name(date, sequence)))
+    }
+
+    /// Appends one line, rotating first when the file is full or the day changed.
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let date = today();
+        if self.written + line.len() as u64 > ROTATE_AT || date != self.date {
+            self.sequence = if date == self.date {
+                self.sequence + 1
+            } else {
+                next_sequence(&self.directory, &date)
+            };
+            self.date = date;
+            self.file = Self::create(&self.directory, &self.date, self.sequence)?;
+            self.written = 0;
+            self.prune();
+        }
+        self.file.write_all(line)?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes the oldest log files while they add up to more than 1 GiB.
+    fn prune(&mut self) {
+        let current = self.path();
+        let mut files: Vec<(PathBuf, u64)> = fs::read_dir(&self.directory)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("amqpprox_"))
+            .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+            .collect();
+        // Names sort by date then sequence, so this is oldest first.
+        files.sort();
+        let mut total: u64 = files.iter().map(|(_, len)| len).sum();
+        for (path, len) in files {
+            if total <= KEEP_AT_MOST || path == current {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_continues_after_existing_files() {
+        let dir = std::env::temp_dir().join(format!("amqpprox-logtest-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let first = RotatingFile::open(dir.clone()).unwrap();
+        let second = RotatingFile::open(dir.clone()).unwrap();
+        assert_ne!(first.path(), second.path());
+        let name = second
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("amqpprox_") && name.ends_with("_00001.log"),
+            "{name}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

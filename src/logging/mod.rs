@@ -1,0 +1,283 @@
+//! Logging: the original's severities (0 FATAL .. 5 TRACE), line shapes and
+//! two sinks, console (stderr) and a rotating file (behaviour.md §9).
+//!
+//! Records are formatted on the thread that logs them and handed to one
+//! writer thread through a bounded queue; when the queue is full the record
+//! is dropped and counted, so logging never blocks a shard. Levels change at
+//! run time (`LOG CONSOLE|FILE n`) through atomics. This module never sees
+//! credentials: callers must not log them, and the codec's `Debug` redacts
+//! SASL responses.
+
+mod file;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+pub use file::RotatingFile;
+
+/// The target that marks a record as FATAL (the `log` crate has no such level).
+pub const FATAL_TARGET: &str = "amqpprox::fatal";
+
+/// Log a FATAL record: reaches the console even at verbosity 0.
+#[macro_export]
+macro_rules! fatal {
+    ($($arg:tt)+) => { ::log::error!(target: $crate::logging::FATAL_TARGET, $($arg)+) };
+}
+
+/// Severity numbers as operators know them.
+pub fn severity(record: &log::Record<'_>) -> u8 {
+    if record.target() == FATAL_TARGET {
+        return 0;
+    }
+    match record.level() {
+        log::Level::Error => 1,
+        log::Level::Warn => 2,
+        log::Level::Info => 3,
+        log::Level::Debug => 4,
+        log::Level::Trace => 5,
+    }
+}
+
+fn severity_name(sev: u8) -> &'static str {
+    ["FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"][usize::from(sev.min(5))]
+}
+
+/// Shared state of the logger: levels, drop counter, queue.
+pub struct LogControl {
+    console: AtomicU8,
+    file: AtomicU8,
+    dropped: AtomicU64,
+    line_id: AtomicU64,
+    tx: flume::Sender<Line>,
+}
+
+enum Line {
+    Console(String),
+    File(String),
+    Flush(flume::Sender<()>),
+}
+
+impl LogControl {
+    /// Sets the console verbosity (0..=5).
+    pub fn set_console(&self, v: u8) {
+        self.console.store(v.min(5), Ordering::Relaxed);
+        self.update_max();
+    }
+    /// Sets the file verbosity (0..=5).
+    pub fn set_file(&self, v: u8) {
+        self.file.store(v.min(5), Ordering::Relaxed);
+        self.update_max();
+    }
+    pub fn console(&self) -> u8 {
+        self.console.load(Ordering::Relaxed)
+    }
+    pub fn file(&self) -> u8 {
+        self.file.load(Ordering::Relaxed)
+    }
+    /// Records dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    /// Waits (up to a second) until every record queued so far is written.
+    pub fn flush(&self) {
+        let (tx, rx) = flume::bounded(1);
+        if self.tx.send(Line::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+    fn update_max(&self) {
+        let max = self.console().max(self.file());
+        log::set_max_level(match max {
+            0 | 1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+    }
+    fn send(&self, line: Line) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+static CONTROL: OnceLock<Arc<LogControl>> = OnceLock::new();
+
+/// The running logger's controls, once [`init`] has run.
+pub fn control() -> Option<&'static Arc<LogControl>> {
+    CONTROL.get()
+}
+
+struct Logger {
+    control: Arc<LogControl>,
+    pid: u32,
+}
+
+/// Collects the `vhost` and `conn` key-values a session attaches.
+#[derive(Default)]
+struct Context {
+    vhost: Option<String>,
+    conn: Option<String>,
+}
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Context {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        match key.as_str() {
+            "vhost" => self.vhost = Some(value.to_string()),
+            "conn" => self.conn = Some(value.to_string()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `<SEV>[ [<vhost>]][ <connId>]: <message>`
+fn format_body(out: &mut String, sev: u8, record: &log::Record<'_>) {
+    let mut ctx = Context::default();
+    let _ = record.key_values().visit(&mut ctx);
+    out.push_str(severity_name(sev));
+    if let Some(v) = ctx.vhost.filter(|v| !v.is_empty()) {
+        let _ = write!(out, " [{v}]");
+    }
+    if let Some(c) = ctx.conn {
+        let _ = write!(out, " {c}");
+    }
+    let _ = write!(out, ": {}", record.args());
+}
+
+fn thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        // Dependencies' own records (glommio, lapin in tests) stay out unless tracing.
+        if !record.target().starts_with("amqpprox") && record.level() > log::Level::Warn {
+            return;
+        }
+        let sev = severity(record);
+        let to_console = sev <= self.control.console();
+        let to_file = sev <= self.control.file();
+        if !to_console && !to_file {
+            return;
+        }
+        let mut body = String::with_capacity(128);
+        format_body(&mut body, sev, record);
+        if to_file {
+            let line_id = self.control.line_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+            let line = format!("{now} {line_id} {}-{} {body}\n", self.pid, thread_id());
+            self.control.send(Line::File(line));
+        }
+        if to_console {
+            body.push('\n');
+            self.control.send(Line::Console(body));
+        }
+    }
+
+    fn flush(&self) {
+        self.control.flush();
+    }
+}
+
+/// Installs the global logger with the given console verbosity and the file
+/// sink in `directory` at INFO (the original's default). A directory that
+/// cannot be created leaves the console sink working and says why.
+pub fn init(console: u8, directory: PathBuf) -> Arc<LogControl> {
+    let (tx, rx) = flume::bounded::<Line>(4096);
+    let control = Arc::new(LogControl {
+        console: AtomicU8::new(console.min(5)),
+        file: AtomicU8::new(3),
+        dropped: AtomicU64::new(0),
+        line_id: AtomicU64::new(0),
+        tx,
+    });
+    let file = match RotatingFile::open(directory.clone()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("amqpprox: cannot log to '{}': {e}", directory.display());
+            None
+        }
+    };
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || writer(rx, file))
+        .expect("spawning the log writer thread");
+    let logger = Logger {
+        control: control.clone(),
+        pid: std::process::id(),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        control.update_max();
+        let _ = CONTROL.set(control.clone());
+    }
+    control
+}
+
+fn writer(rx: flume::Receiver<Line>, mut file: Option<RotatingFile>) {
+    let stderr = std::io::stderr();
+    for line in rx.iter() {
+        match line {
+            Line::Console(s) => {
+                let _ = stderr.lock().write_all(s.as_bytes());
+            }
+            Line::File(s) => {
+                if let Some(f) = file.as_mut() {
+                    if let Err(e) = f.write_line(s.as_bytes()) {
+                        let _ = writeln!(stderr.lock(), "amqpprox: log file write failed: {e}");
+                    }
+                }
+            }
+            Line::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_vhost_and_connection_id() {
+        let mut out = String::new();
+        let kvs: [(&str, log::kv::Value<'_>); 2] =
+            [("vhost", "prod".into()), ("conn", 42u64.into())];
+        let args = format_args!("Starting connection");
+        let record = log::Record::builder()
+            .level(log::Level::Info)
+            .target("amqpprox::session")
+            .args(args)
+            .key_values(&kvs)
+            .build();
+        format_body(&mut out, severity(&record), &record);
+        assert_eq!(out, "INFO [prod] 42: Starting connection");
+    }
+
+    #[test]
+    fn fatal_target_is_severity_zero() {
+        let args = format_args!("x");
+        let record = log::Record::builder()
+            .level(log::Level::Error)
+            .target(FATAL_TARGET)
+            .args(args)
+            .build();
+        let mut out = String::new();
+        format_body(&mut out, severity(&record), &record);
+        assert_eq!(out, "FATAL: x");
+    }
+}

@@ -1,0 +1,125 @@
+//! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
+//! made with socket2, TCP_NODELAY and keepalive on every session socket,
+//! name resolution off the shard, and connects bounded by a timeout.
+//!
+//! Runs on a shard; never blocks it (name lookups go to glommio's blocking
+//! pool, connects go through io_uring with a linked timeout).
+
+use glommio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::time::{Duration, Instant};
+
+/// Opens one shard's listener on `addr`. Every shard binds the same port with
+/// SO_REUSEPORT, so the kernel spreads new connections across shards.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv4 too unless the operator asked for v6 only.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the fd is a freshly bound, listening TCP socket we own.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Checks that nobody else holds `port`: binds without SO_REUSEPORT, so a
+/// port taken by another process (even another proxy) is refused instead of
+/// silently shared.
+pub fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
+/// TCP_NODELAY (clients that wait for each confirm slow down 15-35x
+/// without it) and keepalive, on a session socket.
+pub fn tune_session_socket(stream: &TcpStream) -> io::Result<()> {
+    // SAFETY: the fd stays open for the duration of the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = SockRef::from(&fd);
+    sock.set_nodelay(true)?;
+    sock.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10)),
+    )
+}
+
+/// How long a forward lookup is reused: absorbs connection storms without
+/// pinning stale answers (behaviour.md §3.6).
+const DNS_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// One cached lookup: when it was made and what it gave.
+type CachedLookup = (Instant, Vec<SocketAddr>);
+
+/// A shard's forward-resolution cache.
+#[derive(Default)]
+pub struct Resolver {
+    cache: RefCell<HashMap<(String, u16), CachedLookup>>,
+}
+
+impl Resolver {
+    /// Every address of `host:port`, in the resolver's order. IP literals
+    /// need no lookup; names are looked up on glommio's blocking pool.
+    pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let key = (host.to_string(), port);
+        if let Some((at, addrs)) = self.cache.borrow().get(&key) {
+            if at.elapsed() < DNS_CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let name = host.to_string();
+        let addrs = glommio::executor()
+            .spawn_blocking(move || {
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>())
+            })
+            .await?;
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("'{host}' has no addresses"),
+            ));
+        }
+        let mut cache = self.cache.borrow_mut();
+        cache.retain(|_, (at, _)| at.elapsed() < DNS_CACHE_TTL);
+        cache.insert(key, (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
+/// Connects to `addr`, giving up after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(io::Error::from)
+}
+
+/// Shuts both directions of a socket down now: the peer sees the end at
+/// once, even while another task still holds the stream.
+pub fn shutdown(stream: &TcpStream) {
+    // SAFETY: the fd stays open for the duration of the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+}
+
+/// The address with an IPv4-mapped IPv6 address turned back into IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

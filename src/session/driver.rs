@@ -1,0 +1,513 @@
+//! Drives one session through its phases; see the module above for the
+//! order. Each phase is a function with a bounded wait and a typed outcome,
+//! and `run` turns outcomes into the client's `Connection.Close`, the log
+//! line and the disconnect cause.
+
+use super::pump::{self, DirectionEnd, SharedStream, PASS_THROUGH_MAX_FRAME};
+use super::{Direction, Disconnect, Phase, SessionInfo};
+use crate::codec::{reply_code, FrameScanner};
+use crate::config::Mapping;
+use crate::handshake::{
+    close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHandshake,
+    ClientHello, ClientProgress,
+};
+use crate::net;
+use crate::routing::{self, RouteError};
+use crate::session_log;
+use crate::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use log::Level;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Size of the reads during the handshakes (small: these are a few frames).
+const HANDSHAKE_READ: usize = 4096;
+
+/// A session whose broker said `OpenOk`.
+struct Established {
+    hello: ClientHello,
+    broker: TcpStream,
+    /// The broker's `OpenOk` and whatever followed it, already sent to the
+    /// client: the pump's egress scanner must walk it to stay in step.
+    sent_to_client: Vec<u8>,
+}
+
+/// How a session ended before reaching pass-through.
+enum Refusal {
+    /// Bytes to send the client (maybe none) before closing, and why.
+    Reply {
+        bytes: Vec<u8>,
+        level: Level,
+        reason: String,
+    },
+    /// The client went away or closed itself; nothing to send.
+    ClientGone { reason: String, graceful: bool },
+}
+
+fn refuse(code: u16, text: String, level: Level) -> Refusal {
+    let reason = format!("{code} {text}");
+    Refusal::Reply {
+        bytes: close_frame(code, &text),
+        level,
+        reason,
+    }
+}
+
+/// Runs a session from accept to close.
+pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
+    let (Ok(remote), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+        return; // the client is already gone
+    };
+    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; operators
+    // and brokers expect a.b.c.d.
+    let (remote, local) = (net::canonical(remote), net::canonical(local));
+    if let Err(e) = net::tune_session_socket(&client) {
+        log::warn!("Cannot set TCP_NODELAY/keepalive for {remote}: {e}");
+    }
+    let info = Rc::new(SessionInfo::new(
+        shard.shared.next_session_id(),
+        remote,
+        local,
+    ));
+    shard
+        .sessions
+        .borrow_mut()
+        .insert(info.id, Rc::clone(&info));
+    session_log!(
+        Level::Debug,
+        &info,
+        "Accepted connection from {remote} on port {listen_port}"
+    );
+
+    let mut client = client;
+    match establish(&shard, &info, &mut client, listen_port).await {
+        Ok(established) => pass_through(&shard, &info, client, established).await,
+        Err(Refusal::Reply {
+            bytes,
+            level,
+            reason,
+        }) => {
+            session_log!(level, &info, "Closing client {remote}: {reason}");
+            info.disconnect.set(Disconnect::Proxy);
+            if !bytes.is_empty() {
+                let _ = client.write_all(&bytes).await;
+            }
+            let _ = client.shutdown(Shutdown::Both).await;
+        }
+        Err(Refusal::ClientGone { reason, graceful }) => {
+            session_log!(
+                Level::Info,
+                &info,
+                "Client {remote} left during the handshake: {reason}"
+            );
+            info.disconnect.set(if graceful {
+                Disconnect::Graceful
+            } else {
+                Disconnect::Client
+            });
+            let _ = client.shutdown(Shutdown::Both).await;
+        }
+    }
+    info.phase.set(Phase::Closed);
+    shard.sessions.borrow_mut().remove(&info.id);
+}
+
+/// Client handshake, routing, connect, broker handshake.
+async fn establish(
+    shard: &Rc<Shard>,
+    info: &Rc<SessionInfo>,
+    client: &mut TcpStream,
+    listen_port: u16,
+) -> Result<Established, Refusal> {
+    let timeout = shard.shared.handshake_timeout;
+    let mut handshake = ClientHandshake::new();
+    let hello = bounded(timeout, client_handshake(client, &mut handshake))
+        .await
+        .unwrap_or_else(|| {
+            if handshake.header_received() {
+                Err(refuse(
+                    reply_code::CONNECTION_FORCED,
+                    format!(
+                        "CONNECTION_FORCED - handshake not completed within {} ms",
+                        timeout.as_millis()
+                    ),
+                    Level::Warn,
+                ))
+            } else {
+                Err(Refusal::Reply {
+                    bytes: Vec::new(),
+                    level: Level::Warn,
+                    reason: format!("no protocol header within {} ms", timeout.as_millis()),
+                })
+            }
+        })?;
+
+    let vhost = hello.open.vhost.clone();
+    *info.vhost.borrow_mut() = vhost.clone();
+    info.phase.set(Phase::Connecting);
+
+    let snapshot = shard.shared.config.load_full();
+    let route = routing::route(&snapshot, &vhost).map_err(|e| {
+        let level = if matches!(e, RouteError::NoFarm) {
+            Level::Error
+        } else {
+            Level::Warn
+        };
+        session_log!(
+            level,
+            info,
+            "No mapping available for vhost={vhost} ingressRemote={}: {e}",
+            info.ingress_remote
+        );
+        refuse(
+            reply_code::RESOURCE_ERROR,
+            format!("No known broker mapping for vhost {vhost}"),
+            Level::Error,
+        )
+    })?;
+    match &route.via {
+        Mapping::Farm(f) => session_log!(Level::Info, info, "Selected farm: {f} For vhost={vhost}"),
+        Mapping::Backend(b) => session_log!(
+            Level::Info,
+            info,
+            "Selected directly: {b} For vhost={vhost}"
+        ),
+    }
+
+    let mut broker = connect_any(shard, info, &route.candidates)
+        .await
+        .ok_or_else(|| {
+            refuse(
+                reply_code::CONNECTION_FORCED,
+                format!("CONNECTION_FORCED - no broker could be reached for vhost {vhost}"),
+                Level::Error,
+            )
+        })?;
+
+    session_log!(
+        Level::Info,
+        info,
+        "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={}",
+        hello.connection_name(),
+        info.backend.borrow(),
+        info.egress_remote
+            .get()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    info.phase.set(Phase::BrokerHandshake);
+    let egress_local = info.egress_local.get().map_or(0, |a| a.port());
+    let additions = [
+        ("amqpprox_client", info.ingress_remote.to_string()),
+        (
+            "amqpprox_host",
+            format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
+        ),
+    ];
+    let to_client = bounded(
+        timeout,
+        broker_handshake(&mut broker, &hello, &additions, &vhost),
+    )
+    .await
+    .unwrap_or_else(|| {
+        Err(refuse(
+            reply_code::CONNECTION_FORCED,
+            format!(
+                "CONNECTION_FORCED - broker handshake for vhost {vhost} not completed within {} ms",
+                timeout.as_millis()
+            ),
+            Level::Error,
+        ))
+    });
+    let to_client = match to_client {
+        Ok(bytes) => bytes,
+        Err(refusal) => {
+            let _ = broker.shutdown(Shutdown::Both).await;
+            return Err(refusal);
+        }
+    };
+    if let Err(e) = client.write_all(&to_client).await {
+        let _ = broker.shutdown(Shutdown::Both).await;
+        return Err(Refusal::ClientGone {
+            reason: format!("write of OpenOk failed: {e}"),
+            graceful: false,
+        });
+    }
+    let mut hello = hello;
+    // Credentials are not kept beyond the handshake.
+    hello.start_ok.response.clear();
+    Ok(Established {
+        hello,
+        broker,
+        sent_to_client: to_client,
+    })
+}
+
+/// Awaits `f`, or gives `None` after `limit`.
+async fn bounded<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+async fn client_handshake(
+    client: &mut TcpStream,
+    handshake: &mut ClientHandshake,
+) -> Result<ClientHello, Refusal> {
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let n = match client.read(&mut buf).await {
+            Ok(0) => {
+                return Err(Refusal::ClientGone {
+                    reason: "connection closed".into(),
+                    graceful: false,
+                })
+            }
+            Ok(n) => n,
+            Err(e) => {
+                return Err(Refusal::ClientGone {
+                    reason: e.to_string(),
+                    graceful: false,
+                })
+            }
+        };
+        out.clear();
+        let progress = match handshake.receive(&buf[..n], &mut out) {
+            Ok(p) => p,
+            Err(e) => {
+                let level = if e.reply_code().is_none() {
+                    Level::Warn
+                } else {
+                    Level::Error
+                };
+                return Err(Refusal::Reply {
+                    bytes: e.reply(),
+                    level,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if !out.is_empty() {
+            if let Err(e) = client.write_all(&out).await {
+                return Err(Refusal::ClientGone {
+                    reason: e.to_string(),
+                    graceful: false,
+                });
+            }
+        }
+        match progress {
+            ClientProgress::NeedMore => {}
+            ClientProgress::Opened(hello) => return Ok(*hello),
+            ClientProgress::ClosedByClient => {
+                return Err(Refusal::ClientGone {
+                    reason: "client sent Connection.Close".into(),
+                    graceful: true,
+                })
+            }
+        }
+    }
+}
+
+/// Tries every candidate backend, and every address of each, in order.
+async fn connect_any(
+    shard: &Shard,
+    info: &SessionInfo,
+    candidates: &[crate::config::Backend],
+) -> Option<TcpStream> {
+    let timeout = shard.shared.connect_timeout;
+    for backend in candidates {
+        let addrs = match backend.address {
+            Some(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
+            None => match shard.resolver.resolve(&backend.host, backend.port).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    session_log!(
+                        Level::Error,
+                        info,
+                        "Failed to resolve {}:{} error: {e} for {}",
+                        backend.host,
+                        backend.port,
+                        backend.name
+                    );
+                    continue;
+                }
+            },
+        };
+        for addr in addrs {
+            match net::connect(addr, timeout).await {
+                Ok(stream) => {
+                    if let Err(e) = net::tune_session_socket(&stream) {
+                        session_log!(
+                            Level::Warn,
+                            info,
+                            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
+                        );
+                    }
+                    info.egress_local.set(stream.local_addr().ok());
+                    info.egress_remote.set(Some(addr));
+                    *info.backend.borrow_mut() = backend.name.clone();
+                    return Some(stream);
+                }
+                Err(e) => {
+                    session_log!(
+                        Level::Warn,
+                        info,
+                        "Connecting to backend '{}' at {addr} failed: {e}",
+                        backend.name
+                    );
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Replays the handshake to the broker; gives the bytes owed to the client
+/// (`OpenOk` and whatever followed).
+async fn broker_handshake(
+    broker: &mut TcpStream,
+    hello: &ClientHello,
+    additions: &[(&str, String)],
+    vhost: &str,
+) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::with_capacity(1024);
+    let mut handshake = BrokerHandshake::start(hello, additions, &mut out);
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let gone = |what: String| {
+        refuse(
+            reply_code::CONNECTION_FORCED,
+            format!("CONNECTION_FORCED - broker for vhost {vhost} {what} during the handshake"),
+            Level::Error,
+        )
+    };
+    loop {
+        if !out.is_empty() {
+            broker
+                .write_all(&out)
+                .await
+                .map_err(|e| gone(format!("failed ({e})")))?;
+            out.clear();
+        }
+        let n = match broker.read(&mut buf).await {
+            Ok(0) => return Err(gone("closed the connection".into())),
+            Ok(n) => n,
+            Err(e) => return Err(gone(format!("failed ({e})"))),
+        };
+        match handshake.receive(&buf[..n], &mut out) {
+            Ok(BrokerProgress::NeedMore) => {}
+            Ok(BrokerProgress::Open { to_client }) => return Ok(to_client),
+            Err(BrokerHandshakeError::Closed(close)) => {
+                let _ = broker.write_all(&out).await;
+                let text = close.reply_text_lossy();
+                return Err(Refusal::Reply {
+                    bytes: close_frame(close.reply_code, &text),
+                    level: Level::Warn,
+                    reason: format!("broker refused: {} {text}", close.reply_code),
+                });
+            }
+            Err(e) => {
+                return Err(refuse(
+                    reply_code::INTERNAL_ERROR,
+                    format!("INTERNAL_ERROR - broker for vhost {vhost}: {e}"),
+                    Level::Error,
+                ))
+            }
+        }
+    }
+}
+
+/// Forwards the held bytes, then pumps both ways until one side ends.
+async fn pass_through(
+    shard: &Rc<Shard>,
+    info: &Rc<SessionInfo>,
+    client: TcpStream,
+    established: Established,
+) {
+    let Established {
+        hello,
+        broker,
+        sent_to_client,
+    } = established;
+    info.phase.set(Phase::Open);
+    let mut ingress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+    let mut egress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+    let client = SharedStream::new(client);
+    let broker = SharedStream::new(broker);
+
+    // The broker's OpenOk (and anything after it) already went to the
+    // client; walk it so the egress scanner is in step with the stream.
+    let _ = egress_scanner.scan(&sent_to_client, |_| {});
+    let held = pump::forward_chunk(
+        &hello.pipelined,
+        &mut broker.clone(),
+        &mut ingress_scanner,
+        &info.ingress,
+    )
+    .await;
+
+    let end = match held {
+        Err(e) => (Direction::Ingress, e),
+        Ok(()) => {
+            let up = pump::forward(
+                client.clone(),
+                broker.clone(),
+                ingress_scanner,
+                Rc::clone(&shard.pool),
+                Rc::clone(&info.ingress),
+                Direction::Ingress,
+            );
+            let down = pump::forward(
+                broker.clone(),
+                client.clone(),
+                egress_scanner,
+                Rc::clone(&shard.pool),
+                Rc::clone(&info.egress),
+                Direction::Egress,
+            );
+            futures_lite::future::or(async { (Direction::Ingress, up.await) }, async {
+                (Direction::Egress, down.await)
+            })
+            .await
+        }
+    };
+    let cause = classify(info, &end);
+    info.disconnect.set(cause);
+    let (direction, how) = end;
+    let level = match (&how, cause) {
+        (_, Disconnect::Graceful) => Level::Info,
+        (DirectionEnd::Eof, _) => Level::Info,
+        _ => Level::Warn,
+    };
+    session_log!(
+        level,
+        info,
+        "Session ended ({cause:?}): {direction:?} {how:?}"
+    );
+    // Close both promptly: the side still open learns at once.
+    shutdown(&client);
+    shutdown(&broker);
+}
+
+fn shutdown(stream: &SharedStream<TcpStream>) {
+    stream.with(net::shutdown);
+}
+
+/// Client-initiated AMQP closes are graceful (DECISIONS Fix 6); otherwise
+/// whichever side ended first.
+fn classify(info: &SessionInfo, end: &(Direction, DirectionEnd)) -> Disconnect {
+    if info.ingress.saw_connection_close.get() || info.egress.saw_connection_close.get() {
+        return Disconnect::Graceful;
+    }
+    match end {
+        (_, DirectionEnd::BadFrame(_)) => Disconnect::Proxy,
+        (Direction::Ingress, DirectionEnd::WriteError(_)) => Disconnect::Broker,
+        (Direction::Egress, DirectionEnd::WriteError(_)) => Disconnect::Client,
+        (Direction::Ingress, _) => Disconnect::Client,
+        (Direction::Egress, _) => Disconnect::Broker,
+    }
+}

@@ -1,0 +1,144 @@
+//! A session: one client connection and, once its vhost is known, one broker
+//! connection, driven from accept to cleanup (behaviour.md §4).
+//!
+//! accept → client handshake (bounded by `--handshakeTimeoutMs`) → route the
+//! vhost → connect with failover (each address bounded by
+//! `--connectTimeoutMs`) → broker handshake → pump until either side ends →
+//! close both. Every refusal reaches the client as a `Connection.Close` with
+//! a code and a text, and the log says why (DECISIONS Fix 2, 3). Runs on its
+//! shard only; never blocks; never logs credentials.
+
+mod driver;
+pub mod pool;
+pub mod pump;
+
+pub use driver::run;
+
+use crate::codec::FrameEvent;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Process-wide session id, unique across shards, never reused.
+pub type SessionId = u64;
+
+/// Which way bytes move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → broker.
+    Ingress,
+    /// Broker → client.
+    Egress,
+}
+
+/// Counters of one direction, written only by the session's own shard.
+#[derive(Debug)]
+pub struct DirectionStats {
+    pub bytes: Cell<u64>,
+    pub frames: Cell<u64>,
+    /// Reads that carried data (the original's "packets").
+    pub packets: Cell<u64>,
+    pub last_activity: Cell<Instant>,
+    /// A channel-0 `Connection.Close` or `CloseOk` passed this way.
+    pub saw_connection_close: Cell<bool>,
+}
+
+impl Default for DirectionStats {
+    fn default() -> Self {
+        DirectionStats {
+            bytes: Cell::new(0),
+            frames: Cell::new(0),
+            packets: Cell::new(0),
+            last_activity: Cell::new(Instant::now()),
+            saw_connection_close: Cell::new(false),
+        }
+    }
+}
+
+impl DirectionStats {
+    fn on_frame(&self, ev: &FrameEvent) {
+        self.frames.set(self.frames.get() + 1);
+        if pump::is_connection_close(ev) {
+            self.saw_connection_close.set(true);
+        }
+    }
+
+    fn on_chunk(&self, n: usize) {
+        self.bytes.set(self.bytes.get() + n as u64);
+        self.packets.set(self.packets.get() + 1);
+        self.last_activity.set(Instant::now());
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    ClientHandshake,
+    Connecting,
+    BrokerHandshake,
+    Open,
+    Closed,
+}
+
+/// Why a session ended (behaviour.md §4.6, DECISIONS Fix 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    NotDisconnected,
+    /// An AMQP close exchange (client- or operator-initiated) completed.
+    Graceful,
+    /// The client's socket ended or failed first.
+    Client,
+    /// The broker's socket ended or failed first.
+    Broker,
+    /// The proxy ended it: refusal, protocol error, timeout, operator force.
+    Proxy,
+}
+
+/// What the shard (and later `CONN`) knows about a live session.
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub vhost: RefCell<String>,
+    pub ingress_remote: SocketAddr,
+    pub ingress_local: SocketAddr,
+    pub egress_local: Cell<Option<SocketAddr>>,
+    pub egress_remote: Cell<Option<SocketAddr>>,
+    pub backend: RefCell<String>,
+    pub phase: Cell<Phase>,
+    pub disconnect: Cell<Disconnect>,
+    pub ingress: std::rc::Rc<DirectionStats>,
+    pub egress: std::rc::Rc<DirectionStats>,
+}
+
+impl SessionInfo {
+    pub fn new(
+        id: SessionId,
+        ingress_remote: SocketAddr,
+        ingress_local: SocketAddr,
+    ) -> SessionInfo {
+        SessionInfo {
+            id,
+            vhost: RefCell::new(String::new()),
+            ingress_remote,
+            ingress_local,
+            egress_local: Cell::new(None),
+            egress_remote: Cell::new(None),
+            backend: RefCell::new(String::new()),
+            phase: Cell::new(Phase::ClientHandshake),
+            disconnect: Cell::new(Disconnect::NotDisconnected),
+            ingress: Default::default(),
+            egress: Default::default(),
+        }
+    }
+}
+
+/// Logs with the session's vhost and id attached, in the original's shape
+/// (`INFO [vhost] 42: ...`).
+#[macro_export]
+macro_rules! session_log {
+    ($lvl:expr, $info:expr, $($arg:tt)+) => {{
+        let info: &$crate::session::SessionInfo = $info;
+        let vhost = info.vhost.borrow();
+        ::log::log!($lvl, vhost = vhost.as_str(), conn = info.id; $($arg)+)
+    }};
+}

@@ -1,0 +1,105 @@
+//! A shard-local pool of I/O buffers for the pass-through pump.
+//!
+//! A session takes a buffer only while it has bytes to move and gives it
+//! back as soon as they are written, so an idle session pins no buffer and
+//! the steady state allocates nothing. Single-threaded (`Rc`, `RefCell`):
+//! never shared across shards.
+
+use std::cell::{Cell, RefCell};
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+
+/// Size of one pump buffer: a whole frame at the frame-max the proxy offers
+/// (131072), so large messages move in few syscalls.
+pub const BUFFER_SIZE: usize = 128 * 1024;
+
+/// Buffers kept for reuse; beyond this, returned buffers are freed so a
+/// burst does not pin memory for ever.
+const KEEP: usize = 64;
+
+/// The pool. Cheap to clone through `Rc`.
+#[derive(Default)]
+pub struct BufferPool {
+    free: RefCell<Vec<Box<[u8]>>>,
+    allocated: Cell<u64>,
+    in_use: Cell<u64>,
+}
+
+impl BufferPool {
+    pub fn new() -> Rc<BufferPool> {
+        Rc::new(BufferPool::default())
+    }
+
+    /// A buffer, from the pool or freshly allocated when the pool is empty.
+    pub fn take(self: &Rc<Self>) -> PooledBuffer {
+        let buf = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            self.allocated.set(self.allocated.get() + 1);
+            vec![0u8; BUFFER_SIZE].into_boxed_slice()
+        });
+        self.in_use.set(self.in_use.get() + 1);
+        PooledBuffer {
+            buf: Some(buf),
+            pool: Rc::clone(self),
+        }
+    }
+
+    /// Buffers ever allocated (for statistics).
+    pub fn allocated(&self) -> u64 {
+        self.allocated.get()
+    }
+
+    /// Buffers currently lent out.
+    pub fn in_use(&self) -> u64 {
+        self.in_use.get()
+    }
+
+    fn give_back(&self, buf: Box<[u8]>) {
+        self.in_use.set(self.in_use.get() - 1);
+        let mut free = self.free.borrow_mut();
+        if free.len() < KEEP {
+            free.push(buf);
+        }
+    }
+}
+
+/// A buffer on loan; returns itself to the pool when dropped.
+pub struct PooledBuffer {
+    buf: Option<Box<[u8]>>,
+    pool: Rc<BufferPool>,
+}
+
+impl Deref for PooledBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+}
+
+impl DerefMut for PooledBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.buf.as_deref_mut().unwrap_or(&mut [])
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give_back(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused() {
+        let pool = BufferPool::new();
+        let a = pool.take();
+        assert_eq!(a.len(), BUFFER_SIZE);
+        drop(a);
+        let _b = pool.take();
+        assert_eq!((pool.allocated(), pool.in_use()), (1, 1));
+    }
+}
