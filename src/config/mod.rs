@@ -99,6 +99,8 @@ pub struct Config {
     pub mappings: BTreeMap<String, Mapping>,
     pub default_farm: Option<String>,
     pub datacenter: String,
+    /// Vhosts whose new sessions are held at `Open` (`VHOST PAUSE`).
+    pub paused_vhosts: std::collections::BTreeSet<String>,
 }
 
 /// The view of the configuration a session takes when its vhost is known.

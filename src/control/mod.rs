@@ -56,6 +56,8 @@ pub struct ControlState {
     pub shards: Vec<ShardHandle>,
     /// Ports listened on by every shard, with their bind addresses.
     pub listening: BTreeMap<u16, SocketAddr>,
+    /// Vhosts an operator paused or unpaused, for `VHOST PRINT`.
+    pub touched_vhosts: std::collections::BTreeSet<String>,
 }
 
 /// How long the control thread waits for a shard to answer.
@@ -68,6 +70,7 @@ impl ControlState {
             shared,
             shards,
             listening: BTreeMap::new(),
+            touched_vhosts: Default::default(),
         }
     }
 
@@ -116,6 +119,12 @@ impl ControlState {
         self.shared
             .config
             .store(ConfigSnapshot::new(self.config.clone()));
+    }
+
+    /// Publishes `draft` now, for a command that must have the shards see
+    /// it before it acts on live sessions.
+    pub fn publish(&mut self, draft: &Config) {
+        self.commit(draft.clone());
     }
 
     /// Stops every shard's executor (the process is exiting).

@@ -3,9 +3,9 @@
 //! and `run` turns outcomes into the client's `Connection.Close`, the log
 //! line and the disconnect cause.
 
-use super::pump::{self, DirectionEnd, SharedStream, PASS_THROUGH_MAX_FRAME};
-use super::{Direction, Disconnect, Phase, SessionInfo};
-use crate::codec::{reply_code, FrameScanner};
+use super::control::Ending;
+use super::{Disconnect, Phase, SessionInfo};
+use crate::codec::reply_code;
 use crate::config::Mapping;
 use crate::handshake::{
     close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHandshake,
@@ -26,12 +26,12 @@ use std::time::Duration;
 const HANDSHAKE_READ: usize = 4096;
 
 /// A session whose broker said `OpenOk`.
-struct Established {
-    hello: ClientHello,
-    broker: TcpStream,
+pub(super) struct Established {
+    pub hello: ClientHello,
+    pub broker: TcpStream,
     /// The broker's `OpenOk` and whatever followed it, already sent to the
     /// client: the pump's egress scanner must walk it to stay in step.
-    sent_to_client: Vec<u8>,
+    pub sent_to_client: Vec<u8>,
 }
 
 /// How a session ended before reaching pass-through.
@@ -82,8 +82,15 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
     );
 
     let mut client = client;
-    match establish(&shard, &info, &mut client, listen_port).await {
-        Ok(established) => pass_through(&shard, &info, client, established).await,
+    // An operator's forced disconnect ends the session in any phase.
+    let establishing = futures_lite::future::or(
+        establish(&shard, &info, &mut client, listen_port),
+        forced(&info),
+    );
+    match establishing.await {
+        Ok(established) => {
+            super::passthrough::run(&shard, &info, client, established).await
+        }
         Err(Refusal::Reply {
             bytes,
             level,
@@ -112,6 +119,43 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
     }
     info.phase.set(Phase::Closed);
     shard.sessions.borrow_mut().remove(&info.id);
+}
+
+/// Resolves when the operator forces the session's end.
+async fn forced<T>(info: &SessionInfo) -> Result<T, Refusal> {
+    loop {
+        let generation = info.control.generation();
+        if info.control.ending() == Some(Ending::Force) {
+            return Err(Refusal::Reply {
+                bytes: Vec::new(),
+                level: Level::Info,
+                reason: "force disconnected by the operator".into(),
+            });
+        }
+        info.control.changed_since(generation).await;
+    }
+}
+
+/// Holds a session at `Open` while it or its vhost is paused, so that it is
+/// routed by the mapping in force when it is unpaused (behaviour.md §4.7).
+async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), Refusal> {
+    if vhost_paused {
+        info.control.set_paused(true);
+    }
+    loop {
+        let generation = info.control.generation();
+        match info.control.ending() {
+            Some(Ending::Graceful) => {
+                return Err(refuse(reply_code::REPLY_SUCCESS, "OK".into(), Level::Info));
+            }
+            // Force is handled by `forced`; a backend cut does not concern a
+            // session that has no broker yet.
+            _ if !info.control.paused() => return Ok(()),
+            _ => {}
+        }
+        session_log!(Level::Info, info, "Session paused at Open; waiting for UNPAUSE");
+        info.control.changed_since(generation).await;
+    }
 }
 
 /// Client handshake, routing, connect, broker handshake.
@@ -148,6 +192,9 @@ async fn establish(
     *info.vhost.borrow_mut() = vhost.clone();
     info.phase.set(Phase::Connecting);
 
+    let paused = shard.shared.config.load().config.paused_vhosts.contains(&vhost);
+    hold_at_open(info, paused).await?;
+    // The mapping in force now, after any pause.
     let snapshot = shard.shared.config.load_full();
     let route = routing::route(&snapshot, &vhost).map_err(|e| {
         let level = if matches!(e, RouteError::NoFarm) {
@@ -421,93 +468,3 @@ async fn broker_handshake(
     }
 }
 
-/// Forwards the held bytes, then pumps both ways until one side ends.
-async fn pass_through(
-    shard: &Rc<Shard>,
-    info: &Rc<SessionInfo>,
-    client: TcpStream,
-    established: Established,
-) {
-    let Established {
-        hello,
-        broker,
-        sent_to_client,
-    } = established;
-    info.phase.set(Phase::Open);
-    let mut ingress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
-    let mut egress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
-    let client = SharedStream::new(client);
-    let broker = SharedStream::new(broker);
-
-    // The broker's OpenOk (and anything after it) already went to the
-    // client; walk it so the egress scanner is in step with the stream.
-    let _ = egress_scanner.scan(&sent_to_client, |_| {});
-    let held = pump::forward_chunk(
-        &hello.pipelined,
-        &mut broker.clone(),
-        &mut ingress_scanner,
-        &info.ingress,
-    )
-    .await;
-
-    let end = match held {
-        Err(e) => (Direction::Ingress, e),
-        Ok(()) => {
-            let up = pump::forward(
-                client.clone(),
-                broker.clone(),
-                ingress_scanner,
-                Rc::clone(&shard.pool),
-                Rc::clone(&info.ingress),
-                Direction::Ingress,
-            );
-            let down = pump::forward(
-                broker.clone(),
-                client.clone(),
-                egress_scanner,
-                Rc::clone(&shard.pool),
-                Rc::clone(&info.egress),
-                Direction::Egress,
-            );
-            futures_lite::future::or(async { (Direction::Ingress, up.await) }, async {
-                (Direction::Egress, down.await)
-            })
-            .await
-        }
-    };
-    let cause = classify(info, &end);
-    info.disconnect.set(cause);
-    let (direction, how) = end;
-    let level = match (&how, cause) {
-        (_, Disconnect::Graceful) => Level::Info,
-        (DirectionEnd::Eof, _) => Level::Info,
-        _ => Level::Warn,
-    };
-    session_log!(
-        level,
-        info,
-        "Session ended ({cause:?}): {direction:?} {how:?}"
-    );
-    // Close both promptly: the side still open learns at once.
-    shutdown(&client);
-    shutdown(&broker);
-}
-
-fn shutdown(stream: &SharedStream<TcpStream>) {
-    stream.with(net::shutdown);
-}
-
-/// Client-initiated AMQP closes are graceful (DECISIONS Fix 6); otherwise
-/// whichever side ended first.
-fn classify(info: &SessionInfo, end: &(Direction, DirectionEnd)) -> Disconnect {
-    if info.ingress.saw_connection_close.get() || info.egress.saw_connection_close.get() {
-        return Disconnect::Graceful;
-    }
-    match end {
-        (_, DirectionEnd::BadFrame(_)) => Disconnect::Proxy,
-        (Direction::Ingress, DirectionEnd::WriteError(_)) => Disconnect::Broker,
-        (Direction::Egress, DirectionEnd::WriteError(_)) => Disconnect::Client,
-        (Direction::Ingress, _) => Disconnect::Client,
-        (Direction::Egress, _) => Disconnect::Broker,
-    }
-}

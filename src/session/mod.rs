@@ -8,7 +8,9 @@
 //! a code and a text, and the log says why (DECISIONS Fix 2, 3). Runs on its
 //! shard only; never blocks; never logs credentials.
 
+pub mod control;
 mod driver;
+mod passthrough;
 pub mod pool;
 pub mod pump;
 
@@ -77,6 +79,9 @@ pub enum Phase {
     Connecting,
     BrokerHandshake,
     Open,
+    /// The broker side was cut by the operator; the client side stays
+    /// until it closes (DECISIONS Fix 8).
+    BrokerDisconnected,
     Closed,
 }
 
@@ -108,6 +113,7 @@ pub struct SessionInfo {
     pub disconnect: Cell<Disconnect>,
     pub ingress: std::rc::Rc<DirectionStats>,
     pub egress: std::rc::Rc<DirectionStats>,
+    pub control: std::rc::Rc<control::SessionControl>,
 }
 
 impl SessionInfo {
@@ -128,6 +134,7 @@ impl SessionInfo {
             disconnect: Cell::new(Disconnect::NotDisconnected),
             ingress: Default::default(),
             egress: Default::default(),
+            control: Default::default(),
         }
     }
 }

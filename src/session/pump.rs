@@ -1,5 +1,6 @@
-//! The pass-through pump: after `OpenOk`, bytes move client→broker and
-//! broker→client until either side ends (behaviour.md §4.4).
+//! The pass-through pump: after `OpenOk`, bytes move client→broker
+//! (ingress) and broker→client (egress) until either side ends
+//! (behaviour.md §4.4, §4.7).
 //!
 //! Each direction reads into a pooled buffer and writes the same buffer to
 //! the other socket: no copy between the sockets, no allocation per frame,
@@ -7,17 +8,23 @@
 //! slow reader stalls its writer instead of growing memory). A
 //! [`FrameScanner`] walks the 7-byte frame headers as they pass to count
 //! frames, spot channel-0 `Close`/`CloseOk`, and refuse a bad frame end or an
-//! oversized frame. Runs on a shard; never blocks.
+//! oversized frame. Operator actions take effect at a frame boundary: a
+//! paused ingress stops reading and keeps the broker's heartbeat
+//! expectations met; a graceful end runs the Close/CloseOk exchange with both
+//! sides. Runs on a shard; never blocks.
 
+use super::control::{Ending, SessionControl};
 use super::pool::{BufferPool, PooledBuffer};
-use super::{Direction, DirectionStats};
-use crate::codec::{method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS};
+use super::DirectionStats;
+use crate::codec::{method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS, HEARTBEAT_FRAME};
+use crate::handshake::close_frame;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// The largest frame accepted in pass-through, header and end octet
 /// included: the original's safety net, above the 131072 offered in Tune.
@@ -46,21 +53,13 @@ impl<S> SharedStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SharedStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for SharedStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -71,16 +70,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SharedStream<S> {
     }
 }
 
-/// Reads the next chunk into a pooled buffer. The buffer is taken only for
-/// the read attempt itself and handed back when the socket has nothing, so
-/// an idle session holds none.
-async fn read_pooled<S: AsyncRead + Unpin>(
+/// Reads the next chunk (at most `limit` bytes) into a pooled buffer. The
+/// buffer is taken only for the read attempt itself and handed back when
+/// the socket has nothing, so an idle session holds none. Cancel-safe:
+/// nothing is consumed from the socket unless the read completes.
+pub async fn read_pooled<S: AsyncRead + Unpin>(
     from: &mut SharedStream<S>,
     pool: &Rc<BufferPool>,
+    limit: usize,
 ) -> io::Result<(PooledBuffer, usize)> {
     futures_lite::future::poll_fn(|cx| {
         let mut buf = pool.take();
-        match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+        let len = buf.len().min(limit.max(1));
+        match Pin::new(&mut *from).poll_read(cx, &mut buf[..len]) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok((buf, n))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -97,57 +99,270 @@ pub enum DirectionEnd {
     ReadError(io::Error),
     WriteError(io::Error),
     BadFrame(ScanError),
+    /// Stopped at a frame boundary for an operator's forced or backend end.
+    Stopped,
+    /// Graceful end, ingress side: the client answered (or left) and the
+    /// broker has been sent `Connection.Close`.
+    CloseSentToBroker { client_answered: bool },
+    /// Graceful end, egress side: the broker answered the close.
+    BrokerClosed,
 }
 
 /// Whether a frame is channel 0's `Connection.Close` or `CloseOk`.
 pub fn is_connection_close(ev: &FrameEvent) -> bool {
-    ev.channel == 0
-        && matches!(ev.method, Some((CONNECTION_CLASS, m)) if m == method_id::CLOSE || m == method_id::CLOSE_OK)
+    connection_method(ev).is_some_and(|m| m == method_id::CLOSE || m == method_id::CLOSE_OK)
 }
 
-/// Feeds bytes that were already read (the handshake's leftovers) through
-/// the scanner and writes them on.
-pub async fn forward_chunk<S: AsyncWrite + Unpin>(
-    bytes: &[u8],
-    to: &mut SharedStream<S>,
-    scanner: &mut FrameScanner,
-    stats: &DirectionStats,
-) -> Result<(), DirectionEnd> {
-    if bytes.is_empty() {
-        return Ok(());
+fn connection_method(ev: &FrameEvent) -> Option<u16> {
+    match ev.method {
+        Some((CONNECTION_CLASS, m)) if ev.channel == 0 => Some(m),
+        _ => None,
     }
-    scanner
-        .scan(bytes, |ev| stats.on_frame(&ev))
-        .map_err(DirectionEnd::BadFrame)?;
-    to.write_all(bytes)
-        .await
-        .map_err(DirectionEnd::WriteError)?;
-    stats.on_chunk(bytes.len());
-    Ok(())
 }
 
-/// Moves bytes from `from` to `to` until `from` ends or either side fails.
-pub async fn forward<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    mut from: SharedStream<R>,
-    mut to: SharedStream<W>,
-    mut scanner: FrameScanner,
-    pool: Rc<BufferPool>,
-    stats: Rc<DirectionStats>,
-    _direction: Direction,
-) -> DirectionEnd {
-    loop {
-        let (buf, n) = match read_pooled(&mut from, &pool).await {
-            Ok((_, 0)) => return DirectionEnd::Eof,
-            Ok(read) => read,
-            Err(e) => return DirectionEnd::ReadError(e),
-        };
-        let chunk = &buf[..n];
-        if let Err(e) = scanner.scan(chunk, |ev| stats.on_frame(&ev)) {
-            return DirectionEnd::BadFrame(e);
+/// What both directions of one session share.
+pub struct Pump<C, B> {
+    pub client: SharedStream<C>,
+    pub broker: SharedStream<B>,
+    pub pool: Rc<BufferPool>,
+    pub control: Rc<SessionControl>,
+    pub ingress: Rc<DirectionStats>,
+    pub egress: Rc<DirectionStats>,
+    /// The heartbeat the client agreed (seconds, 0 = none): while paused the
+    /// proxy sends the broker heartbeats at half this interval.
+    pub heartbeat: u16,
+    /// The ingress stream to the broker is between frames, so the egress
+    /// side may inject a `CloseOk` toward the broker.
+    ingress_at_boundary: Cell<bool>,
+    /// The egress side has sent the client our `Connection.Close`; from then
+    /// on it never writes to the client again.
+    close_sent_to_client: Cell<bool>,
+}
+
+/// Whether a read that stops here would leave the stream mid-frame, and so
+/// how much may be read before the next boundary.
+fn read_limit(scanner: &FrameScanner, must_stop_at_boundary: bool) -> usize {
+    if must_stop_at_boundary && !scanner.at_frame_boundary() {
+        scanner.remaining_in_frame().unwrap_or(1)
+    } else {
+        usize::MAX
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<C, B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: SharedStream<C>,
+        broker: SharedStream<B>,
+        pool: Rc<BufferPool>,
+        control: Rc<SessionControl>,
+        ingress: Rc<DirectionStats>,
+        egress: Rc<DirectionStats>,
+        heartbeat: u16,
+    ) -> Self {
+        Pump {
+            client,
+            broker,
+            pool,
+            control,
+            ingress,
+            egress,
+            heartbeat,
+            ingress_at_boundary: Cell::new(true),
+            close_sent_to_client: Cell::new(false),
         }
-        if let Err(e) = to.write_all(chunk).await {
+    }
+
+    /// Writes bytes that were already read (the handshake's leftovers)
+    /// client→broker, keeping `scanner` in step.
+    pub async fn forward_held(&self, bytes: &[u8], scanner: &mut FrameScanner) -> Result<(), DirectionEnd> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        scanner.scan(bytes, |ev| self.ingress.on_frame(&ev)).map_err(DirectionEnd::BadFrame)?;
+        self.broker.clone().write_all(bytes).await.map_err(DirectionEnd::WriteError)?;
+        self.ingress.on_chunk(bytes.len());
+        self.ingress_at_boundary.set(scanner.at_frame_boundary());
+        Ok(())
+    }
+
+    /// Reads the next chunk of `from`, or `None` when the session's control
+    /// flags changed first.
+    async fn next_chunk<S: AsyncRead + Unpin>(
+        &self,
+        from: &mut SharedStream<S>,
+        limit: usize,
+        generation: u64,
+    ) -> Option<io::Result<(PooledBuffer, usize)>> {
+        futures_lite::future::or(async { Some(read_pooled(from, &self.pool, limit).await) }, async {
+            self.control.changed_since(generation).await;
+            None
+        })
+        .await
+    }
+
+    /// Client → broker.
+    pub async fn ingress(&self, mut scanner: FrameScanner) -> DirectionEnd {
+        let mut client = self.client.clone();
+        let mut broker = self.broker.clone();
+        loop {
+            let generation = self.control.generation();
+            let ending = self.control.ending();
+            if scanner.at_frame_boundary() {
+                match ending {
+                    Some(Ending::Graceful) => return self.ingress_closing(scanner).await,
+                    Some(_) => return DirectionEnd::Stopped,
+                    None if self.control.paused() => {
+                        if let Err(e) = self.hold_paused(generation).await {
+                            return DirectionEnd::WriteError(e);
+                        }
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            let limit = read_limit(&scanner, ending.is_some() || self.control.paused());
+            let (buf, n) = match self.next_chunk(&mut client, limit, generation).await {
+                None => continue,
+                Some(Ok((_, 0))) => return DirectionEnd::Eof,
+                Some(Ok(read)) => read,
+                Some(Err(e)) => return DirectionEnd::ReadError(e),
+            };
+            if let Err(e) = scanner.scan(&buf[..n], |ev| self.ingress.on_frame(&ev)) {
+                return DirectionEnd::BadFrame(e);
+            }
+            self.ingress_at_boundary.set(false);
+            if let Err(e) = broker.write_all(&buf[..n]).await {
+                return DirectionEnd::WriteError(e);
+            }
+            self.ingress_at_boundary.set(scanner.at_frame_boundary());
+            self.ingress.on_chunk(n);
+        }
+    }
+
+    /// While paused: read nothing from the client, and keep the broker from
+    /// timing the connection out (DECISIONS Fix 8). Returns when anything
+    /// changes.
+    async fn hold_paused(&self, generation: u64) -> io::Result<()> {
+        let interval = Duration::from_millis(u64::from(self.heartbeat) * 500);
+        loop {
+            if self.heartbeat == 0 {
+                self.control.changed_since(generation).await;
+                return Ok(());
+            }
+            let woke = futures_lite::future::or(
+                async {
+                    self.control.changed_since(generation).await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(interval).await;
+                    false
+                },
+            )
+            .await;
+            if woke {
+                return Ok(());
+            }
+            self.broker.clone().write_all(&HEARTBEAT_FRAME).await?;
+        }
+    }
+
+    /// Graceful end, client side: discard the client's frames until it
+    /// answers our Close (or leaves), then close toward the broker.
+    async fn ingress_closing(&self, mut scanner: FrameScanner) -> DirectionEnd {
+        let mut client = self.client.clone();
+        let client_answered = loop {
+            let (buf, n) = match read_pooled(&mut client, &self.pool, usize::MAX).await {
+                Ok((_, 0)) | Err(_) => break false,
+                Ok(read) => read,
+            };
+            let mut answer = None;
+            if scanner.scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev))).is_err() {
+                break false;
+            }
+            match answer {
+                Some(method_id::CLOSE_OK) => break true,
+                Some(method_id::CLOSE) => {
+                    // The client closed instead of acknowledging: answer it,
+                    // once our own Close has gone out (then the egress side
+                    // no longer writes to the client).
+                    if self.close_sent_to_client.get() {
+                        let mut ok = Vec::with_capacity(12);
+                        crate::codec::ConnectionMethod::CloseOk.encode_frame(&mut ok);
+                        let _ = client.write_all(&ok).await;
+                    }
+                    break true;
+                }
+                _ => {}
+            }
+        };
+        let _ = self.broker.clone().write_all(&close_frame(200, "OK")).await;
+        DirectionEnd::CloseSentToBroker { client_answered }
+    }
+
+    /// Broker → client.
+    pub async fn egress(&self, mut scanner: FrameScanner) -> DirectionEnd {
+        let mut broker = self.broker.clone();
+        let mut client = self.client.clone();
+        loop {
+            let generation = self.control.generation();
+            let ending = self.control.ending();
+            if scanner.at_frame_boundary() {
+                match ending {
+                    Some(Ending::Graceful) => return self.egress_closing(scanner).await,
+                    Some(_) => return DirectionEnd::Stopped,
+                    None => {}
+                }
+            }
+            let limit = read_limit(&scanner, ending.is_some());
+            let (buf, n) = match self.next_chunk(&mut broker, limit, generation).await {
+                None => continue,
+                Some(Ok((_, 0))) => return DirectionEnd::Eof,
+                Some(Ok(read)) => read,
+                Some(Err(e)) => return DirectionEnd::ReadError(e),
+            };
+            if let Err(e) = scanner.scan(&buf[..n], |ev| self.egress.on_frame(&ev)) {
+                return DirectionEnd::BadFrame(e);
+            }
+            if let Err(e) = client.write_all(&buf[..n]).await {
+                return DirectionEnd::WriteError(e);
+            }
+            self.egress.on_chunk(n);
+        }
+    }
+
+    /// Graceful end, broker side: tell the client 200 OK, then discard the
+    /// broker's frames until it acknowledges our Close (or closes itself).
+    async fn egress_closing(&self, mut scanner: FrameScanner) -> DirectionEnd {
+        let mut client = self.client.clone();
+        if let Err(e) = client.write_all(&close_frame(200, "OK")).await {
             return DirectionEnd::WriteError(e);
         }
-        stats.on_chunk(n);
+        self.close_sent_to_client.set(true);
+        let mut broker = self.broker.clone();
+        loop {
+            let (buf, n) = match read_pooled(&mut broker, &self.pool, usize::MAX).await {
+                Ok((_, 0)) => return DirectionEnd::Eof,
+                Ok(read) => read,
+                Err(e) => return DirectionEnd::ReadError(e),
+            };
+            let mut answer = None;
+            if let Err(e) = scanner.scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev))) {
+                return DirectionEnd::BadFrame(e);
+            }
+            match answer {
+                Some(method_id::CLOSE_OK) => return DirectionEnd::BrokerClosed,
+                Some(method_id::CLOSE) => {
+                    if self.ingress_at_boundary.get() {
+                        let mut ok = Vec::with_capacity(12);
+                        crate::codec::ConnectionMethod::CloseOk.encode_frame(&mut ok);
+                        let _ = broker.write_all(&ok).await;
+                    }
+                    return DirectionEnd::BrokerClosed;
+                }
+                _ => {}
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@
 use crate::config::ConfigSnapshot;
 use crate::net::{self, Resolver};
 use crate::session::pool::BufferPool;
+use crate::session::control::Ending;
 use crate::session::{self, SessionId, SessionInfo};
 use arc_swap::ArcSwap;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -78,8 +79,79 @@ pub enum ShardCommand {
         port: Option<u16>,
         reply: flume::Sender<Vec<u16>>,
     },
+    /// Describe every session of this shard (for `CONN`, `VHOST PRINT`).
+    Sessions { reply: flume::Sender<Vec<SessionView>> },
+    /// Act on the sessions selected; replies with how many matched.
+    Act { target: SessionTarget, action: SessionAction, reply: flume::Sender<usize> },
     /// Leave the executor: the process is exiting.
     Shutdown,
+}
+
+/// Which sessions an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionTarget {
+    Id(SessionId),
+    Vhost(String),
+}
+
+/// What the operator asked of a session (behaviour.md §4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    Pause,
+    Unpause,
+    End(Ending),
+}
+
+/// A copy of one session's state, made on its shard for the control thread.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub shard: usize,
+    pub vhost: String,
+    pub phase: String,
+    pub disconnected: bool,
+    pub paused: bool,
+    pub ingress_remote: SocketAddr,
+    pub ingress_local: SocketAddr,
+    pub egress_local: Option<SocketAddr>,
+    pub egress_remote: Option<SocketAddr>,
+    pub backend: String,
+    pub in_bytes: u64,
+    pub in_frames: u64,
+    pub in_packets: u64,
+    pub out_bytes: u64,
+    pub out_frames: u64,
+    pub out_packets: u64,
+    /// Seconds since the client, and the broker, last sent anything.
+    pub ingress_idle_secs: f64,
+    pub egress_idle_secs: f64,
+}
+
+impl SessionView {
+    fn of(shard: usize, s: &SessionInfo) -> SessionView {
+        SessionView {
+            id: s.id,
+            shard,
+            vhost: s.vhost.borrow().clone(),
+            phase: format!("{:?}", s.phase.get()),
+            disconnected: s.disconnect.get() != crate::session::Disconnect::NotDisconnected
+                || s.phase.get() == crate::session::Phase::BrokerDisconnected,
+            paused: s.control.paused(),
+            ingress_remote: s.ingress_remote,
+            ingress_local: s.ingress_local,
+            egress_local: s.egress_local.get(),
+            egress_remote: s.egress_remote.get(),
+            backend: s.backend.borrow().clone(),
+            in_bytes: s.ingress.bytes.get(),
+            in_frames: s.ingress.frames.get(),
+            in_packets: s.ingress.packets.get(),
+            out_bytes: s.egress.bytes.get(),
+            out_frames: s.egress.frames.get(),
+            out_packets: s.egress.packets.get(),
+            ingress_idle_secs: s.ingress.last_activity.get().elapsed().as_secs_f64(),
+            egress_idle_secs: s.egress.last_activity.get().elapsed().as_secs_f64(),
+        }
+    }
 }
 
 /// One shard's state, owned by its executor thread.
@@ -140,6 +212,23 @@ impl Shard {
         })
         .detach();
         Ok(())
+    }
+
+    /// Applies an operator action to the matching sessions.
+    fn act(&self, target: &SessionTarget, action: SessionAction) -> usize {
+        let sessions = self.sessions.borrow();
+        let matching: Vec<&Rc<SessionInfo>> = match target {
+            SessionTarget::Id(id) => sessions.get(id).into_iter().collect(),
+            SessionTarget::Vhost(v) => sessions.values().filter(|s| *s.vhost.borrow() == *v).collect(),
+        };
+        for session in &matching {
+            match action {
+                SessionAction::Pause => session.control.set_paused(true),
+                SessionAction::Unpause => session.control.set_paused(false),
+                SessionAction::End(how) => session.control.end(how),
+            }
+        }
+        matching.len()
     }
 
     fn stop_listening(&self, port: Option<u16>) -> Vec<u16> {
@@ -257,7 +346,14 @@ pub fn spawn(
                         ShardCommand::StopListening { port, reply } => {
                             let _ = reply.send(shard.stop_listening(port));
                         }
-                        ShardCommand::Shutdown => break,
+                        ShardCommand::Sessions { reply } => {
+                        let views = shard.sessions.borrow().values().map(|s| SessionView::of(index, s)).collect();
+                        let _ = reply.send(views);
+                    }
+                    ShardCommand::Act { target, action, reply } => {
+                        let _ = reply.send(shard.act(&target, action));
+                    }
+                    ShardCommand::Shutdown => break,
                     }
                 }
             });

@@ -5,10 +5,15 @@
 //! caller decides whether it is published.
 
 mod backend;
+mod config;
+mod conn;
 mod datacenter;
 mod farm;
 mod listen;
 mod map;
+mod maphostname;
+mod session;
+mod vhost;
 
 use super::{ControlState, Reply};
 use crate::config::Config;
@@ -44,6 +49,8 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
     let args: Vec<&str> = rest.split_whitespace().collect();
     let mut reply = match verb {
         "BACKEND" => backend::run(draft, &args),
+        "CONFIG" => config::run(draft, &args),
+        "CONN" => conn::run(state, &args),
         "DATACENTER" => datacenter::run(draft, &args),
         "EXIT" => Reply {
             text: "Exiting.\n".into(),
@@ -54,6 +61,9 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
         "LISTEN" => listen::run(state, &args),
         "LOG" => log_verbosity(&args),
         "MAP" => map::run(draft, &args),
+        "MAPHOSTNAME" => maphostname::run(&args),
+        "SESSION" => session::run(state, &args),
+        "VHOST" => vhost::run(state, draft, &args),
         // Unknown verbs, and HELP itself, answer with the help text.
         _ => Reply::ok(HELP),
     };

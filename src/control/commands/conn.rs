@@ -1,0 +1,60 @@
+//! `CONN [json]`: one line per session, gathered from every shard
+//! (behaviour.md §2.5). Idle times are seconds since each side last sent
+//! anything (DECISIONS Fix 7); latency fields come with the statistics work.
+
+use crate::control::{ControlState, Reply};
+use crate::shard::{SessionView, ShardCommand};
+use std::net::SocketAddr;
+
+/// Every session of every shard, by id.
+pub fn sessions(state: &ControlState) -> Vec<SessionView> {
+    let mut all: Vec<SessionView> = state
+        .ask_shards(|reply| ShardCommand::Sessions { reply })
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    all.sort_by_key(|s| s.id);
+    all
+}
+
+fn endpoint(addr: Option<SocketAddr>) -> String {
+    let addr = addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    format!("{}:{}", addr.ip(), addr.port())
+}
+
+/// One `CONN` line, in the original's shape.
+pub fn line(s: &SessionView) -> String {
+    let yn = |b: bool| if b { 'Y' } else { 'N' };
+    format!(
+        "id={} vhost={} disconnected={} paused={} authDenied=N ingressRemote={} ingressLocal={} egressLocal={} \
+         egressRemote={} inBytes={} inFrames={} inPackets={} outBytes={} outFrames={} outPackets={} {:.3}:{:.3}\n",
+        s.id,
+        s.vhost,
+        yn(s.disconnected),
+        yn(s.paused),
+        endpoint(Some(s.ingress_remote)),
+        s.ingress_local.ip(),
+        endpoint(s.egress_local),
+        endpoint(s.egress_remote),
+        s.in_bytes,
+        s.in_frames,
+        s.in_packets,
+        s.out_bytes,
+        s.out_frames,
+        s.out_packets,
+        s.ingress_idle_secs,
+        s.egress_idle_secs,
+    )
+}
+
+pub fn run(state: &ControlState, args: &[&str]) -> Reply {
+    let all = sessions(state);
+    if args.first().is_some_and(|a| a.eq_ignore_ascii_case("json")) {
+        return match serde_json::to_string(&all) {
+            Ok(json) => Reply::ok(json + "\n"),
+            Err(e) => Reply::error(format!("Cannot encode sessions: {e}\n")),
+        };
+    }
+    Reply::ok(all.iter().map(line).collect::<String>())
+}

@@ -1,0 +1,171 @@
+//! The established phase of a session: forwards what the handshakes held
+//! back, runs the [`Pump`] in both directions, watches for operator
+//! actions, and closes both sockets at the end with the right cause
+//! (behaviour.md §4.4, §4.6, §4.7; DECISIONS Fix 6, 8).
+//!
+//! Runs on the session's shard; never blocks.
+
+use super::control::Ending;
+use super::driver::Established;
+use super::pump::{read_pooled, DirectionEnd, Pump, SharedStream, PASS_THROUGH_MAX_FRAME};
+use super::{Direction, Disconnect, Phase, SessionInfo};
+use crate::codec::FrameScanner;
+use crate::net;
+use crate::session_log;
+use crate::shard::Shard;
+use glommio::net::TcpStream;
+use log::Level;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// How long a graceful close waits for the broker's `CloseOk` once the
+/// client has answered.
+const GRACEFUL_BROKER_WAIT: Duration = Duration::from_secs(5);
+
+/// What ended the pump first.
+enum First {
+    Up(DirectionEnd),
+    Down(DirectionEnd),
+    Operator(Ending),
+}
+
+/// Resolves when the operator asks for a forced or backend end (a graceful
+/// end is run by the pump itself).
+async fn abrupt_ending(info: &SessionInfo) -> Ending {
+    loop {
+        let generation = info.control.generation();
+        match info.control.ending() {
+            Some(how @ (Ending::Force | Ending::BackendDisconnect)) => return how,
+            _ => info.control.changed_since(generation).await,
+        }
+    }
+}
+
+pub(super) async fn run(shard: &Rc<Shard>, info: &Rc<SessionInfo>, client: TcpStream, established: Established) {
+    let Established { hello, broker, sent_to_client } = established;
+    info.phase.set(Phase::Open);
+    let pump = Pump::new(
+        SharedStream::new(client),
+        SharedStream::new(broker),
+        Rc::clone(&shard.pool),
+        Rc::clone(&info.control),
+        Rc::clone(&info.ingress),
+        Rc::clone(&info.egress),
+        hello.tune_ok.heartbeat,
+    );
+    let mut ingress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+    let mut egress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+    // The broker's OpenOk (and anything after it) already went to the
+    // client; walk it so the egress scanner is in step with the stream.
+    let _ = egress_scanner.scan(&sent_to_client, |_| {});
+
+    let first = match pump.forward_held(&hello.pipelined, &mut ingress_scanner).await {
+        Err(e) => First::Up(e),
+        Ok(()) => {
+            let mut up = pin!(pump.ingress(ingress_scanner));
+            let mut down = pin!(pump.egress(egress_scanner));
+            let mut operator = pin!(abrupt_ending(info));
+            let first = futures_lite::future::poll_fn(|cx| {
+                if let Poll::Ready(how) = operator.as_mut().poll(cx) {
+                    return Poll::Ready(First::Operator(how));
+                }
+                if let Poll::Ready(end) = up.as_mut().poll(cx) {
+                    return Poll::Ready(First::Up(end));
+                }
+                if let Poll::Ready(end) = down.as_mut().poll(cx) {
+                    return Poll::Ready(First::Down(end));
+                }
+                Poll::Pending
+            })
+            .await;
+            // The client answered a graceful close: let the broker
+            // acknowledge ours before closing both.
+            if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
+                let wait = futures_lite::future::or(
+                    async {
+                        down.as_mut().await;
+                    },
+                    glommio::timer::sleep(GRACEFUL_BROKER_WAIT),
+                );
+                wait.await;
+            }
+            first
+        }
+    };
+
+    let cause = match &first {
+        First::Operator(Ending::Force) => Disconnect::Proxy,
+        First::Operator(_) => Disconnect::Proxy,
+        First::Up(DirectionEnd::CloseSentToBroker { .. }) | First::Down(DirectionEnd::BrokerClosed) => {
+            Disconnect::Graceful
+        }
+        First::Up(end) => classify(info, Direction::Ingress, end),
+        First::Down(end) => classify(info, Direction::Egress, end),
+    };
+    info.disconnect.set(cause);
+    let description = match &first {
+        First::Up(end) => format!("client side: {end:?}"),
+        First::Down(end) => format!("broker side: {end:?}"),
+        First::Operator(how) => format!("operator: {how:?}"),
+    };
+    let level = match (&first, cause) {
+        (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
+        (First::Up(DirectionEnd::Eof) | First::Down(DirectionEnd::Eof), _) => Level::Info,
+        _ => Level::Warn,
+    };
+    session_log!(level, info, "Session ended ({cause:?}): {description}");
+
+    // The broker side always closes now.
+    pump.broker.with(net::shutdown);
+    if let First::Operator(Ending::BackendDisconnect) = first {
+        info.phase.set(Phase::BrokerDisconnected);
+        hold_client(shard, info, pump.client.clone()).await;
+    }
+    pump.client.with(net::shutdown);
+}
+
+/// After `BACKEND_DISCONNECT`: the client side stays open (and the session
+/// addressable) until the client closes or the operator forces it; its
+/// bytes have nowhere to go and are dropped. A paused session is not read.
+async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedStream<TcpStream>) {
+    loop {
+        let generation = info.control.generation();
+        if info.control.ending() == Some(Ending::Force) {
+            return;
+        }
+        if info.control.paused() {
+            info.control.changed_since(generation).await;
+            continue;
+        }
+        let read = futures_lite::future::or(
+            async { Some(read_pooled(&mut client, &shard.pool, usize::MAX).await) },
+            async {
+                info.control.changed_since(generation).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            None | Some(Ok((_, 1..))) => {}
+            Some(Ok((_, 0)) | Err(_)) => return,
+        }
+    }
+}
+
+/// Client-initiated AMQP closes are graceful (DECISIONS Fix 6); otherwise
+/// whichever side ended first.
+fn classify(info: &SessionInfo, direction: Direction, end: &DirectionEnd) -> Disconnect {
+    if info.ingress.saw_connection_close.get() || info.egress.saw_connection_close.get() {
+        return Disconnect::Graceful;
+    }
+    match (direction, end) {
+        (_, DirectionEnd::BadFrame(_)) => Disconnect::Proxy,
+        (Direction::Ingress, DirectionEnd::WriteError(_)) => Disconnect::Broker,
+        (Direction::Egress, DirectionEnd::WriteError(_)) => Disconnect::Client,
+        (Direction::Ingress, _) => Disconnect::Client,
+        (Direction::Egress, _) => Disconnect::Broker,
+    }
+}

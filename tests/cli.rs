@@ -1,0 +1,237 @@
+//! Command-line behaviour of the `amqpprox` binary (behaviour.md §1.1):
+//! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple
+//! mode (exit 2), verbosity out of range (exit 3), a non-numeric port
+//! (non-zero, names the flag) and the `Starting amqpprox, ...` line at start.
+//!
+//! It runs the binary as a child process with a private log directory and
+//! control socket, kills it after a deadline so nothing hangs, and never
+//! talks AMQP or the control protocol.
+
+mod support;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::proxy::ProxyProcess;
+
+const FLAGS: &[&str] = &[
+    "--help",
+    "--logDirectory",
+    "--controlSocket",
+    "--listenPort",
+    "--destinationPort",
+    "--destinationDNS",
+];
+
+struct Outcome {
+    /// `None` when the process had to be killed at the deadline.
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn both(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "exit code {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `amqpprox ARGS` with a private directory for logs and the control
+/// socket (so a proxy that wrongly starts pollutes nothing), killing it after
+/// 10 s.
+fn run(args: &[&str]) -> Outcome {
+    let dir = tempfile::Builder::new()
+        .prefix("amqpprox-cli-")
+        .tempdir()
+        .expect("temporary directory");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_amqpprox"));
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn amqpprox");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err_reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Outcome {
+        code,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Private `--logDirectory` and `--controlSocket` arguments.
+fn private_paths() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::Builder::new()
+        .prefix("amqpprox-cli-")
+        .tempdir()
+        .expect("temporary directory");
+    let logs: PathBuf = dir.path().join("logs");
+    let sock: PathBuf = dir.path().join("ctl.sock");
+    let args = vec![
+        "--logDirectory".to_string(),
+        logs.display().to_string(),
+        "--controlSocket".to_string(),
+        sock.display().to_string(),
+    ];
+    (dir, args)
+}
+
+fn run_private(extra: &[&str]) -> Outcome {
+    let (_dir, mut args) = private_paths();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&refs)
+}
+
+#[test]
+fn help_prints_flags_to_stdout_and_exits_1() {
+    let out = run(&["--help"]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    for flag in FLAGS {
+        assert!(
+            out.stdout.contains(flag),
+            "help on stdout lacks {flag}: {}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn unknown_option_is_named_then_help_and_exit_1() {
+    let out = run_private(&["--bogus"]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    let both = out.both();
+    let at = both
+        .find("Unknown command line option: --bogus")
+        .unwrap_or_else(|| panic!("no unknown-option message: {}", out.describe()));
+    assert!(
+        both[at..].contains("--listenPort"),
+        "the help must follow the message: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn incomplete_simple_mode_exits_2() {
+    let message = "If configuring in simple mode, the --listenPort, --destinationPort and --destinationDNS must all be set";
+    let cases: &[&[&str]] = &[
+        &["--listenPort", "5672"],
+        &["--destinationPort", "5672"],
+        &["--destinationDNS", "localhost"],
+        &["--listenPort", "5672", "--destinationPort", "5673"],
+        &["--listenPort", "5672", "--destinationDNS", "localhost"],
+        &["--destinationPort", "5672", "--destinationDNS", "localhost"],
+    ];
+    for case in cases {
+        let out = run_private(case);
+        assert_eq!(out.code, Some(2), "{case:?}: {}", out.describe());
+        assert!(out.both().contains(message), "{case:?}: {}", out.describe());
+    }
+}
+
+#[test]
+fn verbosity_above_5_exits_3() {
+    for args in [&["-v", "6"][..], &["--consoleVerbosity", "9"][..]] {
+        let out = run_private(args);
+        assert_eq!(out.code, Some(3), "{args:?}: {}", out.describe());
+        assert!(
+            out.both()
+                .contains("Console log verbosity must be between 0 and 5"),
+            "{args:?}: {}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn non_numeric_port_exits_nonzero_naming_the_flag() {
+    for (flag, args) in [
+        (
+            "listenPort",
+            &[
+                "--listenPort",
+                "abc",
+                "--destinationPort",
+                "5672",
+                "--destinationDNS",
+                "localhost",
+            ][..],
+        ),
+        (
+            "destinationPort",
+            &[
+                "--listenPort",
+                "5672",
+                "--destinationPort",
+                "x1",
+                "--destinationDNS",
+                "localhost",
+            ][..],
+        ),
+    ] {
+        let out = run_private(args);
+        assert!(
+            matches!(out.code, Some(code) if code != 0),
+            "{args:?} must exit non-zero: {}",
+            out.describe()
+        );
+        assert!(
+            out.both().contains(flag),
+            "{args:?}: the message must name {flag}: {}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn startup_prints_log_directory_and_control_socket() {
+    let proxy = ProxyProcess::builder("127.0.0.1", 1).shards(1).start();
+    let wanted = format!(
+        "Starting amqpprox, logging to: '{}' control using: '{}'",
+        proxy.log_dir.display(),
+        proxy.control_socket.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.stdout().contains(&wanted) {
+        assert!(
+            Instant::now() < deadline,
+            "stdout lacks {wanted:?}:\n{}",
+            proxy.output()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
