@@ -88,9 +88,7 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
         forced(&info),
     );
     match establishing.await {
-        Ok(established) => {
-            super::passthrough::run(&shard, &info, client, established).await
-        }
+        Ok(established) => super::passthrough::run(&shard, &info, client, established).await,
         Err(Refusal::Reply {
             bytes,
             level,
@@ -153,7 +151,11 @@ async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), Refu
             _ if !info.control.paused() => return Ok(()),
             _ => {}
         }
-        session_log!(Level::Info, info, "Session paused at Open; waiting for UNPAUSE");
+        session_log!(
+            Level::Info,
+            info,
+            "Session paused at Open; waiting for UNPAUSE"
+        );
         info.control.changed_since(generation).await;
     }
 }
@@ -192,7 +194,13 @@ async fn establish(
     *info.vhost.borrow_mut() = vhost.clone();
     info.phase.set(Phase::Connecting);
 
-    let paused = shard.shared.config.load().config.paused_vhosts.contains(&vhost);
+    let paused = shard
+        .shared
+        .config
+        .load()
+        .config
+        .paused_vhosts
+        .contains(&vhost);
     hold_at_open(info, paused).await?;
     // The mapping in force now, after any pause.
     let snapshot = shard.shared.config.load_full();
@@ -467,4 +475,3 @@ async fn broker_handshake(
         }
     }
 }
-

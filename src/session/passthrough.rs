@@ -44,8 +44,17 @@ async fn abrupt_ending(info: &SessionInfo) -> Ending {
     }
 }
 
-pub(super) async fn run(shard: &Rc<Shard>, info: &Rc<SessionInfo>, client: TcpStream, established: Established) {
-    let Established { hello, broker, sent_to_client } = established;
+pub(super) async fn run(
+    shard: &Rc<Shard>,
+    info: &Rc<SessionInfo>,
+    client: TcpStream,
+    established: Established,
+) {
+    let Established {
+        hello,
+        broker,
+        sent_to_client,
+    } = established;
     info.phase.set(Phase::Open);
     let pump = Pump::new(
         SharedStream::new(client),
@@ -62,7 +71,10 @@ pub(super) async fn run(shard: &Rc<Shard>, info: &Rc<SessionInfo>, client: TcpSt
     // client; walk it so the egress scanner is in step with the stream.
     let _ = egress_scanner.scan(&sent_to_client, |_| {});
 
-    let first = match pump.forward_held(&hello.pipelined, &mut ingress_scanner).await {
+    let first = match pump
+        .forward_held(&hello.pipelined, &mut ingress_scanner)
+        .await
+    {
         Err(e) => First::Up(e),
         Ok(()) => {
             let mut up = pin!(pump.ingress(ingress_scanner));
@@ -99,9 +111,8 @@ pub(super) async fn run(shard: &Rc<Shard>, info: &Rc<SessionInfo>, client: TcpSt
     let cause = match &first {
         First::Operator(Ending::Force) => Disconnect::Proxy,
         First::Operator(_) => Disconnect::Proxy,
-        First::Up(DirectionEnd::CloseSentToBroker { .. }) | First::Down(DirectionEnd::BrokerClosed) => {
-            Disconnect::Graceful
-        }
+        First::Up(DirectionEnd::CloseSentToBroker { .. })
+        | First::Down(DirectionEnd::BrokerClosed) => Disconnect::Graceful,
         First::Up(end) => classify(info, Direction::Ingress, end),
         First::Down(end) => classify(info, Direction::Egress, end),
     };

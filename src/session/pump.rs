@@ -16,7 +16,9 @@
 use super::control::{Ending, SessionControl};
 use super::pool::{BufferPool, PooledBuffer};
 use super::DirectionStats;
-use crate::codec::{method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS, HEARTBEAT_FRAME};
+use crate::codec::{
+    method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS, HEARTBEAT_FRAME,
+};
 use crate::handshake::close_frame;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
@@ -53,13 +55,21 @@ impl<S> SharedStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SharedStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for SharedStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -103,7 +113,9 @@ pub enum DirectionEnd {
     Stopped,
     /// Graceful end, ingress side: the client answered (or left) and the
     /// broker has been sent `Connection.Close`.
-    CloseSentToBroker { client_answered: bool },
+    CloseSentToBroker {
+        client_answered: bool,
+    },
     /// Graceful end, egress side: the broker answered the close.
     BrokerClosed,
 }
@@ -175,12 +187,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
 
     /// Writes bytes that were already read (the handshake's leftovers)
     /// client→broker, keeping `scanner` in step.
-    pub async fn forward_held(&self, bytes: &[u8], scanner: &mut FrameScanner) -> Result<(), DirectionEnd> {
+    pub async fn forward_held(
+        &self,
+        bytes: &[u8],
+        scanner: &mut FrameScanner,
+    ) -> Result<(), DirectionEnd> {
         if bytes.is_empty() {
             return Ok(());
         }
-        scanner.scan(bytes, |ev| self.ingress.on_frame(&ev)).map_err(DirectionEnd::BadFrame)?;
-        self.broker.clone().write_all(bytes).await.map_err(DirectionEnd::WriteError)?;
+        scanner
+            .scan(bytes, |ev| self.ingress.on_frame(&ev))
+            .map_err(DirectionEnd::BadFrame)?;
+        self.broker
+            .clone()
+            .write_all(bytes)
+            .await
+            .map_err(DirectionEnd::WriteError)?;
         self.ingress.on_chunk(bytes.len());
         self.ingress_at_boundary.set(scanner.at_frame_boundary());
         Ok(())
@@ -194,10 +216,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
         limit: usize,
         generation: u64,
     ) -> Option<io::Result<(PooledBuffer, usize)>> {
-        futures_lite::future::or(async { Some(read_pooled(from, &self.pool, limit).await) }, async {
-            self.control.changed_since(generation).await;
-            None
-        })
+        futures_lite::future::or(
+            async { Some(read_pooled(from, &self.pool, limit).await) },
+            async {
+                self.control.changed_since(generation).await;
+                None
+            },
+        )
         .await
     }
 
@@ -278,7 +303,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
                 Ok(read) => read,
             };
             let mut answer = None;
-            if scanner.scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev))).is_err() {
+            if scanner
+                .scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev)))
+                .is_err()
+            {
                 break false;
             }
             match answer {
@@ -348,7 +376,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
                 Err(e) => return DirectionEnd::ReadError(e),
             };
             let mut answer = None;
-            if let Err(e) = scanner.scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev))) {
+            if let Err(e) = scanner.scan(&buf[..n], |ev| answer = answer.or(connection_method(&ev)))
+            {
                 return DirectionEnd::BadFrame(e);
             }
             match answer {

@@ -10,8 +10,8 @@
 
 use crate::config::ConfigSnapshot;
 use crate::net::{self, Resolver};
-use crate::session::pool::BufferPool;
 use crate::session::control::Ending;
+use crate::session::pool::BufferPool;
 use crate::session::{self, SessionId, SessionInfo};
 use arc_swap::ArcSwap;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -80,9 +80,15 @@ pub enum ShardCommand {
         reply: flume::Sender<Vec<u16>>,
     },
     /// Describe every session of this shard (for `CONN`, `VHOST PRINT`).
-    Sessions { reply: flume::Sender<Vec<SessionView>> },
+    Sessions {
+        reply: flume::Sender<Vec<SessionView>>,
+    },
     /// Act on the sessions selected; replies with how many matched.
-    Act { target: SessionTarget, action: SessionAction, reply: flume::Sender<usize> },
+    Act {
+        target: SessionTarget,
+        action: SessionAction,
+        reply: flume::Sender<usize>,
+    },
     /// Leave the executor: the process is exiting.
     Shutdown,
 }
@@ -219,7 +225,10 @@ impl Shard {
         let sessions = self.sessions.borrow();
         let matching: Vec<&Rc<SessionInfo>> = match target {
             SessionTarget::Id(id) => sessions.get(id).into_iter().collect(),
-            SessionTarget::Vhost(v) => sessions.values().filter(|s| *s.vhost.borrow() == *v).collect(),
+            SessionTarget::Vhost(v) => sessions
+                .values()
+                .filter(|s| *s.vhost.borrow() == *v)
+                .collect(),
         };
         for session in &matching {
             match action {
@@ -347,13 +356,22 @@ pub fn spawn(
                             let _ = reply.send(shard.stop_listening(port));
                         }
                         ShardCommand::Sessions { reply } => {
-                        let views = shard.sessions.borrow().values().map(|s| SessionView::of(index, s)).collect();
-                        let _ = reply.send(views);
-                    }
-                    ShardCommand::Act { target, action, reply } => {
-                        let _ = reply.send(shard.act(&target, action));
-                    }
-                    ShardCommand::Shutdown => break,
+                            let views = shard
+                                .sessions
+                                .borrow()
+                                .values()
+                                .map(|s| SessionView::of(index, s))
+                                .collect();
+                            let _ = reply.send(views);
+                        }
+                        ShardCommand::Act {
+                            target,
+                            action,
+                            reply,
+                        } => {
+                            let _ = reply.send(shard.act(&target, action));
+                        }
+                        ShardCommand::Shutdown => break,
                     }
                 }
             });

@@ -35,10 +35,17 @@ pub fn run(state: &ControlState, args: &[&str]) -> Reply {
 fn act(state: &ControlState, id: u64, action: Option<SessionAction>) -> usize {
     match action {
         Some(action) => state
-            .ask_shards(|reply| ShardCommand::Act { target: SessionTarget::Id(id), action, reply })
+            .ask_shards(|reply| ShardCommand::Act {
+                target: SessionTarget::Id(id),
+                action,
+                reply,
+            })
             .into_iter()
             .flatten()
             .sum(),
-        None => super::conn::sessions(state).iter().filter(|s| s.id == id).count(),
+        None => super::conn::sessions(state)
+            .iter()
+            .filter(|s| s.id == id)
+            .count(),
     }
 }

@@ -40,17 +40,30 @@ pub fn run(state: &mut ControlState, draft: &mut Config, args: &[&str]) -> Reply
     // Publish the pause flag before touching live sessions, so a session
     // reaching Open meanwhile sees one or the other.
     state.publish(draft);
-    let _ = state.ask_shards(|reply| ShardCommand::Act { target: SessionTarget::Vhost(vhost.clone()), action, reply });
+    let _ = state.ask_shards(|reply| ShardCommand::Act {
+        target: SessionTarget::Vhost(vhost.clone()),
+        action,
+        reply,
+    });
     Reply::empty()
 }
 
 fn print(state: &ControlState, config: &Config) -> String {
     let mut vhosts = state.touched_vhosts.clone();
-    vhosts.extend(super::conn::sessions(state).into_iter().map(|s| s.vhost).filter(|v| !v.is_empty()));
+    vhosts.extend(
+        super::conn::sessions(state)
+            .into_iter()
+            .map(|s| s.vhost)
+            .filter(|v| !v.is_empty()),
+    );
     vhosts
         .iter()
         .map(|v| {
-            let status = if config.paused_vhosts.contains(v) { "PAUSED" } else { "UNPAUSED" };
+            let status = if config.paused_vhosts.contains(v) {
+                "PAUSED"
+            } else {
+                "UNPAUSED"
+            };
             format!("{v} = {status}\n")
         })
         .collect()
