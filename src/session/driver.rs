@@ -5,11 +5,13 @@
 
 use super::control::Ending;
 use super::{Disconnect, Phase, SessionInfo};
-use crate::codec::reply_code;
+use crate::codec::{
+    decode_frame, method_id, method_ids, reply_code, CONNECTION_CLASS, FRAME_METHOD,
+};
 use crate::config::Mapping;
 use crate::handshake::{
     close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHandshake,
-    ClientHello, ClientProgress,
+    ClientHello, ClientProgress, HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
 use crate::routing::{self, RouteError};
@@ -96,8 +98,14 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
         }) => {
             session_log!(level, &info, "Closing client {remote}: {reason}");
             info.disconnect.set(Disconnect::Proxy);
-            if !bytes.is_empty() {
-                let _ = client.write_all(&bytes).await;
+            if !bytes.is_empty()
+                && client.write_all(&bytes).await.is_ok()
+                && bytes[0] == FRAME_METHOD
+            {
+                // A Connection.Close went out: wait for the CloseOk, as a
+                // broker does, so clients that read to the end of the socket
+                // before handling frames still see the code and text.
+                bounded(CLOSE_OK_WAIT, await_close_ok(&mut client)).await;
             }
             let _ = client.shutdown(Shutdown::Both).await;
         }
@@ -117,6 +125,32 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
     }
     info.phase.set(Phase::Closed);
     shard.sessions.borrow_mut().remove(&info.id);
+}
+
+/// How long a refused client may take to acknowledge our `Connection.Close`.
+const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client sends until its `CloseOk` or EOF.
+async fn await_close_ok(client: &mut TcpStream) {
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+        while let Ok(Some((frame, used))) = decode_frame(&pending, HANDSHAKE_MAX_FRAME) {
+            if frame.channel == 0
+                && method_ids(frame.payload) == Some((CONNECTION_CLASS, method_id::CLOSE_OK))
+            {
+                return;
+            }
+            pending.drain(..used);
+        }
+        if pending.len() > HANDSHAKE_MAX_FRAME as usize {
+            return;
+        }
+    }
 }
 
 /// Resolves when the operator forces the session's end.

@@ -8,10 +8,12 @@
 //! helpers, hence the crate-wide `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod control;
 pub mod dummy_broker;
 pub mod proxy;
 pub mod rabbit;
 pub mod raw;
+pub mod relay;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

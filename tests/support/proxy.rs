@@ -278,10 +278,12 @@ impl ProxyProcess {
             }
             match std::os::unix::net::UnixStream::connect(&self.control_socket) {
                 Ok(_) => return Ok(()),
-                Err(err) if Instant::now() >= deadline => return Err(format!(
+                Err(err) if Instant::now() >= deadline => {
+                    return Err(format!(
                     "control socket {} did not accept within {READY_TIMEOUT:?} (last error: {err})",
                     self.control_socket.display()
-                )),
+                ))
+                }
                 Err(_) => thread::sleep(Duration::from_millis(20)),
             }
         }

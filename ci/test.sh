@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The project's test command: makes sure RabbitMQ runs, then checks
+# formatting and lints, builds, and runs every test of the workspace,
+# including the end-to-end tests that put the proxy in front of RabbitMQ.
+#
+# Owns the order and strictness of those steps and the closing summary. Never
+# installs Rust toolchains, never cleans the build directory, never skips the
+# RabbitMQ tests: when their result lines are missing from the test output,
+# the run fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readonly JOBS="${CARGO_JOBS:-2}"
+# The end-to-end tests go through a spawned proxy unless told otherwise
+# (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
+export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "RabbitMQ"
+ci/ensure-rabbitmq.sh
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -j"$JOBS" -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace -j"$JOBS"
+
+step "cargo test --workspace (AMQPPROX_TEST_TARGET=$AMQPPROX_TEST_TARGET)"
+test_log="$(mktemp -t amqpprox-test-log.XXXXXX)"
+set +e
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --no-fail-fast -j"$JOBS" 2>&1 | tee "$test_log"
+test_status=${PIPESTATUS[0]}
+set -e
+
+# One line per test binary: which binary ran and its result line.
+step "Summary"
+awk '
+    /^ *Running / {
+        name = $2
+        if (name == "unittests") {
+            name = $3
+            # Name the crate: "(target/debug/deps/amqpprox_ctl-0123abcd)".
+            if (match($0, /deps\/[A-Za-z0-9_]+-/)) name = substr($0, RSTART + 5, RLENGTH - 6) " " name
+        }
+    }
+    /^ *Doc-tests / { name = "doc-tests " $2 }
+    /^test result:/ { printf "  %-40s %s\n", name, $0 }
+' "$test_log"
+awk '
+    /^ *Running / { name = $2 }
+    /^test .* FAILED$/ { printf "  FAILED in %s: %s\n", name, $2 }
+' "$test_log"
+
+missing=0
+for binary in "${RABBITMQ_TEST_BINARIES[@]}"; do
+    if ! awk -v want="tests/${binary}.rs" '
+            /^ *Running / { current = $2 }
+            /^test result:/ && current == want { found = 1 }
+            END { exit found ? 0 : 1 }
+        ' "$test_log"; then
+        printf '  MISSING: no result line for tests/%s.rs: the RabbitMQ tests did not run\n' "$binary"
+        missing=1
+    fi
+done
+rm -f "$test_log"
+
+if (( test_status != 0 )); then
+    printf '\nFAILED: cargo test exited with %s\n' "$test_status"
+    exit "$test_status"
+fi
+if (( missing != 0 )); then
+    printf '\nFAILED: RabbitMQ end-to-end tests missing from the run\n'
+    exit 1
+fi
+printf '\nOK: all checks and tests passed (RabbitMQ tests via %s)\n' "$AMQPPROX_TEST_TARGET"
