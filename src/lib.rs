@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod hostnames;
 pub mod logging;
 pub mod net;
+pub mod proxy_protocol;
 pub mod routing;
 pub mod session;
 pub mod shard;

@@ -9,11 +9,13 @@ use crate::codec::{
     decode_frame, method_id, method_ids, reply_code, CONNECTION_CLASS, FRAME_METHOD,
 };
 use crate::config::Mapping;
+use crate::config::ProxyHeader;
 use crate::handshake::{
     close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHandshake,
     ClientHello, ClientProgress, HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
+use crate::proxy_protocol;
 use crate::routing::{self, RouteError};
 use crate::session_log;
 use crate::shard::Shard;
@@ -429,7 +431,24 @@ async fn connect_any(
         };
         for addr in addrs {
             match net::connect(addr, timeout).await {
-                Ok(stream) => {
+                Ok(mut stream) => {
+                    if let Err(e) = send_proxy_header(
+                        &mut stream,
+                        backend.proxy_header,
+                        info.ingress_remote,
+                        addr,
+                    )
+                    .await
+                    {
+                        // DECISIONS Fix 4: a failed PROXY write tries the next one.
+                        session_log!(
+                            Level::Warn,
+                            info,
+                            "PROXY header to backend '{}' at {addr} failed: {e}",
+                            backend.name
+                        );
+                        continue;
+                    }
                     if let Err(e) = net::tune_session_socket(&stream) {
                         session_log!(
                             Level::Warn,
@@ -455,6 +474,31 @@ async fn connect_any(
     }
     None
 }
+
+/// Writes the backend's PROXY protocol header, if it wants one.
+async fn send_proxy_header(
+    stream: &mut TcpStream,
+    header: ProxyHeader,
+    client: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let bytes = match header {
+        ProxyHeader::None => return Ok(()),
+        ProxyHeader::V1 => proxy_protocol::v1(client, backend),
+        ProxyHeader::V2 => proxy_protocol::v2(client, backend),
+    };
+    bounded(PROXY_WRITE_TIMEOUT, stream.write_all(&bytes))
+        .await
+        .unwrap_or_else(|| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "PROXY header write timed out",
+            ))
+        })
+}
+
+/// How long the PROXY header write may take before the next backend is tried.
+const PROXY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).
