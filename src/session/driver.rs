@@ -291,7 +291,7 @@ async fn establish(
     info.phase.set(Phase::BrokerHandshake);
     let egress_local = info.egress_local.get().map_or(0, |a| a.port());
     let additions = [
-        ("amqpprox_client", info.ingress_remote.to_string()),
+        ("amqpprox_client", client_endpoint(info.ingress_remote)),
         (
             "amqpprox_host",
             format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
@@ -334,6 +334,15 @@ async fn establish(
         broker,
         sent_to_client: to_client,
     })
+}
+
+/// `host:port` of the client for `amqpprox_client`: its name once
+/// `MAPHOSTNAME DNS` has resolved it (never waiting for that), else its IP.
+fn client_endpoint(addr: std::net::SocketAddr) -> String {
+    match crate::hostnames::hostname_for(addr.ip()) {
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => addr.to_string(),
+    }
 }
 
 /// Awaits `f`, or gives `None` after `limit`.
@@ -412,6 +421,17 @@ async fn connect_any(
 ) -> Option<TcpStream> {
     let timeout = shard.shared.connect_timeout;
     for backend in candidates {
+        if backend.tls {
+            // TLS toward brokers is a later milestone: a plain connection to a
+            // TLS port would only fail later and less clearly.
+            session_log!(
+                Level::Error,
+                info,
+                "Backend '{}' wants TLS, which this version cannot speak yet; trying the next one",
+                backend.name
+            );
+            continue;
+        }
         let addrs = match backend.address {
             Some(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
             None => match shard.resolver.resolve(&backend.host, backend.port).await {

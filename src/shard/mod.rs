@@ -167,8 +167,9 @@ pub struct Shard {
     pub pool: Rc<BufferPool>,
     pub resolver: Resolver,
     pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
-    /// Open listeners by port, each with the sender that stops it.
-    listeners: RefCell<BTreeMap<u16, flume::Sender<()>>>,
+    /// Open listeners by port: the sender that stops one, and its task,
+    /// which ends once the socket is closed.
+    listeners: RefCell<BTreeMap<u16, (flume::Sender<()>, glommio::task::JoinHandle<()>)>>,
 }
 
 impl Shard {
@@ -190,10 +191,9 @@ impl Shard {
         let listener =
             net::bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        self.listeners.borrow_mut().insert(addr.port(), stop_tx);
         let shard = Rc::clone(self);
         let port = addr.port();
-        glommio::spawn_local(async move {
+        let task = glommio::spawn_local(async move {
             let accept_loop = async {
                 loop {
                     match listener.accept().await {
@@ -214,9 +214,11 @@ impl Shard {
                 let _ = stop_rx.recv_async().await;
             })
             .await;
+            drop(listener);
             log::debug!("Shard {} stopped listening on port {port}", shard.index);
         })
         .detach();
+        self.listeners.borrow_mut().insert(port, (stop_tx, task));
         Ok(())
     }
 
@@ -240,22 +242,34 @@ impl Shard {
         matching.len()
     }
 
-    fn stop_listening(&self, port: Option<u16>) -> Vec<u16> {
-        let mut listeners = self.listeners.borrow_mut();
-        let ports: Vec<u16> = match port {
-            Some(p) => listeners
-                .contains_key(&p)
-                .then_some(p)
+    /// Stops the listeners on `port` (or all) and replies once their
+    /// sockets are closed, so a connect right after the reply is refused.
+    fn stop_listening(&self, port: Option<u16>, reply: flume::Sender<Vec<u16>>) {
+        let stopped: Vec<(u16, glommio::task::JoinHandle<()>)> = {
+            let mut listeners = self.listeners.borrow_mut();
+            let ports: Vec<u16> = match port {
+                Some(p) => listeners
+                    .contains_key(&p)
+                    .then_some(p)
+                    .into_iter()
+                    .collect(),
+                None => listeners.keys().copied().collect(),
+            };
+            // Dropping each stop sender wakes its listener task.
+            ports
                 .into_iter()
-                .collect(),
-            None => listeners.keys().copied().collect(),
+                .filter_map(|p| listeners.remove(&p).map(|(_, task)| (p, task)))
+                .collect()
         };
-        for p in &ports {
-            // Dropping the sender wakes the listener task, which then exits
-            // and closes its socket.
-            listeners.remove(p);
-        }
-        ports
+        glommio::spawn_local(async move {
+            let mut ports = Vec::with_capacity(stopped.len());
+            for (p, task) in stopped {
+                task.await;
+                ports.push(p);
+            }
+            let _ = reply.send(ports);
+        })
+        .detach();
     }
 }
 
@@ -353,7 +367,7 @@ pub fn spawn(
                             let _ = reply.send(shard.listen(addr));
                         }
                         ShardCommand::StopListening { port, reply } => {
-                            let _ = reply.send(shard.stop_listening(port));
+                            shard.stop_listening(port, reply);
                         }
                         ShardCommand::Sessions { reply } => {
                             let views = shard

@@ -22,12 +22,15 @@
 //! `CONFIG DUMP json` prints one document with the `PRINT json` parts:
 //! `{"datacenter","backends","farms","mappings","defaultFarm"}`.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
 use super::{backend, datacenter, farm, map, subcommand};
 use crate::config::Config;
 use crate::control::Reply;
 use serde::Serialize;
 
-pub fn run(config: &Config, args: &[&str]) -> Reply {
+pub fn run(config: &Config, listening: &BTreeMap<u16, SocketAddr>, args: &[&str]) -> Reply {
     match subcommand(args).as_str() {
         "DUMP" if wants_json(&args[1..]) => Reply::ok(to_json_line(&DumpDoc {
             datacenter: datacenter::datacenter(config),
@@ -36,7 +39,7 @@ pub fn run(config: &Config, args: &[&str]) -> Reply {
             mappings: map::json_list(config),
             default_farm: config.default_farm.as_deref(),
         })),
-        "DUMP" => Reply::ok(dump(config)),
+        "DUMP" => Reply::ok(dump(config) + &runtime_commands(config, listening)),
         "" => Reply::error("No subcommand provided.\n"),
         _ => Reply::error("Unknown subcommand.\n"),
     }
@@ -71,6 +74,21 @@ pub fn dump(config: &Config) -> String {
     }
     lines.extend(map::commands(config));
     lines.into_iter().map(|l| l + "\n").collect()
+}
+
+/// What lives beside the configuration proper: paused vhosts, then the
+/// listeners, last so that a replay serves clients only once routing is in
+/// place.
+fn runtime_commands(config: &Config, listening: &BTreeMap<u16, SocketAddr>) -> String {
+    let pauses = config.paused_vhosts.iter().map(|v| format!("VHOST PAUSE {v}\n"));
+    let listens = listening.iter().map(|(port, addr)| {
+        if addr.ip().is_unspecified() {
+            format!("LISTEN START {port}\n")
+        } else {
+            format!("LISTEN START {addr}\n")
+        }
+    });
+    pauses.chain(listens).collect()
 }
 
 /// Whether the token after `PRINT`/`DUMP` asks for JSON (any case).

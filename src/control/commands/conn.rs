@@ -20,7 +20,8 @@ pub fn sessions(state: &ControlState) -> Vec<SessionView> {
 
 fn endpoint(addr: Option<SocketAddr>) -> String {
     let addr = addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    format!("{}:{}", addr.ip(), addr.port())
+    let host = crate::hostnames::hostname_for(addr.ip()).unwrap_or_else(|| addr.ip().to_string());
+    format!("{host}:{}", addr.port())
 }
 
 /// One `CONN` line, in the original's shape.
@@ -34,7 +35,7 @@ pub fn line(s: &SessionView) -> String {
         yn(s.disconnected),
         yn(s.paused),
         endpoint(Some(s.ingress_remote)),
-        s.ingress_local.ip(),
+        crate::hostnames::hostname_for(s.ingress_local.ip()).unwrap_or_else(|| s.ingress_local.ip().to_string()),
         endpoint(s.egress_local),
         endpoint(s.egress_remote),
         s.in_bytes,

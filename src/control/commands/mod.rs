@@ -49,7 +49,7 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
     let args: Vec<&str> = rest.split_whitespace().collect();
     let mut reply = match verb {
         "BACKEND" => backend::run(draft, &args),
-        "CONFIG" => config::run(draft, &args),
+        "CONFIG" => config::run(draft, &state.listening, &args),
         "CONN" => conn::run(state, &args),
         "DATACENTER" => datacenter::run(draft, &args),
         "EXIT" => Reply {

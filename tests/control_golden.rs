@@ -1,0 +1,656 @@
+//! Golden transcripts of the control protocol (behaviour.md §2, DECISIONS
+//! Keep 2, Fix 9, 15, 16, Add 3, 10): control line in, exact reply bytes
+//! out, against the real `amqpprox` binary started without simple mode.
+//!
+//! Each command goes through the built `amqpprox_ctl` (checking its exit
+//! code: 0 for a success, 3 for an error reply); read-only commands are
+//! also sent with the plain original protocol (no status opt-in), which
+//! must see the same bytes. A failed command must change nothing. These
+//! tests own the texts of BACKEND, FARM, MAP, DATACENTER, LISTEN, LOG,
+//! HELP, EXIT, CONFIG and MAPHOSTNAME, the ctl's exit codes and the control
+//! socket's file; they never talk AMQP beyond a TCP connect.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::control::{
+    amqpprox_ctl, ctl, ctl_bin, ctl_bytes, spawn_proxy, wait_for_control, wait_for_exit,
+};
+use support::proxy::ProxyProcess;
+
+/// A proxy with no configuration and one shard (enough for the control
+/// plane, and quick to start).
+fn bare() -> ProxyProcess {
+    ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(1)
+        .start()
+}
+
+/// Runs a golden transcript. Each command line starts with `> ` (it must
+/// succeed: `amqpprox_ctl` exits 0) or `! ` (an error reply: exit 3); the
+/// `= ` lines after it are its exact reply, one line each (each reply line
+/// ends with a newline; `=` alone is an empty line; a `$` at the end marks
+/// where trailing spaces end, as `cat -A` does). No `= ` line means an
+/// empty reply. Commands that only read (PRINT, CONFIG) are also sent over
+/// the plain protocol, which must give the same bytes.
+fn transcript(proxy: &ProxyProcess, script: &str) {
+    let mut steps: Vec<(&str, bool, String)> = Vec::new();
+    for line in script
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty())
+    {
+        if let Some(command) = line.strip_prefix("> ") {
+            steps.push((command, true, String::new()));
+        } else if let Some(command) = line.strip_prefix("! ") {
+            steps.push((command, false, String::new()));
+        } else if let Some(reply) = line.strip_prefix('=') {
+            let reply = reply.strip_prefix(' ').unwrap_or(reply);
+            let step = steps.last_mut().expect("a reply line follows a command");
+            step.2.push_str(reply.strip_suffix('$').unwrap_or(reply));
+            step.2.push('\n');
+        } else {
+            panic!("transcript line {line:?} starts with neither '> ', '! ' nor '='");
+        }
+    }
+    for (command, success, expected) in steps {
+        check(proxy, command, &expected, success);
+        let upper = command.to_ascii_uppercase();
+        if upper.contains("PRINT") || upper.starts_with("CONFIG") {
+            let plain = ctl(&proxy.control_socket, command);
+            assert_eq!(plain, expected, "plain reply to {command:?}");
+        }
+    }
+}
+
+/// Sends `line` with `amqpprox_ctl` and checks the exact reply and the
+/// exit code (0 for a success, 3 for an error reply).
+fn check(proxy: &ProxyProcess, line: &str, expected: &str, success: bool) {
+    let (reply, code) = ctl_bin(&proxy.control_socket, line);
+    assert_eq!(reply, expected, "reply to {line:?}");
+    let want = if success { 0 } else { 3 };
+    assert_eq!(
+        code, want,
+        "amqpprox_ctl exit code for {line:?} (reply {reply:?})"
+    );
+}
+
+#[test]
+fn backend_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        r#"
+        > BACKEND PRINT
+        > BACKEND PRINT json
+        = {"backends":[]}
+        > BACKEND ADD b1 dc1 127.0.0.1 5672
+        > BACKEND ADD b2 dc2 127.0.0.1 5673 TLS SEND-PROXY
+        > backend add b3 dc1 127.0.0.1 5674 send-proxy-v2 extra
+        > BACKEND ADD_DNS b4 dc2 rabbit.example.com 5672 SEND-PROXY
+        > BACKEND PRINT
+        = b1 (dc1): 127.0.0.1 127.0.0.1:5672
+        = b2 (dc2): 127.0.0.1 127.0.0.1:5673 PROXY PROTOCOL V1 ENABLED TLS
+        = b3 (dc1): 127.0.0.1 127.0.0.1:5674 PROXY PROTOCOL V2 ENABLED
+        = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
+        > BACKEND PRINT json
+        = {"backends":[{"name":"b1","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5672,"dns":false,"proxyProtocol":null,"tls":false},{"name":"b2","datacenter":"dc2","host":"127.0.0.1","ip":"127.0.0.1","port":5673,"dns":false,"proxyProtocol":"v1","tls":true},{"name":"b3","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5674,"dns":false,"proxyProtocol":"v2","tls":false},{"name":"b4","datacenter":"dc2","host":"rabbit.example.com","ip":null,"port":5672,"dns":true,"proxyProtocol":"v1","tls":false}]}
+        ! BACKEND ADD b1 dc9 127.0.0.1 1
+        = Failed to insert backend: 'b1 (dc9): 127.0.0.1 127.0.0.1:1', error code: 1
+        ! BACKEND ADD b5 dc1 127.0.0.1
+        = Arguments not correctly provided
+        ! BACKEND ADD b5 dc1 127.0.0.1 0
+        = Arguments not correctly provided
+        ! BACKEND ADD b5 dc1 127.0.0.1 port
+        = Arguments not correctly provided
+        ! BACKEND ADD_DNS b5
+        = Arguments not correctly provided
+        ! BACKEND DELETE
+        = DELETE requires a name argument
+        ! BACKEND DELETE nope
+        = Delete failed to remove 'nope', rcode 1
+        ! BACKEND
+        = Subcommand '' not recognized.
+        ! BACKEND frob
+        = Subcommand 'FROB' not recognized.
+        > BACKEND DELETE b3
+        > BACKEND PRINT
+        = b1 (dc1): 127.0.0.1 127.0.0.1:5672
+        = b2 (dc2): 127.0.0.1 127.0.0.1:5673 PROXY PROTOCOL V1 ENABLED TLS
+        = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
+        "#,
+    );
+    // The resolver's answer for an unknown name depends on the host's DNS
+    // (no such name, or no server to ask): the original's Boost.Asio codes.
+    let (reply, code) = ctl_bin(&p.control_socket, "BACKEND ADD b5 dc1 nohost.invalid 5672");
+    assert!(
+        [
+            "Failed to resolve 'nohost.invalid', error code: asio.netdb:1\n",
+            "Failed to resolve 'nohost.invalid', error code: asio.netdb:2\n",
+        ]
+        .contains(&reply.as_str()),
+        "{reply:?}"
+    );
+    assert_eq!(code, 3);
+    assert!(!ctl(&p.control_socket, "BACKEND PRINT").contains("b5"));
+}
+
+#[test]
+fn farm_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        r#"
+        > BACKEND ADD b1 dc1 127.0.0.1 5672
+        > BACKEND ADD b2 dc2 127.0.0.1 5673
+        > BACKEND ADD b3 dc2 127.0.0.1 5674
+        > FARM PRINT
+        > FARM ADD f round-robin b3 b1 b3
+        > farm add_manual e round-robin b2
+        > FARM PRINT
+        = e: b2 $
+        = f: b3 b1 $
+        > FARM PRINT json
+        = {"farms":[{"name":"e","selector":"round-robin","members":["b2"],"policies":[],"partitions":[["b2"]]},{"name":"f","selector":"round-robin","members":["b3","b1"],"policies":[],"partitions":[["b3","b1"]]}]}
+        ! FARM ADD g
+        = Farm name and selector must be provided.
+        ! FARM ADD g round-robin
+        = Farm name and selector must be provided.
+        ! FARM ADD g bogus b1
+        = Selector 'bogus' not found
+        ! FARM ADD f round-robin b1 nope1 nope2
+        = Backend 'nope1' not found
+        = Backend 'nope2' not found
+        = Farm not inserted due to at least one missing Backend
+        > FARM PRINT
+        = e: b2 $
+        = f: b3 b1 $
+        ! FARM PARTITION f
+        = Farm name and policy must be provided.
+        ! FARM PARTITION f bogus
+        = Partition policy 'bogus' not found
+        ! FARM PARTITION nope datacenter-affinity
+        = Farm 'nope' not found
+        > DATACENTER SET dc1
+        > FARM PARTITION f datacenter-affinity
+        > FARM PRINT JSON
+        = {"farms":[{"name":"e","selector":"round-robin","members":["b2"],"policies":[],"partitions":[["b2"]]},{"name":"f","selector":"round-robin","members":["b3","b1"],"policies":["datacenter-affinity"],"partitions":[["b1"],["b3"]]}]}
+        ! FARM DELETE
+        = Farm name not provided.
+        > FARM DELETE unknown
+        > FARM DELETE e
+        ! FARM
+        = Subcommand '' not recognized.
+        ! FARM x
+        = Subcommand 'X' not recognized.
+        > FARM ADD f round-robin b2
+        > FARM PRINT
+        = f: b2 $
+        > FARM PRINT json
+        = {"farms":[{"name":"f","selector":"round-robin","members":["b2"],"policies":[],"partitions":[["b2"]]}]}
+        "#,
+    );
+}
+
+#[test]
+fn map_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        r#"
+        > MAP PRINT
+        > MAP PRINT json
+        = {"mappings":[],"defaultFarm":null}
+        > MAP FARM v2 f
+        > MAP BACKEND v1 b
+        > map backend v2 b2
+        > MAP FARM / f
+        > MAP DEFAULT f
+        > MAP PRINT
+        = "/" => Farm:f
+        = "v1" => Backend:b
+        = "v2" => Backend:b2
+        > MAP PRINT json
+        = {"mappings":[{"vhost":"/","type":"farm","name":"f"},{"vhost":"v1","type":"backend","name":"b"},{"vhost":"v2","type":"backend","name":"b2"}],"defaultFarm":"f"}
+        ! MAP BACKEND v1
+        = Vhost and backend must be provided
+        ! MAP FARM v1
+        = Vhost and farm name must be provided
+        ! MAP UNMAP
+        = Vhost not provided.
+        ! MAP DEFAULT
+        = Farm name for default must be provided
+        ! MAP
+        = Unrecognized subcommand.
+        ! MAP FROB
+        = Unrecognized subcommand.
+        > MAP UNMAP unknown
+        > MAP UNMAP v1
+        > MAP REMOVE_DEFAULT
+        > MAP PRINT
+        = "/" => Farm:f
+        = "v2" => Backend:b2
+        > MAP PRINT json
+        = {"mappings":[{"vhost":"/","type":"farm","name":"f"},{"vhost":"v2","type":"backend","name":"b2"}],"defaultFarm":null}
+        "#,
+    );
+}
+
+#[test]
+fn datacenter_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        r#"
+        > DATACENTER PRINT
+        =
+        > DATACENTER PRINT json
+        = {"datacenter":null}
+        > datacenter set london-az1
+        > DATACENTER PRINT
+        = london-az1
+        > DATACENTER PRINT json
+        = {"datacenter":"london-az1"}
+        ! DATACENTER
+        = No subcommand provided.
+        ! DATACENTER GET
+        = Unknown subcommand.
+        > DATACENTER PRINT
+        = london-az1
+        > DATACENTER SET
+        > DATACENTER PRINT
+        =
+        "#,
+    );
+}
+
+#[test]
+fn listen_commands_and_errors() {
+    let p = bare();
+    let port = p.port;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let busy = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind a busy port");
+    let busy_port = busy.local_addr().unwrap().port();
+    transcript(
+        &p,
+        &format!(
+            "
+            > LISTEN START {port}
+            > listen start {port}
+            ! LISTEN START {busy_port}
+            = Cannot listen on port {busy_port}: Address already in use (os error 98)
+            ! LISTEN START
+            = Invalid port provided.
+            ! LISTEN START 0
+            = Invalid port provided.
+            ! LISTEN START x
+            = Invalid port provided.
+            ! LISTEN START 70000
+            = Invalid port provided.
+            ! LISTEN
+            = No subcommand provided.
+            ! LISTEN FROB
+            = Unknown subcommand.
+            "
+        ),
+    );
+    // The busy port did not stop the proxy: the first listener still serves
+    // (starting it twice was harmless).
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("listener still accepts");
+    check(&p, &format!("LISTEN STOP {port}"), "", true);
+    assert_refused(addr);
+    check(&p, &format!("LISTEN START {port}"), "", true);
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("listener accepts again");
+    check(&p, "LISTEN STOP", "", true);
+    assert_refused(addr);
+    drop(busy);
+}
+
+fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => panic!("connect to {addr} after LISTEN STOP: {other:?}"),
+    }
+}
+
+#[test]
+fn log_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        "
+        > LOG CONSOLE 2
+        > log file 4
+        > LOG CONSOLE 0
+        ! LOG
+        = Command or verbosity not found.
+        ! LOG CONSOLE
+        = Command or verbosity not found.
+        ! LOG FILE x
+        = Command or verbosity not found.
+        ! LOG FROB 3
+        = Type to verb is not known.
+        ",
+    );
+}
+
+#[test]
+fn maphostname_commands_and_errors() {
+    let p = bare();
+    transcript(
+        &p,
+        "
+        ! MAPHOSTNAME
+        = No subcommand specified.
+        ! MAPHOSTNAME IP
+        = Only DNS subcommand is supported.
+        > MAPHOSTNAME DNS
+        = Hostname mapper set for all current sessions.
+        > maphostname dns
+        = Hostname mapper set for all current sessions.
+        ",
+    );
+}
+
+/// The original's HELP lines for verbs whose grammar this project keeps
+/// unchanged (behaviour.md §2.2).
+const ORIGINAL_HELP_LINES: &[&str] = &[
+    "AUTH (SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication mechanism for connecting clients",
+    "CONN Print the connected sessions",
+    "DATACENTER SET name | PRINT",
+    "EXIT Exit the program gracefully.",
+    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT) - Change farms",
+    "HELP Print this help text.",
+    "LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming clients connections",
+    "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits",
+    "LOG CONSOLE verbosity | FILE verbosity",
+    "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames",
+    "VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT vhost",
+];
+
+#[test]
+fn help_lists_every_verb_and_answers_unknown_verbs() {
+    let p = bare();
+    let help = ctl(&p.control_socket, "HELP");
+    assert_eq!(help, amqpprox::control::commands::HELP);
+    let mut verbs: Vec<&str> = help.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(verbs.windows(2).all(|w| w[0] <= w[1]), "sorted: {verbs:?}");
+    verbs.dedup();
+    assert_eq!(
+        verbs,
+        [
+            "AUTH",
+            "BACKEND",
+            "CONFIG",
+            "CONN",
+            "DATACENTER",
+            "EXIT",
+            "FARM",
+            "HELP",
+            "LIMIT",
+            "LISTEN",
+            "LOG",
+            "MAP",
+            "MAPHOSTNAME",
+            "SESSION",
+            "STAT",
+            "TLS",
+            "VHOST"
+        ]
+    );
+    for line in ORIGINAL_HELP_LINES {
+        assert!(
+            help.lines().any(|l| l == *line),
+            "HELP lacks the original line {line:?}:\n{help}"
+        );
+    }
+    // Verbs are case-insensitive; unknown verbs and an empty line get HELP.
+    for line in ["help", "FROB", "frob x y", "", "   "] {
+        assert_eq!(ctl(&p.control_socket, line), help, "reply to {line:?}");
+    }
+    assert_eq!(ctl_bin(&p.control_socket, "HeLp"), (help.clone(), 0));
+    assert_eq!(ctl_bin(&p.control_socket, "NOSUCHVERB"), (help, 0));
+}
+
+/// Commands that exercise every kind of CONFIG DUMP line.
+const CONFIGURE: &str = "
+    > BACKEND ADD b2 dc2 127.0.0.1 5673 TLS SEND-PROXY
+    > BACKEND ADD b1 dc1 localhost 5672
+    > BACKEND ADD_DNS b3 dc1 localhost 5674 SEND-PROXY-V2
+    > BACKEND ADD b4 dc2 127.0.0.1 5675
+    > FARM ADD f round-robin b2 b1 b3
+    > FARM ADD e round-robin b4
+    > FARM PARTITION f datacenter-affinity
+    > MAP FARM v1 f
+    > MAP BACKEND / b4
+    > MAP DEFAULT e
+    > DATACENTER SET dc2
+    ! CONFIG
+    = No subcommand provided.
+    ! CONFIG FROB
+    = Unknown subcommand.
+";
+
+const DUMP: &str = "\
+DATACENTER SET dc2
+BACKEND ADD b1 dc1 localhost 5672
+BACKEND ADD b2 dc2 127.0.0.1 5673 SEND-PROXY TLS
+BACKEND ADD_DNS b3 dc1 localhost 5674 SEND-PROXY-V2
+BACKEND ADD b4 dc2 127.0.0.1 5675
+FARM ADD e round-robin b4
+FARM ADD f round-robin b2 b1 b3
+FARM PARTITION f datacenter-affinity
+MAP BACKEND / b4
+MAP FARM v1 f
+MAP DEFAULT e
+";
+
+#[test]
+fn config_dump_replays_through_a_config_file() {
+    let first = bare();
+    check(&first, "CONFIG DUMP", "", true);
+    transcript(&first, CONFIGURE);
+    check(&first, "CONFIG DUMP", DUMP, true);
+    assert_eq!(ctl(&first.control_socket, "CONFIG DUMP"), DUMP);
+    let (json, code) = ctl_bin(&first.control_socket, "CONFIG DUMP json");
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("CONFIG DUMP json parses");
+    assert!(
+        json.ends_with("}\n") && json.lines().count() == 1,
+        "{json:?}"
+    );
+    assert_eq!(doc["datacenter"], "dc2");
+    assert_eq!(doc["defaultFarm"], "e");
+    assert_eq!(doc["backends"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        doc["farms"][1]["partitions"],
+        serde_json::json!([["b2"], ["b1", "b3"]])
+    );
+    assert_eq!(
+        doc["mappings"][0],
+        serde_json::json!({"vhost": "/", "type": "backend", "name": "b4"})
+    );
+
+    let file = first.dir().join("amqpprox.conf");
+    std::fs::write(&file, format!("# saved by the test\n\n{DUMP}")).unwrap();
+    let second = ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(1)
+        .arg("--config")
+        .arg(file.to_str().unwrap())
+        .start();
+    assert_eq!(ctl(&second.control_socket, "CONFIG DUMP"), DUMP);
+    assert_eq!(ctl(&second.control_socket, "CONFIG DUMP json"), json);
+}
+
+#[test]
+fn config_file_stops_start_at_the_first_failing_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.conf");
+    std::fs::write(
+        &file,
+        "BACKEND ADD b1 dc1 127.0.0.1 5672\n# comment\nFARM ADD f round-robin b1 b9\nMAP DEFAULT f\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("control.sock");
+    let child = spawn_proxy(&socket, &["--config", file.to_str().unwrap()]);
+    let (code, _stdout, stderr) = wait_for_exit(child, Duration::from_secs(15));
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    let expected = format!(
+        "{}:3: Backend 'b9' not found\nFarm not inserted due to at least one missing Backend",
+        file.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "stderr lacks {expected:?}:\n{stderr}"
+    );
+}
+
+#[test]
+fn failed_commands_change_nothing() {
+    let p = bare();
+    for line in [
+        "BACKEND ADD b1 dc1 127.0.0.1 5672",
+        "BACKEND ADD b2 dc1 127.0.0.1 5673",
+        "FARM ADD f round-robin b1",
+        "MAP DEFAULT f",
+    ] {
+        check(&p, line, "", true);
+    }
+    let before = ctl(&p.control_socket, "CONFIG DUMP");
+    for line in [
+        "FARM ADD f round-robin b2 missing",
+        "FARM ADD g round-robin b1 missing",
+        "BACKEND ADD b1 dc9 127.0.0.1 1",
+        "FARM PARTITION g datacenter-affinity",
+        "BACKEND ADD b3 dc1 127.0.0.1 0",
+    ] {
+        let (_, code) = ctl_bin(&p.control_socket, line);
+        assert_eq!(code, 3, "{line:?} must be an error");
+    }
+    assert_eq!(ctl(&p.control_socket, "FARM PRINT"), "f: b1 \n");
+    assert_eq!(ctl(&p.control_socket, "CONFIG DUMP"), before);
+}
+
+#[test]
+fn a_line_without_newline_is_not_executed() {
+    let p = bare();
+    let reply = ctl_bytes(&p.control_socket, b"BACKEND ADD b1 dc1 127.0.0.1 5672");
+    assert_eq!(reply, b"");
+    assert_eq!(ctl(&p.control_socket, "BACKEND PRINT"), "");
+}
+
+#[test]
+fn amqpprox_ctl_exit_codes() {
+    let p = bare();
+    let socket = p.control_socket.to_str().unwrap();
+    let usage = "Usage: amqpprox_ctl <control_socket> ARGS\n";
+    for args in [&[][..], &[socket][..]] {
+        let run = amqpprox_ctl(args);
+        assert_eq!(
+            (run.code, run.stderr.as_str(), run.stdout.as_str()),
+            (Some(1), usage, "")
+        );
+    }
+    let missing = p.dir().join("no-such.sock");
+    let run = amqpprox_ctl(&[missing.to_str().unwrap(), "HELP"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.starts_with("Exception: "), "{run:?}");
+    assert_eq!(run.stdout, "");
+    // Success, with and without output; an error reply.
+    assert_eq!(
+        ctl_bin(&p.control_socket, "DATACENTER SET dc1"),
+        (String::new(), 0)
+    );
+    assert_eq!(
+        ctl_bin(&p.control_socket, "DATACENTER PRINT"),
+        ("dc1\n".into(), 0)
+    );
+    assert_eq!(
+        ctl_bin(&p.control_socket, "DATACENTER FROB"),
+        ("Unknown subcommand.\n".into(), 3)
+    );
+    // The plain protocol never sees the status trailer.
+    assert_eq!(
+        ctl(&p.control_socket, "DATACENTER FROB"),
+        "Unknown subcommand.\n"
+    );
+}
+
+#[test]
+fn exit_replies_then_exits_and_removes_the_socket() {
+    let mut p = bare();
+    assert_eq!(ctl_bin(&p.control_socket, "EXIT"), ("Exiting.\n".into(), 0));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = p.try_exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after EXIT"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", p.output());
+    assert!(!p.control_socket.exists(), "socket file left behind");
+    assert!(p.stdout().contains(&format!(
+        "Stopping amqpprox, instance: '{}'",
+        p.control_socket.display()
+    )));
+}
+
+#[test]
+fn control_socket_is_private_and_replaces_a_stale_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    std::fs::write(&socket, "stale").unwrap();
+    let mut child = spawn_proxy(&socket, &[]);
+    let answered = wait_for_control(&socket, &mut child);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    let help = ctl(&socket, "HELP");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "the proxy never answered on {}", socket.display());
+    assert_eq!(help, amqpprox::control::commands::HELP);
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+}
+
+#[test]
+fn two_proxies_do_not_interfere() {
+    let a = bare();
+    let b = bare();
+    check(&a, "BACKEND ADD only-a dc-a 127.0.0.1 5672", "", true);
+    check(&b, "BACKEND ADD only-b dc-b 127.0.0.1 5673", "", true);
+    check(&a, "DATACENTER SET dc-a", "", true);
+    check(&b, "DATACENTER SET dc-b", "", true);
+    assert_eq!(
+        ctl(&a.control_socket, "BACKEND PRINT"),
+        "only-a (dc-a): 127.0.0.1 127.0.0.1:5672\n"
+    );
+    assert_eq!(
+        ctl(&b.control_socket, "BACKEND PRINT"),
+        "only-b (dc-b): 127.0.0.1 127.0.0.1:5673\n"
+    );
+    assert_eq!(ctl(&a.control_socket, "DATACENTER PRINT"), "dc-a\n");
+    assert_eq!(ctl(&b.control_socket, "DATACENTER PRINT"), "dc-b\n");
+}
+
+#[test]
+fn config_dump_ends_with_paused_vhosts_and_listeners() {
+    let p = bare();
+    transcript(&p, "> BACKEND ADD b1 dc1 127.0.0.1 5672\n> FARM ADD f round-robin b1\n> MAP DEFAULT f\n");
+    check(&p, "VHOST PAUSE orders", "", true);
+    check(&p, &format!("LISTEN START {}", p.port), "", true);
+    let expected = format!(
+        "BACKEND ADD b1 dc1 127.0.0.1 5672\nFARM ADD f round-robin b1\nMAP DEFAULT f\nVHOST PAUSE orders\nLISTEN START {}\n",
+        p.port
+    );
+    assert_eq!(ctl(&p.control_socket, "CONFIG DUMP"), expected);
+}
