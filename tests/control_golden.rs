@@ -645,7 +645,10 @@ fn two_proxies_do_not_interfere() {
 #[test]
 fn config_dump_ends_with_paused_vhosts_and_listeners() {
     let p = bare();
-    transcript(&p, "> BACKEND ADD b1 dc1 127.0.0.1 5672\n> FARM ADD f round-robin b1\n> MAP DEFAULT f\n");
+    transcript(
+        &p,
+        "> BACKEND ADD b1 dc1 127.0.0.1 5672\n> FARM ADD f round-robin b1\n> MAP DEFAULT f\n",
+    );
     check(&p, "VHOST PAUSE orders", "", true);
     check(&p, &format!("LISTEN START {}", p.port), "", true);
     let expected = format!(

@@ -80,7 +80,10 @@ pub fn dump(config: &Config) -> String {
 /// listeners, last so that a replay serves clients only once routing is in
 /// place.
 fn runtime_commands(config: &Config, listening: &BTreeMap<u16, SocketAddr>) -> String {
-    let pauses = config.paused_vhosts.iter().map(|v| format!("VHOST PAUSE {v}\n"));
+    let pauses = config
+        .paused_vhosts
+        .iter()
+        .map(|v| format!("VHOST PAUSE {v}\n"));
     let listens = listening.iter().map(|(port, addr)| {
         if addr.ip().is_unspecified() {
             format!("LISTEN START {port}\n")

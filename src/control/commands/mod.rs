@@ -66,9 +66,9 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
         "VHOST" => vhost::run(state, draft, &args),
         // Listed in HELP, built in later milestones: say so plainly rather
         // than answer with the help text.
-        "AUTH" | "LIMIT" | "STAT" | "TLS" => {
-            Reply::error(format!("{verb} is not available in this version of amqpprox yet.\n"))
-        }
+        "AUTH" | "LIMIT" | "STAT" | "TLS" => Reply::error(format!(
+            "{verb} is not available in this version of amqpprox yet.\n"
+        )),
         // Unknown verbs, and HELP itself, answer with the help text.
         _ => Reply::ok(HELP),
     };
