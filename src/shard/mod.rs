@@ -160,6 +160,13 @@ impl SessionView {
     }
 }
 
+/// A listener task and the sender that stops it.
+struct RunningListener {
+    /// Dropping it wakes the task, which then closes the socket and ends.
+    _stop: flume::Sender<()>,
+    task: glommio::task::JoinHandle<()>,
+}
+
 /// One shard's state, owned by its executor thread.
 pub struct Shard {
     pub index: usize,
@@ -169,7 +176,7 @@ pub struct Shard {
     pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
     /// Open listeners by port: the sender that stops one, and its task,
     /// which ends once the socket is closed.
-    listeners: RefCell<BTreeMap<u16, (flume::Sender<()>, glommio::task::JoinHandle<()>)>>,
+    listeners: RefCell<BTreeMap<u16, RunningListener>>,
 }
 
 impl Shard {
@@ -218,7 +225,13 @@ impl Shard {
             log::debug!("Shard {} stopped listening on port {port}", shard.index);
         })
         .detach();
-        self.listeners.borrow_mut().insert(port, (stop_tx, task));
+        self.listeners.borrow_mut().insert(
+            port,
+            RunningListener {
+                _stop: stop_tx,
+                task,
+            },
+        );
         Ok(())
     }
 
@@ -258,7 +271,7 @@ impl Shard {
             // Dropping each stop sender wakes its listener task.
             ports
                 .into_iter()
-                .filter_map(|p| listeners.remove(&p).map(|(_, task)| (p, task)))
+                .filter_map(|p| listeners.remove(&p).map(|l| (p, l.task)))
                 .collect()
         };
         glommio::spawn_local(async move {
