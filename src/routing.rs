@@ -70,6 +70,18 @@ pub fn new_markers(config: &Config, farm: &Farm) -> Arc<Vec<AtomicUsize>> {
     )
 }
 
+/// Whether every vhost goes the same way, so the broker can be chosen
+/// before the client names its vhost: no vhost mappings, and a default farm
+/// that exists. (Limits and an auth service, when they come, will need the
+/// vhost first too.)
+pub fn vhost_independent(config: &Config) -> bool {
+    config.mappings.is_empty()
+        && config
+            .default_farm
+            .as_ref()
+            .is_some_and(|f| config.farms.contains_key(f))
+}
+
 /// Resolves the route for `vhost`: its own mapping, else the default farm.
 /// Advances the chosen farm's round-robin markers once.
 pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError> {
@@ -225,6 +237,19 @@ mod tests {
         );
         snap.config.default_farm = None;
         assert_eq!(route(&snap, "other"), Err(RouteError::NoFarm));
+    }
+
+    #[test]
+    fn only_a_lone_default_farm_is_vhost_independent() {
+        let mut snap = config_with_farm(&[("b1", "")], vec![], "");
+        assert!(vhost_independent(&snap.config));
+        snap.config
+            .mappings
+            .insert("v".into(), Mapping::Farm("f".into()));
+        assert!(!vhost_independent(&snap.config));
+        snap.config.mappings.clear();
+        snap.config.default_farm = Some("missing".into());
+        assert!(!vhost_independent(&snap.config));
     }
 
     #[test]

@@ -131,7 +131,9 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 // ---------------------------------------------------------------------------
 
 fn builder(dest_port: u16) -> ProxyBuilder {
-    ProxyProcess::builder("127.0.0.1", dest_port).shards(1)
+    ProxyProcess::builder("127.0.0.1", dest_port)
+        .shards(1)
+        .proxied_handshake()
 }
 
 /// A dummy broker that records and holds, and a proxy in front of it.
@@ -756,6 +758,7 @@ fn assert_reaches_broker_via_localhost(bind: &str) {
         "`localhost` must resolve to an address of {bind}'s family for this test"
     );
     let proxy = ProxyProcess::builder("localhost", broker.port())
+        .proxied_handshake()
         .shards(1)
         .connect_timeout_ms(1000)
         .start();

@@ -30,7 +30,9 @@ const MAX_PAYLOAD: usize = 131_072 - 8;
 const GOLDEN_OPEN_OK: &[u8] = b"\x01\x00\x00\x00\x00\x00\x05\x00\x0a\x00\x29\x00\xce";
 
 fn builder(dest_port: u16) -> ProxyBuilder {
-    ProxyProcess::builder("127.0.0.1", dest_port).shards(1)
+    ProxyProcess::builder("127.0.0.1", dest_port)
+        .shards(1)
+        .proxied_handshake()
 }
 
 /// An established session: (broker, proxy, client socket, broker socket).

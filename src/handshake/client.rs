@@ -162,6 +162,34 @@ impl Default for ClientHandshake {
     }
 }
 
+/// What the bytes received so far say about the client's protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    NeedMore,
+    Accepted {
+        legacy: bool,
+    },
+    /// Not a header we speak: answer with ours and close.
+    Bad,
+}
+
+/// Checks the first bytes of a client connection. Refuses as soon as they
+/// cannot become a header we speak, and (as the original does) when more
+/// than the header arrives before it has been answered.
+pub fn check_protocol_header(input: &[u8]) -> HeaderCheck {
+    let n = input.len().min(8);
+    let plausible = PROTOCOL_HEADER[..n] == input[..n] || LEGACY_PROTOCOL_HEADER[..n] == input[..n];
+    if !plausible || input.len() > 8 {
+        HeaderCheck::Bad
+    } else if input.len() < 8 {
+        HeaderCheck::NeedMore
+    } else {
+        HeaderCheck::Accepted {
+            legacy: input == LEGACY_PROTOCOL_HEADER,
+        }
+    }
+}
+
 /// The original's `Connection.Start` frame, built once.
 pub fn start_frame() -> &'static [u8] {
     static FRAME: OnceLock<Vec<u8>> = OnceLock::new();
@@ -235,19 +263,11 @@ impl ClientHandshake {
     ) -> Result<ClientProgress, ClientHandshakeError> {
         self.input.extend_from_slice(data);
         if self.state == State::AwaitingHeader {
-            // Refuse as soon as the bytes cannot become a header we speak,
-            // and (as the original does) when more than the header arrives
-            // before we have answered it.
-            let n = self.input.len().min(8);
-            let plausible = PROTOCOL_HEADER[..n] == self.input[..n]
-                || LEGACY_PROTOCOL_HEADER[..n] == self.input[..n];
-            if !plausible || self.input.len() > 8 {
-                return Err(ClientHandshakeError::BadProtocolHeader);
+            match check_protocol_header(&self.input) {
+                HeaderCheck::Bad => return Err(ClientHandshakeError::BadProtocolHeader),
+                HeaderCheck::NeedMore => return Ok(ClientProgress::NeedMore),
+                HeaderCheck::Accepted { legacy } => self.legacy_header = legacy,
             }
-            if self.input.len() < 8 {
-                return Ok(ClientProgress::NeedMore);
-            }
-            self.legacy_header = self.input[..] == LEGACY_PROTOCOL_HEADER;
             self.input.clear();
             out.extend_from_slice(start_frame());
             self.state = State::StartSent;

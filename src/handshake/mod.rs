@@ -5,14 +5,21 @@
 //!   `Connection.Open` (behaviour.md §4.2).
 //! * [`broker`]: the proxy replays the client's handshake toward the chosen
 //!   broker (behaviour.md §4.3).
+//! * [`transparent`]: when the route does not depend on the vhost, the
+//!   broker answers the client itself and the proxy relays.
 //!
 //! Neither touches a socket, a clock or a task; the session driver feeds them.
 
 pub mod broker;
 pub mod client;
+pub mod transparent;
 
 pub use broker::{BrokerHandshake, BrokerHandshakeError, BrokerProgress};
-pub use client::{ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress};
+pub use client::{
+    check_protocol_header, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress,
+    HeaderCheck,
+};
+pub use transparent::{Side, TransparentError, TransparentHandshake, TransparentProgress};
 
 use crate::codec::{Close, ConnectionMethod};
 

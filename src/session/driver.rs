@@ -4,15 +4,17 @@
 //! line and the disconnect cause.
 
 use super::control::Ending;
-use super::{Disconnect, Phase, SessionInfo};
+use super::transparent::Fallback;
+use super::{Disconnect, HandshakeKind, Phase, SessionInfo};
 use crate::codec::{
     decode_frame, method_id, method_ids, reply_code, CONNECTION_CLASS, FRAME_METHOD,
 };
 use crate::config::Mapping;
 use crate::config::ProxyHeader;
 use crate::handshake::{
-    close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHandshake,
-    ClientHello, ClientProgress, HANDSHAKE_MAX_FRAME,
+    check_protocol_header, close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress,
+    ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress, HeaderCheck,
+    HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
 use crate::proxy_protocol;
@@ -24,22 +26,26 @@ use glommio::net::TcpStream;
 use log::Level;
 use std::net::Shutdown;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Size of the reads during the handshakes (small: these are a few frames).
 const HANDSHAKE_READ: usize = 4096;
 
 /// A session whose broker said `OpenOk`.
 pub(super) struct Established {
-    pub hello: ClientHello,
     pub broker: TcpStream,
+    /// Client bytes that followed its `Open`, still to go to the broker.
+    pub pipelined: Vec<u8>,
+    /// The heartbeat and frame-max the client agreed.
+    pub heartbeat: u16,
+    pub frame_max: u32,
     /// The broker's `OpenOk` and whatever followed it, already sent to the
     /// client: the pump's egress scanner must walk it to stay in step.
     pub sent_to_client: Vec<u8>,
 }
 
 /// How a session ended before reaching pass-through.
-enum Refusal {
+pub(super) enum Refusal {
     /// Bytes to send the client (maybe none) before closing, and why.
     Reply {
         bytes: Vec<u8>,
@@ -50,7 +56,7 @@ enum Refusal {
     ClientGone { reason: String, graceful: bool },
 }
 
-fn refuse(code: u16, text: String, level: Level) -> Refusal {
+pub(super) fn refuse(code: u16, text: String, level: Level) -> Refusal {
     let reason = format!("{code} {text}");
     Refusal::Reply {
         bytes: close_frame(code, &text),
@@ -172,7 +178,7 @@ async fn forced<T>(info: &SessionInfo) -> Result<T, Refusal> {
 
 /// Holds a session at `Open` while it or its vhost is paused, so that it is
 /// routed by the mapping in force when it is unpaused (behaviour.md §4.7).
-async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), Refusal> {
+pub(super) async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), Refusal> {
     if vhost_paused {
         info.control.set_paused(true);
     }
@@ -196,7 +202,8 @@ async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), Refu
     }
 }
 
-/// Client handshake, routing, connect, broker handshake.
+/// Protocol header, then either the transparent handshake (when the route
+/// cannot depend on the vhost) or the proxy's own handshake and the replay.
 async fn establish(
     shard: &Rc<Shard>,
     info: &Rc<SessionInfo>,
@@ -204,28 +211,92 @@ async fn establish(
     listen_port: u16,
 ) -> Result<Established, Refusal> {
     let timeout = shard.shared.handshake_timeout;
-    let mut handshake = ClientHandshake::new();
-    let hello = bounded(timeout, client_handshake(client, &mut handshake))
+    let deadline = Instant::now() + timeout;
+    let header = bounded(timeout, read_header(client))
         .await
         .unwrap_or_else(|| {
-            if handshake.header_received() {
-                Err(refuse(
-                    reply_code::CONNECTION_FORCED,
-                    format!(
-                        "CONNECTION_FORCED - handshake not completed within {} ms",
-                        timeout.as_millis()
-                    ),
-                    Level::Warn,
-                ))
-            } else {
-                Err(Refusal::Reply {
-                    bytes: Vec::new(),
-                    level: Level::Warn,
-                    reason: format!("no protocol header within {} ms", timeout.as_millis()),
+            Err(Refusal::Reply {
+                bytes: Vec::new(),
+                level: Level::Warn,
+                reason: format!("no protocol header within {} ms", timeout.as_millis()),
+            })
+        })?;
+    let mut unreachable = false;
+    // Decided once per session, when its header arrives: a configuration
+    // change never switches a session already past this point.
+    if routing::vhost_independent(&shard.shared.config.load().config) {
+        match super::transparent::establish(shard, info, client, listen_port, deadline).await {
+            Ok(established) => return Ok(established),
+            Err(Fallback::Refused(refusal)) => return Err(refusal),
+            Err(Fallback::Proxied { no_broker }) => unreachable = no_broker,
+        }
+    }
+    info.handshake.set(HandshakeKind::Proxied);
+    let mut handshake = ClientHandshake::new();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let hello = bounded(left, client_handshake(client, &mut handshake, &header))
+        .await
+        .unwrap_or_else(|| {
+            Err(refuse(
+                reply_code::CONNECTION_FORCED,
+                format!(
+                    "CONNECTION_FORCED - handshake not completed within {} ms",
+                    timeout.as_millis()
+                ),
+                Level::Warn,
+            ))
+        })?;
+    broker_side(shard, info, client, listen_port, hello, unreachable).await
+}
+
+/// Reads the client's 8-byte protocol header.
+async fn read_header(client: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+    let mut header = Vec::with_capacity(8);
+    let mut buf = [0u8; 16];
+    loop {
+        let n = match client.read(&mut buf).await {
+            Ok(0) => {
+                return Err(Refusal::ClientGone {
+                    reason: "connection closed".into(),
+                    graceful: false,
                 })
             }
-        })?;
+            Ok(n) => n,
+            Err(e) => {
+                return Err(Refusal::ClientGone {
+                    reason: e.to_string(),
+                    graceful: false,
+                })
+            }
+        };
+        header.extend_from_slice(&buf[..n]);
+        match check_protocol_header(&header) {
+            HeaderCheck::NeedMore => {}
+            HeaderCheck::Accepted { .. } => return Ok(header),
+            HeaderCheck::Bad => {
+                let e = ClientHandshakeError::BadProtocolHeader;
+                return Err(Refusal::Reply {
+                    bytes: e.reply(),
+                    level: Level::Warn,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}
 
+/// From the vhost on: hold while paused, route, connect, replay the
+/// handshake to the broker. `no_broker`: every backend already failed (in
+/// a transparent attempt), so only the refusal naming the vhost is left.
+pub(super) async fn broker_side(
+    shard: &Rc<Shard>,
+    info: &Rc<SessionInfo>,
+    client: &mut TcpStream,
+    listen_port: u16,
+    hello: ClientHello,
+    no_broker: bool,
+) -> Result<Established, Refusal> {
+    let timeout = shard.shared.handshake_timeout;
     let vhost = hello.open.vhost.clone();
     *info.vhost.borrow_mut() = vhost.clone();
     info.phase.set(Phase::Connecting);
@@ -267,20 +338,23 @@ async fn establish(
         ),
     }
 
-    let mut broker = connect_any(shard, info, &route.candidates)
-        .await
-        .ok_or_else(|| {
-            refuse(
-                reply_code::CONNECTION_FORCED,
-                format!("CONNECTION_FORCED - no broker could be reached for vhost {vhost}"),
-                Level::Error,
-            )
-        })?;
+    let connected = if no_broker {
+        None
+    } else {
+        connect_any(shard, info, &route.candidates).await
+    };
+    let mut broker = connected.ok_or_else(|| {
+        refuse(
+            reply_code::CONNECTION_FORCED,
+            format!("CONNECTION_FORCED - no broker could be reached for vhost {vhost}"),
+            Level::Error,
+        )
+    })?;
 
     session_log!(
         Level::Info,
         info,
-        "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={}",
+        "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={} handshake=proxied",
         hello.connection_name(),
         info.backend.borrow(),
         info.egress_remote
@@ -326,19 +400,18 @@ async fn establish(
             graceful: false,
         });
     }
-    let mut hello = hello;
-    // Credentials are not kept beyond the handshake.
-    hello.start_ok.response.clear();
     Ok(Established {
-        hello,
         broker,
+        pipelined: hello.pipelined,
+        heartbeat: hello.tune_ok.heartbeat,
+        frame_max: hello.tune_ok.frame_max,
         sent_to_client: to_client,
     })
 }
 
 /// `host:port` of the client for `amqpprox_client`: its name once
 /// `MAPHOSTNAME DNS` has resolved it (never waiting for that), else its IP.
-fn client_endpoint(addr: std::net::SocketAddr) -> String {
+pub(super) fn client_endpoint(addr: std::net::SocketAddr) -> String {
     match crate::hostnames::hostname_for(addr.ip()) {
         Some(host) => format!("{host}:{}", addr.port()),
         None => addr.to_string(),
@@ -346,7 +419,10 @@ fn client_endpoint(addr: std::net::SocketAddr) -> String {
 }
 
 /// Awaits `f`, or gives `None` after `limit`.
-async fn bounded<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
     futures_lite::future::or(async { Some(f.await) }, async {
         glommio::timer::sleep(limit).await;
         None
@@ -357,11 +433,20 @@ async fn bounded<T>(limit: Duration, f: impl std::future::Future<Output = T>) ->
 async fn client_handshake(
     client: &mut TcpStream,
     handshake: &mut ClientHandshake,
+    header: &[u8],
 ) -> Result<ClientHello, Refusal> {
     let mut buf = vec![0u8; HANDSHAKE_READ];
     let mut out = Vec::with_capacity(1024);
+    let mut initial = Some(header);
     loop {
-        let n = match client.read(&mut buf).await {
+        let read = match initial.take() {
+            Some(bytes) => {
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            None => client.read(&mut buf).await,
+        };
+        let n = match read {
             Ok(0) => {
                 return Err(Refusal::ClientGone {
                     reason: "connection closed".into(),
@@ -414,7 +499,7 @@ async fn client_handshake(
 }
 
 /// Tries every candidate backend, and every address of each, in order.
-async fn connect_any(
+pub(super) async fn connect_any(
     shard: &Shard,
     info: &SessionInfo,
     candidates: &[crate::config::Backend],
@@ -522,7 +607,7 @@ const PROXY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).
-async fn broker_handshake(
+pub(super) async fn broker_handshake(
     broker: &mut TcpStream,
     hello: &ClientHello,
     additions: &[(&str, String)],

@@ -13,6 +13,7 @@ mod driver;
 mod passthrough;
 pub mod pool;
 pub mod pump;
+mod transparent;
 
 pub use driver::run;
 
@@ -85,6 +86,25 @@ pub enum Phase {
     Closed,
 }
 
+/// Which handshake a session used (README "How a session goes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeKind {
+    /// The proxy answered the client up to `Open`, then replayed to the
+    /// broker.
+    Proxied,
+    /// The broker answered the client through the proxy.
+    Transparent,
+}
+
+impl HandshakeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HandshakeKind::Proxied => "proxied",
+            HandshakeKind::Transparent => "transparent",
+        }
+    }
+}
+
 /// Why a session ended (behaviour.md §4.6, DECISIONS Fix 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
@@ -110,6 +130,7 @@ pub struct SessionInfo {
     pub egress_remote: Cell<Option<SocketAddr>>,
     pub backend: RefCell<String>,
     pub phase: Cell<Phase>,
+    pub handshake: Cell<HandshakeKind>,
     pub disconnect: Cell<Disconnect>,
     pub ingress: std::rc::Rc<DirectionStats>,
     pub egress: std::rc::Rc<DirectionStats>,
@@ -131,6 +152,7 @@ impl SessionInfo {
             egress_remote: Cell::new(None),
             backend: RefCell::new(String::new()),
             phase: Cell::new(Phase::ClientHandshake),
+            handshake: Cell::new(HandshakeKind::Proxied),
             disconnect: Cell::new(Disconnect::NotDisconnected),
             ingress: Default::default(),
             egress: Default::default(),

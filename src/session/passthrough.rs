@@ -51,8 +51,10 @@ pub(super) async fn run(
     established: Established,
 ) {
     let Established {
-        hello,
         broker,
+        pipelined,
+        heartbeat,
+        frame_max,
         sent_to_client,
     } = established;
     info.phase.set(Phase::Open);
@@ -63,18 +65,18 @@ pub(super) async fn run(
         Rc::clone(&info.control),
         Rc::clone(&info.ingress),
         Rc::clone(&info.egress),
-        hello.tune_ok.heartbeat,
+        heartbeat,
     );
-    let mut ingress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
-    let mut egress_scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+    // A client that agreed a larger frame-max with the broker itself (the
+    // transparent handshake) may send frames up to it.
+    let max_frame = PASS_THROUGH_MAX_FRAME.max(frame_max.saturating_add(8));
+    let mut ingress_scanner = FrameScanner::new(max_frame);
+    let mut egress_scanner = FrameScanner::new(max_frame);
     // The broker's OpenOk (and anything after it) already went to the
     // client; walk it so the egress scanner is in step with the stream.
     let _ = egress_scanner.scan(&sent_to_client, |_| {});
 
-    let first = match pump
-        .forward_held(&hello.pipelined, &mut ingress_scanner)
-        .await
-    {
+    let first = match pump.forward_held(&pipelined, &mut ingress_scanner).await {
         Err(e) => First::Up(e),
         Ok(()) => {
             let mut up = pin!(pump.ingress(ingress_scanner));

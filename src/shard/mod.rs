@@ -115,6 +115,8 @@ pub struct SessionView {
     pub shard: usize,
     pub vhost: String,
     pub phase: String,
+    /// `proxied` or `transparent`.
+    pub handshake: &'static str,
     pub disconnected: bool,
     pub paused: bool,
     pub ingress_remote: SocketAddr,
@@ -140,6 +142,7 @@ impl SessionView {
             shard,
             vhost: s.vhost.borrow().clone(),
             phase: format!("{:?}", s.phase.get()),
+            handshake: s.handshake.get().name(),
             disconnected: s.disconnect.get() != crate::session::Disconnect::NotDisconnected
                 || s.phase.get() == crate::session::Phase::BrokerDisconnected,
             paused: s.control.paused(),

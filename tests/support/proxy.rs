@@ -47,6 +47,7 @@ pub struct ProxyBuilder {
     /// False: start with no listener and no configuration (the original's
     /// default), ready once the control socket answers.
     simple_mode: bool,
+    proxied_handshake: bool,
 }
 
 impl ProxyBuilder {
@@ -70,6 +71,15 @@ impl ProxyBuilder {
     /// test configures it over the control socket (or with `--config`).
     pub fn without_simple_mode(mut self) -> Self {
         self.simple_mode = false;
+        self
+    }
+
+    /// Makes the proxy answer the client's handshake itself (the original's
+    /// behaviour) by giving it a vhost mapping, so the route depends on the
+    /// vhost. The mapping (to the simple-mode farm) comes from a `--config`
+    /// file, so it is in place before the proxy listens.
+    pub fn proxied_handshake(mut self) -> Self {
+        self.proxied_handshake = true;
         self
     }
 
@@ -111,6 +121,12 @@ impl ProxyBuilder {
         let stderr = File::create(&stderr_path).expect("create the proxy's stderr file");
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_amqpprox"));
+        if self.proxied_handshake {
+            let config = dir.path().join("proxied-handshake.conf");
+            std::fs::write(&config, "MAP FARM amqpprox-test-mapped-vhost default\n")
+                .expect("write the proxied-handshake config");
+            command.arg("--config").arg(config);
+        }
         if self.simple_mode {
             command
                 .arg("--listenPort")
@@ -179,6 +195,7 @@ impl ProxyProcess {
             dest_port,
             extra_args: Vec::new(),
             simple_mode: true,
+            proxied_handshake: false,
         }
     }
 

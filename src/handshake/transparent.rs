@@ -1,0 +1,563 @@
+//! Transparent handshake: when the route does not depend on the vhost, the
+//! broker is known before the client says anything, so the broker answers
+//! the client itself (issue "transparent handshake").
+//!
+//! The broker's `Start`, `Secure`, `Tune`, `OpenOk` and `Close` reach the
+//! client unchanged; the client's `StartOk` gains `amqpprox_client` and
+//! `amqpprox_host` (its own properties untouched, in order), and its
+//! `SecureOk`, `TuneOk` and `Open` pass unchanged. The client's `Open` is
+//! held until the driver releases it, so a paused vhost still holds the
+//! session at `Open`. Heartbeats pass through. Sans-I/O: no sockets, no
+//! clock.
+
+use super::client::{ClientHandshakeError, ClientHello};
+use super::HANDSHAKE_MAX_FRAME;
+use crate::codec::{
+    decode_frame, method_ids, Close, ConnectionMethod, FieldValue, Frame, Open, StartOk, Tune,
+    CONNECTION_CLASS, FRAME_HEARTBEAT, FRAME_METHOD,
+};
+
+/// Who the handshake waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Broker,
+}
+
+/// Where the handshake stands after a read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransparentProgress {
+    /// Read more from [`TransparentHandshake::waiting_for`].
+    NeedMore,
+    /// The client sent `Open` for this vhost; it is held until
+    /// [`TransparentHandshake::release_open`].
+    OpenReceived { vhost: String },
+    /// The broker sent `OpenOk`; it (and what followed) is in the client
+    /// output. Pass-through starts.
+    Open,
+    /// The broker refused; its `Close` is in the client output, unchanged.
+    BrokerClosed(Close),
+    /// The client closed; its `Close` is in the broker output.
+    ClientClosed,
+}
+
+/// Why the handshake failed. Client-side errors carry the `Close` the
+/// client gets; broker-side ones are reported to the client as 541.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransparentError {
+    #[error("client: {0}")]
+    Client(#[from] ClientHandshakeError),
+    #[error("broker sent {received} while {expected} was expected")]
+    Broker {
+        expected: &'static str,
+        received: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    StartOk,
+    SecureOrTune,
+    SecureOk,
+    TuneOk,
+    Open,
+    OpenHeld,
+    OpenOk,
+    Done,
+}
+
+impl State {
+    fn side(self) -> Side {
+        match self {
+            State::Start | State::SecureOrTune | State::OpenOk | State::OpenHeld | State::Done => {
+                Side::Broker
+            }
+            State::StartOk | State::SecureOk | State::TuneOk | State::Open => Side::Client,
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            State::Start => "connection.start",
+            State::StartOk => "connection.start-ok",
+            State::SecureOrTune => "connection.secure or connection.tune",
+            State::SecureOk => "connection.secure-ok",
+            State::TuneOk => "connection.tune-ok",
+            State::Open | State::OpenHeld => "connection.open",
+            State::OpenOk | State::Done => "connection.open-ok",
+        }
+    }
+}
+
+/// The transparent handshake of one session.
+#[derive(Debug)]
+pub struct TransparentHandshake {
+    state: State,
+    client_in: Vec<u8>,
+    broker_in: Vec<u8>,
+    additions: Vec<(String, String)>,
+    start_ok: Option<StartOk>,
+    tune_ok: Option<Tune>,
+    open: Option<Open>,
+    held_open: Vec<u8>,
+}
+
+/// A frame is part of the connection handshake when it is a class-10
+/// method on channel 0.
+fn is_connection_method(frame: &Frame<'_>) -> bool {
+    frame.frame_type == FRAME_METHOD
+        && frame.channel == 0
+        && method_ids(frame.payload).is_some_and(|(class, _)| class == CONNECTION_CLASS)
+}
+
+impl TransparentHandshake {
+    /// A handshake that will add `additions` to the client's properties.
+    /// The caller sends the client's protocol header to the broker.
+    pub fn new(additions: Vec<(String, String)>) -> Self {
+        TransparentHandshake {
+            state: State::Start,
+            client_in: Vec::new(),
+            broker_in: Vec::new(),
+            additions,
+            start_ok: None,
+            tune_ok: None,
+            open: None,
+            held_open: Vec::new(),
+        }
+    }
+
+    /// Which side to read from next.
+    pub fn waiting_for(&self) -> Side {
+        self.state.side()
+    }
+
+    /// What the client said, for a replay to another broker after a pause:
+    /// its own `StartOk` (without the proxy's additions), `TuneOk`, `Open`
+    /// and what followed the `Open`. `None` before the `Open`.
+    pub fn take_hello(&mut self) -> Option<ClientHello> {
+        Some(ClientHello {
+            start_ok: self.start_ok.take()?,
+            tune_ok: self.tune_ok?,
+            open: self.open.take()?,
+            pipelined: std::mem::take(&mut self.client_in),
+            legacy_header: false,
+        })
+    }
+
+    /// The `TuneOk` the client agreed with the broker.
+    pub fn tune_ok(&self) -> Option<Tune> {
+        self.tune_ok
+    }
+
+    /// The client's `connection_name` property, or "" (for the log line
+    /// operators grep for).
+    pub fn connection_name(&self) -> String {
+        match self
+            .start_ok
+            .as_ref()
+            .and_then(|s| s.client_properties.get("connection_name"))
+        {
+            Some(FieldValue::LongString(name)) => String::from_utf8_lossy(name).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    /// Forwards the held `Open` and anything the client sent after it.
+    pub fn release_open(&mut self, to_broker: &mut Vec<u8>) {
+        to_broker.append(&mut self.held_open);
+        to_broker.append(&mut self.client_in);
+        self.state = State::OpenOk;
+    }
+
+    /// Feeds bytes read from `side`; appends what goes to each peer.
+    pub fn receive(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        to_client: &mut Vec<u8>,
+        to_broker: &mut Vec<u8>,
+    ) -> Result<TransparentProgress, TransparentError> {
+        match side {
+            Side::Client => {
+                self.client_in.extend_from_slice(data);
+                self.on_client_bytes(to_broker)
+            }
+            Side::Broker => {
+                self.broker_in.extend_from_slice(data);
+                self.on_broker_bytes(to_client)
+            }
+        }
+    }
+
+    fn on_client_bytes(
+        &mut self,
+        to_broker: &mut Vec<u8>,
+    ) -> Result<TransparentProgress, TransparentError> {
+        let mut consumed = 0;
+        let progress = loop {
+            if self.state.side() != Side::Client {
+                break TransparentProgress::NeedMore;
+            }
+            let (frame, used) = match decode_frame(&self.client_in[consumed..], HANDSHAKE_MAX_FRAME)
+            {
+                Ok(Some(f)) => f,
+                Ok(None) => break TransparentProgress::NeedMore,
+                Err(e) => return Err(ClientHandshakeError::Frame(e).into()),
+            };
+            let raw = consumed..consumed + used;
+            consumed += used;
+            let expected = self.state.expected();
+            if frame.frame_type == FRAME_HEARTBEAT {
+                to_broker.extend_from_slice(&self.client_in[raw]);
+                continue;
+            }
+            if !is_connection_method(&frame) {
+                return Err(ClientHandshakeError::UnexpectedFrame {
+                    expected,
+                    frame_type: frame.frame_type,
+                    channel: frame.channel,
+                }
+                .into());
+            }
+            let method = ConnectionMethod::decode(frame.payload).map_err(|error| {
+                ClientHandshakeError::UndecodableMethod {
+                    expected_context: expected,
+                    error,
+                }
+            })?;
+            match (self.state, method) {
+                (_, ConnectionMethod::Close(_)) => {
+                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    self.state = State::Done;
+                    break TransparentProgress::ClientClosed;
+                }
+                (State::StartOk, ConnectionMethod::StartOk(start_ok)) => {
+                    let mut extended = start_ok.clone();
+                    for (key, value) in &self.additions {
+                        extended
+                            .client_properties
+                            .push(key, FieldValue::LongString(value.as_bytes().to_vec()));
+                    }
+                    ConnectionMethod::StartOk(extended).encode_frame(to_broker);
+                    self.start_ok = Some(start_ok);
+                    self.state = State::SecureOrTune;
+                }
+                (State::SecureOk, ConnectionMethod::SecureOk { .. }) => {
+                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    self.state = State::SecureOrTune;
+                }
+                (State::TuneOk, ConnectionMethod::TuneOk(tune_ok)) => {
+                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    self.tune_ok = Some(tune_ok);
+                    self.state = State::Open;
+                }
+                (State::Open, ConnectionMethod::Open(open)) => {
+                    self.held_open = self.client_in[raw].to_vec();
+                    self.state = State::OpenHeld;
+                    self.client_in.drain(..consumed);
+                    let vhost = open.vhost.clone();
+                    self.open = Some(open);
+                    return Ok(TransparentProgress::OpenReceived { vhost });
+                }
+                (_, other) => {
+                    return Err(ClientHandshakeError::UnexpectedMethod {
+                        expected,
+                        received: other.name(),
+                    }
+                    .into())
+                }
+            }
+        };
+        self.client_in.drain(..consumed);
+        Ok(progress)
+    }
+
+    fn on_broker_bytes(
+        &mut self,
+        to_client: &mut Vec<u8>,
+    ) -> Result<TransparentProgress, TransparentError> {
+        let mut consumed = 0;
+        let progress = loop {
+            let (frame, used) = match decode_frame(&self.broker_in[consumed..], HANDSHAKE_MAX_FRAME)
+            {
+                Ok(Some(f)) => f,
+                Ok(None) => break TransparentProgress::NeedMore,
+                Err(e) => {
+                    return Err(TransparentError::Broker {
+                        expected: self.state.expected(),
+                        received: format!("a bad frame ({e})"),
+                    })
+                }
+            };
+            let raw = consumed..consumed + used;
+            let start = consumed;
+            consumed += used;
+            let expected = self.state.expected();
+            if frame.frame_type == FRAME_HEARTBEAT || !is_connection_method(&frame) {
+                // Heartbeats (and anything a broker sends outside the
+                // handshake) reach the client as they are.
+                to_client.extend_from_slice(&self.broker_in[raw]);
+                continue;
+            }
+            let method =
+                ConnectionMethod::decode(frame.payload).map_err(|e| TransparentError::Broker {
+                    expected,
+                    received: format!("an undecodable method ({e})"),
+                })?;
+            match (self.state, method) {
+                (_, ConnectionMethod::Close(close)) => {
+                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    self.state = State::Done;
+                    break TransparentProgress::BrokerClosed(close);
+                }
+                (State::Start, ConnectionMethod::Start(_)) => {
+                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    self.state = State::StartOk;
+                }
+                (State::SecureOrTune, ConnectionMethod::Secure { .. }) => {
+                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    self.state = State::SecureOk;
+                }
+                (State::SecureOrTune, ConnectionMethod::Tune(_)) => {
+                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    self.state = State::TuneOk;
+                }
+                (State::OpenOk, ConnectionMethod::OpenOk { .. }) => {
+                    to_client.extend_from_slice(&self.broker_in[start..]);
+                    self.broker_in.clear();
+                    self.state = State::Done;
+                    return Ok(TransparentProgress::Open);
+                }
+                (_, other) => {
+                    return Err(TransparentError::Broker {
+                        expected,
+                        received: other.name().to_string(),
+                    })
+                }
+            }
+        };
+        self.broker_in.drain(..consumed);
+        Ok(progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{str_field, FieldTable, Start};
+
+    fn frame_of(m: ConnectionMethod) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode_frame(&mut out);
+        out
+    }
+
+    fn broker_start() -> Vec<u8> {
+        let mut props = FieldTable::new();
+        props.push("product", str_field("RabbitMQ"));
+        frame_of(ConnectionMethod::Start(Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: props,
+            mechanisms: b"PLAIN AMQPLAIN".to_vec(),
+            locales: b"en_US".to_vec(),
+        }))
+    }
+
+    fn client_start_ok() -> Vec<u8> {
+        let mut props = FieldTable::new();
+        props.push("product", str_field("client"));
+        frame_of(ConnectionMethod::StartOk(StartOk {
+            client_properties: props,
+            mechanism: b"PLAIN".to_vec(),
+            response: b"\0guest\0guest".to_vec(),
+            locale: b"en_US".to_vec(),
+        }))
+    }
+
+    const BROKER_TUNE: Tune = Tune {
+        channel_max: 4000,
+        frame_max: 262_144,
+        heartbeat: 30,
+    };
+
+    /// Runs the handshake up to the held Open; returns it with both outputs.
+    fn up_to_open() -> (TransparentHandshake, Vec<u8>, Vec<u8>) {
+        let mut hs =
+            TransparentHandshake::new(vec![("amqpprox_client".into(), "127.0.0.1:1".into())]);
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        assert_eq!(hs.waiting_for(), Side::Broker);
+        hs.receive(
+            Side::Broker,
+            &broker_start(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        assert_eq!(
+            to_client,
+            broker_start(),
+            "the broker's Start reaches the client unchanged"
+        );
+        assert_eq!(hs.waiting_for(), Side::Client);
+        hs.receive(
+            Side::Client,
+            &client_start_ok(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        let (frame, _) = decode_frame(&to_broker, HANDSHAKE_MAX_FRAME)
+            .unwrap()
+            .unwrap();
+        let ConnectionMethod::StartOk(sent) = ConnectionMethod::decode(frame.payload).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sent.client_properties.0.len(), 2);
+        assert_eq!(sent.client_properties.0[1].0, b"amqpprox_client");
+        to_client.clear();
+        to_broker.clear();
+        let tune = frame_of(ConnectionMethod::Tune(BROKER_TUNE));
+        hs.receive(Side::Broker, &tune, &mut to_client, &mut to_broker)
+            .unwrap();
+        assert_eq!(
+            to_client, tune,
+            "the broker's Tune reaches the client unchanged"
+        );
+        let mut bytes = frame_of(ConnectionMethod::TuneOk(BROKER_TUNE));
+        bytes.extend(frame_of(ConnectionMethod::Open(Open {
+            vhost: "prod".into(),
+            capabilities: Vec::new(),
+            insist: true,
+        })));
+        bytes.extend_from_slice(&[1, 0, 1, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE]);
+        to_client.clear();
+        let progress = hs
+            .receive(Side::Client, &bytes, &mut to_client, &mut to_broker)
+            .unwrap();
+        assert_eq!(
+            progress,
+            TransparentProgress::OpenReceived {
+                vhost: "prod".into()
+            }
+        );
+        assert_eq!(
+            to_broker,
+            frame_of(ConnectionMethod::TuneOk(BROKER_TUNE)),
+            "Open is held"
+        );
+        assert_eq!(hs.tune_ok(), Some(BROKER_TUNE));
+        (hs, to_client, bytes)
+    }
+
+    #[test]
+    fn relays_the_broker_and_holds_open_until_released() {
+        let (mut hs, _, client_bytes) = up_to_open();
+        let mut to_broker = Vec::new();
+        hs.release_open(&mut to_broker);
+        let tune_ok_len = frame_of(ConnectionMethod::TuneOk(BROKER_TUNE)).len();
+        assert_eq!(
+            to_broker,
+            client_bytes[tune_ok_len..],
+            "Open and the pipelined frame, unchanged"
+        );
+        let mut open_ok = frame_of(ConnectionMethod::OpenOk {
+            known_hosts: Vec::new(),
+        });
+        open_ok.extend_from_slice(&crate::codec::HEARTBEAT_FRAME);
+        let mut to_client = Vec::new();
+        let p = hs
+            .receive(Side::Broker, &open_ok, &mut to_client, &mut Vec::new())
+            .unwrap();
+        assert_eq!(p, TransparentProgress::Open);
+        assert_eq!(to_client, open_ok);
+    }
+
+    #[test]
+    fn broker_close_after_start_ok_goes_to_the_client_unchanged() {
+        let mut hs = TransparentHandshake::new(Vec::new());
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        hs.receive(
+            Side::Broker,
+            &broker_start(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        hs.receive(
+            Side::Client,
+            &client_start_ok(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        to_client.clear();
+        let mut refusal = Close::new(403, "ACCESS_REFUSED - Login was refused");
+        refusal.class_id = 10;
+        refusal.method_id = 11;
+        let close = frame_of(ConnectionMethod::Close(refusal.clone()));
+        let p = hs
+            .receive(Side::Broker, &close, &mut to_client, &mut to_broker)
+            .unwrap();
+        assert_eq!(p, TransparentProgress::BrokerClosed(refusal));
+        assert_eq!(to_client, close);
+    }
+
+    #[test]
+    fn secure_round_trips_pass_through() {
+        let mut hs = TransparentHandshake::new(Vec::new());
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        hs.receive(
+            Side::Broker,
+            &broker_start(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        hs.receive(
+            Side::Client,
+            &client_start_ok(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        let secure = frame_of(ConnectionMethod::Secure {
+            challenge: b"c".to_vec(),
+        });
+        hs.receive(Side::Broker, &secure, &mut to_client, &mut to_broker)
+            .unwrap();
+        assert_eq!(hs.waiting_for(), Side::Client);
+        to_broker.clear();
+        let secure_ok = frame_of(ConnectionMethod::SecureOk {
+            response: b"r".to_vec(),
+        });
+        hs.receive(Side::Client, &secure_ok, &mut to_client, &mut to_broker)
+            .unwrap();
+        assert_eq!(to_broker, secure_ok);
+        assert_eq!(hs.waiting_for(), Side::Broker);
+    }
+
+    #[test]
+    fn out_of_order_client_method_is_refused_with_503() {
+        let mut hs = TransparentHandshake::new(Vec::new());
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        hs.receive(
+            Side::Broker,
+            &broker_start(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        let open = frame_of(ConnectionMethod::Open(Open {
+            vhost: "/".into(),
+            capabilities: Vec::new(),
+            insist: false,
+        }));
+        match hs.receive(Side::Client, &open, &mut to_client, &mut to_broker) {
+            Err(TransparentError::Client(e)) => assert_eq!(e.reply_code(), Some(503)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

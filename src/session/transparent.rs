@@ -1,0 +1,263 @@
+//! The transparent handshake on the wire: when the route cannot depend on
+//! the vhost, the session connects to its broker as soon as the client's
+//! protocol header arrives and relays the broker's handshake to the client
+//! (README "How a session goes"; the state machine is
+//! `handshake::transparent`).
+//!
+//! What stays as in the proxied handshake: backend selection, failover and
+//! timeouts, the client properties added toward the broker, the session
+//! table, and pause (a session whose vhost is paused is held at `Open`; once
+//! unpaused it is replayed to a broker chosen then, as a proxied session
+//! would be). When no backend answers, the session falls back to the
+//! proxied handshake only to learn the vhost the refusal must name. Runs on
+//! the session's shard; never blocks.
+
+use super::driver::{
+    bounded, broker_side, client_endpoint, connect_any, refuse, Established, Refusal,
+};
+use super::{HandshakeKind, Phase, SessionInfo};
+use crate::codec::{reply_code, PROTOCOL_HEADER};
+use crate::handshake::{Side, TransparentError, TransparentHandshake, TransparentProgress};
+use crate::routing;
+use crate::session_log;
+use crate::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use log::Level;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Why the transparent handshake handed the session back.
+pub(super) enum Fallback {
+    /// Refuse the client with this.
+    Refused(Refusal),
+    /// Run the proxied handshake instead; `no_broker` when every backend
+    /// already failed.
+    Proxied { no_broker: bool },
+}
+
+impl From<Refusal> for Fallback {
+    fn from(r: Refusal) -> Self {
+        Fallback::Refused(r)
+    }
+}
+
+/// What happened on the way to `OpenOk`.
+enum Outcome {
+    Open(Vec<u8>),
+    /// The client's `Open` arrived while its vhost is paused.
+    HeldAtOpen,
+}
+
+pub(super) async fn establish(
+    shard: &Rc<Shard>,
+    info: &Rc<SessionInfo>,
+    client: &mut TcpStream,
+    listen_port: u16,
+    deadline: Instant,
+) -> Result<Established, Fallback> {
+    let snapshot = shard.shared.config.load_full();
+    let Ok(route) = routing::route(&snapshot, "") else {
+        // The configuration changed under us: let the proxied path explain.
+        return Err(Fallback::Proxied { no_broker: false });
+    };
+    let Some(mut broker) = connect_any(shard, info, &route.candidates).await else {
+        return Err(Fallback::Proxied { no_broker: true });
+    };
+    info.handshake.set(HandshakeKind::Transparent);
+    info.phase.set(Phase::BrokerHandshake);
+    let egress_local = info.egress_local.get().map_or(0, |a| a.port());
+    let additions = vec![
+        (
+            "amqpprox_client".to_string(),
+            client_endpoint(info.ingress_remote),
+        ),
+        (
+            "amqpprox_host".to_string(),
+            format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
+        ),
+    ];
+    let mut handshake = TransparentHandshake::new(additions);
+    let timeout = shard.shared.handshake_timeout;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let outcome = bounded(
+        left,
+        relay(shard, info, client, &mut broker, &mut handshake),
+    )
+    .await
+    .unwrap_or_else(|| {
+        Err(refuse(
+            reply_code::CONNECTION_FORCED,
+            format!(
+                "CONNECTION_FORCED - handshake not completed within {} ms",
+                timeout.as_millis()
+            ),
+            Level::Warn,
+        ))
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(refusal) => {
+            let _ = broker.shutdown(Shutdown::Both).await;
+            return Err(refusal.into());
+        }
+    };
+    match outcome {
+        Outcome::Open(sent_to_client) => {
+            let tune = handshake
+                .tune_ok()
+                .unwrap_or(crate::handshake::client::PROXY_TUNE);
+            Ok(Established {
+                broker,
+                pipelined: Vec::new(),
+                heartbeat: tune.heartbeat,
+                frame_max: tune.frame_max,
+                sent_to_client,
+            })
+        }
+        Outcome::HeldAtOpen => {
+            // The broker may give up on a connection that waits at Open
+            // (RabbitMQ's handshake timeout), and the mapping may change
+            // while paused: hold without it, then replay to a broker chosen
+            // at unpause, as the proxied handshake does.
+            let _ = broker.shutdown(Shutdown::Both).await;
+            let Some(hello) = handshake.take_hello() else {
+                return Err(Fallback::Proxied { no_broker: false });
+            };
+            Ok(broker_side(shard, info, client, listen_port, hello, false).await?)
+        }
+    }
+}
+
+/// Relays the handshake between the two sockets until `OpenOk`.
+async fn relay(
+    shard: &Shard,
+    info: &SessionInfo,
+    client: &mut TcpStream,
+    broker: &mut TcpStream,
+    handshake: &mut TransparentHandshake,
+) -> Result<Outcome, Refusal> {
+    let gone = |what: &str, e: String| Refusal::ClientGone {
+        reason: format!("{what}: {e}"),
+        graceful: false,
+    };
+    broker
+        .write_all(&PROTOCOL_HEADER)
+        .await
+        .map_err(|e| broker_failed(&format!("failed ({e})")))?;
+    let mut buf = vec![0u8; 4096];
+    let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+    loop {
+        let side = handshake.waiting_for();
+        let read = match side {
+            Side::Client => client.read(&mut buf).await,
+            Side::Broker => broker.read(&mut buf).await,
+        };
+        let n = match (read, side) {
+            (Ok(0), Side::Client) => return Err(gone("client left", "connection closed".into())),
+            (Err(e), Side::Client) => return Err(gone("client left", e.to_string())),
+            (Ok(0), Side::Broker) => return Err(broker_failed("closed the connection")),
+            (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
+            (Ok(n), _) => n,
+        };
+        let progress = match handshake.receive(side, &buf[..n], &mut to_client, &mut to_broker) {
+            Ok(p) => p,
+            Err(TransparentError::Client(e)) => {
+                return Err(Refusal::Reply {
+                    bytes: e.reply(),
+                    level: Level::Error,
+                    reason: e.to_string(),
+                })
+            }
+            Err(e @ TransparentError::Broker { .. }) => {
+                return Err(refuse(
+                    reply_code::INTERNAL_ERROR,
+                    format!("INTERNAL_ERROR - {e}"),
+                    Level::Error,
+                ))
+            }
+        };
+        if let TransparentProgress::BrokerClosed(close) = &progress {
+            // The broker's own Close, byte for byte, is in `to_client`.
+            return Err(Refusal::Reply {
+                bytes: std::mem::take(&mut to_client),
+                level: Level::Warn,
+                reason: format!(
+                    "broker refused: {} {}",
+                    close.reply_code,
+                    close.reply_text_lossy()
+                ),
+            });
+        }
+        if !to_broker.is_empty() {
+            broker
+                .write_all(&to_broker)
+                .await
+                .map_err(|e| broker_failed(&format!("failed ({e})")))?;
+            to_broker.clear();
+        }
+        if !to_client.is_empty() && progress != TransparentProgress::Open {
+            client
+                .write_all(&to_client)
+                .await
+                .map_err(|e| gone("client write failed", e.to_string()))?;
+            to_client.clear();
+        }
+        match progress {
+            TransparentProgress::NeedMore => {}
+            TransparentProgress::Open => {
+                client
+                    .write_all(&to_client)
+                    .await
+                    .map_err(|e| gone("client write failed", e.to_string()))?;
+                return Ok(Outcome::Open(to_client));
+            }
+            TransparentProgress::ClientClosed => {
+                return Err(Refusal::ClientGone {
+                    reason: "client sent Connection.Close".into(),
+                    graceful: true,
+                })
+            }
+            TransparentProgress::OpenReceived { vhost } => {
+                *info.vhost.borrow_mut() = vhost.clone();
+                session_log!(
+                    Level::Info,
+                    info,
+                    "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={} handshake=transparent",
+                    handshake.connection_name(),
+                    info.backend.borrow(),
+                    info.egress_remote.get().map(|a| a.to_string()).unwrap_or_default()
+                );
+                let paused = shard
+                    .shared
+                    .config
+                    .load()
+                    .config
+                    .paused_vhosts
+                    .contains(&vhost);
+                if paused || info.control.paused() {
+                    if paused {
+                        info.control.set_paused(true);
+                    }
+                    return Ok(Outcome::HeldAtOpen);
+                }
+                handshake.release_open(&mut to_broker);
+                broker
+                    .write_all(&to_broker)
+                    .await
+                    .map_err(|e| broker_failed(&format!("failed ({e})")))?;
+                to_broker.clear();
+            }
+            TransparentProgress::BrokerClosed(_) => unreachable!("handled above"),
+        }
+    }
+}
+
+fn broker_failed(what: &str) -> Refusal {
+    refuse(
+        reply_code::CONNECTION_FORCED,
+        format!("CONNECTION_FORCED - broker {what} during the handshake"),
+        Level::Error,
+    )
+}
