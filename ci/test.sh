@@ -15,12 +15,23 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent)
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "RabbitMQ"
 ci/ensure-rabbitmq.sh
+
+step "pika for the client-compatibility tests"
+# tests/transparent.rs checks how Python's pika reports refusals; it runs
+# the interpreter named here and fails (never skips) without pika.
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pika' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet pika
+fi
+export AMQPPROX_TEST_PYTHON="$PWD/$venv/bin/python"
+"$AMQPPROX_TEST_PYTHON" -c 'import pika; print("pika", pika.__version__)'
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
