@@ -17,4 +17,5 @@ pub mod proxy_protocol;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod stream;
 pub mod supervisor;

@@ -21,10 +21,10 @@ use crate::proxy_protocol;
 use crate::routing::{self, RouteError};
 use crate::session_log;
 use crate::shard::Shard;
+use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::Level;
-use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ const HANDSHAKE_READ: usize = 4096;
 
 /// A session whose broker said `OpenOk`.
 pub(super) struct Established {
-    pub broker: TcpStream,
+    pub broker: Stream,
     /// Client bytes that followed its `Open`, still to go to the broker.
     pub pipelined: Vec<u8>,
     /// The heartbeat and frame-max the client agreed.
@@ -67,13 +67,16 @@ pub(super) fn refuse(code: u16, text: String, level: Level) -> Refusal {
 
 /// Runs a session from accept to close.
 pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
+    // (TLS and an ingress PROXY header, when the listener asks for them,
+    // come before the session exists.)
+    let client = Stream::from(client);
     let (Ok(remote), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return; // the client is already gone
     };
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; operators
     // and brokers expect a.b.c.d.
     let (remote, local) = (net::canonical(remote), net::canonical(local));
-    if let Err(e) = net::tune_session_socket(&client) {
+    if let Err(e) = net::tune_session_socket(client.tcp()) {
         log::warn!("Cannot set TCP_NODELAY/keepalive for {remote}: {e}");
     }
     let info = Rc::new(SessionInfo::new(
@@ -115,7 +118,7 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
                 // before handling frames still see the code and text.
                 bounded(CLOSE_OK_WAIT, await_close_ok(&mut client)).await;
             }
-            let _ = client.shutdown(Shutdown::Both).await;
+            net::shutdown(client.tcp());
         }
         Err(Refusal::ClientGone { reason, graceful }) => {
             session_log!(
@@ -128,7 +131,7 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
             } else {
                 Disconnect::Client
             });
-            let _ = client.shutdown(Shutdown::Both).await;
+            net::shutdown(client.tcp());
         }
     }
     info.phase.set(Phase::Closed);
@@ -139,7 +142,7 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 
 /// Reads and drops what the client sends until its `CloseOk` or EOF.
-async fn await_close_ok(client: &mut TcpStream) {
+async fn await_close_ok(client: &mut Stream) {
     let mut buf = vec![0u8; HANDSHAKE_READ];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -207,7 +210,7 @@ pub(super) async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Resu
 async fn establish(
     shard: &Rc<Shard>,
     info: &Rc<SessionInfo>,
-    client: &mut TcpStream,
+    client: &mut Stream,
     listen_port: u16,
 ) -> Result<Established, Refusal> {
     let timeout = shard.shared.handshake_timeout;
@@ -250,7 +253,7 @@ async fn establish(
 }
 
 /// Reads the client's 8-byte protocol header.
-async fn read_header(client: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
+async fn read_header(client: &mut Stream) -> Result<Vec<u8>, Refusal> {
     let mut header = Vec::with_capacity(8);
     let mut buf = [0u8; 16];
     loop {
@@ -291,7 +294,7 @@ async fn read_header(client: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
 pub(super) async fn broker_side(
     shard: &Rc<Shard>,
     info: &Rc<SessionInfo>,
-    client: &mut TcpStream,
+    client: &mut Stream,
     listen_port: u16,
     hello: ClientHello,
     no_broker: bool,
@@ -389,12 +392,12 @@ pub(super) async fn broker_side(
     let to_client = match to_client {
         Ok(bytes) => bytes,
         Err(refusal) => {
-            let _ = broker.shutdown(Shutdown::Both).await;
+            net::shutdown(broker.tcp());
             return Err(refusal);
         }
     };
     if let Err(e) = client.write_all(&to_client).await {
-        let _ = broker.shutdown(Shutdown::Both).await;
+        net::shutdown(broker.tcp());
         return Err(Refusal::ClientGone {
             reason: format!("write of OpenOk failed: {e}"),
             graceful: false,
@@ -431,7 +434,7 @@ pub(super) async fn bounded<T>(
 }
 
 async fn client_handshake(
-    client: &mut TcpStream,
+    client: &mut Stream,
     handshake: &mut ClientHandshake,
     header: &[u8],
 ) -> Result<ClientHello, Refusal> {
@@ -503,7 +506,7 @@ pub(super) async fn connect_any(
     shard: &Shard,
     info: &SessionInfo,
     candidates: &[crate::config::Backend],
-) -> Option<TcpStream> {
+) -> Option<Stream> {
     let timeout = shard.shared.connect_timeout;
     for backend in candidates {
         if backend.tls {
@@ -564,7 +567,7 @@ pub(super) async fn connect_any(
                     info.egress_local.set(stream.local_addr().ok());
                     info.egress_remote.set(Some(addr));
                     *info.backend.borrow_mut() = backend.name.clone();
-                    return Some(stream);
+                    return Some(Stream::from(stream));
                 }
                 Err(e) => {
                     session_log!(
@@ -608,7 +611,7 @@ const PROXY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).
 pub(super) async fn broker_handshake(
-    broker: &mut TcpStream,
+    broker: &mut Stream,
     hello: &ClientHello,
     additions: &[(&str, String)],
     vhost: &str,

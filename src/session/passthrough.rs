@@ -13,7 +13,7 @@ use crate::codec::FrameScanner;
 use crate::net;
 use crate::session_log;
 use crate::shard::Shard;
-use glommio::net::TcpStream;
+use crate::stream::Stream;
 use log::Level;
 use std::future::Future;
 use std::pin::pin;
@@ -47,7 +47,7 @@ async fn abrupt_ending(info: &SessionInfo) -> Ending {
 pub(super) async fn run(
     shard: &Rc<Shard>,
     info: &Rc<SessionInfo>,
-    client: TcpStream,
+    client: Stream,
     established: Established,
 ) {
     let Established {
@@ -132,18 +132,18 @@ pub(super) async fn run(
     session_log!(level, info, "Session ended ({cause:?}): {description}");
 
     // The broker side always closes now.
-    pump.broker.with(net::shutdown);
+    pump.broker.with(|s| net::shutdown(s.tcp()));
     if let First::Operator(Ending::BackendDisconnect) = first {
         info.phase.set(Phase::BrokerDisconnected);
         hold_client(shard, info, pump.client.clone()).await;
     }
-    pump.client.with(net::shutdown);
+    pump.client.with(|s| net::shutdown(s.tcp()));
 }
 
 /// After `BACKEND_DISCONNECT`: the client side stays open (and the session
 /// addressable) until the client closes or the operator forces it; its
 /// bytes have nowhere to go and are dropped. A paused session is not read.
-async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedStream<TcpStream>) {
+async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedStream<Stream>) {
     loop {
         let generation = info.control.generation();
         if info.control.ending() == Some(Ending::Force) {

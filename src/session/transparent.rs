@@ -18,13 +18,13 @@ use super::driver::{
 use super::{HandshakeKind, Phase, SessionInfo};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
 use crate::handshake::{Side, TransparentError, TransparentHandshake, TransparentProgress};
+use crate::net;
 use crate::routing;
 use crate::session_log;
 use crate::shard::Shard;
+use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use log::Level;
-use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ enum Outcome {
 pub(super) async fn establish(
     shard: &Rc<Shard>,
     info: &Rc<SessionInfo>,
-    client: &mut TcpStream,
+    client: &mut Stream,
     listen_port: u16,
     deadline: Instant,
 ) -> Result<Established, Fallback> {
@@ -99,7 +99,7 @@ pub(super) async fn establish(
     let outcome = match outcome {
         Ok(o) => o,
         Err(refusal) => {
-            let _ = broker.shutdown(Shutdown::Both).await;
+            net::shutdown(broker.tcp());
             return Err(refusal.into());
         }
     };
@@ -121,7 +121,7 @@ pub(super) async fn establish(
             // (RabbitMQ's handshake timeout), and the mapping may change
             // while paused: hold without it, then replay to a broker chosen
             // at unpause, as the proxied handshake does.
-            let _ = broker.shutdown(Shutdown::Both).await;
+            net::shutdown(broker.tcp());
             let Some(hello) = handshake.take_hello() else {
                 return Err(Fallback::Proxied { no_broker: false });
             };
@@ -134,8 +134,8 @@ pub(super) async fn establish(
 async fn relay(
     shard: &Shard,
     info: &SessionInfo,
-    client: &mut TcpStream,
-    broker: &mut TcpStream,
+    client: &mut Stream,
+    broker: &mut Stream,
     handshake: &mut TransparentHandshake,
 ) -> Result<Outcome, Refusal> {
     let gone = |what: &str, e: String| Refusal::ClientGone {
