@@ -1,1 +1,347 @@
-fn main() {}
+//! `amqpprox-bench`: the load harness of issue #6 and the micro-benchmarks.
+//! Everything runs on this machine over loopback, bounded in count and time:
+//! raw AMQP clients (this process, std threads) publish, connect, ping-pong
+//! or idle through a target (direct, amqpprox with 1 and N shards, or an
+//! external proxy command) to a dummy broker (a subprocess of this binary),
+//! or with lapin to RabbitMQ (`--rabbitmq`). Targets are interleaved, each
+//! run repeated, medians printed with the ratio to direct and the proxy's
+//! CPU per unit of work, and everything written as JSON.
+//!
+//! This file owns the command line and the wiring. It never measures,
+//! never prints a table itself and never keeps a child process past its run.
+//!
+//! ```text
+//! amqpprox-bench                      all load scenarios, 3 repeats
+//! amqpprox-bench --quick              the same, ~10x smaller (smoke run)
+//! amqpprox-bench --scenario large     one scenario (comma list allowed)
+//! amqpprox-bench --rabbitmq           lapin publishes to RabbitMQ at :5672
+//! amqpprox-bench --micro              scanner and handshake micro-benchmarks
+//! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5680
+//! amqpprox-bench dummy-broker --port 5690 --mode echo
+//! ```
+//!
+//! No TLS anywhere yet: the dummy broker and the clients speak plain TCP.
+
+mod broker;
+mod client;
+mod micro;
+mod plan;
+mod procs;
+mod rabbit;
+mod report;
+mod scenarios;
+mod wire;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use plan::{Plan, Scenario, Sizes};
+use procs::{Layout, TargetKind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "amqpprox-bench",
+    about = "Load harness and micro-benchmarks for amqpprox (issue #6)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The dummy broker (started by the harness; runs until killed).
+    DummyBroker {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, value_enum, default_value = "discard")]
+        mode: broker::Mode,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scale every scenario down ~10x for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Run the micro-benchmarks instead of the load scenarios.
+    #[arg(long)]
+    micro: bool,
+    /// Publish with lapin to RabbitMQ (with and without confirms) instead
+    /// of the dummy-broker scenarios.
+    #[arg(long)]
+    rabbitmq: bool,
+    /// Scenarios to run (comma-separated): large, small, connections,
+    /// latency, idle, rabbit-publish, rabbit-confirm. Default: all of the
+    /// mode's.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Runs per (scenario, target); medians are reported.
+    #[arg(long, short = 'r', default_value_t = 3)]
+    repeats: usize,
+    /// Targets to run (comma-separated names from: direct, proxy-1,
+    /// proxy-N, external). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Shards of the "all shards" proxy target (default: usable cores).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// An external proxy command, started per run via `sh -c 'exec CMD'`.
+    /// `{port}` and `{broker_port}` are replaced, and BENCH_LISTEN_PORT and
+    /// BENCH_BROKER_PORT are set; it must forward --external-port to the
+    /// broker port.
+    #[arg(long)]
+    external: Option<String>,
+    /// The port the external command listens on.
+    #[arg(long, default_value_t = 5680)]
+    external_port: u16,
+    /// The dummy broker's port (fixed so external configs can name it).
+    #[arg(long, default_value_t = 5690)]
+    broker_port: u16,
+    /// The port amqpprox listens on.
+    #[arg(long, default_value_t = 5691)]
+    proxy_port: u16,
+    /// RabbitMQ's port for --rabbitmq (guest/guest on 127.0.0.1).
+    #[arg(long, default_value_t = 5672)]
+    rabbitmq_port: u16,
+    /// Runtime worker threads of the dummy broker.
+    #[arg(long, default_value_t = 2)]
+    broker_threads: usize,
+    /// The proxy binary (default: `amqpprox` next to this binary).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+    /// Where logs and control sockets go.
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// The JSON results file (default: WORK_DIR/results.json, or
+    /// WORK_DIR/micro.json with --micro).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Override: clients of large/small/rabbit.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Override: messages per client of large/small/rabbit.
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Override: message body bytes of large/small/latency/rabbit.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Override: total connections of `connections`.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Override: connections in parallel of `connections`.
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Override: round trips of `latency`.
+    #[arg(long)]
+    round_trips: Option<usize>,
+    /// Override: sessions held by `idle`.
+    #[arg(long)]
+    sessions: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::DummyBroker {
+            port,
+            mode,
+            threads,
+        }) => broker::run(port, mode, threads),
+        None if cli.run.micro => run_micro(&cli.run),
+        None => run_load(&cli.run),
+    };
+    // One line, whatever RUST_BACKTRACE says: these are operator errors.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("amqpprox-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_micro(args: &RunArgs) -> Result<()> {
+    let results = micro::run(args.quick)?;
+    print!("{}", micro::table(&results));
+    let path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.work_dir.join("micro.json"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+/// Sizes with the command line's overrides applied.
+fn sizes(args: &RunArgs) -> Sizes {
+    let mut s = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    for t in [&mut s.large, &mut s.small] {
+        t.clients = args.clients.unwrap_or(t.clients);
+        t.messages = args.messages.unwrap_or(t.messages);
+        t.size = args.size.unwrap_or(t.size);
+    }
+    s.rabbit.clients = args.clients.unwrap_or(s.rabbit.clients);
+    s.rabbit.messages = args.messages.unwrap_or(s.rabbit.messages);
+    s.rabbit.size = args.size.unwrap_or(s.rabbit.size);
+    s.connections.total = args.connections.unwrap_or(s.connections.total);
+    s.connections.parallel = args.parallel.unwrap_or(s.connections.parallel);
+    s.latency.round_trips = args.round_trips.unwrap_or(s.latency.round_trips);
+    s.latency.size = args.size.unwrap_or(s.latency.size);
+    s.idle_sessions = args.sessions.unwrap_or(s.idle_sessions);
+    s
+}
+
+fn build_plan(args: &RunArgs) -> Result<Plan> {
+    let scenarios: Vec<Scenario> = if args.scenario.is_empty() {
+        if args.rabbitmq {
+            Scenario::RABBIT.to_vec()
+        } else {
+            Scenario::LOAD.to_vec()
+        }
+    } else {
+        args.scenario
+            .iter()
+            .map(|s| Scenario::parse(s))
+            .collect::<Result<_>>()?
+    };
+    if scenarios.iter().any(|s| s.is_rabbit() != args.rabbitmq) {
+        bail!("rabbit-* scenarios run with --rabbitmq, and only they do");
+    }
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut targets = plan::default_targets(
+        shards,
+        args.external.clone().map(|c| (c, args.external_port)),
+    );
+    if !args.targets.is_empty() {
+        for name in &args.targets {
+            if !targets.iter().any(|t| &t.name == name) {
+                let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                bail!("unknown target {name:?}; known here: {}", known.join(", "));
+            }
+        }
+        targets.retain(|t| args.targets.contains(&t.name));
+    }
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let layout = Layout {
+        proxy_bin: args
+            .proxy_bin
+            .clone()
+            .unwrap_or_else(procs::default_proxy_bin),
+        proxy_port: args.proxy_port,
+        broker_port: args.broker_port,
+        broker_threads: args.broker_threads,
+        work_dir: args.work_dir.clone(),
+    };
+    Ok(Plan {
+        scenarios,
+        targets,
+        repeats: args.repeats,
+        sizes: sizes(args),
+        layout,
+        rabbit_port: args.rabbitmq_port,
+    })
+}
+
+/// Checks what the plan needs before the first run.
+fn preflight(plan: &Plan, rabbitmq: bool) -> Result<()> {
+    let uses_proxy = plan
+        .targets
+        .iter()
+        .any(|t| matches!(t.kind, TargetKind::Proxy { .. }));
+    if uses_proxy && !plan.layout.proxy_bin.is_file() {
+        bail!(
+            "proxy binary {} not found: run `cargo build --release -j2 --workspace` (or pass --proxy-bin)",
+            plan.layout.proxy_bin.display()
+        );
+    }
+    if rabbitmq {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], plan.rabbit_port));
+        std::net::TcpStream::connect(addr).with_context(|| {
+            format!("RabbitMQ is not listening on {addr} (start it: ci/ensure-rabbitmq.sh)")
+        })?;
+    } else {
+        procs::ensure_port_free(plan.layout.broker_port)?;
+    }
+    if uses_proxy {
+        procs::ensure_port_free(plan.layout.proxy_port)?;
+    }
+    for t in &plan.targets {
+        if let TargetKind::External { port, .. } = t.kind {
+            procs::ensure_port_free(port)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_load(args: &RunArgs) -> Result<()> {
+    let plan = build_plan(args)?;
+    preflight(&plan, args.rabbitmq)?;
+    let nofile = procs::raise_nofile(65_536)?;
+    let mut plan = plan;
+    // A proxy holds two descriptors per session (client and broker side).
+    let fits = (nofile.saturating_sub(512) / 2) as usize;
+    if plan.scenarios.contains(&Scenario::Idle) && plan.sizes.idle_sessions > fits {
+        eprintln!(
+            "warning: the open-files limit is {nofile} and cannot be raised here; \
+             idle holds {fits} sessions instead of {}",
+            plan.sizes.idle_sessions
+        );
+        plan.sizes.idle_sessions = fits;
+    }
+    let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+    let scen: Vec<&str> = plan.scenarios.iter().map(|s| s.name()).collect();
+    println!(
+        "amqpprox-bench: scenarios {}; targets {}; {} repeats{}",
+        scen.join(","),
+        names.join(","),
+        plan.repeats,
+        if args.quick { " (quick)" } else { "" }
+    );
+    let records = plan::run(&plan);
+    let rows = report::rows(&records);
+    println!();
+    print!("{}", report::table(&rows));
+    println!(
+        "\nCPU per unit of work (medians; the broker is the dummy broker, or none with RabbitMQ):"
+    );
+    print!("{}", report::cpu_table(&rows));
+    let path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.work_dir.join("results.json"));
+    let config = serde_json::json!({
+        "args": std::env::args().collect::<Vec<_>>(),
+        "quick": args.quick,
+        "repeats": plan.repeats,
+        "scenarios": plan.scenarios,
+        "targets": names,
+        "sizes": plan.sizes,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "broker_threads": plan.layout.broker_threads,
+        "tls": false,
+    });
+    report::write_json(&path, config, &records, &rows)?;
+    println!("\nwrote {}", path.display());
+    if records.iter().all(|r| r.error.is_some()) {
+        bail!("every run failed");
+    }
+    Ok(())
+}

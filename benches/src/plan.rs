@@ -1,0 +1,293 @@
+//! What an invocation runs and in which order: the scenarios with their
+//! sizes (full, `--quick`, or overridden), the targets, and the interleaved
+//! loop `for scenario { for repeat { for target { run } } }` that starts a
+//! fresh dummy broker and target for every run, so each run's CPU, RSS and
+//! peak RSS belong to it alone.
+//!
+//! Owns sequencing and the per-run lifecycle. Never measures (see
+//! `scenarios`, `rabbit`) and never formats results (see `report`); a
+//! failed run is recorded and the loop goes on.
+
+use crate::broker::Mode;
+use crate::procs::{self, Layout, Target, TargetKind};
+use crate::rabbit::{self, RabbitLoad};
+use crate::report::{RunRecord, DIRECT};
+use crate::scenarios::{self, Connections, Latency, Metrics, Probe, Throughput};
+use anyhow::{bail, Result};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A named scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Large,
+    Small,
+    Connections,
+    Latency,
+    Idle,
+    RabbitPublish,
+    RabbitConfirm,
+}
+
+impl Scenario {
+    pub const LOAD: [Scenario; 5] = [
+        Scenario::Large,
+        Scenario::Small,
+        Scenario::Connections,
+        Scenario::Latency,
+        Scenario::Idle,
+    ];
+    pub const RABBIT: [Scenario; 2] = [Scenario::RabbitPublish, Scenario::RabbitConfirm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Large => "large",
+            Scenario::Small => "small",
+            Scenario::Connections => "connections",
+            Scenario::Latency => "latency",
+            Scenario::Idle => "idle",
+            Scenario::RabbitPublish => "rabbit-publish",
+            Scenario::RabbitConfirm => "rabbit-confirm",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Scenario> {
+        Scenario::LOAD.into_iter().chain(Scenario::RABBIT).find(|s| s.name() == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown scenario {name:?}; known: large, small, connections, latency, idle, rabbit-publish, rabbit-confirm"
+            )
+        })
+    }
+
+    pub fn is_rabbit(self) -> bool {
+        Scenario::RABBIT.contains(&self)
+    }
+
+    fn broker_mode(self) -> Mode {
+        if self == Scenario::Latency {
+            Mode::Echo
+        } else {
+            Mode::Discard
+        }
+    }
+}
+
+/// Every scenario's size; see [`Sizes::full`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sizes {
+    pub large: Throughput,
+    pub small: Throughput,
+    pub connections: Connections,
+    pub latency: Latency,
+    pub idle_sessions: usize,
+    pub rabbit: RabbitLoad,
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+impl Sizes {
+    /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB, 20k
+    /// connections 100 at a time, 20k round trips, 10k idle sessions.
+    pub fn full() -> Sizes {
+        Sizes {
+            large: Throughput {
+                clients: 10,
+                messages: 50,
+                size: 10 * MIB,
+            },
+            small: Throughput {
+                clients: 10,
+                messages: 100_000,
+                size: KIB,
+            },
+            connections: Connections {
+                total: 20_000,
+                parallel: 100,
+            },
+            latency: Latency {
+                round_trips: 20_000,
+                size: 64,
+            },
+            idle_sessions: 10_000,
+            rabbit: RabbitLoad {
+                clients: 4,
+                messages: 25_000,
+                size: KIB,
+            },
+        }
+    }
+
+    /// About a tenth of [`Sizes::full`] (large: a twelfth), for a smoke run.
+    pub fn quick() -> Sizes {
+        let full = Sizes::full();
+        Sizes {
+            large: Throughput {
+                messages: 4,
+                ..full.large
+            },
+            small: Throughput {
+                messages: 10_000,
+                ..full.small
+            },
+            connections: Connections {
+                total: 2_000,
+                ..full.connections
+            },
+            latency: Latency {
+                round_trips: 2_000,
+                ..full.latency
+            },
+            idle_sessions: 1_000,
+            rabbit: RabbitLoad {
+                messages: 2_500,
+                ..full.rabbit
+            },
+        }
+    }
+}
+
+/// Everything one invocation runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenarios: Vec<Scenario>,
+    pub targets: Vec<Target>,
+    pub repeats: usize,
+    pub sizes: Sizes,
+    pub layout: Layout,
+    pub rabbit_port: u16,
+}
+
+/// Runs the whole plan, printing one progress line per run.
+pub fn run(plan: &Plan) -> Vec<RunRecord> {
+    let mut records = Vec::new();
+    for &scenario in &plan.scenarios {
+        for repeat in 0..plan.repeats {
+            for target in &plan.targets {
+                if scenario == Scenario::Idle && matches!(target.kind, TargetKind::Direct) {
+                    continue; // no proxy process to weigh
+                }
+                let label = format!(
+                    "[{} {}/{}] {}",
+                    scenario.name(),
+                    repeat + 1,
+                    plan.repeats,
+                    target.name
+                );
+                let started = Instant::now();
+                let result = run_one(plan, scenario, target, repeat);
+                let took = started.elapsed().as_secs_f64();
+                let (metrics, error) = match result {
+                    Ok(m) => {
+                        println!("{label:<40} {} ({took:.1} s)", headline(scenario, &m));
+                        (m, None)
+                    }
+                    Err(e) => {
+                        println!("{label:<40} FAILED: {e:#}");
+                        (Metrics::new(), Some(format!("{e:#}")))
+                    }
+                };
+                records.push(RunRecord {
+                    scenario: scenario.name().into(),
+                    target: target.name.clone(),
+                    repeat,
+                    metrics,
+                    error,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// A fresh broker (unless RabbitMQ) and target, one scenario, then both
+/// stopped (on drop) before the next run.
+fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> Result<Metrics> {
+    let run_label = format!("{}-{}", scenario.name(), repeat + 1);
+    let layout = &plan.layout;
+    let (broker, upstream) = if scenario.is_rabbit() {
+        (None, plan.rabbit_port)
+    } else {
+        (
+            Some(procs::start_broker(layout, scenario.broker_mode())?),
+            layout.broker_port,
+        )
+    };
+    let mut proc = procs::start_target(layout, target, upstream, &run_label)?;
+    let port = match target.kind {
+        TargetKind::Direct => upstream,
+        _ => procs::listen_port(layout, target),
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = Probe {
+        pid: proc.as_ref().map(|p| p.pid()),
+        broker: broker.as_ref().map(|b| b.pid()),
+    };
+    let s = &plan.sizes;
+    let result = match scenario {
+        Scenario::Large => scenarios::throughput(addr, s.large, probe),
+        Scenario::Small => scenarios::throughput(addr, s.small, probe),
+        Scenario::Connections => scenarios::connections(addr, s.connections, probe),
+        Scenario::Latency => scenarios::latency(addr, s.latency, probe),
+        Scenario::Idle => scenarios::idle(addr, s.idle_sessions, probe),
+        Scenario::RabbitPublish => rabbit::publish(port, s.rabbit, false, probe),
+        Scenario::RabbitConfirm => rabbit::publish(port, s.rabbit, true, probe),
+    };
+    let output = procs::output_path(layout, target, &run_label);
+    if let Some(p) = proc.as_mut() {
+        if let Err(e) = p.check_alive() {
+            bail!("{e:#} during the run (output: {})", output.display());
+        }
+    }
+    drop(proc);
+    drop(broker);
+    match (result, &target.kind) {
+        (Err(e), TargetKind::Proxy { .. } | TargetKind::External { .. }) => {
+            Err(e.context(format!("target output: {}", output.display())))
+        }
+        (result, _) => result,
+    }
+}
+
+/// The one number a progress line shows.
+fn headline(scenario: Scenario, m: &Metrics) -> String {
+    let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    match scenario {
+        Scenario::Large => format!("{:.0} MB/s", v("mb_per_s")),
+        Scenario::Small | Scenario::RabbitPublish | Scenario::RabbitConfirm => {
+            format!("{:.0} msg/s", v("msgs_per_s"))
+        }
+        Scenario::Connections => format!("{:.0} conn/s", v("conns_per_s")),
+        Scenario::Latency => format!("p50 {:.1} us, p99 {:.1} us", v("p50_us"), v("p99_us")),
+        Scenario::Idle => format!("{:.2} KiB/session", v("kib_per_session")),
+    }
+}
+
+/// The default targets: direct, the proxy with 1 shard and with `shards`
+/// (if more than 1), and the external command if given.
+pub fn default_targets(shards: usize, external: Option<(String, u16)>) -> Vec<Target> {
+    let mut targets = vec![
+        Target {
+            name: DIRECT.into(),
+            kind: TargetKind::Direct,
+        },
+        Target {
+            name: "proxy-1".into(),
+            kind: TargetKind::Proxy { shards: 1 },
+        },
+    ];
+    if shards > 1 {
+        targets.push(Target {
+            name: format!("proxy-{shards}"),
+            kind: TargetKind::Proxy { shards },
+        });
+    }
+    if let Some((command, port)) = external {
+        targets.push(Target {
+            name: "external".into(),
+            kind: TargetKind::External { command, port },
+        });
+    }
+    targets
+}

@@ -1,0 +1,331 @@
+//! Child processes of a run and what the harness reads about them from
+//! /proc: the dummy broker (this binary, `dummy-broker` subcommand), the
+//! target in front of it (amqpprox with 1 or N shards, or an external proxy
+//! command), CPU time (`/proc/<pid>/stat` utime + stime) and memory
+//! (`/proc/<pid>/status` VmRSS, VmHWM); plus raising RLIMIT_NOFILE, which
+//! every child inherits.
+//!
+//! Owns starting, readiness (the port accepts) and stopping of the children
+//! it spawned, by pid. Never signals a process it did not start, never
+//! leaves one running (stop on drop), and never reads /proc of anything but
+//! its own children.
+
+use crate::broker::Mode;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a child may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the clients connect to.
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// Straight to the dummy broker (or RabbitMQ): the machine's limit.
+    Direct,
+    /// amqpprox in simple mode with this many shards.
+    Proxy { shards: usize },
+    /// A command run through `sh -c 'exec ...'`, listening on `port`.
+    External { command: String, port: u16 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+}
+
+/// Where things live and listen, fixed for the whole invocation so that an
+/// external proxy's configuration can name the broker port.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub proxy_bin: PathBuf,
+    pub proxy_port: u16,
+    pub broker_port: u16,
+    pub broker_threads: usize,
+    pub work_dir: PathBuf,
+}
+
+/// A running child, stopped (and reaped) when dropped; the drop also waits
+/// until its port can be bound again.
+pub struct Proc {
+    child: Child,
+    name: String,
+    port: u16,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the child has already exited (e.g. a bad external command).
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early: {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of our own unreaped child: it cannot
+        // have been recycled for another process before we wait for it.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        wait_port_free(self.port);
+    }
+}
+
+/// Waits (up to 5 s) until `port` can be bound. A process that used
+/// io_uring keeps its listening socket for some milliseconds after it has
+/// been reaped (the ring is torn down asynchronously): the next run's
+/// listener would fail to bind, or its readiness probe would reach the
+/// dying socket and its clients be reset.
+fn wait_port_free(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        // std binds with SO_REUSEADDR, so TIME_WAIT leftovers do not count;
+        // [::] also conflicts with an IPv4 listener on the port.
+        let free = std::net::TcpListener::bind(("::", port))
+            .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", port)))
+            .is_ok();
+        if free {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Starts the dummy broker on the layout's broker port.
+pub fn start_broker(layout: &Layout, mode: Mode) -> Result<Proc> {
+    let exe = std::env::current_exe().context("find the harness binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("dummy-broker")
+        .args(["--port", &layout.broker_port.to_string()])
+        .args(["--mode", mode.as_arg()])
+        .args(["--threads", &layout.broker_threads.to_string()])
+        .stdin(Stdio::null());
+    spawn_ready(cmd, "dummy broker", layout.broker_port)
+}
+
+/// Where a run's target writes its stdout and stderr.
+pub fn output_path(layout: &Layout, target: &Target, run: &str) -> PathBuf {
+    layout
+        .work_dir
+        .join("logs")
+        .join(format!("{}-{run}.out", target.name))
+}
+
+/// Starts `target` in front of `upstream_port`; `None` for direct. Its
+/// output goes to [`output_path`] for `run` (e.g. "large-2").
+pub fn start_target(
+    layout: &Layout,
+    target: &Target,
+    upstream_port: u16,
+    run: &str,
+) -> Result<Option<Proc>> {
+    let log_dir = layout.work_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+    if matches!(target.kind, TargetKind::Direct) {
+        return Ok(None);
+    }
+    let log = File::create(output_path(layout, target, run))?;
+    let cmd = match &target.kind {
+        TargetKind::Direct => return Ok(None),
+        TargetKind::Proxy { shards } => {
+            let mut cmd = Command::new(&layout.proxy_bin);
+            let socket = layout
+                .work_dir
+                .join(format!("control-{}.sock", layout.proxy_port));
+            cmd.args(["--listenPort", &layout.proxy_port.to_string()])
+                .args(["--destinationDNS", "127.0.0.1"])
+                .args(["--destinationPort", &upstream_port.to_string()])
+                .arg("--controlSocket")
+                .arg(&socket)
+                .arg("--logDirectory")
+                .arg(log_dir.join(&target.name))
+                .args(["--shards", &shards.to_string()]);
+            cmd
+        }
+        TargetKind::External { command, port } => {
+            let command = expand(command, *port, upstream_port);
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(format!("exec {command}"));
+            cmd.env("BENCH_LISTEN_PORT", port.to_string())
+                .env("BENCH_BROKER_PORT", upstream_port.to_string());
+            cmd
+        }
+    };
+    let port = listen_port(layout, target);
+    let mut cmd = cmd;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    spawn_ready(cmd, &target.name, port).map(Some)
+}
+
+/// The port the clients use for `target`.
+pub fn listen_port(layout: &Layout, target: &Target) -> u16 {
+    match target.kind {
+        TargetKind::Direct => layout.broker_port,
+        TargetKind::Proxy { .. } => layout.proxy_port,
+        TargetKind::External { port, .. } => port,
+    }
+}
+
+/// `{port}` and `{broker_port}` in an external command.
+fn expand(command: &str, port: u16, broker_port: u16) -> String {
+    command
+        .replace("{port}", &port.to_string())
+        .replace("{broker_port}", &broker_port.to_string())
+}
+
+fn spawn_ready(mut cmd: Command, name: &str, port: u16) -> Result<Proc> {
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {name}: {cmd:?}"))?;
+    let mut proc = Proc {
+        child,
+        name: name.to_string(),
+        port,
+    };
+    wait_ready(&mut proc, port)?;
+    Ok(proc)
+}
+
+/// Polls until 127.0.0.1:`port` accepts a connection.
+fn wait_ready(proc: &mut Proc, port: u16) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        proc.check_alive()?;
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not accept on {addr} within {READY_TIMEOUT:?}",
+                proc.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fails early when something already listens on a port the run needs.
+pub fn ensure_port_free(port: u16) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        bail!("port {port} is already in use; choose others with --broker-port / --proxy-port");
+    }
+    Ok(())
+}
+
+/// User + system CPU seconds of `pid` so far (all threads).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, so
+    // utime (14) and stime (15) are the 12th and 13th after it.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("parse /proc/pid/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(ticks as f64 / hz as f64)
+}
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. "VmRSS" or "VmHWM".
+pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
+            let kib = rest.trim().trim_end_matches("kB").trim();
+            return Ok(kib.parse()?);
+        }
+    }
+    bail!("no {field} in /proc/{pid}/status")
+}
+
+/// Raises the open-files limit (10k idle sessions through a proxy need
+/// ~20k descriptors in the proxy and 10k here); children inherit it.
+pub fn raise_nofile(want: u64) -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= want {
+            return Ok(lim.rlim_cur);
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max.max(want),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return Ok(want);
+        }
+        // Not privileged to raise the hard limit: take what it allows.
+        let capped = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &capped) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+        Ok(lim.rlim_max)
+    }
+}
+
+/// Where the proxy binary is by default: next to this one.
+pub fn default_proxy_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("amqpprox")))
+        .unwrap_or_else(|| Path::new("target/release/amqpprox").to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_stat_and_status() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(status_kib(pid, "VmRSS").unwrap() > 0);
+        assert!(status_kib(pid, "VmHWM").unwrap() > 0);
+    }
+
+    #[test]
+    fn external_command_placeholders() {
+        assert_eq!(
+            expand("socat TCP-L:{port} TCP:127.0.0.1:{broker_port}", 1, 2),
+            "socat TCP-L:1 TCP:127.0.0.1:2"
+        );
+    }
+}

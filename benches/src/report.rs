@@ -1,0 +1,403 @@
+//! Results: every run's metrics, their medians per (scenario, target), the
+//! ratio of each target to direct, the proxy's CPU per unit of work, the
+//! issue's goals (#6) checked against the medians, the printed table and
+//! the JSON file written for later comparison.
+//!
+//! Owns presentation and the goal thresholds. Never runs load, never starts
+//! processes, and never drops a run: failed runs are recorded with their
+//! error and left out of the medians.
+
+use crate::scenarios::Metrics;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The direct target's name; ratios are taken against it.
+pub const DIRECT: &str = "direct";
+
+/// One measured run (or a failed one, with `error`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub scenario: String,
+    pub target: String,
+    pub repeat: usize,
+    pub metrics: Metrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line of the summary table (and of the JSON summary).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub target: String,
+    pub value: String,
+    pub ratio: Option<f64>,
+    pub cpu: String,
+    pub goal: String,
+    pub pass: Option<bool>,
+    pub runs: usize,
+    pub medians: Metrics,
+}
+
+/// The median of each metric over the runs of one (scenario, target).
+fn medians(runs: &[&RunRecord]) -> Metrics {
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in runs {
+        for (k, v) in &r.metrics {
+            values.entry(k).or_default().push(*v);
+        }
+    }
+    values
+        .into_iter()
+        .map(|(k, mut v)| (k.to_string(), median(&mut v)))
+        .collect()
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Medians per (scenario, target), in the order the runs happened.
+fn grouped(runs: &[RunRecord]) -> Vec<(String, String, usize, Metrics)> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in runs {
+        let key = (r.scenario.clone(), r.target.clone());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(scenario, target)| {
+            let ok: Vec<&RunRecord> = runs
+                .iter()
+                .filter(|r| r.scenario == scenario && r.target == target && r.error.is_none())
+                .collect();
+            let m = medians(&ok);
+            (scenario, target, ok.len(), m)
+        })
+        .collect()
+}
+
+fn fmt_num(v: f64) -> String {
+    match v.abs() {
+        x if x >= 1000.0 => format!("{v:.0}"),
+        x if x >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+fn get(m: &Metrics, key: &str) -> Option<f64> {
+    m.get(key).copied().filter(|v| v.is_finite())
+}
+
+/// Builds the table rows: one per (scenario, target), plus a peak-RSS row
+/// per proxy target of `connections`.
+pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
+    let groups = grouped(runs);
+    let direct_of = |scenario: &str| {
+        groups
+            .iter()
+            .find(|(s, t, n, _)| s == scenario && t == DIRECT && *n > 0)
+            .map(|(_, _, _, m)| m.clone())
+    };
+    let mut out = Vec::new();
+    for (scenario, target, n, m) in &groups {
+        let direct = direct_of(scenario);
+        let is_direct = target == DIRECT;
+        let mut row = Row {
+            scenario: scenario.clone(),
+            target: target.clone(),
+            value: "-".into(),
+            ratio: None,
+            cpu: "-".into(),
+            goal: "-".into(),
+            pass: None,
+            runs: *n,
+            medians: m.clone(),
+        };
+        if *n == 0 {
+            row.value = "FAILED".into();
+            out.push(row);
+            continue;
+        }
+        let ratio_of = |key: &str| Some(get(m, key)? / get(direct.as_ref()?, key)?);
+        let cpu = |key: &str, unit: &str| {
+            get(m, key).map_or("-".into(), |v| format!("{} {unit}", fmt_num(v)))
+        };
+        let min_ratio = |row: &mut Row, key: &str, goal: f64| {
+            row.ratio = ratio_of(key);
+            if !is_direct {
+                row.pass = row.ratio.map(|r| r >= goal);
+                row.goal = format!(">= {goal:.2}x");
+            }
+        };
+        match scenario.as_str() {
+            "large" | "small" | "rabbit-publish" | "rabbit-confirm" => {
+                let (mbs, mps) = (
+                    get(m, "mb_per_s").unwrap_or(f64::NAN),
+                    get(m, "msgs_per_s").unwrap_or(f64::NAN),
+                );
+                if scenario == "large" {
+                    row.value = format!("{} MB/s ({} msg/s)", fmt_num(mbs), fmt_num(mps));
+                    min_ratio(&mut row, "mb_per_s", 0.75);
+                    row.cpu = cpu("cpu_s_per_gb", "s/GB");
+                } else if scenario == "small" {
+                    row.value = format!("{} msg/s ({} MB/s)", fmt_num(mps), fmt_num(mbs));
+                    min_ratio(&mut row, "msgs_per_s", 0.95);
+                    row.cpu = cpu("cpu_s_per_gb", "s/GB");
+                } else {
+                    row.value = format!("{} msg/s", fmt_num(mps));
+                    row.ratio = ratio_of("msgs_per_s");
+                    row.cpu = cpu("cpu_us_per_msg", "us/msg");
+                }
+            }
+            "connections" => {
+                row.value = format!(
+                    "{} conn/s",
+                    fmt_num(get(m, "conns_per_s").unwrap_or(f64::NAN))
+                );
+                min_ratio(&mut row, "conns_per_s", 0.90);
+                row.cpu = cpu("cpu_us_per_conn", "us/conn");
+            }
+            "latency" => {
+                let us = |k: &str| fmt_num(get(m, k).unwrap_or(f64::NAN));
+                row.value = format!(
+                    "p50 {} / p99 {} / p99.9 {} us",
+                    us("p50_us"),
+                    us("p99_us"),
+                    us("p999_us")
+                );
+                row.ratio = ratio_of("p99_us");
+                row.cpu = cpu("cpu_us_per_rt", "us/rt");
+                if !is_direct {
+                    let added =
+                        get(m, "p99_us").zip(direct.as_ref().and_then(|d| get(d, "p99_us")));
+                    if let Some((p, d)) = added {
+                        row.goal = format!("added p99 {:+.1} us <= 50", p - d);
+                        row.pass = Some(p - d <= 50.0);
+                    }
+                }
+            }
+            "idle" => {
+                let kib = get(m, "kib_per_session").unwrap_or(f64::NAN);
+                row.value = format!("{} KiB/session", fmt_num(kib));
+                row.cpu = cpu("cpu_us_per_session", "us/sess");
+                row.goal = "<= 10 KiB".into();
+                row.pass = Some(kib <= 10.0);
+            }
+            _ => {}
+        }
+        let peak = (scenario == "connections" && !is_direct)
+            .then(|| get(m, "peak_rss_mb"))
+            .flatten();
+        out.push(row.clone());
+        if let Some(peak) = peak {
+            out.push(Row {
+                scenario: "conn-peak-rss".into(),
+                value: format!("{} MB", fmt_num(peak)),
+                ratio: None,
+                cpu: "-".into(),
+                goal: "<= 32 MB".into(),
+                pass: Some(peak <= 32.0),
+                ..row
+            });
+        }
+    }
+    out
+}
+
+/// The summary table as printed.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario",
+        "target",
+        "median value",
+        "vs direct",
+        "proxy CPU",
+        "goal",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let goal = match r.pass {
+                Some(true) => format!("{}: PASS", r.goal),
+                Some(false) => format!("{}: FAIL", r.goal),
+                None => r.goal.clone(),
+            };
+            let ratio = r.ratio.map_or("-".into(), |x| format!("{x:.2}x"));
+            vec![
+                r.scenario.clone(),
+                r.target.clone(),
+                r.value.clone(),
+                ratio,
+                r.cpu.clone(),
+                goal,
+            ]
+        })
+        .collect();
+    render(&header, &cells)
+}
+
+/// Where the CPU went, per unit of work (medians): the harness's clients,
+/// the dummy broker and the target, to tell a proxy that is slow from a
+/// machine that is simply full.
+pub fn cpu_table(rows: &[Row]) -> String {
+    let header = [
+        "scenario", "target", "CPU per", "harness", "broker", "target", "total",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let (suffix, unit) = match r.scenario.as_str() {
+                "large" | "small" => ("s_per_gb", "s/GB"),
+                "connections" => ("us_per_conn", "us/conn"),
+                "latency" => ("us_per_rt", "us/rt"),
+                "idle" => ("us_per_session", "us/sess"),
+                "rabbit-publish" | "rabbit-confirm" => ("us_per_msg", "us/msg"),
+                _ => return None,
+            };
+            let parts =
+                ["harness_", "broker_", ""].map(|p| get(&r.medians, &format!("{p}cpu_{suffix}")));
+            if parts.iter().all(Option::is_none) {
+                return None;
+            }
+            let total: f64 = parts.iter().flatten().sum();
+            let mut row = vec![r.scenario.clone(), r.target.clone(), unit.to_string()];
+            row.extend(parts.iter().map(|v| v.map_or("-".into(), fmt_num)));
+            row.push(fmt_num(total));
+            Some(row)
+        })
+        .collect();
+    render(&header, &cells)
+}
+
+/// Left-aligned columns separated by " | ", with a rule under the header.
+fn render(header: &[&str], cells: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for c in cells {
+        for (w, s) in widths.iter_mut().zip(c) {
+            *w = (*w).max(s.len());
+        }
+    }
+    let line = |c: &[String]| {
+        let parts: Vec<String> = c
+            .iter()
+            .zip(&widths)
+            .map(|(s, &w)| format!("{s:<w$}"))
+            .collect();
+        parts.join(" | ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    out += &(widths
+        .iter()
+        .map(|w| "-".repeat(*w))
+        .collect::<Vec<_>>()
+        .join("-+-")
+        + "\n");
+    for c in cells {
+        out += &line(c);
+    }
+    out
+}
+
+/// Writes the whole result set as JSON to `path` (parents created).
+pub fn write_json(
+    path: &Path,
+    config: serde_json::Value,
+    runs: &[RunRecord],
+    rows: &[Row],
+) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let doc = serde_json::json!({
+        "generated_unix": unix,
+        "config": config,
+        "summary": rows,
+        "runs": runs,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: &str, target: &str, metrics: &[(&str, f64)]) -> RunRecord {
+        RunRecord {
+            scenario: scenario.into(),
+            target: target.into(),
+            repeat: 0,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn medians_ratios_and_goals() {
+        let runs = vec![
+            run("large", DIRECT, &[("mb_per_s", 1000.0)]),
+            run(
+                "large",
+                "proxy-1",
+                &[("mb_per_s", 700.0), ("cpu_s_per_gb", 0.5)],
+            ),
+            run("large", DIRECT, &[("mb_per_s", 1200.0)]),
+            run(
+                "large",
+                "proxy-1",
+                &[("mb_per_s", 900.0), ("cpu_s_per_gb", 0.7)],
+            ),
+            run("large", DIRECT, &[("mb_per_s", 1100.0)]),
+            run(
+                "large",
+                "proxy-1",
+                &[("mb_per_s", 800.0), ("cpu_s_per_gb", 0.6)],
+            ),
+        ];
+        let rows = rows(&runs);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].ratio, Some(800.0 / 1100.0));
+        assert_eq!(rows[1].pass, Some(false));
+        assert_eq!(rows[1].cpu, "0.60 s/GB");
+        assert!(table(&rows).contains(">= 0.75x: FAIL"));
+    }
+
+    #[test]
+    fn latency_goal_is_added_p99_and_connections_add_peak_rss() {
+        let runs = vec![
+            run("latency", DIRECT, &[("p99_us", 40.0)]),
+            run("latency", "proxy-2", &[("p99_us", 70.0)]),
+            run("connections", DIRECT, &[("conns_per_s", 100.0)]),
+            run(
+                "connections",
+                "proxy-2",
+                &[("conns_per_s", 95.0), ("peak_rss_mb", 40.0)],
+            ),
+        ];
+        let rows = rows(&runs);
+        assert_eq!(rows[1].goal, "added p99 +30.0 us <= 50");
+        assert_eq!(rows[1].pass, Some(true));
+        assert_eq!(rows[3].pass, Some(true));
+        assert_eq!(
+            (rows[4].scenario.as_str(), rows[4].pass),
+            ("conn-peak-rss", Some(false))
+        );
+    }
+
+    #[test]
+    fn even_median_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}

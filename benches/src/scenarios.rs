@@ -1,0 +1,428 @@
+//! The load scenarios against one running target: throughput (`large`,
+//! `small`), `connections`, `latency` and `idle`, each returning its
+//! metrics, with the target process's CPU time and memory read around the
+//! measured interval.
+//!
+//! Owns the load threads (plain std threads with blocking sockets: the load
+//! side shares two cores with the proxy, so it does no more than write
+//! pre-encoded buffers and wait for replies). Never starts or stops
+//! processes (see `procs`), never prints tables (see `report`), and never
+//! measures set-up: handshakes happen before the clock starts, except in
+//! `connections`, where they are the work.
+
+use crate::client::Session;
+use crate::procs;
+use crate::wire;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Named values of one run, e.g. `"mb_per_s" -> 1234.5`.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Write batches of small messages up to about this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Stack of a load thread: it only holds a session and a few locals.
+const LOAD_STACK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Throughput {
+    pub clients: usize,
+    pub messages: usize,
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Connections {
+    pub total: usize,
+    pub parallel: usize,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    pub round_trips: usize,
+    pub size: usize,
+}
+
+/// The processes whose CPU and memory are read around a run: the target
+/// (`None` for direct: there is no proxy) and the dummy broker (`None` with
+/// RabbitMQ); the harness itself is always read.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub pid: Option<u32>,
+    pub broker: Option<u32>,
+}
+
+/// CPU seconds used so far (or, after [`CpuSample::since`], during a run).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    pub target: Option<f64>,
+    pub broker: Option<f64>,
+    pub harness: Option<f64>,
+}
+
+impl CpuSample {
+    pub fn since(&self, before: &CpuSample) -> CpuSample {
+        let d = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        CpuSample {
+            target: d(self.target, before.target),
+            broker: d(self.broker, before.broker),
+            harness: d(self.harness, before.harness),
+        }
+    }
+
+    /// Records the three CPU times (`cpu_s` is the target's).
+    pub fn record(&self, m: &mut Metrics) {
+        for (key, v) in [
+            ("cpu_s", self.target),
+            ("broker_cpu_s", self.broker),
+            ("harness_cpu_s", self.harness),
+        ] {
+            if let Some(v) = v {
+                put(m, key, v);
+            }
+        }
+    }
+
+    /// Records CPU per unit of work for each process: `cpu_{suffix}`,
+    /// `broker_cpu_{suffix}`, `harness_cpu_{suffix}` = seconds / `units`.
+    pub fn record_per(&self, m: &mut Metrics, suffix: &str, units: f64) {
+        for (prefix, v) in [
+            ("", self.target),
+            ("broker_", self.broker),
+            ("harness_", self.harness),
+        ] {
+            if let Some(v) = v {
+                put(m, &format!("{prefix}cpu_{suffix}"), v / units);
+            }
+        }
+    }
+}
+
+impl Probe {
+    pub fn cpu(&self) -> CpuSample {
+        let read = |pid: Option<u32>| pid.and_then(|p| procs::cpu_seconds(p).ok());
+        CpuSample {
+            target: read(self.pid),
+            broker: read(self.broker),
+            harness: read(Some(std::process::id())),
+        }
+    }
+
+    fn kib(&self, field: &str) -> Option<u64> {
+        self.pid.and_then(|pid| procs::status_kib(pid, field).ok())
+    }
+}
+
+fn put(m: &mut Metrics, key: &str, value: f64) {
+    m.insert(key.to_string(), value);
+}
+
+fn spawn_load<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .stack_size(LOAD_STACK)
+        .spawn(f)
+        .expect("spawn a load thread")
+}
+
+/// C clients publish N messages of S bytes each; the clock runs from the
+/// moment all are connected until the last `CloseOk`.
+pub fn throughput(addr: SocketAddr, t: Throughput, probe: Probe) -> Result<Metrics> {
+    // Framing adds well under 100 bytes to a small message.
+    let per_batch = (BATCH_BYTES / (t.size + 100)).clamp(1, t.messages.max(1));
+    let (batch, one_len) = wire::message_batch(t.size, per_batch);
+    let batch = Arc::new(batch);
+    let ready = Arc::new(Barrier::new(t.clients + 1));
+    let go = Arc::new(Barrier::new(t.clients + 1));
+    let handles: Vec<_> = (0..t.clients)
+        .map(|_| {
+            let (batch, ready, go) = (batch.clone(), ready.clone(), go.clone());
+            spawn_load(move || -> Result<()> {
+                // Always reach both barriers, even on error, so that the
+                // other threads are not left waiting.
+                let session = Session::open(addr);
+                ready.wait();
+                go.wait();
+                let mut session = session?;
+                let mut left = t.messages;
+                while left > 0 {
+                    let n = left.min(per_batch);
+                    session.write(&batch[..n * one_len])?;
+                    left -= n;
+                }
+                session.close()
+            })
+        })
+        .collect();
+    ready.wait();
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    go.wait();
+    let results: Vec<Result<()>> = handles
+        .into_iter()
+        .map(|h| h.join().expect("load thread panicked"))
+        .collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    for r in results {
+        r.context("publisher")?;
+    }
+    let messages = (t.clients * t.messages) as f64;
+    let bytes = messages * t.size as f64;
+    let mut m = Metrics::new();
+    put(&mut m, "secs", secs);
+    put(&mut m, "mb_per_s", bytes / 1e6 / secs);
+    put(&mut m, "msgs_per_s", messages / secs);
+    used.record(&mut m);
+    used.record_per(&mut m, "s_per_gb", bytes / 1e9);
+    used.record_per(&mut m, "us_per_msg", messages / 1e6);
+    Ok(m)
+}
+
+/// K connections, P at a time, each: handshake, channel, one tiny message,
+/// close. Also the target's peak RSS (VmHWM) at the end.
+pub fn connections(addr: SocketAddr, c: Connections, probe: Probe) -> Result<Metrics> {
+    let (tiny, _) = wire::message_batch(16, 1);
+    let tiny = Arc::new(tiny);
+    let next = Arc::new(AtomicUsize::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..c.parallel.min(c.total))
+        .map(|_| {
+            let (tiny, next, first_error) = (tiny.clone(), next.clone(), first_error.clone());
+            spawn_load(move || {
+                let (mut ok, mut failed) = (0usize, 0usize);
+                while next.fetch_add(1, Ordering::Relaxed) < c.total {
+                    match Session::open(addr).and_then(|mut s| s.close_with(&tiny)) {
+                        Ok(()) => ok += 1,
+                        Err(e) => {
+                            failed += 1;
+                            first_error
+                                .lock()
+                                .expect("error slot")
+                                .get_or_insert_with(|| format!("{e:#}"));
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (ok, failed) = handles
+        .into_iter()
+        .map(|h| h.join().expect("load thread panicked"))
+        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    let secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    if let Some(e) = first_error.lock().expect("error slot").take() {
+        eprintln!(
+            "  warning: {failed} of {} connections failed; first: {e}",
+            c.total
+        );
+        if ok == 0 {
+            bail!("every connection failed: {e}");
+        }
+    }
+    let mut m = Metrics::new();
+    put(&mut m, "secs", secs);
+    put(&mut m, "conns_per_s", ok as f64 / secs);
+    put(&mut m, "errors", failed as f64);
+    used.record(&mut m);
+    used.record_per(&mut m, "us_per_conn", ok as f64 / 1e6);
+    if let Some(hwm) = probe.kib("VmHWM") {
+        put(&mut m, "peak_rss_mb", hwm as f64 / 1024.0);
+    }
+    Ok(m)
+}
+
+/// One message at a time through the echo broker.
+pub fn latency(addr: SocketAddr, l: Latency, probe: Probe) -> Result<Metrics> {
+    let mut session = Session::open(addr)?;
+    let (msg, _) = wire::message_batch(l.size, 1);
+    let mut scratch = vec![0u8; msg.len()];
+    for _ in 0..(l.round_trips / 10).clamp(10, 1000) {
+        session.round_trip(&msg, &mut scratch)?;
+    }
+    let mut samples: Vec<u64> = Vec::with_capacity(l.round_trips);
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    for _ in 0..l.round_trips {
+        let start = Instant::now();
+        session.round_trip(&msg, &mut scratch)?;
+        samples.push(start.elapsed().as_nanos() as u64);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    session.close()?;
+    samples.sort_unstable();
+    let us = |p: f64| percentile(&samples, p) as f64 / 1e3;
+    let mut m = Metrics::new();
+    put(&mut m, "secs", secs);
+    put(&mut m, "p50_us", us(0.50));
+    put(&mut m, "p99_us", us(0.99));
+    put(&mut m, "p999_us", us(0.999));
+    put(&mut m, "mean_us", secs * 1e6 / l.round_trips as f64);
+    used.record(&mut m);
+    used.record_per(&mut m, "us_per_rt", l.round_trips as f64 / 1e6);
+    Ok(m)
+}
+
+/// The value at quantile `p` of sorted `samples` (nearest rank).
+pub fn percentile(samples: &[u64], p: f64) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    let rank = (p * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// M established sessions held open: the target's VmRSS before and after,
+/// per session.
+pub fn idle(addr: SocketAddr, sessions: usize, probe: Probe) -> Result<Metrics> {
+    let Some(rss0) = probe.kib("VmRSS") else {
+        bail!("idle needs a target process to measure");
+    };
+    let threads = sessions.clamp(1, 16);
+    let opened = Arc::new(Barrier::new(threads + 1));
+    let release = Arc::new(Barrier::new(threads + 1));
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let share = sessions / threads + usize::from(i < sessions % threads);
+            let (opened, release) = (opened.clone(), release.clone());
+            spawn_load(move || -> Result<usize> {
+                let mut held = Vec::with_capacity(share);
+                let mut result = Ok(());
+                for _ in 0..share {
+                    match Session::open(addr) {
+                        Ok(s) => held.push(s),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                opened.wait();
+                release.wait();
+                result.map(|()| held.len())
+            })
+        })
+        .collect();
+    opened.wait();
+    let open_secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    // Let the target finish any work the last handshakes left behind.
+    thread::sleep(Duration::from_millis(500));
+    let rss1 = probe.kib("VmRSS");
+    release.wait();
+    let mut held = 0;
+    for h in handles {
+        held += h
+            .join()
+            .expect("load thread panicked")
+            .context("idle session")?;
+    }
+    let rss1 = rss1.context("target exited while holding sessions")?;
+    let mut m = Metrics::new();
+    put(&mut m, "open_secs", open_secs);
+    put(&mut m, "sessions", held as f64);
+    put(&mut m, "rss_before_kib", rss0 as f64);
+    put(&mut m, "rss_after_kib", rss1 as f64);
+    put(
+        &mut m,
+        "kib_per_session",
+        (rss1 as f64 - rss0 as f64) / held as f64,
+    );
+    used.record(&mut m);
+    used.record_per(&mut m, "us_per_session", held as f64 / 1e6);
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&s, 0.5), 500);
+        assert_eq!(percentile(&s, 0.99), 990);
+        assert_eq!(percentile(&s, 0.999), 999);
+        assert_eq!(percentile(&[7], 0.999), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+}
+
+/// The load side against the dummy broker, in-process: proves the client
+/// and the broker agree on every byte (handshake, publish, echo, close).
+#[cfg(test)]
+mod end_to_end {
+    use super::*;
+    use crate::broker::{self, Mode};
+
+    fn broker(mode: Mode) -> SocketAddr {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        thread::spawn(move || broker::run(port, mode, 1));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return addr;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("dummy broker did not start");
+    }
+
+    const NO_PROBE: Probe = Probe {
+        pid: None,
+        broker: None,
+    };
+
+    #[test]
+    fn publish_connect_idle_and_ping_pong() {
+        let sink = broker(Mode::Discard);
+        let t = Throughput {
+            clients: 3,
+            messages: 500,
+            size: 300_000,
+        };
+        let m = throughput(sink, t, NO_PROBE).unwrap();
+        assert!(m["msgs_per_s"] > 0.0);
+        let m = connections(
+            sink,
+            Connections {
+                total: 50,
+                parallel: 5,
+            },
+            NO_PROBE,
+        )
+        .unwrap();
+        assert_eq!(m["errors"], 0.0);
+        assert!(
+            idle(sink, 3, NO_PROBE).is_err(),
+            "idle needs a process to weigh"
+        );
+
+        let echo = broker(Mode::Echo);
+        let m = latency(
+            echo,
+            Latency {
+                round_trips: 200,
+                size: 200_000,
+            },
+            NO_PROBE,
+        )
+        .unwrap();
+        assert!(m["p50_us"] > 0.0 && m["p50_us"] <= m["p999_us"]);
+    }
+}
