@@ -17,7 +17,7 @@ pub struct RotatingFile {
     date: String,
     sequence: u32,
     written: u64,
-    file: File,
+    file: std::io::BufWriter<File>,
 }
 
 fn today() -> String {
@@ -53,7 +53,7 @@ impl RotatingFile {
         fs::create_dir_all(&directory)?;
         let date = today();
         let sequence = next_sequence(&directory, &date);
-        let file = Self::create(&directory, &date, sequence)?;
+        let file = std::io::BufWriter::new(Self::create(&directory, &date, sequence)?);
         let mut this = RotatingFile {
             directory,
             date,
@@ -87,13 +87,20 @@ impl RotatingFile {
                 next_sequence(&self.directory, &date)
             };
             self.date = date;
-            self.file = Self::create(&self.directory, &self.date, self.sequence)?;
+            self.file.flush()?;
+            self.file =
+                std::io::BufWriter::new(Self::create(&self.directory, &self.date, self.sequence)?);
             self.written = 0;
             self.prune();
         }
         self.file.write_all(line)?;
         self.written += line.len() as u64;
         Ok(())
+    }
+
+    /// Writes out what is buffered (the writer does this after each batch).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 
     /// Deletes the oldest log files while they add up to more than 1 GiB.

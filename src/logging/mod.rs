@@ -154,8 +154,11 @@ fn format_body(out: &mut String, sev: u8, record: &log::Record<'_>) {
 }
 
 fn thread_id() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+    thread_local! {
+        // SAFETY: gettid has no preconditions. Asked once per thread.
+        static TID: u64 = unsafe { libc::syscall(libc::SYS_gettid) as u64 };
+    }
+    TID.with(|t| *t)
 }
 
 impl log::Log for Logger {
@@ -227,24 +230,50 @@ pub fn init(console: u8, directory: PathBuf) -> Arc<LogControl> {
     control
 }
 
+/// How long the writer sleeps when the queue is empty. Polling instead of
+/// blocking on the queue means a shard that logs never has to wake this
+/// thread (a futex call per record); records reach their sink within this
+/// delay, and in batches.
+const WRITER_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn writer(rx: flume::Receiver<Line>, mut file: Option<RotatingFile>) {
     let stderr = std::io::stderr();
-    for line in rx.iter() {
-        match line {
-            Line::Console(s) => {
-                let _ = stderr.lock().write_all(s.as_bytes());
-            }
-            Line::File(s) => {
-                if let Some(f) = file.as_mut() {
-                    if let Err(e) = f.write_line(s.as_bytes()) {
-                        let _ = writeln!(stderr.lock(), "amqpprox: log file write failed: {e}");
+    let mut console = String::new();
+    let mut flushes = Vec::new();
+    loop {
+        let mut disconnected = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Line::Console(s)) => console.push_str(&s),
+                Ok(Line::File(s)) => {
+                    if let Some(f) = file.as_mut() {
+                        if let Err(e) = f.write_line(s.as_bytes()) {
+                            console.push_str(&format!("amqpprox: log file write failed: {e}\n"));
+                        }
                     }
                 }
-            }
-            Line::Flush(done) => {
-                let _ = done.send(());
+                Ok(Line::Flush(done)) => flushes.push(done),
+                Err(flume::TryRecvError::Empty) => break,
+                Err(flume::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
             }
         }
+        if !console.is_empty() {
+            let _ = stderr.lock().write_all(console.as_bytes());
+            console.clear();
+        }
+        if let Some(f) = file.as_mut() {
+            let _ = f.flush();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+        if disconnected {
+            return;
+        }
+        std::thread::sleep(WRITER_IDLE);
     }
 }
 
