@@ -15,12 +15,15 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e)
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "RabbitMQ"
 ci/ensure-rabbitmq.sh
+
+step "Extra RabbitMQ nodes (TLS, PROXY protocol) and test certificates"
+ci/ensure-rabbitmq-extra.sh
 
 step "pika for the client-compatibility tests"
 # tests/transparent.rs checks how Python's pika reports refusals; it runs

@@ -1,6 +1,6 @@
 //! The `amqpprox` command line: the original's flags, defaults, messages and
 //! exit codes (behaviour.md §1.1), plus this project's `--shards`,
-//! `--handshakeTimeoutMs` and `--connectTimeoutMs`.
+//! `--handshakeTimeoutMs`, `--connectTimeoutMs` and `--metricsPort`.
 //!
 //! It only parses and validates; it never starts anything. Every refusal is a
 //! [`CliExit`] carrying the text and the exit code, so `main` decides where
@@ -22,6 +22,9 @@ pub struct Options {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// `--metricsPort`: Prometheus `/metrics` on this port (off when unset
+    /// or 0).
+    pub metrics_port: Option<u16>,
 }
 
 /// `--listenPort --destinationDNS --destinationPort`: every vhost goes to one
@@ -118,6 +121,12 @@ fn command() -> Command {
                 .default_value("5000")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Give up on one broker address after this time and try the next"),
+        )
+        .arg(
+            Arg::new("metricsPort")
+                .long("metricsPort")
+                .value_parser(clap::value_parser!(u16))
+                .help("Serve Prometheus metrics over HTTP at /metrics on this port (off by default)"),
         )
         .arg(
             Arg::new("config")
@@ -227,6 +236,10 @@ where
             *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
         ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
+        metrics_port: matches
+            .get_one::<u16>("metricsPort")
+            .copied()
+            .filter(|p| *p != 0),
     })
 }
 
@@ -273,6 +286,9 @@ mod tests {
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.shards, default_shards());
+        assert_eq!(o.metrics_port, None);
+        let o = parse(["amqpprox", "--metricsPort", "9187"]).unwrap();
+        assert_eq!(o.metrics_port, Some(9187));
     }
 
     #[test]

@@ -17,5 +17,7 @@ pub mod proxy_protocol;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod stats;
 pub mod stream;
 pub mod supervisor;
+pub mod tls;

@@ -2,6 +2,13 @@
 //! the handshakes and the pump are written once for both; the match per
 //! poll costs nothing next to the syscall behind it.
 //!
+//! Two TLS details live here because callers rely on plain-TCP semantics.
+//! A write is reported done only once its TLS records are on the socket
+//! (rustls would otherwise keep the tail of a write in its buffer until the
+//! next write or flush, which the pump never issues). A peer that closes
+//! TCP without TLS `close_notify` reads as a plain end of stream: AMQP
+//! frames delimit themselves, and most clients close that way.
+//!
 //! Owns no policy: TLS configuration and handshakes live in `tls`. Runs on a
 //! shard; never blocks.
 
@@ -10,29 +17,73 @@ use glommio::net::TcpStream;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+
+type ServerTls = futures_rustls::server::TlsStream<TcpStream>;
+type ClientTls = futures_rustls::client::TlsStream<TcpStream>;
 
 /// A connected session socket.
 pub enum Stream {
     Plain(TcpStream),
     /// A client connection on a `START_SECURE` listener.
-    TlsServer(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    TlsServer(Box<Tls<ServerTls>>),
     /// A connection to a backend flagged `TLS`.
-    TlsClient(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    TlsClient(Box<Tls<ClientTls>>),
+}
+
+/// A TLS stream and the size of a write rustls has taken whose records
+/// are not all on the socket yet.
+pub struct Tls<S> {
+    io: S,
+    accepted: Option<usize>,
 }
 
 impl Stream {
+    pub fn tls_server(s: ServerTls) -> Stream {
+        Stream::TlsServer(Box::new(Tls {
+            io: s,
+            accepted: None,
+        }))
+    }
+
+    pub fn tls_client(s: ClientTls) -> Stream {
+        Stream::TlsClient(Box::new(Tls {
+            io: s,
+            accepted: None,
+        }))
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::TlsServer(s) => s.get_ref().0,
-            Stream::TlsClient(s) => s.get_ref().0,
+            Stream::TlsServer(s) => s.io.get_ref().0,
+            Stream::TlsClient(s) => s.io.get_ref().0,
         }
     }
 
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
+    }
+
+    /// `TLSv1_3 TLS13_AES_256_GCM_SHA384`, for logs; empty for plain TCP.
+    pub fn tls_description(&self) -> String {
+        let (version, suite) = match self {
+            Stream::Plain(_) => return String::new(),
+            Stream::TlsServer(s) => {
+                let c = s.io.get_ref().1;
+                (c.protocol_version(), c.negotiated_cipher_suite())
+            }
+            Stream::TlsClient(s) => {
+                let c = s.io.get_ref().1;
+                (c.protocol_version(), c.negotiated_cipher_suite())
+            }
+        };
+        format!(
+            "{} {}",
+            version.and_then(|v| v.as_str()).unwrap_or("?"),
+            suite.and_then(|s| s.suite().as_str()).unwrap_or("?")
+        )
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -50,6 +101,38 @@ impl From<TcpStream> for Stream {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Tls<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match ready!(Pin::new(&mut self.io).poll_read(cx, buf)) {
+            // A TCP close without close_notify.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        // Like glommio's own sockets, a write answered Pending is polled
+        // again with the same bytes: the count is kept until the records
+        // are out.
+        if self.accepted.is_none() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+            self.accepted = Some(n);
+        }
+        let flushed = ready!(Pin::new(&mut self.io).poll_flush(cx));
+        let n = self.accepted.take().unwrap_or(0);
+        Poll::Ready(flushed.map(|()| n))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.accepted = None;
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -58,8 +141,8 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsServer(s) => s.poll_read(cx, buf),
+            Stream::TlsClient(s) => s.poll_read(cx, buf),
         }
     }
 }
@@ -72,24 +155,24 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsServer(s) => s.poll_write(cx, buf),
+            Stream::TlsClient(s) => s.poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsServer(s) => s.poll_flush(cx),
+            Stream::TlsClient(s) => s.poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::TlsServer(s) => s.poll_close(cx),
+            Stream::TlsClient(s) => s.poll_close(cx),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("cannot bind the control socket '{path}': {error}")]
     ControlSocket { path: String, error: std::io::Error },
+    #[error("cannot serve metrics on port {port}: {error}")]
+    Metrics { port: u16, error: std::io::Error },
     #[error("{file}:{line}: {reason}")]
     ConfigFile {
         file: String,
@@ -85,7 +87,16 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             .map_err(StartError::Thread)?;
     }
 
+    // The stats thread asks the shards directly, beside the control thread.
+    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
+    let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
+    crate::stats::start(hub, inboxes, options.cleanup_interval, options.metrics_port).map_err(
+        |error| StartError::Metrics {
+            port: options.metrics_port.unwrap_or(0),
+            error,
+        },
+    )?;
     let server = ControlServer::bind(&options.control_socket).map_err(|error| {
         StartError::ControlSocket {
             path: options.control_socket.display().to_string(),
@@ -104,6 +115,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             })
             .map_err(StartError::Thread)?;
     }
+
+    reload_tls_on_sighup(&state)?;
 
     if options.console_verbosity > 0 {
         run_internal(
@@ -152,6 +165,29 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(code)
+}
+
+/// SIGHUP re-reads every TLS file (the default action would kill the
+/// proxy). A signal handler cannot take the control lock, so a thread
+/// waits for the signal and reloads under it, as a control command would.
+fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(StartError::Thread)?;
+    let state = Arc::clone(state);
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+                let control = &mut *guard;
+                match control.tls.reload(&control.shared.tls) {
+                    Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
+                    Err(e) => log::error!("SIGHUP: TLS reload failed, nothing changed: {e}"),
+                }
+            }
+        })
+        .map_err(StartError::Thread)?;
+    Ok(())
 }
 
 fn run_internal(state: &Mutex<ControlState>, line: &str) -> control::Reply {

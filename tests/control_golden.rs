@@ -401,6 +401,7 @@ fn help_lists_every_verb_and_answers_unknown_verbs() {
             "SESSION",
             "STAT",
             "TLS",
+            "TRACE",
             "VHOST"
         ]
     );

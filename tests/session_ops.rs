@@ -217,7 +217,7 @@ async fn graceful_disconnect_reaches_the_client_as_a_200_close() {
     assert_eq!(close, (200, "OK".to_string()));
     wait_no_sessions(&proxy, "the session stayed after a graceful disconnect").await;
     assert!(
-        proxy.log_files().contains("Session ended (Graceful)"),
+        proxy.log_contains_within("Session ended (Graceful)", Duration::from_secs(3)),
         "{}",
         proxy.log_files()
     );

@@ -73,7 +73,7 @@ fn simple_mode_relays_the_brokers_handshake_and_the_clients_open() {
     let conns = ctl(&proxy.control_socket, "CONN json");
     assert!(conns.contains("\"handshake\":\"transparent\""), "{conns}");
     assert!(
-        proxy.log_files().contains("handshake=transparent"),
+        proxy.log_contains_within("handshake=transparent", Duration::from_secs(3)),
         "{}",
         proxy.log_files()
     );

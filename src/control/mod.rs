@@ -21,13 +21,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What a command answers: the reply text, whether it is an error (for
-/// `amqpprox_ctl`'s exit code), and whether the process should exit.
+/// `amqpprox_ctl`'s exit code), whether the process should exit, and for a
+/// streaming command (`STAT LISTEN`) the chunks that follow the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub text: String,
     pub error: bool,
     pub exit: bool,
+    pub stream: Option<ReplyStream>,
 }
+
+/// Chunks written after a reply's text, in order, until the sender is
+/// dropped or the control client goes away (behaviour.md §2.1).
+#[derive(Debug, Clone)]
+pub struct ReplyStream(pub flume::Receiver<String>);
+
+impl PartialEq for ReplyStream {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for ReplyStream {}
 
 impl Reply {
     pub fn ok(text: impl Into<String>) -> Reply {
@@ -35,6 +50,14 @@ impl Reply {
             text: text.into(),
             error: false,
             exit: false,
+            stream: None,
+        }
+    }
+    /// No text now; then every chunk `chunks` yields.
+    pub fn stream(chunks: flume::Receiver<String>) -> Reply {
+        Reply {
+            stream: Some(ReplyStream(chunks)),
+            ..Reply::empty()
         }
     }
     pub fn empty() -> Reply {
@@ -45,6 +68,7 @@ impl Reply {
             text: text.into(),
             error: true,
             exit: false,
+            stream: None,
         }
     }
 }
@@ -56,8 +80,16 @@ pub struct ControlState {
     pub shards: Vec<ShardHandle>,
     /// Ports listened on by every shard, with their bind addresses.
     pub listening: BTreeMap<u16, SocketAddr>,
+    /// What each of those listeners does first (TLS, PROXY header).
+    pub listener_kinds: BTreeMap<u16, crate::shard::ListenerKind>,
+    /// The files and flags of `TLS ...`; what they build is published in
+    /// `shared.tls`.
+    pub tls: crate::tls::TlsSettings,
     /// Vhosts an operator paused or unpaused, for `VHOST PRINT`.
     pub touched_vhosts: std::collections::BTreeSet<String>,
+    /// Statistics listeners, publishers and switches (`STAT`, `TRACE`),
+    /// shared with the stats thread the supervisor starts.
+    pub stats: Arc<crate::stats::StatsHub>,
 }
 
 /// How long the control thread waits for a shard to answer.
@@ -70,7 +102,10 @@ impl ControlState {
             shared,
             shards,
             listening: BTreeMap::new(),
+            listener_kinds: BTreeMap::new(),
+            tls: Default::default(),
             touched_vhosts: Default::default(),
+            stats: Default::default(),
         }
     }
 
@@ -107,7 +142,8 @@ impl ControlState {
             self.commit(draft);
         }
         log::info!(
-            "Control '{line}' Output (finish=1): {}",
+            "Control '{line}' Output (finish={}): {}",
+            u8::from(reply.stream.is_none()),
             reply.text.trim_end()
         );
         reply

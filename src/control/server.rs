@@ -1,6 +1,8 @@
 //! The control socket: a Unix stream socket (stale file replaced, mode
 //! 0600); one line in, the reply out, then the proxy closes the connection
-//! (behaviour.md §2.1), so `socat` and `amqpprox_ctl` both work.
+//! (behaviour.md §2.1), so `socat` and `amqpprox_ctl` both work. A
+//! streaming reply (`STAT LISTEN`) writes its chunks as they come until a
+//! write fails.
 //!
 //! Each control client gets its own thread with a read timeout, so a slow or
 //! silent client never blocks the proxy or other control clients; commands
@@ -119,6 +121,18 @@ fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -
     };
     let mut out = stream;
     let mut text = reply.text.into_bytes();
+    if let Some(stream) = reply.stream {
+        out.write_all(&text)?;
+        out.flush()?;
+        text.clear();
+        // A streaming reply (`STAT LISTEN`) ends when its source does or
+        // when a write fails because the client went away; dropping the
+        // receiver then tells the source to stop.
+        for chunk in stream.0.iter() {
+            out.write_all(chunk.as_bytes())?;
+            out.flush()?;
+        }
+    }
     if wants_status {
         text.push(0);
         text.extend_from_slice(if reply.error { b"error" } else { b"ok" });

@@ -3,6 +3,7 @@
 //! and `run` turns outcomes into the client's `Connection.Close`, the log
 //! line and the disconnect cause.
 
+use super::connect::connect_any;
 use super::control::Ending;
 use super::transparent::Fallback;
 use super::{Disconnect, HandshakeKind, Phase, SessionInfo};
@@ -10,17 +11,15 @@ use crate::codec::{
     decode_frame, method_id, method_ids, reply_code, CONNECTION_CLASS, FRAME_METHOD,
 };
 use crate::config::Mapping;
-use crate::config::ProxyHeader;
 use crate::handshake::{
     check_protocol_header, close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress,
     ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress, HeaderCheck,
     HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
-use crate::proxy_protocol;
 use crate::routing::{self, RouteError};
 use crate::session_log;
-use crate::shard::Shard;
+use crate::shard::{ListenerKind, Shard};
 use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -66,19 +65,19 @@ pub(super) fn refuse(code: u16, text: String, level: Level) -> Refusal {
 }
 
 /// Runs a session from accept to close.
-pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
-    // (TLS and an ingress PROXY header, when the listener asks for them,
-    // come before the session exists.)
-    let client = Stream::from(client);
-    let (Ok(remote), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
-        return; // the client is already gone
+pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16, kind: ListenerKind) {
+    // An ingress PROXY header and TLS, when the listener asks for them,
+    // come before the session exists (they log their own refusals).
+    let Some(accepted) =
+        crate::tls::ingress::accept(&shard.shared, client, listen_port, kind).await
+    else {
+        return;
     };
-    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; operators
-    // and brokers expect a.b.c.d.
-    let (remote, local) = (net::canonical(remote), net::canonical(local));
-    if let Err(e) = net::tune_session_socket(client.tcp()) {
-        log::warn!("Cannot set TCP_NODELAY/keepalive for {remote}: {e}");
-    }
+    let crate::tls::ingress::Accepted {
+        stream: client,
+        remote,
+        local,
+    } = accepted;
     let info = Rc::new(SessionInfo::new(
         shard.shared.next_session_id(),
         remote,
@@ -101,7 +100,11 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
         forced(&info),
     );
     match establishing.await {
-        Ok(established) => super::passthrough::run(&shard, &info, client, established).await,
+        Ok(established) => {
+            // The vhost is known from here: a `TRACE vhost` may apply.
+            crate::stats::trace::on_open(&shard, &info);
+            super::passthrough::run(&shard, &info, client, established).await
+        }
         Err(Refusal::Reply {
             bytes,
             level,
@@ -136,6 +139,8 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16) {
     }
     info.phase.set(Phase::Closed);
     shard.sessions.borrow_mut().remove(&info.id);
+    // Counted now, in the interval it ended in: it has left the table.
+    shard.stats.session_ended(&info);
 }
 
 /// How long a refused client may take to acknowledge our `Connection.Close`.
@@ -357,8 +362,9 @@ pub(super) async fn broker_side(
     session_log!(
         Level::Info,
         info,
-        "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={} handshake=proxied",
+        "Starting connection for: connectionName=\"{}\" tlsEnabled={} backend={} egress={} handshake=proxied",
         hello.connection_name(),
+        tls_enabled(client),
         info.backend.borrow(),
         info.egress_remote
             .get()
@@ -368,7 +374,10 @@ pub(super) async fn broker_side(
     info.phase.set(Phase::BrokerHandshake);
     let egress_local = info.egress_local.get().map_or(0, |a| a.port());
     let additions = [
-        ("amqpprox_client", client_endpoint(info.ingress_remote)),
+        (
+            "amqpprox_client",
+            client_endpoint(info.ingress_remote, client.is_tls()),
+        ),
         (
             "amqpprox_host",
             format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
@@ -413,11 +422,26 @@ pub(super) async fn broker_side(
 }
 
 /// `host:port` of the client for `amqpprox_client`: its name once
-/// `MAPHOSTNAME DNS` has resolved it (never waiting for that), else its IP.
-pub(super) fn client_endpoint(addr: std::net::SocketAddr) -> String {
-    match crate::hostnames::hostname_for(addr.ip()) {
+/// `MAPHOSTNAME DNS` has resolved it (never waiting for that), else its IP;
+/// then ` TLS` for a client on a `START_SECURE` listener, as the original.
+pub(super) fn client_endpoint(addr: std::net::SocketAddr, tls: bool) -> String {
+    let endpoint = match crate::hostnames::hostname_for(addr.ip()) {
         Some(host) => format!("{host}:{}", addr.port()),
         None => addr.to_string(),
+    };
+    if tls {
+        endpoint + " TLS"
+    } else {
+        endpoint
+    }
+}
+
+/// The `tlsEnabled=` word of the "Starting connection" line.
+pub(super) fn tls_enabled(client: &Stream) -> &'static str {
+    if client.is_tls() {
+        "secured"
+    } else {
+        "insecure"
     }
 }
 
@@ -500,113 +524,6 @@ async fn client_handshake(
         }
     }
 }
-
-/// Tries every candidate backend, and every address of each, in order.
-pub(super) async fn connect_any(
-    shard: &Shard,
-    info: &SessionInfo,
-    candidates: &[crate::config::Backend],
-) -> Option<Stream> {
-    let timeout = shard.shared.connect_timeout;
-    for backend in candidates {
-        if backend.tls {
-            // TLS toward brokers is a later milestone: a plain connection to a
-            // TLS port would only fail later and less clearly.
-            session_log!(
-                Level::Error,
-                info,
-                "Backend '{}' wants TLS, which this version cannot speak yet; trying the next one",
-                backend.name
-            );
-            continue;
-        }
-        let addrs = match backend.address {
-            Some(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
-            None => match shard.resolver.resolve(&backend.host, backend.port).await {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    session_log!(
-                        Level::Error,
-                        info,
-                        "Failed to resolve {}:{} error: {e} for {}",
-                        backend.host,
-                        backend.port,
-                        backend.name
-                    );
-                    continue;
-                }
-            },
-        };
-        for addr in addrs {
-            match net::connect(addr, timeout).await {
-                Ok(mut stream) => {
-                    if let Err(e) = send_proxy_header(
-                        &mut stream,
-                        backend.proxy_header,
-                        info.ingress_remote,
-                        addr,
-                    )
-                    .await
-                    {
-                        // DECISIONS Fix 4: a failed PROXY write tries the next one.
-                        session_log!(
-                            Level::Warn,
-                            info,
-                            "PROXY header to backend '{}' at {addr} failed: {e}",
-                            backend.name
-                        );
-                        continue;
-                    }
-                    if let Err(e) = net::tune_session_socket(&stream) {
-                        session_log!(
-                            Level::Warn,
-                            info,
-                            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
-                        );
-                    }
-                    info.egress_local.set(stream.local_addr().ok());
-                    info.egress_remote.set(Some(addr));
-                    *info.backend.borrow_mut() = backend.name.clone();
-                    return Some(Stream::from(stream));
-                }
-                Err(e) => {
-                    session_log!(
-                        Level::Warn,
-                        info,
-                        "Connecting to backend '{}' at {addr} failed: {e}",
-                        backend.name
-                    );
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Writes the backend's PROXY protocol header, if it wants one.
-async fn send_proxy_header(
-    stream: &mut TcpStream,
-    header: ProxyHeader,
-    client: std::net::SocketAddr,
-    backend: std::net::SocketAddr,
-) -> std::io::Result<()> {
-    let bytes = match header {
-        ProxyHeader::None => return Ok(()),
-        ProxyHeader::V1 => proxy_protocol::v1(client, backend),
-        ProxyHeader::V2 => proxy_protocol::v2(client, backend),
-    };
-    bounded(PROXY_WRITE_TIMEOUT, stream.write_all(&bytes))
-        .await
-        .unwrap_or_else(|| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "PROXY header write timed out",
-            ))
-        })
-}
-
-/// How long the PROXY header write may take before the next backend is tried.
-const PROXY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).

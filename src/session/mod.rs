@@ -8,6 +8,7 @@
 //! a code and a text, and the log says why (DECISIONS Fix 2, 3). Runs on its
 //! shard only; never blocks; never logs credentials.
 
+mod connect;
 pub mod control;
 mod driver;
 mod passthrough;
@@ -42,8 +43,18 @@ pub struct DirectionStats {
     /// Reads that carried data (the original's "packets").
     pub packets: Cell<u64>,
     pub last_activity: Cell<Instant>,
-    /// A channel-0 `Connection.Close` or `CloseOk` passed this way.
-    pub saw_connection_close: Cell<bool>,
+    /// When the first channel-0 `Connection.Close` passed this way: which
+    /// side started an AMQP close decides its removal cause (DECISIONS Fix 6).
+    pub close_seen_at: Cell<Option<Instant>>,
+    /// Time spent in completed pass-through writes of this direction's bytes
+    /// to the other socket, and how many there were (`CONN`, `STAT`).
+    pub write_latency_ns_total: Cell<u64>,
+    pub writes: Cell<u64>,
+    /// Whether `TRACE` logs this direction's methods: the one branch the
+    /// data path pays while tracing is off.
+    pub traced: Cell<bool>,
+    /// Who is traced and the shard's rate bound; read only when `traced`.
+    pub trace: RefCell<Option<std::rc::Rc<crate::stats::trace::TraceTarget>>>,
 }
 
 impl Default for DirectionStats {
@@ -53,7 +64,11 @@ impl Default for DirectionStats {
             frames: Cell::new(0),
             packets: Cell::new(0),
             last_activity: Cell::new(Instant::now()),
-            saw_connection_close: Cell::new(false),
+            close_seen_at: Cell::new(None),
+            write_latency_ns_total: Cell::new(0),
+            writes: Cell::new(0),
+            traced: Cell::new(false),
+            trace: RefCell::new(None),
         }
     }
 }
@@ -61,9 +76,19 @@ impl Default for DirectionStats {
 impl DirectionStats {
     fn on_frame(&self, ev: &FrameEvent) {
         self.frames.set(self.frames.get() + 1);
-        if pump::is_connection_close(ev) {
-            self.saw_connection_close.set(true);
+        if pump::is_connection_close(ev) && self.close_seen_at.get().is_none() {
+            self.close_seen_at.set(Some(Instant::now()));
         }
+        if self.traced.get() {
+            crate::stats::trace::frame(self, ev);
+        }
+    }
+
+    /// Accounts one completed pass-through write that took `ns`.
+    pub fn record_write(&self, ns: u64) {
+        self.write_latency_ns_total
+            .set(self.write_latency_ns_total.get().wrapping_add(ns));
+        self.writes.set(self.writes.get() + 1);
     }
 
     fn on_chunk(&self, n: usize) {
@@ -132,6 +157,13 @@ pub struct SessionInfo {
     pub phase: Cell<Phase>,
     pub handshake: Cell<HandshakeKind>,
     pub disconnect: Cell<Disconnect>,
+    /// Refused by the auth service / by a connection limit (the `STAT`
+    /// gauges `authDeniedConnectionCount`, `limitedConnectionCount`).
+    pub auth_denied: Cell<bool>,
+    pub limited: Cell<bool>,
+    /// Counter values already handed to the statistics (ingress, egress):
+    /// each collection reports only what moved since.
+    pub stats_reported: Cell<[crate::stats::DirectionTotals; 2]>,
     pub ingress: std::rc::Rc<DirectionStats>,
     pub egress: std::rc::Rc<DirectionStats>,
     pub control: std::rc::Rc<control::SessionControl>,
@@ -154,6 +186,9 @@ impl SessionInfo {
             phase: Cell::new(Phase::ClientHandshake),
             handshake: Cell::new(HandshakeKind::Proxied),
             disconnect: Cell::new(Disconnect::NotDisconnected),
+            auth_denied: Cell::new(false),
+            limited: Cell::new(false),
+            stats_reported: Cell::new(Default::default()),
             ingress: Default::default(),
             egress: Default::default(),
             control: Default::default(),

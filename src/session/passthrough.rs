@@ -168,11 +168,18 @@ async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedSt
     }
 }
 
-/// Client-initiated AMQP closes are graceful (DECISIONS Fix 6); otherwise
-/// whichever side ended first.
+/// An AMQP close the client started is graceful, one the broker started
+/// (`rabbitmqctl close_connection`, a broker shutting down) is the
+/// broker's (DECISIONS Fix 6); without one, whichever side ended first.
 fn classify(info: &SessionInfo, direction: Direction, end: &DirectionEnd) -> Disconnect {
-    if info.ingress.saw_connection_close.get() || info.egress.saw_connection_close.get() {
-        return Disconnect::Graceful;
+    match (
+        info.ingress.close_seen_at.get(),
+        info.egress.close_seen_at.get(),
+    ) {
+        (Some(client), Some(broker)) if broker < client => return Disconnect::Broker,
+        (Some(_), _) => return Disconnect::Graceful,
+        (None, Some(_)) => return Disconnect::Broker,
+        (None, None) => {}
     }
     match (direction, end) {
         (_, DirectionEnd::BadFrame(_)) => Disconnect::Proxy,
@@ -180,5 +187,53 @@ fn classify(info: &SessionInfo, direction: Direction, end: &DirectionEnd) -> Dis
         (Direction::Egress, DirectionEnd::WriteError(_)) => Disconnect::Client,
         (Direction::Ingress, _) => Disconnect::Client,
         (Direction::Egress, _) => Disconnect::Broker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn session() -> SessionInfo {
+        SessionInfo::new(
+            7,
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:5672".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn who_started_the_amqp_close_decides_the_cause() {
+        let t = Instant::now();
+        let s = session();
+        s.egress.close_seen_at.set(Some(t));
+        s.ingress
+            .close_seen_at
+            .set(Some(t + Duration::from_millis(1)));
+        assert_eq!(
+            classify(&s, Direction::Egress, &DirectionEnd::Eof),
+            Disconnect::Broker
+        );
+
+        let s = session();
+        s.ingress.close_seen_at.set(Some(t));
+        s.egress
+            .close_seen_at
+            .set(Some(t + Duration::from_millis(1)));
+        assert_eq!(
+            classify(&s, Direction::Egress, &DirectionEnd::Eof),
+            Disconnect::Graceful
+        );
+
+        let s = session();
+        assert_eq!(
+            classify(&s, Direction::Ingress, &DirectionEnd::Eof),
+            Disconnect::Client
+        );
+        assert_eq!(
+            classify(&s, Direction::Egress, &DirectionEnd::Eof),
+            Disconnect::Broker
+        );
     }
 }

@@ -27,6 +27,7 @@ pub struct BufferPool {
     free: RefCell<Vec<Box<[u8]>>>,
     allocated: Cell<u64>,
     in_use: Cell<u64>,
+    peak_in_use: Cell<u64>,
 }
 
 impl BufferPool {
@@ -41,6 +42,8 @@ impl BufferPool {
             vec![0u8; BUFFER_SIZE].into_boxed_slice()
         });
         self.in_use.set(self.in_use.get() + 1);
+        self.peak_in_use
+            .set(self.peak_in_use.get().max(self.in_use.get()));
         PooledBuffer {
             buf: Some(buf),
             pool: Rc::clone(self),
@@ -50,6 +53,12 @@ impl BufferPool {
     /// Buffers ever allocated (for statistics).
     pub fn allocated(&self) -> u64 {
         self.allocated.get()
+    }
+
+    /// The most buffers lent out at once since the last call; restarts from
+    /// the current count (statistics read it once per interval).
+    pub fn take_peak_in_use(&self) -> u64 {
+        self.peak_in_use.replace(self.in_use.get())
     }
 
     /// Buffers currently lent out.

@@ -26,7 +26,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The largest frame accepted in pass-through, header and end octet
 /// included: the original's safety net, above the 131072 offered in Tune.
@@ -120,9 +120,10 @@ pub enum DirectionEnd {
     BrokerClosed,
 }
 
-/// Whether a frame is channel 0's `Connection.Close` or `CloseOk`.
+/// Whether a frame is channel 0's `Connection.Close` (an AMQP close
+/// starts with it; `CloseOk` only answers one).
 pub fn is_connection_close(ev: &FrameEvent) -> bool {
-    connection_method(ev).is_some_and(|m| m == method_id::CLOSE || m == method_id::CLOSE_OK)
+    connection_method(ev) == Some(method_id::CLOSE)
 }
 
 fn connection_method(ev: &FrameEvent) -> Option<u16> {
@@ -138,17 +139,33 @@ pub struct Pump<C, B> {
     pub broker: SharedStream<B>,
     pub pool: Rc<BufferPool>,
     pub control: Rc<SessionControl>,
-    pub ingress: Rc<DirectionStats>,
-    pub egress: Rc<DirectionStats>,
+    /// Client → broker.
+    up: Leg,
+    /// Broker → client.
+    down: Leg,
     /// The heartbeat the client agreed (seconds, 0 = none): while paused the
     /// proxy sends the broker heartbeats at half this interval.
     pub heartbeat: u16,
-    /// The ingress stream to the broker is between frames, so the egress
-    /// side may inject a `CloseOk` toward the broker.
-    ingress_at_boundary: Cell<bool>,
     /// The egress side has sent the client our `Connection.Close`; from then
     /// on it never writes to the client again.
     close_sent_to_client: Cell<bool>,
+}
+
+/// One direction's own state.
+struct Leg {
+    stats: Rc<DirectionStats>,
+    /// The stream this leg writes is between frames (for the ingress leg:
+    /// the egress side may then inject a `CloseOk` toward the broker).
+    at_boundary: Cell<bool>,
+}
+
+impl Leg {
+    fn new(stats: Rc<DirectionStats>) -> Leg {
+        Leg {
+            stats,
+            at_boundary: Cell::new(true),
+        }
+    }
 }
 
 /// Whether a read that stops here would leave the stream mid-frame, and so
@@ -161,7 +178,11 @@ fn read_limit(scanner: &FrameScanner, must_stop_at_boundary: bool) -> usize {
     }
 }
 
-impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<C, B> {
+impl<C, B> Pump<C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: SharedStream<C>,
@@ -177,10 +198,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
             broker,
             pool,
             control,
-            ingress,
-            egress,
+            up: Leg::new(ingress),
+            down: Leg::new(egress),
             heartbeat,
-            ingress_at_boundary: Cell::new(true),
             close_sent_to_client: Cell::new(false),
         }
     }
@@ -196,15 +216,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
             return Ok(());
         }
         scanner
-            .scan(bytes, |ev| self.ingress.on_frame(&ev))
+            .scan(bytes, |ev| self.up.stats.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         self.broker
             .clone()
             .write_all(bytes)
             .await
             .map_err(DirectionEnd::WriteError)?;
-        self.ingress.on_chunk(bytes.len());
-        self.ingress_at_boundary.set(scanner.at_frame_boundary());
+        self.up.stats.on_chunk(bytes.len());
+        self.up.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
 
@@ -247,22 +267,57 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
                 }
             }
             let limit = read_limit(&scanner, ending.is_some() || self.control.paused());
-            let (buf, n) = match self.next_chunk(&mut client, limit, generation).await {
-                None => continue,
-                Some(Ok((_, 0))) => return DirectionEnd::Eof,
-                Some(Ok(read)) => read,
-                Some(Err(e)) => return DirectionEnd::ReadError(e),
-            };
-            if let Err(e) = scanner.scan(&buf[..n], |ev| self.ingress.on_frame(&ev)) {
-                return DirectionEnd::BadFrame(e);
+            if let Err(end) = self
+                .step(
+                    &mut client,
+                    &mut broker,
+                    &mut scanner,
+                    &self.up,
+                    limit,
+                    generation,
+                )
+                .await
+            {
+                return end;
             }
-            self.ingress_at_boundary.set(false);
-            if let Err(e) = broker.write_all(&buf[..n]).await {
-                return DirectionEnd::WriteError(e);
-            }
-            self.ingress_at_boundary.set(scanner.at_frame_boundary());
-            self.ingress.on_chunk(n);
         }
+    }
+
+    /// One step of a direction: reads a chunk (at most `limit` bytes, or
+    /// nothing when the control flags change first), walks its frames and
+    /// writes it on from the same buffer.
+    async fn step<R, W>(
+        &self,
+        from: &mut SharedStream<R>,
+        to: &mut SharedStream<W>,
+        scanner: &mut FrameScanner,
+        leg: &Leg,
+        limit: usize,
+        generation: u64,
+    ) -> Result<(), DirectionEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let (buf, n) = match self.next_chunk(from, limit, generation).await {
+            None => return Ok(()),
+            Some(Ok((_, 0))) => return Err(DirectionEnd::Eof),
+            Some(Ok(read)) => read,
+            Some(Err(e)) => return Err(DirectionEnd::ReadError(e)),
+        };
+        scanner
+            .scan(&buf[..n], |ev| leg.stats.on_frame(&ev))
+            .map_err(DirectionEnd::BadFrame)?;
+        leg.at_boundary.set(false);
+        let started = Instant::now();
+        to.write_all(&buf[..n])
+            .await
+            .map_err(DirectionEnd::WriteError)?;
+        leg.stats
+            .record_write(started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
+        leg.stats.on_chunk(n);
+        leg.at_boundary.set(scanner.at_frame_boundary());
+        Ok(())
     }
 
     /// While paused: read nothing from the client, and keep the broker from
@@ -344,19 +399,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
                 }
             }
             let limit = read_limit(&scanner, ending.is_some());
-            let (buf, n) = match self.next_chunk(&mut broker, limit, generation).await {
-                None => continue,
-                Some(Ok((_, 0))) => return DirectionEnd::Eof,
-                Some(Ok(read)) => read,
-                Some(Err(e)) => return DirectionEnd::ReadError(e),
-            };
-            if let Err(e) = scanner.scan(&buf[..n], |ev| self.egress.on_frame(&ev)) {
-                return DirectionEnd::BadFrame(e);
+            if let Err(end) = self
+                .step(
+                    &mut broker,
+                    &mut client,
+                    &mut scanner,
+                    &self.down,
+                    limit,
+                    generation,
+                )
+                .await
+            {
+                return end;
             }
-            if let Err(e) = client.write_all(&buf[..n]).await {
-                return DirectionEnd::WriteError(e);
-            }
-            self.egress.on_chunk(n);
         }
     }
 
@@ -383,7 +438,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, B: AsyncRead + AsyncWrite + Unpin> Pump<
             match answer {
                 Some(method_id::CLOSE_OK) => return DirectionEnd::BrokerClosed,
                 Some(method_id::CLOSE) => {
-                    if self.ingress_at_boundary.get() {
+                    if self.up.at_boundary.get() {
                         let mut ok = Vec::with_capacity(12);
                         crate::codec::ConnectionMethod::CloseOk.encode_frame(&mut ok);
                         let _ = broker.write_all(&ok).await;

@@ -12,8 +12,9 @@
 //! proxied handshake only to learn the vhost the refusal must name. Runs on
 //! the session's shard; never blocks.
 
+use super::connect::connect_any;
 use super::driver::{
-    bounded, broker_side, client_endpoint, connect_any, refuse, Established, Refusal,
+    bounded, broker_side, client_endpoint, refuse, tls_enabled, Established, Refusal,
 };
 use super::{HandshakeKind, Phase, SessionInfo};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -71,7 +72,7 @@ pub(super) async fn establish(
     let additions = vec![
         (
             "amqpprox_client".to_string(),
-            client_endpoint(info.ingress_remote),
+            client_endpoint(info.ingress_remote, client.is_tls()),
         ),
         (
             "amqpprox_host".to_string(),
@@ -224,8 +225,9 @@ async fn relay(
                 session_log!(
                     Level::Info,
                     info,
-                    "Starting connection for: connectionName=\"{}\" tlsEnabled=insecure backend={} egress={} handshake=transparent",
+                    "Starting connection for: connectionName=\"{}\" tlsEnabled={} backend={} egress={} handshake=transparent",
                     handshake.connection_name(),
+                    tls_enabled(client),
                     info.backend.borrow(),
                     info.egress_remote.get().map(|a| a.to_string()).unwrap_or_default()
                 );

@@ -31,6 +31,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// This host's name, for `amqpprox_host` (resolved once at start).
     pub hostname: String,
+    /// The TLS configurations new connections use (`TLS` command, SIGHUP).
+    pub tls: ArcSwap<crate::tls::Contexts>,
     next_session: AtomicU64,
 }
 
@@ -45,6 +47,7 @@ impl Shared {
             handshake_timeout,
             connect_timeout,
             hostname: local_hostname(),
+            tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
             next_session: AtomicU64::new(1),
         }
     }
@@ -67,11 +70,22 @@ fn local_hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// What a listener does before the AMQP handshake (`LISTEN START_SECURE`,
+/// `... PROXY`); see `tls::ingress`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerKind {
+    /// TLS server handshake with the INGRESS context.
+    pub tls: bool,
+    /// Expect a PROXY protocol v1 or v2 header first.
+    pub proxy: bool,
+}
+
 /// A request to one shard, answered on its reply channel.
 pub enum ShardCommand {
     /// Open this shard's listener on the address.
     Listen {
         addr: SocketAddr,
+        kind: ListenerKind,
         reply: flume::Sender<Result<(), String>>,
     },
     /// Close this shard's listener on the port, or all of them.
@@ -87,6 +101,17 @@ pub enum ShardCommand {
     Act {
         target: SessionTarget,
         action: SessionAction,
+        reply: flume::Sender<usize>,
+    },
+    /// What this shard's sessions moved since the last collection, and
+    /// its gauges (the statistics tick, see `crate::stats`).
+    CollectStats {
+        reply: flume::Sender<crate::stats::shard::ShardReport>,
+    },
+    /// Install a `TRACE` filter (or none); replies with how many sessions
+    /// are traced now.
+    Trace {
+        filter: Option<crate::stats::trace::TraceFilter>,
         reply: flume::Sender<usize>,
     },
     /// Leave the executor: the process is exiting.
@@ -119,6 +144,7 @@ pub struct SessionView {
     pub handshake: &'static str,
     pub disconnected: bool,
     pub paused: bool,
+    pub auth_denied: bool,
     pub ingress_remote: SocketAddr,
     pub ingress_local: SocketAddr,
     pub egress_local: Option<SocketAddr>,
@@ -130,6 +156,9 @@ pub struct SessionView {
     pub out_bytes: u64,
     pub out_frames: u64,
     pub out_packets: u64,
+    /// Mean pass-through write latency each way, once a write completed.
+    pub in_avg_latency_ms: Option<f64>,
+    pub out_avg_latency_ms: Option<f64>,
     /// Seconds since the client, and the broker, last sent anything.
     pub ingress_idle_secs: f64,
     pub egress_idle_secs: f64,
@@ -146,6 +175,7 @@ impl SessionView {
             disconnected: s.disconnect.get() != crate::session::Disconnect::NotDisconnected
                 || s.phase.get() == crate::session::Phase::BrokerDisconnected,
             paused: s.control.paused(),
+            auth_denied: s.auth_denied.get(),
             ingress_remote: s.ingress_remote,
             ingress_local: s.ingress_local,
             egress_local: s.egress_local.get(),
@@ -157,6 +187,8 @@ impl SessionView {
             out_bytes: s.egress.bytes.get(),
             out_frames: s.egress.frames.get(),
             out_packets: s.egress.packets.get(),
+            in_avg_latency_ms: crate::stats::DirectionTotals::of(&s.ingress).avg_latency_ms(),
+            out_avg_latency_ms: crate::stats::DirectionTotals::of(&s.egress).avg_latency_ms(),
             ingress_idle_secs: s.ingress.last_activity.get().elapsed().as_secs_f64(),
             egress_idle_secs: s.egress.last_activity.get().elapsed().as_secs_f64(),
         }
@@ -177,6 +209,8 @@ pub struct Shard {
     pub pool: Rc<BufferPool>,
     pub resolver: Resolver,
     pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
+    /// Sessions ended since the last statistics collection, and `TRACE`.
+    pub stats: crate::stats::ShardStats,
     /// Open listeners by port: the sender that stops one, and its task,
     /// which ends once the socket is closed.
     listeners: RefCell<BTreeMap<u16, RunningListener>>,
@@ -190,11 +224,12 @@ impl Shard {
             pool: BufferPool::new(),
             resolver: Resolver::default(),
             sessions: RefCell::new(BTreeMap::new()),
+            stats: Default::default(),
             listeners: RefCell::new(BTreeMap::new()),
         }
     }
 
-    fn listen(self: &Rc<Self>, addr: SocketAddr) -> Result<(), String> {
+    fn listen(self: &Rc<Self>, addr: SocketAddr, kind: ListenerKind) -> Result<(), String> {
         if self.listeners.borrow().contains_key(&addr.port()) {
             return Ok(());
         }
@@ -208,8 +243,13 @@ impl Shard {
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            glommio::spawn_local(session::run(Rc::clone(&shard), stream, port))
-                                .detach();
+                            glommio::spawn_local(session::run(
+                                Rc::clone(&shard),
+                                stream,
+                                port,
+                                kind,
+                            ))
+                            .detach();
                         }
                         Err(e) => {
                             // Out of file descriptors, mostly: back off
@@ -379,8 +419,8 @@ pub fn spawn(
                 let shard = Rc::new(Shard::new(index, shared));
                 while let Ok(command) = inbox_rx.recv_async().await {
                     match command {
-                        ShardCommand::Listen { addr, reply } => {
-                            let _ = reply.send(shard.listen(addr));
+                        ShardCommand::Listen { addr, kind, reply } => {
+                            let _ = reply.send(shard.listen(addr, kind));
                         }
                         ShardCommand::StopListening { port, reply } => {
                             shard.stop_listening(port, reply);
@@ -400,6 +440,12 @@ pub fn spawn(
                             reply,
                         } => {
                             let _ = reply.send(shard.act(&target, action));
+                        }
+                        ShardCommand::CollectStats { reply } => {
+                            let _ = reply.send(crate::stats::shard::collect(&shard));
+                        }
+                        ShardCommand::Trace { filter, reply } => {
+                            let _ = reply.send(crate::stats::trace::set_filter(&shard, filter));
                         }
                         ShardCommand::Shutdown => break,
                     }

@@ -238,6 +238,36 @@ impl ProxyProcess {
     }
 
     /// The proxy's log files (`--logDirectory`), oldest first, concatenated.
+    /// Waits up to `limit` for `needle` to appear in the log files (the
+    /// proxy writes them in batches); returns whether it did.
+    pub fn log_contains_within(&self, needle: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.log_files().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+
+    /// The log files once the proxy's log writer (which works in batches)
+    /// has written everything logged so far: read until two reads 100 ms
+    /// apart agree.
+    pub fn settled_log_files(&self) -> String {
+        let mut last = self.log_files();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = self.log_files();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     pub fn log_files(&self) -> String {
         let mut paths: Vec<PathBuf> = fs::read_dir(&self.log_dir)
             .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())

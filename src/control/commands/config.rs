@@ -22,15 +22,12 @@
 //! `CONFIG DUMP json` prints one document with the `PRINT json` parts:
 //! `{"datacenter","backends","farms","mappings","defaultFarm"}`.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
 use super::{backend, datacenter, farm, map, subcommand};
 use crate::config::Config;
-use crate::control::Reply;
+use crate::control::{ControlState, Reply};
 use serde::Serialize;
 
-pub fn run(config: &Config, listening: &BTreeMap<u16, SocketAddr>, args: &[&str]) -> Reply {
+pub fn run(state: &ControlState, config: &Config, args: &[&str]) -> Reply {
     match subcommand(args).as_str() {
         "DUMP" if wants_json(&args[1..]) => Reply::ok(to_json_line(&DumpDoc {
             datacenter: datacenter::datacenter(config),
@@ -39,7 +36,7 @@ pub fn run(config: &Config, listening: &BTreeMap<u16, SocketAddr>, args: &[&str]
             mappings: map::json_list(config),
             default_farm: config.default_farm.as_deref(),
         })),
-        "DUMP" => Reply::ok(dump(config) + &runtime_commands(config, listening)),
+        "DUMP" => Reply::ok(dump(config) + &runtime_commands(state, config)),
         "" => Reply::error("No subcommand provided.\n"),
         _ => Reply::error("Unknown subcommand.\n"),
     }
@@ -76,22 +73,26 @@ pub fn dump(config: &Config) -> String {
     lines.into_iter().map(|l| l + "\n").collect()
 }
 
-/// What lives beside the configuration proper: paused vhosts, then the
-/// listeners, last so that a replay serves clients only once routing is in
-/// place.
-fn runtime_commands(config: &Config, listening: &BTreeMap<u16, SocketAddr>) -> String {
+/// What lives beside the configuration proper: TLS settings, paused
+/// vhosts, then the listeners, last so that a replay serves clients only
+/// once routing and TLS are in place.
+fn runtime_commands(state: &ControlState, config: &Config) -> String {
+    let tls = state.tls.dump_commands().into_iter().map(|l| l + "\n");
     let pauses = config
         .paused_vhosts
         .iter()
         .map(|v| format!("VHOST PAUSE {v}\n"));
-    let listens = listening.iter().map(|(port, addr)| {
+    let listens = state.listening.iter().map(|(port, addr)| {
+        let kind = state.listener_kinds.get(port).copied().unwrap_or_default();
+        let verb = if kind.tls { "START_SECURE" } else { "START" };
+        let proxy = if kind.proxy { " PROXY" } else { "" };
         if addr.ip().is_unspecified() {
-            format!("LISTEN START {port}\n")
+            format!("LISTEN {verb} {port}{proxy}\n")
         } else {
-            format!("LISTEN START {addr}\n")
+            format!("LISTEN {verb} {addr}{proxy}\n")
         }
     });
-    pauses.chain(listens).collect()
+    tls.chain(pauses).chain(listens).collect()
 }
 
 /// Whether the token after `PRINT`/`DUMP` asks for JSON (any case).

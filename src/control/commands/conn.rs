@@ -1,6 +1,8 @@
 //! `CONN [json]`: one line per session, gathered from every shard
 //! (behaviour.md §2.5). Idle times are seconds since each side last sent
-//! anything (DECISIONS Fix 7); latency fields come with the statistics work.
+//! anything (DECISIONS Fix 7). `inAvgLatencyMs`/`outAvgLatencyMs` (mean
+//! pass-through write latency, really measured) appear once a write in
+//! that direction completed (behaviour.md §14.6).
 
 use crate::control::{ControlState, Reply};
 use crate::shard::{SessionView, ShardCommand};
@@ -24,16 +26,22 @@ fn endpoint(addr: Option<SocketAddr>) -> String {
     format!("{host}:{}", addr.port())
 }
 
+/// ` <name>=<ms>` once a write completed, else nothing.
+fn latency(name: &str, ms: Option<f64>) -> String {
+    ms.map(|ms| format!(" {name}={ms:.3}")).unwrap_or_default()
+}
+
 /// One `CONN` line, in the original's shape.
 pub fn line(s: &SessionView) -> String {
     let yn = |b: bool| if b { 'Y' } else { 'N' };
     format!(
-        "id={} vhost={} disconnected={} paused={} authDenied=N ingressRemote={} ingressLocal={} egressLocal={} \
-         egressRemote={} inBytes={} inFrames={} inPackets={} outBytes={} outFrames={} outPackets={} {:.3}:{:.3}\n",
+        "id={} vhost={} disconnected={} paused={} authDenied={} ingressRemote={} ingressLocal={} egressLocal={} \
+         egressRemote={} inBytes={} inFrames={} inPackets={}{} outBytes={} outFrames={} outPackets={}{} {:.3}:{:.3}\n",
         s.id,
         s.vhost,
         yn(s.disconnected),
         yn(s.paused),
+        yn(s.auth_denied),
         endpoint(Some(s.ingress_remote)),
         crate::hostnames::hostname_for(s.ingress_local.ip()).unwrap_or_else(|| s.ingress_local.ip().to_string()),
         endpoint(s.egress_local),
@@ -41,9 +49,11 @@ pub fn line(s: &SessionView) -> String {
         s.in_bytes,
         s.in_frames,
         s.in_packets,
+        latency("inAvgLatencyMs", s.in_avg_latency_ms),
         s.out_bytes,
         s.out_frames,
         s.out_packets,
+        latency("outAvgLatencyMs", s.out_avg_latency_ms),
         s.ingress_idle_secs,
         s.egress_idle_secs,
     )

@@ -13,6 +13,9 @@ mod listen;
 mod map;
 mod maphostname;
 mod session;
+mod stat;
+mod tls;
+mod trace;
 mod vhost;
 
 use super::{ControlState, Reply};
@@ -41,6 +44,7 @@ SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a pa
 STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|backend=bar|source=baz|all|process|bufferpool)) - Output statistics
 STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source statistics. Applies to all send/listeners
 TLS (INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET ciphersuite(:ciphersuite)*))
+TRACE (VHOST vhost | SOURCE ip | SESSION id# | OFF | PRINT) - Log each AMQP method of matching sessions at INFO (rate-bounded)
 VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT vhost
 ";
 
@@ -49,13 +53,12 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
     let args: Vec<&str> = rest.split_whitespace().collect();
     let mut reply = match verb {
         "BACKEND" => backend::run(draft, &args),
-        "CONFIG" => config::run(draft, &state.listening, &args),
+        "CONFIG" => config::run(state, draft, &args),
         "CONN" => conn::run(state, &args),
         "DATACENTER" => datacenter::run(draft, &args),
         "EXIT" => Reply {
-            text: "Exiting.\n".into(),
-            error: false,
             exit: true,
+            ..Reply::ok("Exiting.\n")
         },
         "FARM" => farm::run(draft, &args),
         "LISTEN" => listen::run(state, &args),
@@ -63,10 +66,13 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: 
         "MAP" => map::run(draft, &args),
         "MAPHOSTNAME" => maphostname::run(&args),
         "SESSION" => session::run(state, &args),
+        "TLS" => tls::run(state, &args),
+        "STAT" => stat::run(state, &args),
+        "TRACE" => trace::run(state, &args),
         "VHOST" => vhost::run(state, draft, &args),
         // Listed in HELP, built in later milestones: say so plainly rather
         // than answer with the help text.
-        "AUTH" | "LIMIT" | "STAT" | "TLS" => Reply::error(format!(
+        "AUTH" | "LIMIT" => Reply::error(format!(
             "{verb} is not available in this version of amqpprox yet.\n"
         )),
         // Unknown verbs, and HELP itself, answer with the help text.
