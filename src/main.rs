@@ -32,9 +32,10 @@ fn main() {
     let code = match supervisor::run(options.clone()) {
         Ok(code) => code,
         Err(e) => {
+            // One line, on the console whatever the verbosity (FATAL), and
+            // in the log file.
             amqpprox::fatal!("{e}");
             log.flush();
-            eprintln!("amqpprox: {e}");
             std::process::exit(1);
         }
     };

@@ -235,3 +235,39 @@ fn startup_prints_log_directory_and_control_socket() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Without enough locked memory for io_uring, the proxy says so in one
+/// line and exits 1, instead of crashing or hanging.
+#[test]
+fn low_memlock_limit_is_one_clear_message() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_amqpprox"));
+    command
+        .arg("--controlSocket")
+        .arg(dir.path().join("control.sock"))
+        .arg("--logDirectory")
+        .arg(dir.path().join("logs"));
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().expect("run amqpprox");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("io_uring")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("FATAL: ") && lines[0].contains("ulimit -l"),
+        "{stderr}"
+    );
+}
