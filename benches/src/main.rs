@@ -16,8 +16,8 @@
 //! amqpprox-bench --scenario large     one scenario (comma list allowed)
 //! amqpprox-bench --rabbitmq           lapin publishes to RabbitMQ at :5672
 //! amqpprox-bench --micro              scanner and handshake micro-benchmarks
-//! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5680
-//! amqpprox-bench dummy-broker --port 5690 --mode echo
+//! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5780
+//! amqpprox-bench dummy-broker --port 5790 --mode echo
 //! ```
 //!
 //! No TLS anywhere yet: the dummy broker and the clients speak plain TCP.
@@ -99,13 +99,13 @@ struct RunArgs {
     #[arg(long)]
     external: Option<String>,
     /// The port the external command listens on.
-    #[arg(long, default_value_t = 5680)]
+    #[arg(long, default_value_t = 5780)]
     external_port: u16,
     /// The dummy broker's port (fixed so external configs can name it).
-    #[arg(long, default_value_t = 5690)]
+    #[arg(long, default_value_t = 5790)]
     broker_port: u16,
     /// The port amqpprox listens on.
-    #[arg(long, default_value_t = 5691)]
+    #[arg(long, default_value_t = 5791)]
     proxy_port: u16,
     /// RabbitMQ's port for --rabbitmq (guest/guest on 127.0.0.1).
     #[arg(long, default_value_t = 5672)]
