@@ -95,8 +95,10 @@ pub async fn run(shard: Rc<Shard>, client: TcpStream, listen_port: u16, kind: Li
 
     let mut client = client;
     // An operator's forced disconnect ends the session in any phase.
+    // Boxed: the handshake's state is large and short-lived; inline it
+    // would size every idle session's task for it.
     let establishing = futures_lite::future::or(
-        establish(&shard, &info, &mut client, listen_port),
+        Box::pin(establish(&shard, &info, &mut client, listen_port)),
         forced(&info),
     );
     match establishing.await {

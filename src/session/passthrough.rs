@@ -75,8 +75,13 @@ pub(super) async fn run(
     // The broker's OpenOk (and anything after it) already went to the
     // client; walk it so the egress scanner is in step with the stream.
     let _ = egress_scanner.scan(&sent_to_client, |_| {});
+    // The handshake's buffers go now, not at the end of a session that may
+    // idle for days.
+    drop(sent_to_client);
 
-    let first = match pump.forward_held(&pipelined, &mut ingress_scanner).await {
+    let held = pump.forward_held(&pipelined, &mut ingress_scanner).await;
+    drop(pipelined);
+    let first = match held {
         Err(e) => First::Up(e),
         Ok(()) => {
             let mut up = pin!(pump.ingress(ingress_scanner));

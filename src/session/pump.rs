@@ -246,7 +246,8 @@ where
         .await
     }
 
-    /// Client → broker.
+    /// Client → broker. (The rare paths, closing and pausing, are boxed so
+    /// that they do not size the future every established session holds.)
     pub async fn ingress(&self, mut scanner: FrameScanner) -> DirectionEnd {
         let mut client = self.client.clone();
         let mut broker = self.broker.clone();
@@ -255,10 +256,10 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful) => return self.ingress_closing(scanner).await,
+                    Some(Ending::Graceful) => return Box::pin(self.ingress_closing(scanner)).await,
                     Some(_) => return DirectionEnd::Stopped,
                     None if self.control.paused() => {
-                        if let Err(e) = self.hold_paused(generation).await {
+                        if let Err(e) = Box::pin(self.hold_paused(generation)).await {
                             return DirectionEnd::WriteError(e);
                         }
                         continue;
@@ -393,7 +394,7 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful) => return self.egress_closing(scanner).await,
+                    Some(Ending::Graceful) => return Box::pin(self.egress_closing(scanner)).await,
                     Some(_) => return DirectionEnd::Stopped,
                     None => {}
                 }
