@@ -22,7 +22,10 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use support::rabbit::{self, TempVhost};
-use support::{assert_body_eq, blocking, body_for, mixed_sizes, unique_name, within, Target};
+use support::{
+    assert_body_eq, blocking, body_for, declare_private_queue, mixed_sizes, unique_name, within,
+    Target,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -60,24 +63,6 @@ fn amqp_error(err: &lapin::Error) -> (u16, String) {
         lapin::Error::ProtocolError(amqp) => (amqp.get_id(), amqp.get_message().to_string()),
         other => panic!("expected an AMQP error carrying a reply code, got {other:?}"),
     }
-}
-
-/// A non-durable queue only this connection can use, deleted with it.
-async fn declare_private_queue(channel: &Channel, label: &str) -> String {
-    let name = unique_name(label);
-    channel
-        .queue_declare(
-            &name,
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("declare queue {name}: {err:?}"));
-    name
 }
 
 /// Publishes to the default exchange and waits for the broker's confirm,

@@ -38,16 +38,7 @@ async fn wait_logs(proxy: &ProxyProcess, what: &str, check: impl Fn(&str) -> boo
 /// channel is returned so that the caller decides when it closes.
 async fn traffic(connection: &Connection, marker: &str, count: usize) -> Channel {
     let channel = connection.create_channel().await.unwrap();
-    let queue = unique_name("trace-q");
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(&queue, options, FieldTable::default())
-        .await
-        .unwrap();
+    let queue = support::declare_private_queue(&channel, "trace-q").await;
     for _ in 0..count {
         channel
             .basic_publish(

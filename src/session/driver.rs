@@ -246,17 +246,35 @@ async fn establish(
     let left = deadline.saturating_duration_since(Instant::now());
     let hello = bounded(left, client_handshake(client, &mut handshake, &header))
         .await
-        .unwrap_or_else(|| {
-            Err(refuse(
-                reply_code::CONNECTION_FORCED,
-                format!(
-                    "CONNECTION_FORCED - handshake not completed within {} ms",
-                    timeout.as_millis()
-                ),
-                Level::Warn,
-            ))
-        })?;
+        .unwrap_or_else(|| Err(handshake_timed_out(timeout)))?;
     broker_side(shard, info, client, listen_port, hello, unreachable).await
+}
+
+/// The refusal of a client that did not finish its handshake in time.
+pub(super) fn handshake_timed_out(timeout: Duration) -> Refusal {
+    refuse(
+        reply_code::CONNECTION_FORCED,
+        format!(
+            "CONNECTION_FORCED - handshake not completed within {} ms",
+            timeout.as_millis()
+        ),
+        Level::Warn,
+    )
+}
+
+/// What a failed or empty read from the client means for the session.
+fn client_read(read: std::io::Result<usize>) -> Result<usize, Refusal> {
+    match read {
+        Ok(0) => Err(Refusal::ClientGone {
+            reason: "connection closed".into(),
+            graceful: false,
+        }),
+        Ok(n) => Ok(n),
+        Err(e) => Err(Refusal::ClientGone {
+            reason: e.to_string(),
+            graceful: false,
+        }),
+    }
 }
 
 /// Reads the client's 8-byte protocol header.
@@ -264,21 +282,7 @@ async fn read_header(client: &mut Stream) -> Result<Vec<u8>, Refusal> {
     let mut header = Vec::with_capacity(8);
     let mut buf = [0u8; 16];
     loop {
-        let n = match client.read(&mut buf).await {
-            Ok(0) => {
-                return Err(Refusal::ClientGone {
-                    reason: "connection closed".into(),
-                    graceful: false,
-                })
-            }
-            Ok(n) => n,
-            Err(e) => {
-                return Err(Refusal::ClientGone {
-                    reason: e.to_string(),
-                    graceful: false,
-                })
-            }
-        };
+        let n = client_read(client.read(&mut buf).await)?;
         header.extend_from_slice(&buf[..n]);
         match check_protocol_header(&header) {
             HeaderCheck::NeedMore => {}
@@ -475,21 +479,7 @@ async fn client_handshake(
             }
             None => client.read(&mut buf).await,
         };
-        let n = match read {
-            Ok(0) => {
-                return Err(Refusal::ClientGone {
-                    reason: "connection closed".into(),
-                    graceful: false,
-                })
-            }
-            Ok(n) => n,
-            Err(e) => {
-                return Err(Refusal::ClientGone {
-                    reason: e.to_string(),
-                    graceful: false,
-                })
-            }
-        };
+        let n = client_read(read)?;
         out.clear();
         let progress = match handshake.receive(&buf[..n], &mut out) {
             Ok(p) => p,

@@ -14,7 +14,8 @@
 
 use super::connect::connect_any;
 use super::driver::{
-    bounded, broker_side, client_endpoint, refuse, tls_enabled, Established, Refusal,
+    bounded, broker_side, client_endpoint, handshake_timed_out, refuse, tls_enabled, Established,
+    Refusal,
 };
 use super::{HandshakeKind, Phase, SessionInfo};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -87,16 +88,7 @@ pub(super) async fn establish(
         relay(shard, info, client, &mut broker, &mut handshake),
     )
     .await
-    .unwrap_or_else(|| {
-        Err(refuse(
-            reply_code::CONNECTION_FORCED,
-            format!(
-                "CONNECTION_FORCED - handshake not completed within {} ms",
-                timeout.as_millis()
-            ),
-            Level::Warn,
-        ))
-    });
+    .unwrap_or_else(|| Err(handshake_timed_out(timeout)));
     let outcome = match outcome {
         Ok(o) => o,
         Err(refusal) => {

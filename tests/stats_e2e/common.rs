@@ -9,9 +9,8 @@
 
 use crate::support::proxy::ProxyProcess;
 use crate::support::rabbit;
-use crate::support::{blocking, control::ctl, unique_name};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use crate::support::{blocking, control::ctl};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -144,16 +143,7 @@ pub async fn publish(connection: &Connection, sizes: &[usize]) -> u64 {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let queue = unique_name("stats-q");
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(&queue, options, FieldTable::default())
-        .await
-        .unwrap();
+    let queue = crate::support::declare_private_queue(&channel, "stats-q").await;
     for &size in sizes {
         let confirm = channel
             .basic_publish(

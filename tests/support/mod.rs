@@ -264,3 +264,19 @@ impl XorShift {
         x
     }
 }
+
+/// A non-durable queue only this connection can use, deleted with it; its
+/// unique name is returned.
+pub async fn declare_private_queue(channel: &lapin::Channel, label: &str) -> String {
+    let name = unique_name(label);
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(&name, options, lapin::types::FieldTable::default())
+        .await
+        .unwrap_or_else(|err| panic!("declare queue {name}: {err:?}"));
+    name
+}
