@@ -132,6 +132,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_file_rotates_to_the_next_sequence() {
+        let dir = std::env::temp_dir().join(format!("amqpprox-rotate-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut log = RotatingFile::open(dir.clone()).unwrap();
+        let first = log.path();
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..(ROTATE_AT / line.len() as u64) {
+            log.write_line(&line).unwrap();
+        }
+        assert_eq!(log.path(), first, "exactly 32 MiB still fits");
+        log.write_line(b"one more\n").unwrap();
+        log.flush().unwrap();
+        assert_ne!(log.path(), first);
+        assert_eq!(fs::metadata(&first).unwrap().len(), ROTATE_AT);
+        assert_eq!(fs::read(log.path()).unwrap(), b"one more\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn sequence_continues_after_existing_files() {
         let dir = std::env::temp_dir().join(format!("amqpprox-logtest-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
