@@ -658,3 +658,49 @@ fn config_dump_ends_with_paused_vhosts_and_listeners() {
     );
     assert_eq!(ctl(&p.control_socket, "CONFIG DUMP"), expected);
 }
+
+/// A control client that connects and says nothing (or half a line) holds
+/// no lock: other clients are served meanwhile.
+#[test]
+fn a_silent_control_client_blocks_nobody() {
+    let p = bare();
+    let mut silent = std::os::unix::net::UnixStream::connect(&p.control_socket).unwrap();
+    std::io::Write::write_all(&mut silent, b"BACKEND AD").unwrap();
+    let started = std::time::Instant::now();
+    transcript(&p, "> BACKEND ADD b1 dc1 127.0.0.1 5672\n");
+    assert_eq!(
+        ctl(&p.control_socket, "BACKEND PRINT"),
+        "b1 (dc1): 127.0.0.1 127.0.0.1:5672\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// After `MAPHOSTNAME DNS`, `CONN` shows host names once the background
+/// resolver has them (127.0.0.1 is `localhost` here), never waiting for it.
+#[test]
+fn maphostname_shows_names_in_conn() {
+    let broker = support::dummy_broker::DummyBroker::start(support::dummy_broker::Script::new(
+        support::dummy_broker::AfterOpen::Hold,
+    ));
+    let p = ProxyProcess::builder("127.0.0.1", broker.port())
+        .shards(1)
+        .start();
+    let mut client = support::raw::RawConn::connect_local(p.port);
+    support::raw::client_handshake(&mut client, "named", "/");
+    let before = ctl(&p.control_socket, "CONN");
+    assert!(before.contains("ingressRemote=127.0.0.1:"), "{before}");
+    assert_eq!(
+        ctl(&p.control_socket, "MAPHOSTNAME DNS"),
+        "Hostname mapper set for all current sessions.\n"
+    );
+    let named = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        ctl(&p.control_socket, "CONN").contains("ingressRemote=localhost:")
+    });
+    assert!(named, "{}", ctl(&p.control_socket, "CONN"));
+}
