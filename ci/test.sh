@@ -36,6 +36,16 @@ fi
 export AMQPPROX_TEST_PYTHON="$PWD/$venv/bin/python"
 "$AMQPPROX_TEST_PYTHON" -c 'import pika; print("pika", pika.__version__)'
 
+step "amqplib (Node.js) for the client-compatibility tests"
+# tests/transparent.rs also checks how Node's amqplib reports refusals.
+node_dir=target/test-node
+if [ ! -d "$node_dir/node_modules/amqplib" ]; then
+    mkdir -p "$node_dir"
+    (cd "$node_dir" && npm install --silent --no-audit --no-fund amqplib@0.10 >/dev/null)
+fi
+export AMQPPROX_TEST_NODE_PATH="$PWD/$node_dir/node_modules"
+node -e 'require(process.env.AMQPPROX_TEST_NODE_PATH + "/amqplib"); console.log("amqplib ok")'
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

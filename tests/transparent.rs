@@ -4,9 +4,10 @@
 //! sessions only.
 //!
 //! Byte-level tests use the scriptable dummy broker and golden bytes; the
-//! rest use the real RabbitMQ with lapin, a raw client and Python's pika
-//! (found through `AMQPPROX_TEST_PYTHON`, which `ci/test.sh` sets up, or
-//! `python3`). They fail, never skip, when RabbitMQ or pika is missing.
+//! rest use the real RabbitMQ with lapin, a raw client, Python's pika (found
+//! through `AMQPPROX_TEST_PYTHON`, which `ci/test.sh` sets up, or `python3`)
+//! and Node's amqplib (`AMQPPROX_TEST_NODE_PATH`, likewise). They fail,
+//! never skip, when RabbitMQ, pika or amqplib is missing.
 
 mod support;
 
@@ -366,4 +367,39 @@ fn pika_reports_a_wrong_password_as_an_authentication_error() {
         "ProbableAccessDeniedError",
         "proxied"
     );
+}
+
+/// Runs an amqplib connection attempt and returns its first error line (or
+/// `connected`). amqplib is found through `AMQPPROX_TEST_NODE_PATH`, which
+/// `ci/test.sh` sets up.
+fn amqplib_error(port: u16, password: &str) -> String {
+    let modules = std::env::var("AMQPPROX_TEST_NODE_PATH").unwrap_or_else(|_| {
+        panic!("AMQPPROX_TEST_NODE_PATH is not set: run ci/test.sh, which installs amqplib")
+    });
+    let script = format!(
+        "require('{modules}/amqplib').connect('amqp://guest:{password}@127.0.0.1:{port}')\
+         .then(c => {{ console.log('connected'); return c.close(); }})\
+         .catch(e => console.log(e.message.split('\\n')[0]));"
+    );
+    let out = std::process::Command::new("node")
+        .args(["-e", &script])
+        .output()
+        .expect("node runs (Node.js is needed for this test)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn amqplib_reports_a_wrong_password_as_when_connected_directly() {
+    rabbit::require_rabbitmq();
+    let direct = amqplib_error(RABBITMQ_PORT, "wrong");
+    assert!(direct.contains("403 (ACCESS-REFUSED)"), "{direct}");
+    let transparent = ProxyProcess::simple(RABBITMQ_HOST, RABBITMQ_PORT);
+    assert_eq!(amqplib_error(transparent.port, "wrong"), direct);
+    assert_eq!(amqplib_error(transparent.port, "guest"), "connected");
+    // With a vhost mapping the refusal comes after Open, as with the original.
+    let proxied = ProxyProcess::builder(RABBITMQ_HOST, RABBITMQ_PORT)
+        .proxied_handshake()
+        .start();
+    let late = amqplib_error(proxied.port, "wrong");
+    assert!(late.contains("Expected ConnectionOpenOk"), "{late}");
 }
