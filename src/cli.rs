@@ -22,6 +22,8 @@ pub struct Options {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// `--drainTimeoutMs`: how long a SIGTERM drain waits for clients.
+    pub drain_timeout: Duration,
     /// `--metricsPort`: Prometheus `/metrics` on this port (off when unset
     /// or 0).
     pub metrics_port: Option<u16>,
@@ -121,6 +123,13 @@ fn command() -> Command {
                 .default_value("5000")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Give up on one broker address after this time and try the next"),
+        )
+        .arg(
+            Arg::new("drainTimeoutMs")
+                .long("drainTimeoutMs")
+                .default_value("30000")
+                .value_parser(clap::value_parser!(u64))
+                .help("On SIGTERM or SIGINT: stop accepting, ask every client to reconnect (Connection.Close 320), exit once they have gone or after this time"),
         )
         .arg(
             Arg::new("metricsPort")
@@ -236,6 +245,9 @@ where
             *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
         ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
+        drain_timeout: Duration::from_millis(
+            *matches.get_one::<u64>("drainTimeoutMs").unwrap_or(&30_000),
+        ),
         metrics_port: matches
             .get_one::<u16>("metricsPort")
             .copied()
@@ -285,6 +297,7 @@ mod tests {
         assert_eq!(o.console_verbosity, 0);
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.drain_timeout, Duration::from_secs(30));
         assert_eq!(o.shards, default_shards());
         assert_eq!(o.metrics_port, None);
         let o = parse(["amqpprox", "--metricsPort", "9187"]).unwrap();

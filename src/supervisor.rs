@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 enum Event {
     Shard(ShardEvent),
     Exit,
+    /// SIGTERM or SIGINT.
+    Terminate,
 }
 
 /// Why the proxy could not start.
@@ -117,6 +119,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
 
     reload_tls_on_sighup(&state)?;
+    forward_termination(events_tx.clone())?;
 
     if options.console_verbosity > 0 {
         run_internal(
@@ -152,6 +155,10 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     let code = loop {
         match events_rx.recv() {
             Ok(Event::Exit) => break 0,
+            Ok(Event::Terminate) => {
+                drain(&state, &events_rx, options.drain_timeout);
+                break 0;
+            }
             Ok(Event::Shard(ShardEvent::Exited { index, panicked })) => {
                 crate::fatal!("Shard {index} stopped unexpectedly (panicked: {panicked}); exiting");
                 break 1;
@@ -165,6 +172,84 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(code)
+}
+
+/// SIGTERM and SIGINT start a drain instead of killing the process.
+fn forward_termination(events: flume::Sender<Event>) -> Result<(), StartError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(StartError::Thread)?;
+    std::thread::Builder::new()
+        .name("sigterm".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if events.send(Event::Terminate).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(StartError::Thread)?;
+    Ok(())
+}
+
+/// Graceful drain (DECISIONS Add 4): stop accepting, ask every session to
+/// end (established clients get `Connection.Close` 320 at a frame boundary,
+/// so they reconnect elsewhere; the broker side is closed cleanly), and wait
+/// until they are gone or `limit` passes. A second signal or `EXIT` ends
+/// the wait at once.
+fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: std::time::Duration) {
+    use crate::session::control::Ending;
+    use crate::shard::{SessionAction, SessionTarget, ShardCommand};
+    let deadline = std::time::Instant::now() + limit;
+    let count = |state: &ControlState| -> usize {
+        state
+            .ask_shards(|reply| ShardCommand::Sessions { reply })
+            .into_iter()
+            .flatten()
+            .map(|views| views.len())
+            .sum()
+    };
+    {
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = state.ask_shards(|reply| ShardCommand::StopListening { port: None, reply });
+        let asked: usize = state
+            .ask_shards(|reply| ShardCommand::Act {
+                target: SessionTarget::All,
+                action: SessionAction::End(Ending::Drain),
+                reply,
+            })
+            .into_iter()
+            .flatten()
+            .sum();
+        log::info!(
+            "Draining: stopped listening, asked {asked} sessions to reconnect elsewhere; waiting up to {} ms",
+            limit.as_millis()
+        );
+    }
+    loop {
+        let left = {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            count(&state)
+        };
+        if left == 0 {
+            log::info!("Drained: every session has ended");
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            log::warn!("Drain timed out with {left} sessions left; exiting");
+            return;
+        }
+        let wait = (deadline - now).min(std::time::Duration::from_millis(100));
+        match events.recv_timeout(wait) {
+            Ok(Event::Terminate | Event::Exit) => {
+                log::warn!("Asked again: exiting with {left} sessions left");
+                return;
+            }
+            Ok(Event::Shard(_)) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// SIGHUP re-reads every TLS file (the default action would kill the

@@ -322,3 +322,51 @@ async fn session_ids_are_unique_across_shards() {
     }
     wait_no_sessions(&proxy, "sessions stayed after their clients closed").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_clients_with_a_320_close_then_exits() {
+    rabbit::require_rabbitmq();
+    let mut proxy = ProxyProcess::builder(rabbit::RABBITMQ_HOST, rabbit::RABBITMQ_PORT)
+        .shards(2)
+        .arg("--drainTimeoutMs")
+        .arg("10000")
+        .start();
+    let args =
+        amqprs::connection::OpenConnectionArguments::new("127.0.0.1", proxy.port, "guest", "guest");
+    let connection = amqprs::connection::Connection::open(&args)
+        .await
+        .expect("amqprs connects through the proxy");
+    let (closes_tx, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    connection
+        .register_callback(CloseSeen(closes_tx))
+        .await
+        .unwrap();
+    let _channel = connection.open_channel(None).await.unwrap();
+
+    // SAFETY: kill(2) on the proxy child's pid.
+    assert_eq!(unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) }, 0);
+    let (code, text) = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the client was told within 10 s")
+        .expect("close callback");
+    assert_eq!(code, 320, "{text}");
+    assert!(text.contains("shutting down"), "{text}");
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = proxy.try_exit_status() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the proxy did not exit once drained"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+    assert!(
+        proxy.log_contains_within("Drained: every session has ended", Duration::from_secs(2)),
+        "{}",
+        proxy.log_files()
+    );
+}

@@ -18,8 +18,24 @@ pub enum Ending {
     Graceful,
     /// Close only the broker side; the client side stays until it closes.
     BackendDisconnect,
+    /// The proxy is shutting down (SIGTERM): like `Graceful`, but the
+    /// client is told 320 so that it reconnects, to another proxy.
+    Drain,
     /// Close both sockets now, no AMQP frames.
     Force,
+}
+
+impl Ending {
+    /// The `Connection.Close` the client gets for a gentle end.
+    pub fn client_close(self) -> (u16, &'static str) {
+        match self {
+            Ending::Drain => (
+                320,
+                "CONNECTION_FORCED - amqpprox is shutting down, please reconnect",
+            ),
+            _ => (200, "OK"),
+        }
+    }
 }
 
 /// Flags and a wake-up for one session.

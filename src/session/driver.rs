@@ -171,16 +171,25 @@ async fn await_close_ok(client: &mut Stream) {
     }
 }
 
-/// Resolves when the operator forces the session's end.
+/// Resolves when the session must end before it is established: the
+/// operator forced it (closed without a word), or the proxy is draining
+/// (the client is told 320, to reconnect elsewhere).
 async fn forced<T>(info: &SessionInfo) -> Result<T, Refusal> {
     loop {
         let generation = info.control.generation();
-        if info.control.ending() == Some(Ending::Force) {
-            return Err(Refusal::Reply {
-                bytes: Vec::new(),
-                level: Level::Info,
-                reason: "force disconnected by the operator".into(),
-            });
+        match info.control.ending() {
+            Some(Ending::Force) => {
+                return Err(Refusal::Reply {
+                    bytes: Vec::new(),
+                    level: Level::Info,
+                    reason: "force disconnected by the operator".into(),
+                })
+            }
+            Some(Ending::Drain) => {
+                let (code, text) = Ending::Drain.client_close();
+                return Err(refuse(code, text.into(), Level::Info));
+            }
+            _ => {}
         }
         info.control.changed_since(generation).await;
     }

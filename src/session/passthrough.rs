@@ -151,7 +151,7 @@ pub(super) async fn run(
 async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedStream<Stream>) {
     loop {
         let generation = info.control.generation();
-        if info.control.ending() == Some(Ending::Force) {
+        if matches!(info.control.ending(), Some(Ending::Force | Ending::Drain)) {
             return;
         }
         if info.control.paused() {

@@ -256,7 +256,9 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful) => return Box::pin(self.ingress_closing(scanner)).await,
+                    Some(Ending::Graceful | Ending::Drain) => {
+                        return Box::pin(self.ingress_closing(scanner)).await
+                    }
                     Some(_) => return DirectionEnd::Stopped,
                     None if self.control.paused() => {
                         if let Err(e) = Box::pin(self.hold_paused(generation)).await {
@@ -394,7 +396,9 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful) => return Box::pin(self.egress_closing(scanner)).await,
+                    Some(how @ (Ending::Graceful | Ending::Drain)) => {
+                        return Box::pin(self.egress_closing(scanner, how)).await
+                    }
                     Some(_) => return DirectionEnd::Stopped,
                     None => {}
                 }
@@ -416,11 +420,13 @@ where
         }
     }
 
-    /// Graceful end, broker side: tell the client 200 OK, then discard the
+    /// Graceful end, broker side: tell the client (200 OK, or 320 when the
+    /// proxy drains), then discard the
     /// broker's frames until it acknowledges our Close (or closes itself).
-    async fn egress_closing(&self, mut scanner: FrameScanner) -> DirectionEnd {
+    async fn egress_closing(&self, mut scanner: FrameScanner, how: Ending) -> DirectionEnd {
         let mut client = self.client.clone();
-        if let Err(e) = client.write_all(&close_frame(200, "OK")).await {
+        let (code, text) = how.client_close();
+        if let Err(e) = client.write_all(&close_frame(code, text)).await {
             return DirectionEnd::WriteError(e);
         }
         self.close_sent_to_client.set(true);

@@ -123,6 +123,8 @@ pub enum ShardCommand {
 pub enum SessionTarget {
     Id(SessionId),
     Vhost(String),
+    /// Every session of the shard (draining at shutdown).
+    All,
 }
 
 /// What the operator asked of a session (behaviour.md §4.7).
@@ -283,6 +285,7 @@ impl Shard {
         let sessions = self.sessions.borrow();
         let matching: Vec<&Rc<SessionInfo>> = match target {
             SessionTarget::Id(id) => sessions.get(id).into_iter().collect(),
+            SessionTarget::All => sessions.values().collect(),
             SessionTarget::Vhost(v) => sessions
                 .values()
                 .filter(|s| *s.vhost.borrow() == *v)
