@@ -6,6 +6,7 @@
 #   ci/bench.sh                     full run (several minutes)
 #   ci/bench.sh --quick             smoke run, ~10x smaller (under a minute)
 #   ci/bench.sh --scenario large    one scenario (large, small, connections,
+#                                   connections-tls,
 #                                   latency, idle)
 #   ci/bench.sh --rabbitmq          lapin publishes to RabbitMQ at :5672,
 #                                   with and without confirms

@@ -1,20 +1,26 @@
 //! The dummy broker: a subprocess of this binary (`amqpprox-bench
-//! dummy-broker --port P --mode discard|echo`) so that its CPU is its own,
-//! not the load clients'. It completes the AMQP handshake (Start, Tune,
-//! OpenOk), answers `Channel.Open`/`Channel.Close`/`Connection.Close` with
-//! their `*Ok`, and then either discards every other frame (throughput) or
-//! echoes frames on non-zero channels back verbatim (latency).
+//! dummy-broker --port P --mode discard|echo [--tls-dir DIR]`) so that its
+//! CPU is its own, not the load clients'. It completes the AMQP handshake
+//! (Start, Tune, OpenOk), answers `Channel.Open`/`Channel.Close`/
+//! `Connection.Close` with their `*Ok`, and then either discards every
+//! other frame (throughput) or echoes frames on non-zero channels back
+//! verbatim (latency). With `--tls-dir` it speaks TLS only: it makes its
+//! certificate and CA at start and writes them there (see `tls`) before it
+//! listens, so once its port accepts, `DIR/ca.pem` is the one in force.
 //!
 //! Owns its listener and one task per connection on a small tokio runtime.
 //! Never stores message bodies (discard mode skips body frames without
-//! buffering them), never sends heartbeats, never speaks TLS, and never
-//! validates more than framing: it is a load sink, not a broker.
+//! buffering them), never sends heartbeats, never resumes TLS sessions, and
+//! never validates more than framing: it is a load sink, not a broker.
 
+use crate::tls;
 use crate::wire::{self, ids, FRAME_HEARTBEAT, FRAME_METHOD};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::path::Path;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// What the broker does with frames that are not part of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,8 +40,13 @@ impl Mode {
     }
 }
 
-/// Runs the broker until the process is killed.
-pub fn run(port: u16, mode: Mode, threads: usize) -> Result<()> {
+/// Runs the broker until the process is killed; TLS only when `tls_dir`
+/// is given (its key material is written there first).
+pub fn run(port: u16, mode: Mode, threads: usize, tls_dir: Option<&Path>) -> Result<()> {
+    let acceptor = match tls_dir {
+        Some(dir) => Some(TlsAcceptor::from(tls::broker_config(dir)?)),
+        None => None,
+    };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -61,10 +72,21 @@ pub fn run(port: u16, mode: Mode, threads: usize) -> Result<()> {
                     continue;
                 }
             };
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                // A client that vanishes mid-run is the harness's problem to
-                // report, not the broker's.
-                let _ = serve(stream, mode).await;
+                // A client that vanishes mid-run (or a readiness probe that
+                // never starts TLS) is the harness's problem to report, not
+                // the broker's.
+                if stream.set_nodelay(true).is_err() {
+                    return;
+                }
+                let _ = match acceptor {
+                    None => serve(stream, mode).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => serve(tls, mode).await,
+                        Err(_) => Ok(()),
+                    },
+                };
             });
         }
     })
@@ -89,10 +111,10 @@ impl Replies {
     }
 }
 
-/// The per-connection frame walk. `skip` counts bytes of a non-method frame
-/// still to pass over (and, in echo mode, to send back).
-async fn serve(mut stream: TcpStream, mode: Mode) -> Result<()> {
-    stream.set_nodelay(true)?;
+/// The per-connection frame walk over a plain or TLS stream. `skip` counts
+/// bytes of a non-method frame still to pass over (and, in echo mode, to
+/// send back). Every write is flushed (TLS buffers records until then).
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mode: Mode) -> Result<()> {
     let replies = Replies::new();
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await?;
@@ -100,6 +122,7 @@ async fn serve(mut stream: TcpStream, mode: Mode) -> Result<()> {
         return Ok(());
     }
     stream.write_all(&replies.start).await?;
+    stream.flush().await?;
 
     let echo = mode == Mode::Echo;
     let mut buf = vec![0u8; 256 * 1024];
@@ -144,6 +167,7 @@ async fn serve(mut stream: TcpStream, mode: Mode) -> Result<()> {
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
+            stream.flush().await?;
             out.clear();
         }
         if closing {

@@ -1,4 +1,5 @@
-//! The raw AMQP 0-9-1 load client: one blocking TCP connection that runs
+//! The raw AMQP 0-9-1 load client: one blocking TCP connection (plain, or
+//! TLS with rustls for the `direct` target of `connections-tls`) that runs
 //! the handshake (header, StartOk PLAIN guest/guest, TuneOk + Open), opens
 //! channel 1, writes pre-encoded publish bytes, and closes with
 //! `Connection.Close` / `CloseOk`, whose round trip proves every byte
@@ -9,11 +10,14 @@
 //! threads, and never waits without a bound: every socket has read and write
 //! timeouts.
 
+use crate::tls::BROKER_HOST;
 use crate::wire::{self, ids, FrameReader};
 use anyhow::{bail, Context, Result};
-use std::io::Write;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The bound on any one blocking read or write.
@@ -37,20 +41,66 @@ fn fixed() -> &'static Fixed {
     })
 }
 
+/// The byte stream under a session. The TLS handshake runs on the first
+/// read or write; each `write` is one TLS record, sent at once.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One open AMQP connection with channel 1 open.
 pub struct Session {
-    stream: TcpStream,
+    stream: Conn,
     reader: FrameReader,
 }
 
 impl Session {
     /// Connects, completes the handshake and opens channel 1.
     pub fn open(addr: SocketAddr) -> Result<Session> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        Session::open_with(addr, None)
+    }
+
+    /// Like [`Session::open`]; with `tls`, speaks TLS to the target (which
+    /// must present a certificate for [`BROKER_HOST`] that `tls` trusts).
+    pub fn open_with(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> Result<Session> {
+        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        let stream = match tls {
+            None => Conn::Plain(tcp),
+            Some(config) => {
+                let name = ServerName::try_from(BROKER_HOST)?;
+                let conn = ClientConnection::new(Arc::clone(config), name)?;
+                Conn::Tls(Box::new(StreamOwned::new(conn, tcp)))
+            }
+        };
         let mut session = Session {
             stream,
             reader: FrameReader::new(),

@@ -18,9 +18,12 @@
 //! amqpprox-bench --micro              scanner and handshake micro-benchmarks
 //! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5780
 //! amqpprox-bench dummy-broker --port 5790 --mode echo
+//! amqpprox-bench --scenario connections-tls --external 'haproxy -db -f benches/haproxy-tls.cfg'
 //! ```
 //!
-//! No TLS anywhere yet: the dummy broker and the clients speak plain TCP.
+//! TLS only in `connections-tls`: the dummy broker speaks TLS and the
+//! targets' egress leg with it; the clients stay plain AMQP except the
+//! `direct` ones, which speak TLS straight to the broker.
 
 mod broker;
 mod client;
@@ -30,6 +33,7 @@ mod procs;
 mod rabbit;
 mod report;
 mod scenarios;
+mod tls;
 mod wire;
 
 use anyhow::{bail, Context, Result};
@@ -62,6 +66,10 @@ enum Command {
         mode: broker::Mode,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Speak TLS, with a certificate (and its CA, `ca.pem`) made at
+        /// start and written into this directory.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
     },
 }
 
@@ -78,8 +86,8 @@ struct RunArgs {
     #[arg(long)]
     rabbitmq: bool,
     /// Scenarios to run (comma-separated): large, small, connections,
-    /// latency, idle, rabbit-publish, rabbit-confirm. Default: all of the
-    /// mode's.
+    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm.
+    /// Default: all of the mode's.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Runs per (scenario, target); medians are reported.
@@ -132,10 +140,11 @@ struct RunArgs {
     /// Override: message body bytes of large/small/latency/rabbit.
     #[arg(long)]
     size: Option<usize>,
-    /// Override: total connections of `connections`.
+    /// Override: total connections of `connections` and `connections-tls`.
     #[arg(long)]
     connections: Option<usize>,
-    /// Override: connections in parallel of `connections`.
+    /// Override: connections in parallel of `connections` and
+    /// `connections-tls`.
     #[arg(long)]
     parallel: Option<usize>,
     /// Override: round trips of `latency`.
@@ -153,7 +162,8 @@ fn main() -> ExitCode {
             port,
             mode,
             threads,
-        }) => broker::run(port, mode, threads),
+            tls_dir,
+        }) => broker::run(port, mode, threads, tls_dir.as_deref()),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),
     };
@@ -197,8 +207,10 @@ fn sizes(args: &RunArgs) -> Sizes {
     s.rabbit.clients = args.clients.unwrap_or(s.rabbit.clients);
     s.rabbit.messages = args.messages.unwrap_or(s.rabbit.messages);
     s.rabbit.size = args.size.unwrap_or(s.rabbit.size);
-    s.connections.total = args.connections.unwrap_or(s.connections.total);
-    s.connections.parallel = args.parallel.unwrap_or(s.connections.parallel);
+    for c in [&mut s.connections, &mut s.connections_tls] {
+        c.total = args.connections.unwrap_or(c.total);
+        c.parallel = args.parallel.unwrap_or(c.parallel);
+    }
     s.latency.round_trips = args.round_trips.unwrap_or(s.latency.round_trips);
     s.latency.size = args.size.unwrap_or(s.latency.size);
     s.idle_sessions = args.sessions.unwrap_or(s.idle_sessions);
@@ -336,7 +348,7 @@ fn run_load(args: &RunArgs) -> Result<()> {
         "sizes": plan.sizes,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "broker_threads": plan.layout.broker_threads,
-        "tls": false,
+        "egress_tls_scenarios": plan.scenarios.iter().filter(|s| s.is_tls()).collect::<Vec<_>>(),
     });
     report::write_json(&path, config, &records, &rows)?;
     println!("\nwrote {}", path.display());

@@ -6,10 +6,13 @@
 //!
 //! Owns sequencing and the per-run lifecycle. Never measures (see
 //! `scenarios`, `rabbit`) and never formats results (see `report`); a
-//! failed run is recorded and the loop goes on.
+//! failed run is recorded and the loop goes on. `connections-tls` differs
+//! from `connections` only in its broker (TLS, fresh key material per run)
+//! and so in its targets' egress leg; its clients speak TLS only to
+//! `direct`.
 
 use crate::broker::Mode;
-use crate::procs::{self, Layout, Target, TargetKind};
+use crate::procs::{self, Layout, Target, TargetKind, Upstream};
 use crate::rabbit::{self, RabbitLoad};
 use crate::report::{RunRecord, DIRECT};
 use crate::scenarios::{self, Connections, Latency, Metrics, Probe, Throughput};
@@ -24,6 +27,7 @@ pub enum Scenario {
     Large,
     Small,
     Connections,
+    ConnectionsTls,
     Latency,
     Idle,
     RabbitPublish,
@@ -31,10 +35,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const LOAD: [Scenario; 5] = [
+    pub const LOAD: [Scenario; 6] = [
         Scenario::Large,
         Scenario::Small,
         Scenario::Connections,
+        Scenario::ConnectionsTls,
         Scenario::Latency,
         Scenario::Idle,
     ];
@@ -45,6 +50,7 @@ impl Scenario {
             Scenario::Large => "large",
             Scenario::Small => "small",
             Scenario::Connections => "connections",
+            Scenario::ConnectionsTls => "connections-tls",
             Scenario::Latency => "latency",
             Scenario::Idle => "idle",
             Scenario::RabbitPublish => "rabbit-publish",
@@ -55,13 +61,18 @@ impl Scenario {
     pub fn parse(name: &str) -> Result<Scenario> {
         Scenario::LOAD.into_iter().chain(Scenario::RABBIT).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, connections, latency, idle, rabbit-publish, rabbit-confirm"
+                "unknown scenario {name:?}; known: large, small, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm"
             )
         })
     }
 
     pub fn is_rabbit(self) -> bool {
         Scenario::RABBIT.contains(&self)
+    }
+
+    /// True when the dummy broker speaks TLS.
+    pub fn is_tls(self) -> bool {
+        self == Scenario::ConnectionsTls
     }
 
     fn broker_mode(self) -> Mode {
@@ -79,6 +90,7 @@ pub struct Sizes {
     pub large: Throughput,
     pub small: Throughput,
     pub connections: Connections,
+    pub connections_tls: Connections,
     pub latency: Latency,
     pub idle_sessions: usize,
     pub rabbit: RabbitLoad,
@@ -89,7 +101,8 @@ const MIB: usize = 1024 * 1024;
 
 impl Sizes {
     /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB, 20k
-    /// connections 100 at a time, 20k round trips, 10k idle sessions.
+    /// connections 100 at a time (plain, and with egress TLS), 20k round
+    /// trips, 10k idle sessions.
     pub fn full() -> Sizes {
         Sizes {
             large: Throughput {
@@ -103,6 +116,10 @@ impl Sizes {
                 size: KIB,
             },
             connections: Connections {
+                total: 20_000,
+                parallel: 100,
+            },
+            connections_tls: Connections {
                 total: 20_000,
                 parallel: 100,
             },
@@ -134,6 +151,10 @@ impl Sizes {
             connections: Connections {
                 total: 2_000,
                 ..full.connections
+            },
+            connections_tls: Connections {
+                total: 2_000,
+                ..full.connections_tls
             },
             latency: Latency {
                 round_trips: 2_000,
@@ -207,17 +228,25 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
     let run_label = format!("{}-{}", scenario.name(), repeat + 1);
     let layout = &plan.layout;
     let (broker, upstream) = if scenario.is_rabbit() {
-        (None, plan.rabbit_port)
+        let upstream = Upstream {
+            port: plan.rabbit_port,
+            tls_ca: None,
+        };
+        (None, upstream)
     } else {
-        (
-            Some(procs::start_broker(layout, scenario.broker_mode())?),
-            layout.broker_port,
-        )
+        let (broker, upstream) =
+            procs::start_broker(layout, scenario.broker_mode(), scenario.is_tls())?;
+        (Some(broker), upstream)
     };
-    let mut proc = procs::start_target(layout, target, upstream, &run_label)?;
+    let mut proc = procs::start_target(layout, target, &upstream, &run_label)?;
     let port = match target.kind {
-        TargetKind::Direct => upstream,
+        TargetKind::Direct => upstream.port,
         _ => procs::listen_port(layout, target),
+    };
+    // Only a client that goes straight to a TLS broker speaks TLS.
+    let client_tls = match (&upstream.tls_ca, &target.kind) {
+        (Some(ca), TargetKind::Direct) => Some(crate::tls::client_config(ca)?),
+        _ => None,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let probe = Probe {
@@ -228,7 +257,10 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
     let result = match scenario {
         Scenario::Large => scenarios::throughput(addr, s.large, probe),
         Scenario::Small => scenarios::throughput(addr, s.small, probe),
-        Scenario::Connections => scenarios::connections(addr, s.connections, probe),
+        Scenario::Connections => scenarios::connections(addr, s.connections, None, probe),
+        Scenario::ConnectionsTls => {
+            scenarios::connections(addr, s.connections_tls, client_tls, probe)
+        }
         Scenario::Latency => scenarios::latency(addr, s.latency, probe),
         Scenario::Idle => scenarios::idle(addr, s.idle_sessions, probe),
         Scenario::RabbitPublish => rabbit::publish(port, s.rabbit, false, probe),
@@ -258,7 +290,9 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
         Scenario::Small | Scenario::RabbitPublish | Scenario::RabbitConfirm => {
             format!("{:.0} msg/s", v("msgs_per_s"))
         }
-        Scenario::Connections => format!("{:.0} conn/s", v("conns_per_s")),
+        Scenario::Connections | Scenario::ConnectionsTls => {
+            format!("{:.0} conn/s", v("conns_per_s"))
+        }
         Scenario::Latency => format!("p50 {:.1} us, p99 {:.1} us", v("p50_us"), v("p99_us")),
         Scenario::Idle => format!("{:.2} KiB/session", v("kib_per_session")),
     }

@@ -1,7 +1,8 @@
 //! Child processes of a run and what the harness reads about them from
-//! /proc: the dummy broker (this binary, `dummy-broker` subcommand), the
-//! target in front of it (amqpprox with 1 or N shards, or an external proxy
-//! command), CPU time (`/proc/<pid>/stat` utime + stime) and memory
+//! /proc: the dummy broker (this binary, `dummy-broker` subcommand, plain or
+//! TLS), the target in front of it (amqpprox with 1 or N shards: in simple
+//! mode, or from a `--config` file with a `TLS` backend when the broker
+//! speaks TLS; or an external proxy command), CPU time (`/proc/<pid>/stat` utime + stime) and memory
 //! (`/proc/<pid>/status` VmRSS, VmHWM); plus raising RLIMIT_NOFILE, which
 //! every child inherits.
 //!
@@ -113,8 +114,22 @@ fn wait_port_free(port: u16) {
     }
 }
 
-/// Starts the dummy broker on the layout's broker port.
-pub fn start_broker(layout: &Layout, mode: Mode) -> Result<Proc> {
+/// What a target forwards to: the broker's port, and for a TLS broker the
+/// CA file (absolute) that its certificate chains to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub port: u16,
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The directory a TLS dummy broker writes its key material into.
+pub fn tls_dir(layout: &Layout) -> PathBuf {
+    layout.work_dir.join("tls")
+}
+
+/// Starts the dummy broker on the layout's broker port; with `tls`, a TLS
+/// broker whose fresh CA is then at [`Upstream::tls_ca`].
+pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Upstream)> {
     let exe = std::env::current_exe().context("find the harness binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("dummy-broker")
@@ -122,7 +137,36 @@ pub fn start_broker(layout: &Layout, mode: Mode) -> Result<Proc> {
         .args(["--mode", mode.as_arg()])
         .args(["--threads", &layout.broker_threads.to_string()])
         .stdin(Stdio::null());
-    spawn_ready(cmd, "dummy broker", layout.broker_port)
+    let mut tls_ca = None;
+    if tls {
+        let dir = std::path::absolute(tls_dir(layout))?;
+        cmd.arg("--tls-dir").arg(&dir);
+        tls_ca = Some(crate::tls::ca_file(&dir));
+    }
+    let proc = spawn_ready(cmd, "dummy broker", layout.broker_port)?;
+    let upstream = Upstream {
+        port: layout.broker_port,
+        tls_ca,
+    };
+    Ok((proc, upstream))
+}
+
+/// The `--config` file of amqpprox in front of a TLS broker: one `TLS`
+/// backend at `localhost` (SNI and the name checked), verified against the
+/// broker's CA, as the default route; the same listener as simple mode.
+fn proxy_tls_config(layout: &Layout, upstream_port: u16, ca: &Path) -> String {
+    format!(
+        "# amqpprox-bench: egress TLS to the dummy broker\n\
+         TLS EGRESS CA_CERT_FILE {ca}\n\
+         TLS EGRESS VERIFY_MODE PEER\n\
+         BACKEND ADD bench-broker bench {host} {upstream_port} TLS\n\
+         FARM ADD bench round-robin bench-broker\n\
+         MAP DEFAULT bench\n\
+         LISTEN START {port}\n",
+        ca = ca.display(),
+        host = crate::tls::BROKER_HOST,
+        port = layout.proxy_port,
+    )
 }
 
 /// Where a run's target writes its stdout and stderr.
@@ -133,14 +177,16 @@ pub fn output_path(layout: &Layout, target: &Target, run: &str) -> PathBuf {
         .join(format!("{}-{run}.out", target.name))
 }
 
-/// Starts `target` in front of `upstream_port`; `None` for direct. Its
-/// output goes to [`output_path`] for `run` (e.g. "large-2").
+/// Starts `target` in front of `upstream`; `None` for direct. Its output
+/// goes to [`output_path`] for `run` (e.g. "large-2"). An external command
+/// in front of a TLS broker also gets `BENCH_TLS_CA_FILE`.
 pub fn start_target(
     layout: &Layout,
     target: &Target,
-    upstream_port: u16,
+    upstream: &Upstream,
     run: &str,
 ) -> Result<Option<Proc>> {
+    let upstream_port = upstream.port;
     let log_dir = layout.work_dir.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
     if matches!(target.kind, TargetKind::Direct) {
@@ -154,10 +200,20 @@ pub fn start_target(
             let socket = layout
                 .work_dir
                 .join(format!("control-{}.sock", layout.proxy_port));
-            cmd.args(["--listenPort", &layout.proxy_port.to_string()])
-                .args(["--destinationDNS", "127.0.0.1"])
-                .args(["--destinationPort", &upstream_port.to_string()])
-                .arg("--controlSocket")
+            if let Some(ca) = &upstream.tls_ca {
+                // Simple mode cannot make a TLS backend.
+                let file = layout
+                    .work_dir
+                    .join(format!("proxy-tls-{}.conf", layout.proxy_port));
+                std::fs::write(&file, proxy_tls_config(layout, upstream_port, ca))
+                    .with_context(|| format!("write {}", file.display()))?;
+                cmd.arg("--config").arg(file);
+            } else {
+                cmd.args(["--listenPort", &layout.proxy_port.to_string()])
+                    .args(["--destinationDNS", "127.0.0.1"])
+                    .args(["--destinationPort", &upstream_port.to_string()]);
+            }
+            cmd.arg("--controlSocket")
                 .arg(&socket)
                 .arg("--logDirectory")
                 .arg(log_dir.join(&target.name))
@@ -170,6 +226,9 @@ pub fn start_target(
             cmd.arg("-c").arg(format!("exec {command}"));
             cmd.env("BENCH_LISTEN_PORT", port.to_string())
                 .env("BENCH_BROKER_PORT", upstream_port.to_string());
+            if let Some(ca) = &upstream.tls_ca {
+                cmd.env("BENCH_TLS_CA_FILE", ca);
+            }
             cmd
         }
     };
@@ -319,6 +378,30 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(status_kib(pid, "VmRSS").unwrap() > 0);
         assert!(status_kib(pid, "VmHWM").unwrap() > 0);
+    }
+
+    #[test]
+    fn proxy_tls_config_names_a_verified_tls_backend() {
+        let layout = Layout {
+            proxy_bin: PathBuf::new(),
+            proxy_port: 5791,
+            broker_port: 5790,
+            broker_threads: 2,
+            work_dir: PathBuf::from("/w"),
+        };
+        let text = proxy_tls_config(&layout, 5790, Path::new("/w/tls/ca.pem"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1..],
+            [
+                "TLS EGRESS CA_CERT_FILE /w/tls/ca.pem",
+                "TLS EGRESS VERIFY_MODE PEER",
+                "BACKEND ADD bench-broker bench localhost 5790 TLS",
+                "FARM ADD bench round-robin bench-broker",
+                "MAP DEFAULT bench",
+                "LISTEN START 5791",
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The load scenarios against one running target: throughput (`large`,
-//! `small`), `connections`, `latency` and `idle`, each returning its
+//! `small`), `connections` (also `connections-tls`, whose clients speak TLS
+//! only when they go straight to the TLS broker), `latency` and `idle`,
+//! each returning its
 //! metrics, with the target process's CPU time and memory read around the
 //! measured interval.
 //!
@@ -14,6 +16,7 @@ use crate::client::Session;
 use crate::procs;
 use crate::wire;
 use anyhow::{bail, Context, Result};
+use rustls::ClientConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,8 +187,14 @@ pub fn throughput(addr: SocketAddr, t: Throughput, probe: Probe) -> Result<Metri
 }
 
 /// K connections, P at a time, each: handshake, channel, one tiny message,
-/// close. Also the target's peak RSS (VmHWM) at the end.
-pub fn connections(addr: SocketAddr, c: Connections, probe: Probe) -> Result<Metrics> {
+/// close; over TLS with `tls`. Also the target's peak RSS (VmHWM) at the
+/// end.
+pub fn connections(
+    addr: SocketAddr,
+    c: Connections,
+    tls: Option<Arc<ClientConfig>>,
+    probe: Probe,
+) -> Result<Metrics> {
     let (tiny, _) = wire::message_batch(16, 1);
     let tiny = Arc::new(tiny);
     let next = Arc::new(AtomicUsize::new(0));
@@ -195,10 +204,12 @@ pub fn connections(addr: SocketAddr, c: Connections, probe: Probe) -> Result<Met
     let handles: Vec<_> = (0..c.parallel.min(c.total))
         .map(|_| {
             let (tiny, next, first_error) = (tiny.clone(), next.clone(), first_error.clone());
+            let tls = tls.clone();
             spawn_load(move || {
                 let (mut ok, mut failed) = (0usize, 0usize);
                 while next.fetch_add(1, Ordering::Relaxed) < c.total {
-                    match Session::open(addr).and_then(|mut s| s.close_with(&tiny)) {
+                    let session = Session::open_with(addr, tls.as_ref());
+                    match session.and_then(|mut s| s.close_with(&tiny)) {
                         Ok(()) => ok += 1,
                         Err(e) => {
                             failed += 1;
@@ -367,12 +378,16 @@ mod end_to_end {
     use crate::broker::{self, Mode};
 
     fn broker(mode: Mode) -> SocketAddr {
+        broker_with(mode, None)
+    }
+
+    fn broker_with(mode: Mode, tls_dir: Option<std::path::PathBuf>) -> SocketAddr {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        thread::spawn(move || broker::run(port, mode, 1));
+        thread::spawn(move || broker::run(port, mode, 1, tls_dir.as_deref()));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         for _ in 0..500 {
             if std::net::TcpStream::connect(addr).is_ok() {
@@ -404,6 +419,7 @@ mod end_to_end {
                 total: 50,
                 parallel: 5,
             },
+            None,
             NO_PROBE,
         )
         .unwrap();
@@ -424,5 +440,23 @@ mod end_to_end {
         )
         .unwrap();
         assert!(m["p50_us"] > 0.0 && m["p50_us"] <= m["p999_us"]);
+    }
+
+    #[test]
+    fn connections_over_tls_to_the_broker() {
+        let dir = std::env::temp_dir().join(format!("amqpprox-bench-e2e-{}", std::process::id()));
+        let addr = broker_with(Mode::Discard, Some(dir.clone()));
+        let config = crate::tls::client_config(&crate::tls::ca_file(&dir)).unwrap();
+        let c = Connections {
+            total: 20,
+            parallel: 4,
+        };
+        let m = connections(addr, c, Some(config), NO_PROBE).unwrap();
+        assert_eq!(m["errors"], 0.0);
+        assert!(
+            connections(addr, c, None, NO_PROBE).is_err(),
+            "plain AMQP must not pass a TLS broker"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
