@@ -174,12 +174,7 @@ impl BrokerHandshake {
 mod tests {
     use super::*;
     use crate::codec::{str_field, FieldTable, StartOk, Tune};
-
-    fn frame_of(m: ConnectionMethod) -> Vec<u8> {
-        let mut out = Vec::new();
-        m.encode_frame(&mut out);
-        out
-    }
+    use crate::handshake::frame_of;
 
     fn hello() -> ClientHello {
         let mut props = FieldTable::new();

@@ -355,12 +355,7 @@ impl ClientHandshake {
 mod tests {
     use super::*;
     use crate::codec::Close;
-
-    fn frame_of(m: ConnectionMethod) -> Vec<u8> {
-        let mut out = Vec::new();
-        m.encode_frame(&mut out);
-        out
-    }
+    use crate::handshake::frame_of;
 
     fn start_ok() -> StartOk {
         let mut props = FieldTable::new();

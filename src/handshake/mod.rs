@@ -33,3 +33,11 @@ pub fn close_frame(reply_code: u16, reply_text: &str) -> Vec<u8> {
     ConnectionMethod::Close(Close::new(reply_code, reply_text)).encode_frame(&mut out);
     out
 }
+
+/// A whole method frame on channel 0, for the handshake tests.
+#[cfg(test)]
+pub(crate) fn frame_of(m: ConnectionMethod) -> Vec<u8> {
+    let mut out = Vec::new();
+    m.encode_frame(&mut out);
+    out
+}

@@ -346,12 +346,7 @@ impl TransparentHandshake {
 mod tests {
     use super::*;
     use crate::codec::{str_field, FieldTable, Start};
-
-    fn frame_of(m: ConnectionMethod) -> Vec<u8> {
-        let mut out = Vec::new();
-        m.encode_frame(&mut out);
-        out
-    }
+    use crate::handshake::frame_of;
 
     fn broker_start() -> Vec<u8> {
         let mut props = FieldTable::new();
@@ -374,6 +369,28 @@ mod tests {
             response: b"\0guest\0guest".to_vec(),
             locale: b"en_US".to_vec(),
         }))
+    }
+
+    /// A handshake that has relayed the broker's Start and the client's
+    /// StartOk, with both outputs.
+    fn past_start_ok() -> (TransparentHandshake, Vec<u8>, Vec<u8>) {
+        let mut hs = TransparentHandshake::new(Vec::new());
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        hs.receive(
+            Side::Broker,
+            &broker_start(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        hs.receive(
+            Side::Client,
+            &client_start_ok(),
+            &mut to_client,
+            &mut to_broker,
+        )
+        .unwrap();
+        (hs, to_client, to_broker)
     }
 
     const BROKER_TUNE: Tune = Tune {
@@ -477,22 +494,7 @@ mod tests {
 
     #[test]
     fn broker_close_after_start_ok_goes_to_the_client_unchanged() {
-        let mut hs = TransparentHandshake::new(Vec::new());
-        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
-        hs.receive(
-            Side::Broker,
-            &broker_start(),
-            &mut to_client,
-            &mut to_broker,
-        )
-        .unwrap();
-        hs.receive(
-            Side::Client,
-            &client_start_ok(),
-            &mut to_client,
-            &mut to_broker,
-        )
-        .unwrap();
+        let (mut hs, mut to_client, mut to_broker) = past_start_ok();
         to_client.clear();
         let mut refusal = Close::new(403, "ACCESS_REFUSED - Login was refused");
         refusal.class_id = 10;
@@ -507,22 +509,7 @@ mod tests {
 
     #[test]
     fn secure_round_trips_pass_through() {
-        let mut hs = TransparentHandshake::new(Vec::new());
-        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
-        hs.receive(
-            Side::Broker,
-            &broker_start(),
-            &mut to_client,
-            &mut to_broker,
-        )
-        .unwrap();
-        hs.receive(
-            Side::Client,
-            &client_start_ok(),
-            &mut to_client,
-            &mut to_broker,
-        )
-        .unwrap();
+        let (mut hs, mut to_client, mut to_broker) = past_start_ok();
         let secure = frame_of(ConnectionMethod::Secure {
             challenge: b"c".to_vec(),
         });
