@@ -22,6 +22,8 @@ pub struct Options {
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// `--spinBeforeParkUs`: how long an idle shard polls before sleeping.
+    pub spin_before_park: Duration,
     /// `--drainTimeoutMs`: how long a SIGTERM drain waits for clients.
     pub drain_timeout: Duration,
     /// `--metricsPort`: Prometheus `/metrics` on this port (off when unset
@@ -123,6 +125,13 @@ fn command() -> Command {
                 .default_value("5000")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Give up on one broker address after this time and try the next"),
+        )
+        .arg(
+            Arg::new("spinBeforeParkUs")
+                .long("spinBeforeParkUs")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u64).range(0..=10_000))
+                .help("Let an idle shard poll this long before it sleeps: lower latency for more CPU (0: sleep at once)"),
         )
         .arg(
             Arg::new("drainTimeoutMs")
@@ -245,6 +254,9 @@ where
             *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
         ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
+        spin_before_park: Duration::from_micros(
+            *matches.get_one::<u64>("spinBeforeParkUs").unwrap_or(&0),
+        ),
         drain_timeout: Duration::from_millis(
             *matches.get_one::<u64>("drainTimeoutMs").unwrap_or(&30_000),
         ),
@@ -298,6 +310,7 @@ mod tests {
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
+        assert_eq!(o.spin_before_park, Duration::ZERO);
         assert_eq!(o.shards, default_shards());
         assert_eq!(o.metrics_port, None);
         let o = parse(["amqpprox", "--metricsPort", "9187"]).unwrap();

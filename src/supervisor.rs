@@ -58,8 +58,14 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     for index in 0..options.shards {
         let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
         handles.push(
-            shard::spawn(index, cpu, Arc::clone(&shared), shard_tx.clone())
-                .map_err(StartError::Thread)?,
+            shard::spawn(
+                index,
+                cpu,
+                options.spin_before_park,
+                Arc::clone(&shared),
+                shard_tx.clone(),
+            )
+            .map_err(StartError::Thread)?,
         );
     }
     for _ in 0..options.shards {

@@ -44,8 +44,13 @@ struct Session {
 }
 
 fn established() -> Session {
+    established_with(|b| b)
+}
+
+/// As [`established`], with extra proxy options.
+fn established_with(customise: impl FnOnce(ProxyBuilder) -> ProxyBuilder) -> Session {
     let broker = DummyBroker::start(Script::new(AfterOpen::Handover));
-    let proxy = builder(broker.port()).start();
+    let proxy = customise(builder(broker.port())).start();
     let mut client = RawConn::connect_local(proxy.port);
     let open_ok = raw::client_handshake(&mut client, "raw-pump", "/");
     assert_eq!(open_ok.to_bytes(), GOLDEN_OPEN_OK);
@@ -417,4 +422,16 @@ fn slow_client_stalls_broker_writes_and_bounds_proxy_memory() {
             .unwrap_or_else(|err| panic!("drain frame {i} of {complete}: {err}"));
         assert!(got == expected, "flood frame {i} of {complete} corrupted");
     }
+}
+
+/// Shards that poll before sleeping (`--spinBeforeParkUs`) forward the
+/// same bytes both ways.
+#[test]
+fn spinning_shards_forward_unchanged() {
+    let mut s = established_with(|b| b.arg("--spinBeforeParkUs").arg("50"));
+    let up = client_frames();
+    s.client.send(&up);
+    assert_eq!(s.server.expect_bytes(up.len()), up);
+    s.server.send(HEARTBEAT);
+    assert_eq!(s.client.expect_bytes(HEARTBEAT.len()), HEARTBEAT);
 }

@@ -383,6 +383,7 @@ const IO_MEMORY: usize = 256 * 1024;
 pub fn spawn(
     index: usize,
     cpu: Option<usize>,
+    spin_before_park: Duration,
     shared: Arc<Shared>,
     events: flume::Sender<ShardEvent>,
 ) -> std::io::Result<ShardHandle> {
@@ -406,6 +407,7 @@ pub fn spawn(
                 .name(&format!("shard-{index}"))
                 .io_memory(IO_MEMORY)
                 .ring_depth(256)
+                .spin_before_park(spin_before_park)
                 .make()
             {
                 Ok(ex) => ex,
