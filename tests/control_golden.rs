@@ -7,79 +7,16 @@
 //! also sent with the plain original protocol (no status opt-in), which
 //! must see the same bytes. A failed command must change nothing. These
 //! tests own the texts of BACKEND, FARM, MAP, DATACENTER, LISTEN, LOG,
-//! HELP, EXIT, CONFIG and MAPHOSTNAME, the ctl's exit codes and the control
-//! socket's file; they never talk AMQP beyond a TCP connect.
+//! HELP, CONFIG and MAPHOSTNAME; `control_socket.rs` owns the socket itself,
+//! EXIT and the ctl's exit codes. They never talk AMQP beyond a TCP connect.
 
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::control::{
-    amqpprox_ctl, ctl, ctl_bin, ctl_bytes, spawn_proxy, wait_for_control, wait_for_exit,
-};
+use support::control::{bare, check, ctl, ctl_bin, spawn_proxy, transcript, wait_for_exit};
 use support::proxy::ProxyProcess;
-
-/// A proxy with no configuration and one shard (enough for the control
-/// plane, and quick to start).
-fn bare() -> ProxyProcess {
-    ProxyProcess::builder("unused", 1)
-        .without_simple_mode()
-        .shards(1)
-        .start()
-}
-
-/// Runs a golden transcript. Each command line starts with `> ` (it must
-/// succeed: `amqpprox_ctl` exits 0) or `! ` (an error reply: exit 3); the
-/// `= ` lines after it are its exact reply, one line each (each reply line
-/// ends with a newline; `=` alone is an empty line; a `$` at the end marks
-/// where trailing spaces end, as `cat -A` does). No `= ` line means an
-/// empty reply. Commands that only read (PRINT, CONFIG) are also sent over
-/// the plain protocol, which must give the same bytes.
-fn transcript(proxy: &ProxyProcess, script: &str) {
-    let mut steps: Vec<(&str, bool, String)> = Vec::new();
-    for line in script
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| !l.is_empty())
-    {
-        if let Some(command) = line.strip_prefix("> ") {
-            steps.push((command, true, String::new()));
-        } else if let Some(command) = line.strip_prefix("! ") {
-            steps.push((command, false, String::new()));
-        } else if let Some(reply) = line.strip_prefix('=') {
-            let reply = reply.strip_prefix(' ').unwrap_or(reply);
-            let step = steps.last_mut().expect("a reply line follows a command");
-            step.2.push_str(reply.strip_suffix('$').unwrap_or(reply));
-            step.2.push('\n');
-        } else {
-            panic!("transcript line {line:?} starts with neither '> ', '! ' nor '='");
-        }
-    }
-    for (command, success, expected) in steps {
-        check(proxy, command, &expected, success);
-        let upper = command.to_ascii_uppercase();
-        if upper.contains("PRINT") || upper.starts_with("CONFIG") {
-            let plain = ctl(&proxy.control_socket, command);
-            assert_eq!(plain, expected, "plain reply to {command:?}");
-        }
-    }
-}
-
-/// Sends `line` with `amqpprox_ctl` and checks the exact reply and the
-/// exit code (0 for a success, 3 for an error reply).
-fn check(proxy: &ProxyProcess, line: &str, expected: &str, success: bool) {
-    let (reply, code) = ctl_bin(&proxy.control_socket, line);
-    assert_eq!(reply, expected, "reply to {line:?}");
-    let want = if success { 0 } else { 3 };
-    assert_eq!(
-        code, want,
-        "amqpprox_ctl exit code for {line:?} (reply {reply:?})"
-    );
-}
-
 #[test]
 fn backend_commands_and_errors() {
     let p = bare();
@@ -540,110 +477,6 @@ fn failed_commands_change_nothing() {
 }
 
 #[test]
-fn a_line_without_newline_is_not_executed() {
-    let p = bare();
-    let reply = ctl_bytes(&p.control_socket, b"BACKEND ADD b1 dc1 127.0.0.1 5672");
-    assert_eq!(reply, b"");
-    assert_eq!(ctl(&p.control_socket, "BACKEND PRINT"), "");
-}
-
-#[test]
-fn amqpprox_ctl_exit_codes() {
-    let p = bare();
-    let socket = p.control_socket.to_str().unwrap();
-    let usage = "Usage: amqpprox_ctl <control_socket> ARGS\n";
-    for args in [&[][..], &[socket][..]] {
-        let run = amqpprox_ctl(args);
-        assert_eq!(
-            (run.code, run.stderr.as_str(), run.stdout.as_str()),
-            (Some(1), usage, "")
-        );
-    }
-    let missing = p.dir().join("no-such.sock");
-    let run = amqpprox_ctl(&[missing.to_str().unwrap(), "HELP"]);
-    assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.starts_with("Exception: "), "{run:?}");
-    assert_eq!(run.stdout, "");
-    // Success, with and without output; an error reply.
-    assert_eq!(
-        ctl_bin(&p.control_socket, "DATACENTER SET dc1"),
-        (String::new(), 0)
-    );
-    assert_eq!(
-        ctl_bin(&p.control_socket, "DATACENTER PRINT"),
-        ("dc1\n".into(), 0)
-    );
-    assert_eq!(
-        ctl_bin(&p.control_socket, "DATACENTER FROB"),
-        ("Unknown subcommand.\n".into(), 3)
-    );
-    // The plain protocol never sees the status trailer.
-    assert_eq!(
-        ctl(&p.control_socket, "DATACENTER FROB"),
-        "Unknown subcommand.\n"
-    );
-}
-
-#[test]
-fn exit_replies_then_exits_and_removes_the_socket() {
-    let mut p = bare();
-    assert_eq!(ctl_bin(&p.control_socket, "EXIT"), ("Exiting.\n".into(), 0));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = p.try_exit_status() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not exit after EXIT"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "{}", p.output());
-    assert!(!p.control_socket.exists(), "socket file left behind");
-    assert!(p.stdout().contains(&format!(
-        "Stopping amqpprox, instance: '{}'",
-        p.control_socket.display()
-    )));
-}
-
-#[test]
-fn control_socket_is_private_and_replaces_a_stale_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    std::fs::write(&socket, "stale").unwrap();
-    let mut child = spawn_proxy(&socket, &[]);
-    let answered = wait_for_control(&socket, &mut child);
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    let help = ctl(&socket, "HELP");
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(answered, "the proxy never answered on {}", socket.display());
-    assert_eq!(help, amqpprox::control::commands::HELP);
-    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
-}
-
-#[test]
-fn two_proxies_do_not_interfere() {
-    let a = bare();
-    let b = bare();
-    check(&a, "BACKEND ADD only-a dc-a 127.0.0.1 5672", "", true);
-    check(&b, "BACKEND ADD only-b dc-b 127.0.0.1 5673", "", true);
-    check(&a, "DATACENTER SET dc-a", "", true);
-    check(&b, "DATACENTER SET dc-b", "", true);
-    assert_eq!(
-        ctl(&a.control_socket, "BACKEND PRINT"),
-        "only-a (dc-a): 127.0.0.1 127.0.0.1:5672\n"
-    );
-    assert_eq!(
-        ctl(&b.control_socket, "BACKEND PRINT"),
-        "only-b (dc-b): 127.0.0.1 127.0.0.1:5673\n"
-    );
-    assert_eq!(ctl(&a.control_socket, "DATACENTER PRINT"), "dc-a\n");
-    assert_eq!(ctl(&b.control_socket, "DATACENTER PRINT"), "dc-b\n");
-}
-
-#[test]
 fn config_dump_ends_with_paused_vhosts_and_listeners() {
     let p = bare();
     transcript(
@@ -657,50 +490,4 @@ fn config_dump_ends_with_paused_vhosts_and_listeners() {
         p.port
     );
     assert_eq!(ctl(&p.control_socket, "CONFIG DUMP"), expected);
-}
-
-/// A control client that connects and says nothing (or half a line) holds
-/// no lock: other clients are served meanwhile.
-#[test]
-fn a_silent_control_client_blocks_nobody() {
-    let p = bare();
-    let mut silent = std::os::unix::net::UnixStream::connect(&p.control_socket).unwrap();
-    std::io::Write::write_all(&mut silent, b"BACKEND AD").unwrap();
-    let started = std::time::Instant::now();
-    transcript(&p, "> BACKEND ADD b1 dc1 127.0.0.1 5672\n");
-    assert_eq!(
-        ctl(&p.control_socket, "BACKEND PRINT"),
-        "b1 (dc1): 127.0.0.1 127.0.0.1:5672\n"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    drop(silent);
-}
-
-/// After `MAPHOSTNAME DNS`, `CONN` shows host names once the background
-/// resolver has them (127.0.0.1 is `localhost` here), never waiting for it.
-#[test]
-fn maphostname_shows_names_in_conn() {
-    let broker = support::dummy_broker::DummyBroker::start(support::dummy_broker::Script::new(
-        support::dummy_broker::AfterOpen::Hold,
-    ));
-    let p = ProxyProcess::builder("127.0.0.1", broker.port())
-        .shards(1)
-        .start();
-    let mut client = support::raw::RawConn::connect_local(p.port);
-    support::raw::client_handshake(&mut client, "named", "/");
-    let before = ctl(&p.control_socket, "CONN");
-    assert!(before.contains("ingressRemote=127.0.0.1:"), "{before}");
-    assert_eq!(
-        ctl(&p.control_socket, "MAPHOSTNAME DNS"),
-        "Hostname mapper set for all current sessions.\n"
-    );
-    let named = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        ctl(&p.control_socket, "CONN").contains("ingressRemote=localhost:")
-    });
-    assert!(named, "{}", ctl(&p.control_socket, "CONN"));
 }

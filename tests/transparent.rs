@@ -373,9 +373,17 @@ fn pika_reports_a_wrong_password_as_an_authentication_error() {
 /// `connected`). amqplib is found through `AMQPPROX_TEST_NODE_PATH`, which
 /// `ci/test.sh` sets up.
 fn amqplib_error(port: u16, password: &str) -> String {
+    // ci/test.sh installs amqplib there and says so in the variable.
     let modules = std::env::var("AMQPPROX_TEST_NODE_PATH").unwrap_or_else(|_| {
-        panic!("AMQPPROX_TEST_NODE_PATH is not set: run ci/test.sh, which installs amqplib")
+        format!(
+            "{}/target/test-node/node_modules",
+            env!("CARGO_MANIFEST_DIR")
+        )
     });
+    assert!(
+        std::path::Path::new(&modules).join("amqplib").is_dir(),
+        "amqplib is not in {modules}: run ci/test.sh, which installs it"
+    );
     let script = format!(
         "require('{modules}/amqplib').connect('amqp://guest:{password}@127.0.0.1:{port}')\
          .then(c => {{ console.log('connected'); return c.close(); }})\

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::proxy::ProxyProcess;
+
 /// How long one control reply may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -182,4 +184,62 @@ pub fn wait_for_exit(mut child: Child, limit: Duration) -> (Option<i32>, String,
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A proxy with no configuration and one shard (enough for the control
+/// plane, and quick to start).
+pub fn bare() -> ProxyProcess {
+    ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(1)
+        .start()
+}
+
+/// Runs a golden transcript. Each command line starts with `> ` (it must
+/// succeed: `amqpprox_ctl` exits 0) or `! ` (an error reply: exit 3); the
+/// `= ` lines after it are its exact reply, one line each (each reply line
+/// ends with a newline; `=` alone is an empty line; a `$` at the end marks
+/// where trailing spaces end, as `cat -A` does). No `= ` line means an
+/// empty reply. Commands that only read (PRINT, CONFIG) are also sent over
+/// the plain protocol, which must give the same bytes.
+pub fn transcript(proxy: &ProxyProcess, script: &str) {
+    let mut steps: Vec<(&str, bool, String)> = Vec::new();
+    for line in script
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty())
+    {
+        if let Some(command) = line.strip_prefix("> ") {
+            steps.push((command, true, String::new()));
+        } else if let Some(command) = line.strip_prefix("! ") {
+            steps.push((command, false, String::new()));
+        } else if let Some(reply) = line.strip_prefix('=') {
+            let reply = reply.strip_prefix(' ').unwrap_or(reply);
+            let step = steps.last_mut().expect("a reply line follows a command");
+            step.2.push_str(reply.strip_suffix('$').unwrap_or(reply));
+            step.2.push('\n');
+        } else {
+            panic!("transcript line {line:?} starts with neither '> ', '! ' nor '='");
+        }
+    }
+    for (command, success, expected) in steps {
+        check(proxy, command, &expected, success);
+        let upper = command.to_ascii_uppercase();
+        if upper.contains("PRINT") || upper.starts_with("CONFIG") {
+            let plain = ctl(&proxy.control_socket, command);
+            assert_eq!(plain, expected, "plain reply to {command:?}");
+        }
+    }
+}
+
+/// Sends `line` with `amqpprox_ctl` and checks the exact reply and the
+/// exit code (0 for a success, 3 for an error reply).
+pub fn check(proxy: &ProxyProcess, line: &str, expected: &str, success: bool) {
+    let (reply, code) = ctl_bin(&proxy.control_socket, line);
+    assert_eq!(reply, expected, "reply to {line:?}");
+    let want = if success { 0 } else { 3 };
+    assert_eq!(
+        code, want,
+        "amqpprox_ctl exit code for {line:?} (reply {reply:?})"
+    );
 }
