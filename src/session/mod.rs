@@ -91,10 +91,11 @@ impl DirectionStats {
         self.writes.set(self.writes.get() + 1);
     }
 
-    fn on_chunk(&self, n: usize) {
+    /// Counts a chunk read at `read_at` (the side's last activity).
+    fn on_chunk(&self, n: usize, read_at: Instant) {
         self.bytes.set(self.bytes.get() + n as u64);
         self.packets.set(self.packets.get() + 1);
-        self.last_activity.set(Instant::now());
+        self.last_activity.set(read_at);
     }
 }
 

@@ -223,7 +223,7 @@ where
             .write_all(bytes)
             .await
             .map_err(DirectionEnd::WriteError)?;
-        self.up.stats.on_chunk(bytes.len());
+        self.up.stats.on_chunk(bytes.len(), Instant::now());
         self.up.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
@@ -312,13 +312,14 @@ where
             .scan(&buf[..n], |ev| leg.stats.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         leg.at_boundary.set(false);
-        let started = Instant::now();
+        // One clock reading serves as the read's time and the write's start.
+        let read_at = Instant::now();
         to.write_all(&buf[..n])
             .await
             .map_err(DirectionEnd::WriteError)?;
         leg.stats
-            .record_write(started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
-        leg.stats.on_chunk(n);
+            .record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
+        leg.stats.on_chunk(n, read_at);
         leg.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
