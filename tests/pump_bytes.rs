@@ -264,13 +264,7 @@ fn bad_end_case(from_client: bool) {
     *bad.last_mut().unwrap() = 0x00;
     let mut write = valid.clone();
     write.extend_from_slice(&bad);
-    let since = Instant::now();
-    if from_client {
-        s.client.send(&write);
-    } else {
-        s.server.send(&write);
-    }
-    assert_both_closed(&mut s, since, from_client, &valid);
+    send_and_expect_both_closed(&mut s, from_client, &write, &valid);
 }
 
 #[test]
@@ -283,6 +277,18 @@ fn bad_frame_end_from_broker_ends_session() {
     bad_end_case(false);
 }
 
+/// Sends `write` from one side; the other side gets `valid` (the frames
+/// before the bad one), then both sockets close.
+fn send_and_expect_both_closed(s: &mut Session, from_client: bool, write: &[u8], valid: &[u8]) {
+    let since = Instant::now();
+    if from_client {
+        s.client.send(write);
+    } else {
+        s.server.send(write);
+    }
+    assert_both_closed(s, since, from_client, valid);
+}
+
 fn oversized_case(from_client: bool) {
     let mut s = established();
     let valid = HEARTBEAT.to_vec();
@@ -290,13 +296,7 @@ fn oversized_case(from_client: bool) {
     // A body frame header announcing 0x7fffffff bytes, then some payload.
     write.extend_from_slice(b"\x03\x00\x01\x7f\xff\xff\xff");
     write.extend_from_slice(&raw::pattern(64, 9));
-    let since = Instant::now();
-    if from_client {
-        s.client.send(&write);
-    } else {
-        s.server.send(&write);
-    }
-    assert_both_closed(&mut s, since, from_client, &valid);
+    send_and_expect_both_closed(&mut s, from_client, &write, &valid);
 }
 
 #[test]

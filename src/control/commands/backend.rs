@@ -282,8 +282,7 @@ mod tests {
     use super::*;
 
     fn run_line(config: &mut Config, line: &str) -> Reply {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        run(config, &args)
+        super::super::run_tokens(run, config, line)
     }
 
     #[test]

@@ -197,12 +197,10 @@ mod tests {
     use super::*;
 
     fn run_line(config: &mut Config, line: &str) -> Reply {
-        let args: Vec<&str> = line.split_whitespace().collect();
         if let Some(rest) = line.strip_prefix("BACKEND ") {
-            let args: Vec<&str> = rest.split_whitespace().collect();
-            return super::super::backend::run(config, &args);
+            return super::super::run_tokens(super::super::backend::run, config, rest);
         }
-        run(config, &args)
+        super::super::run_tokens(run, config, line)
     }
 
     fn with_backends() -> Config {

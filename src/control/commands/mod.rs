@@ -110,3 +110,11 @@ fn log_verbosity(args: &[&str]) -> Reply {
     }
     Reply::empty()
 }
+
+/// Runs a config command's `run` on a line's whitespace-split tokens (for
+/// the commands' unit tests).
+#[cfg(test)]
+fn run_tokens(run: fn(&mut Config, &[&str]) -> Reply, config: &mut Config, line: &str) -> Reply {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    run(config, &args)
+}
