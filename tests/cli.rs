@@ -1,7 +1,7 @@
-//! Command-line behaviour of the `amqpprox` binary (behaviour.md §1.1):
-//! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple
-//! mode (exit 2), verbosity out of range (exit 3), a non-numeric port
-//! (non-zero, names the flag) and the `Starting amqpprox, ...` line at start.
+//! Command-line behaviour of the `amqpprox` binary (docs/flags.md#flags):
+//! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple mode
+//! (exit 2), verbosity out of range (exit 3), a non-numeric port (non-zero,
+//! names the flag) and the `Starting amqpprox, ...` line at start.
 //!
 //! It runs the binary as a child process with a private log directory and
 //! control socket, kills it after a deadline so nothing hangs, and never
