@@ -134,7 +134,7 @@ fn check_link(from: &Path, target: &str) -> Option<String> {
         return Some(format!("{target}: {} does not exist", file.display()));
     }
     let fragment = fragment?;
-    if !file.extension().is_some_and(|e| e == "md") {
+    if file.extension().and_then(|e| e.to_str()) != Some("md") {
         return Some(format!(
             "{target}: a #fragment on a file that is not markdown"
         ));
