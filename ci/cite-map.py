@@ -9,6 +9,7 @@ behaviour (the tables below), so that tests/docs_links.rs can check them.
 
     ci/cite-map.py $(git ls-files 'src/*.rs' 'control/*.rs' 'benches/*.rs' 'tests/*.rs')
     ci/cite-map.py --check FILES...   # exit 1 and list what would change
+    ci/cite-map.py --self-test        # the examples in SELF_TEST
 
 A citation cluster such as `(behaviour.md §2.4, DECISIONS Keep 2, Add 6, 10)`
 becomes `(docs/commands.md#backend, docs/tls-and-proxy-protocol.md#...)`: each
@@ -286,7 +287,54 @@ def rewrite(text):
     return "\n".join(out)
 
 
+SELF_TEST = [
+    # (input, expected output)
+    ("//! (behaviour.md §2.4, DECISIONS Keep 2, Add 6, 10). Owns\n",
+     "//! (docs/commands.md#backend, docs/commands.md#sending-a-command,\n"
+     "//! docs/tls-and-proxy-protocol.md#proxy-protocol-from-a-load-balancer,\n"
+     "//! docs/commands.md#json-output). Owns\n"),
+    ("/// A cluster that spans lines (behaviour.md\n/// §4.2): version 0-9.\n",
+     "/// A cluster that spans lines (docs/sessions.md#client-handshake): version 0-9.\n"),
+    ("//! routing (behaviour.md §3.2-3.5).\n",
+     "//! routing (docs/routing.md#datacenter-affinity, docs/routing.md#round-robin,\n"
+     "//! docs/routing.md#direct-backend-mapping,\n"
+     "//! docs/routing.md#connecting-and-failover).\n"),
+    ("//! stats (behaviour.md §5, §5.2; DECISIONS Fix 6, 7).\n",
+     "//! stats (docs/statistics.md#aggregation, docs/statistics.md#removal-causes,\n"
+     "//! docs/statistics.md#what-a-session-counts).\n"),
+    ("//! (design.md \"Shape\", DECISIONS Add 1, 2).\n",
+     "//! (docs/architecture.md#threads-and-what-crosses-between-them).\n"),
+    ("    // AMQP 0-9-1 §4.2.3 and spec §1.4.2 stay.\n",
+     "    // AMQP 0-9-1 §4.2.3 and spec §1.4.2 stay.\n"),
+    ("//! * a bullet (DECISIONS Fix 8) with a hanging\n//!   indent that is kept.\n//!\n//! Next.\n",
+     "//! * a bullet (docs/sessions.md#operator-actions) with a hanging indent that is\n"
+     "//!   kept.\n//!\n//! Next.\n"),
+]
+
+
+def self_test():
+    failures = 0
+    for given, expected in SELF_TEST:
+        got = rewrite(given)
+        if got != expected:
+            failures += 1
+            print(f"FAIL\n--- given\n{given}--- expected\n{expected}--- got\n{got}")
+        if rewrite(got) != got:
+            failures += 1
+            print(f"FAIL: not idempotent on\n{got}")
+    try:
+        rewrite("// DECISIONS Fix 99\n")
+        failures += 1
+        print("FAIL: an unknown id was not refused")
+    except Unmapped:
+        pass
+    print("self-test:", "ok" if not failures else f"{failures} failed")
+    return 1 if failures else 0
+
+
 def main(argv):
+    if argv == ["--self-test"]:
+        return self_test()
     check = "--check" in argv
     files = [a for a in argv if a != "--check"]
     if not files:
