@@ -11,7 +11,7 @@
 //! leaves one running (stop on drop), and never reads /proc of anything but
 //! its own children.
 
-use crate::broker::Mode;
+use amqpprox_testkit::load::broker::Mode;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};

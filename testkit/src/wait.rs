@@ -1,0 +1,193 @@
+//! Waiting on a condition with a deadline, the one way tests wait: a test
+//! never sleeps a fixed time hoping that something has happened by then; it
+//! re-checks the condition until it holds or the deadline passes, so it is
+//! as fast as the machine allows and still steady on a loaded one.
+//!
+//! `wait_until`/`poll_until` return what they saw and leave the verdict to
+//! the caller; `wait_for`/`poll_for` panic with a description of what did
+//! not happen. The `_async` twins use tokio's timer so they never block a
+//! runtime thread. Nothing here sleeps longer than [`MAX_POLL_INTERVAL`]
+//! at a time, and nothing waits without a deadline.
+
+use std::future::Future;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The first pause between two checks; doubled after each failed check.
+pub const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The longest pause between two checks: a condition that becomes true is
+/// seen at most this late.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// The instant `within` from now.
+pub fn deadline_in(within: Duration) -> Instant {
+    Instant::now() + within
+}
+
+/// The pauses between checks: short at first (most conditions hold
+/// quickly), then capped so a slow one costs little CPU.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(FIRST_POLL_INTERVAL)
+    }
+
+    /// The next pause, never past `deadline`; `None` once it has passed.
+    fn next(&mut self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        let pause = self.0.min(left);
+        self.0 = (self.0 * 2).min(MAX_POLL_INTERVAL);
+        Some(pause)
+    }
+}
+
+/// Re-checks `condition` until it holds (true) or `deadline` passes
+/// (false). The condition is always checked at least once, and once more
+/// at the deadline.
+pub fn wait_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> bool {
+    poll_until(deadline, || condition().then_some(())).is_some()
+}
+
+/// Calls `probe` until it returns a value or `deadline` passes (`None`).
+pub fn poll_until<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        match backoff.next(deadline) {
+            Some(pause) => thread::sleep(pause),
+            // One last look: the condition may have come true while we slept.
+            None => return probe(),
+        }
+    }
+}
+
+/// Waits up to `within` for `condition`; panics naming `what` otherwise.
+pub fn wait_for(within: Duration, what: &str, condition: impl FnMut() -> bool) {
+    if !wait_until(deadline_in(within), condition) {
+        panic!("timed out after {within:?} waiting for {what}");
+    }
+}
+
+/// Waits up to `within` for `probe` to give a value; panics naming `what`
+/// otherwise.
+pub fn poll_for<T>(within: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until(deadline_in(within), probe)
+        .unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+/// [`wait_until`] for a condition that is itself async.
+pub async fn wait_until_async<F, Fut>(deadline: Instant, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    poll_until_async(deadline, || {
+        let check = condition();
+        async move { check.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// [`poll_until`] for a probe that is itself async; sleeps on tokio's timer.
+pub async fn poll_until_async<T, F, Fut>(deadline: Instant, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        match backoff.next(deadline) {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => return probe().await,
+        }
+    }
+}
+
+/// [`wait_for`] for an async condition.
+pub async fn wait_for_async<F, Fut>(within: Duration, what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if !wait_until_async(deadline_in(within), condition).await {
+        panic!("timed out after {within:?} waiting for {what}");
+    }
+}
+
+/// [`poll_for`] for an async probe.
+pub async fn poll_for_async<T, F, Fut>(within: Duration, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll_until_async(deadline_in(within), probe)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_condition_that_comes_true_is_seen() {
+        let calls = Cell::new(0);
+        let held = wait_until(deadline_in(Duration::from_secs(30)), || {
+            calls.set(calls.get() + 1);
+            calls.get() == 3
+        });
+        assert!(held);
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn a_condition_that_never_holds_times_out_after_a_last_look() {
+        let calls = Cell::new(0);
+        let started = Instant::now();
+        let held = wait_until(deadline_in(Duration::from_millis(60)), || {
+            calls.set(calls.get() + 1);
+            false
+        });
+        assert!(!held);
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert!(calls.get() >= 2, "checked {} times", calls.get());
+    }
+
+    #[test]
+    fn a_past_deadline_still_checks_once() {
+        assert_eq!(poll_until(Instant::now(), || Some(7)), Some(7));
+    }
+
+    #[test]
+    #[should_panic(expected = "waiting for the impossible")]
+    fn wait_for_names_what_did_not_happen() {
+        wait_for(Duration::from_millis(10), "the impossible", || false);
+    }
+
+    #[test]
+    fn the_async_twin_polls_an_async_probe() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let calls = Cell::new(0);
+        let got = runtime.block_on(poll_for_async(Duration::from_secs(30), "a value", || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { (n >= 4).then_some(n) }
+        }));
+        assert_eq!(got, 4);
+    }
+}
