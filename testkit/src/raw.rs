@@ -10,9 +10,9 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::wait;
 pub use crate::wire::*;
 
 /// Default bound for a single expected read.
@@ -97,7 +97,8 @@ impl RawConn {
     pub fn send_in_pieces(&mut self, bytes: &[u8], piece: usize, pause: Duration) {
         for (i, chunk) in bytes.chunks(piece.max(1)).enumerate() {
             if i > 0 && !pause.is_zero() {
-                thread::sleep(pause);
+                // The pause is the behaviour: a client whose bytes trickle in.
+                wait::idle_for(pause);
             }
             self.send(chunk);
         }
@@ -110,7 +111,7 @@ impl RawConn {
             let cut = cut.min(bytes.len());
             if cut > start {
                 if start > 0 {
-                    thread::sleep(pause);
+                    wait::idle_for(pause);
                 }
                 self.send(&bytes[start..cut]);
                 start = cut;

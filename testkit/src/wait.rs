@@ -6,8 +6,14 @@
 //! `wait_until`/`poll_until` return what they saw and leave the verdict to
 //! the caller; `wait_for`/`poll_for` panic with a description of what did
 //! not happen. The `_async` twins use tokio's timer so they never block a
-//! runtime thread. Nothing here sleeps longer than [`MAX_POLL_INTERVAL`]
-//! at a time, and nothing waits without a deadline.
+//! runtime thread. Nothing waits without a deadline; the pause between
+//! checks grows to [`MAX_POLL_INTERVAL`], or is given (`_every`) when a
+//! check is itself expensive (`rabbitmqctl`).
+//!
+//! Two waits are not on a condition, and say so in their names: [`settle`]
+//! (a producer with no completion signal, such as a batching log writer,
+//! has gone quiet) and [`idle_for`] (time passing *is* the behaviour under
+//! test: an idle connection that must survive, a client that stays silent).
 
 use std::future::Future;
 use std::thread;
@@ -68,6 +74,60 @@ pub fn poll_until<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// [`poll_until`] with a fixed pause `every` between checks, for probes
+/// that are expensive themselves (a `rabbitmqctl` call costs a second of
+/// CPU; checking back to back would load the machine it measures).
+pub fn poll_until_every<T>(
+    deadline: Instant,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        thread::sleep(every.min(left));
+    }
+}
+
+/// Reads `read` until two reads `quiet` apart agree, or `deadline` passes:
+/// `Ok(value)` once settled, `Err(last value)` if it kept changing. For a
+/// producer that works in batches and gives no completion signal (the
+/// proxy's log writer): it has settled when a whole quiet period changed
+/// nothing. A fixed pause by nature; prefer a condition whenever one exists.
+pub fn settle<T: PartialEq>(
+    deadline: Instant,
+    quiet: Duration,
+    mut read: impl FnMut() -> T,
+) -> Result<T, T> {
+    let mut last = read();
+    loop {
+        thread::sleep(quiet);
+        let now = read();
+        if now == last {
+            return Ok(now);
+        }
+        if Instant::now() >= deadline {
+            return Err(now);
+        }
+        last = now;
+    }
+}
+
+/// Lets `period` pass on purpose. Only for tests where elapsed time is the
+/// behaviour under test (a session that must outlive a timeout, a client
+/// that stays silent, a publisher's pace); never to wait for something to
+/// happen, which is what [`wait_until`] is for.
+pub fn idle_for(period: Duration) {
+    thread::sleep(period)
+}
+
+/// [`idle_for`] on tokio's timer.
+pub async fn idle_for_async(period: Duration) {
+    tokio::time::sleep(period).await
+}
+
 /// Waits up to `within` for `condition`; panics naming `what` otherwise.
 pub fn wait_for(within: Duration, what: &str, condition: impl FnMut() -> bool) {
     if !wait_until(deadline_in(within), condition) {
@@ -111,6 +171,25 @@ where
             Some(pause) => tokio::time::sleep(pause).await,
             None => return probe().await,
         }
+    }
+}
+
+/// [`poll_until_every`] for a probe that is itself async.
+pub async fn poll_until_every_async<T, F, Fut>(
+    deadline: Instant,
+    every: Duration,
+    mut probe: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        tokio::time::sleep(every.min(left)).await;
     }
 }
 
@@ -168,6 +247,50 @@ mod tests {
     #[test]
     fn a_past_deadline_still_checks_once() {
         assert_eq!(poll_until(Instant::now(), || Some(7)), Some(7));
+    }
+
+    #[test]
+    fn poll_every_checks_at_its_own_pace() {
+        let calls = Cell::new(0);
+        let started = Instant::now();
+        let got = poll_until_every(
+            deadline_in(Duration::from_secs(30)),
+            Duration::from_millis(20),
+            || {
+                calls.set(calls.get() + 1);
+                (calls.get() == 3).then_some("third")
+            },
+        );
+        assert_eq!(got, Some("third"));
+        assert!(started.elapsed() >= Duration::from_millis(40));
+    }
+
+    #[test]
+    fn settle_returns_once_a_quiet_period_changed_nothing() {
+        let reads = Cell::new(0);
+        let settled = settle(
+            deadline_in(Duration::from_secs(30)),
+            Duration::from_millis(5),
+            || {
+                reads.set(reads.get() + 1);
+                reads.get().min(3)
+            },
+        );
+        assert_eq!(settled, Ok(3));
+    }
+
+    #[test]
+    fn settle_gives_up_on_a_value_that_keeps_changing() {
+        let reads = Cell::new(0);
+        let settled = settle(
+            deadline_in(Duration::from_millis(30)),
+            Duration::from_millis(5),
+            || {
+                reads.set(reads.get() + 1);
+                reads.get()
+            },
+        );
+        assert!(settled.is_err());
     }
 
     #[test]

@@ -16,12 +16,17 @@ pub mod relay;
 
 // The fake broker, the raw client and the wait helpers live in the shared
 // kit (`testkit/`, also used by the benchmark harness); these names keep
-// `support::raw::...` and `support::dummy_broker::...` working.
+// `support::raw::...` and `support::dummy_broker::...` working. Each test
+// crate uses a subset of them.
+#[allow(unused_imports)]
 pub use amqpprox_testkit::broker as dummy_broker;
+#[allow(unused_imports)]
 pub use amqpprox_testkit::wait::{
-    self, deadline_in, poll_for, poll_for_async, poll_until, poll_until_async, wait_for,
-    wait_for_async, wait_until, wait_until_async,
+    self, deadline_in, idle_for, idle_for_async, poll_for, poll_for_async, poll_until,
+    poll_until_async, poll_until_every, poll_until_every_async, settle, wait_for, wait_for_async,
+    wait_until, wait_until_async,
 };
+#[allow(unused_imports)]
 pub use amqpprox_testkit::{raw, wire};
 
 use std::future::Future;
