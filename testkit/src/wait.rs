@@ -52,6 +52,57 @@ impl Backoff {
     }
 }
 
+/// A deadline with the kit's backoff, for a wait loop that keeps state
+/// across checks (and so fits no closure): check, and if the check failed,
+/// `if !deadline.pause() { panic!(..) }`. The pause is never longer than
+/// what is left, so the check after the last pause falls on the deadline.
+pub struct Deadline {
+    at: Instant,
+    backoff: Backoff,
+}
+
+impl Deadline {
+    /// The deadline `within` from now.
+    pub fn within(within: Duration) -> Deadline {
+        Deadline::at(deadline_in(within))
+    }
+
+    pub fn at(at: Instant) -> Deadline {
+        Deadline {
+            at,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// True once the deadline has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// Pauses before the next check and returns true; returns false at
+    /// once if the deadline has passed (the last check was the last one).
+    pub fn pause(&mut self) -> bool {
+        match self.backoff.next(self.at) {
+            Some(pause) => {
+                thread::sleep(pause);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Deadline::pause`] on tokio's timer.
+    pub async fn pause_async(&mut self) -> bool {
+        match self.backoff.next(self.at) {
+            Some(pause) => {
+                tokio::time::sleep(pause).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Re-checks `condition` until it holds (true) or `deadline` passes
 /// (false). The condition is always checked at least once, and once more
 /// at the deadline.

@@ -24,7 +24,7 @@ pub use amqpprox_testkit::broker as dummy_broker;
 pub use amqpprox_testkit::wait::{
     self, deadline_in, idle_for, idle_for_async, poll_for, poll_for_async, poll_until,
     poll_until_async, poll_until_every, poll_until_every_async, settle, wait_for, wait_for_async,
-    wait_until, wait_until_async,
+    wait_until, wait_until_async, Deadline,
 };
 #[allow(unused_imports)]
 pub use amqpprox_testkit::{raw, wire};
