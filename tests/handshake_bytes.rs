@@ -5,7 +5,7 @@
 //! rules are in `broker_side_bytes.rs`.)
 //!
 //! Expected bytes are golden literals or built by the test's own mini-encoder
-//! in `support/raw.rs`; these tests never use the crate's codec and never need
+//! in `testkit/src/wire.rs`; these tests never use the crate's codec and never need
 //! RabbitMQ. Every read has a deadline, so a wrong proxy fails, never hangs.
 
 #[path = "handshake_bytes/common.rs"]

@@ -622,3 +622,67 @@ pub fn broker_start() -> Vec<u8> {
         .longstr("version", "0.0.0");
     wire::start(&properties, "AMQPLAIN PLAIN", "en_US")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw;
+
+    #[test]
+    fn a_normal_broker_completes_a_client_handshake_and_records_it() {
+        let broker = DummyBroker::start(Script::new(AfterOpen::Echo));
+        let mut client = RawConn::connect_local(broker.port());
+        let open_ok = raw::client_handshake(&mut client, "kit-self-test", "/");
+        assert_eq!(open_ok.to_bytes(), wire::open_ok());
+        client.send(wire::HEARTBEAT);
+        assert_eq!(client.expect_bytes(wire::HEARTBEAT.len()), wire::HEARTBEAT);
+        let conn = broker.wait_conn(0, Duration::from_secs(10), |c| {
+            c.after_open.len() >= wire::HEARTBEAT.len()
+        });
+        assert_eq!(
+            conn.start_ok_method()
+                .property("connection_name")
+                .as_deref(),
+            Some("kit-self-test")
+        );
+        assert_eq!(
+            wire::parse_open(conn.open.as_ref().unwrap()).unwrap().0,
+            "/"
+        );
+    }
+
+    #[test]
+    fn close_after_accept_closes_before_reading() {
+        let broker =
+            DummyBroker::start(Script::new(AfterOpen::Hold).handshake(Handshake::CloseAfterAccept));
+        let mut client = RawConn::connect_local(broker.port());
+        assert!(client.expect_eof_within(Duration::from_secs(10)).is_empty());
+        assert!(broker.conn(0).unwrap().header.is_empty());
+    }
+
+    #[test]
+    fn silent_after_accept_neither_answers_nor_closes() {
+        let broker = DummyBroker::start(
+            Script::new(AfterOpen::Hold).handshake(Handshake::SilentAfterAccept),
+        );
+        let mut client = RawConn::connect_local(broker.port());
+        client.send(PROTOCOL_HEADER);
+        client.expect_silence(Duration::from_millis(300));
+        let conn = broker.wait_conn(0, Duration::from_secs(10), |_| true);
+        assert!(conn.header.is_empty() && !conn.eof, "{}", summary(&conn));
+    }
+
+    #[test]
+    fn close_after_start_ok_refuses_the_login() {
+        let broker = DummyBroker::start(
+            Script::new(AfterOpen::Hold)
+                .handshake(Handshake::CloseAfterStartOk(403, "ACCESS_REFUSED".into())),
+        );
+        let mut client = RawConn::connect_local(broker.port());
+        client.send(PROTOCOL_HEADER);
+        client.expect_method(10, 10);
+        client.send(&wire::default_start_ok("kit-refused"));
+        let close = wire::parse_close(&client.expect_method(10, 50)).unwrap();
+        assert_eq!((close.code, close.text.as_str()), (403, "ACCESS_REFUSED"));
+    }
+}
