@@ -304,6 +304,7 @@ fn accept_loop(listener: TcpListener, script: Script, shared: Arc<Shared>) {
                     }
                 });
             }
+            // Non-blocking accept so that the loop sees the stop flag.
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(5))
             }
@@ -559,10 +560,9 @@ impl Session {
     }
 
     fn flood(&mut self, total: usize, frame_payload: usize, delay: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + delay;
-        while Instant::now() < deadline && !self.stopped() {
-            thread::sleep(Duration::from_millis(5));
-        }
+        // The script's delay is the behaviour (the flood starts late on
+        // purpose); the stop flag is still watched meanwhile.
+        wait::wait_until(wait::deadline_in(delay), || self.stopped());
         let one = wire::frame(wire::FRAME_BODY, 1, &wire::pattern(frame_payload, 7));
         let _ = self
             .stream

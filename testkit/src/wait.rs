@@ -112,15 +112,13 @@ pub fn wait_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> boo
 
 /// Calls `probe` until it returns a value or `deadline` passes (`None`).
 pub fn poll_until<T>(deadline: Instant, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let mut backoff = Backoff::new();
+    let mut deadline = Deadline::at(deadline);
     loop {
         if let Some(value) = probe() {
             return Some(value);
         }
-        match backoff.next(deadline) {
-            Some(pause) => thread::sleep(pause),
-            // One last look: the condition may have come true while we slept.
-            None => return probe(),
+        if !deadline.pause() {
+            return None;
         }
     }
 }
@@ -213,14 +211,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let mut backoff = Backoff::new();
+    let mut deadline = Deadline::at(deadline);
     loop {
         if let Some(value) = probe().await {
             return Some(value);
         }
-        match backoff.next(deadline) {
-            Some(pause) => tokio::time::sleep(pause).await,
-            None => return probe().await,
+        if !deadline.pause_async().await {
+            return None;
         }
     }
 }
