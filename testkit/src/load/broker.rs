@@ -356,6 +356,36 @@ mod tests {
     }
 
     #[test]
+    fn a_client_gets_one_ack_per_publish_over_tcp() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The broker runs until the process ends, as in the harness.
+        std::thread::spawn(move || run(port, Mode::Confirm, 1, None));
+        crate::wait::wait_for(
+            std::time::Duration::from_secs(10),
+            "the load broker to listen",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        let mut client = crate::raw::RawConn::connect_local(port);
+        let open_ok = crate::raw::client_handshake(&mut client, "load-confirm", "/");
+        assert!(open_ok.is_method(0, 10, 41), "{}", open_ok.describe());
+        client.send(&wire::channel_open(1));
+        assert!(client.expect_frame().is_method(1, 20, 11));
+        client.send(&wire::method_frame(1, 85, 10, &[0]));
+        assert!(client.expect_frame().is_method(1, 85, 11));
+        let (batch, _) = frames::message_batch(1000, 3);
+        client.send(&batch);
+        for tag in 1u64..=3 {
+            let ack = client.expect_frame();
+            assert!(ack.is_method(1, 60, 80), "{}", ack.describe());
+            assert_eq!(&ack.args()[..8], &tag.to_be_bytes());
+        }
+    }
+
+    #[test]
     fn modes_round_trip_through_their_names() {
         for mode in Mode::ALL {
             assert_eq!(mode.as_arg().parse::<Mode>(), Ok(mode));
