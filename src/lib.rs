@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod handshake;
 pub mod hostnames;
+pub mod limits;
 pub mod logging;
 pub mod net;
 pub mod proxy_protocol;
