@@ -83,11 +83,15 @@ impl TokenBucket {
         TokenBucket::new(rate, SHAPING_BURST)
     }
 
-    /// Changes the rate; readers see it at their next question. Debt or
-    /// credit already built up is kept.
+    /// Changes the rate; readers see it at their next question. A new rate
+    /// starts from a full bucket: debt run up under a low rate would
+    /// otherwise hold readers for as long as it took at the old rate.
+    /// Setting the rate it already has changes nothing.
     pub fn set_rate(&self, rate: Option<u64>) {
-        self.rate
-            .store(rate.unwrap_or(UNLIMITED), Ordering::Relaxed);
+        let rate = rate.unwrap_or(UNLIMITED);
+        if self.rate.swap(rate, Ordering::Relaxed) != rate {
+            self.tat.store(0, Ordering::Release);
+        }
     }
 
     pub fn rate(&self) -> Option<u64> {
@@ -99,7 +103,8 @@ impl TokenBucket {
         self.rate.load(Ordering::Relaxed) != UNLIMITED
     }
 
-    /// How many of `want` bytes may be read now, or how long to wait.
+    /// How many of `want` bytes may be read now, or how long to wait. A
+    /// `want` of 0 is taken as 1.
     pub fn allowance(&self, now: Stamp, want: usize) -> Allowance {
         let rate = self.rate.load(Ordering::Relaxed);
         if rate == UNLIMITED {
@@ -128,27 +133,38 @@ impl TokenBucket {
     /// now over its rate (more than its burst ahead), which is what an alarm
     /// reports.
     pub fn charge(&self, now: Stamp, bytes: usize) -> bool {
+        self.charge_capped(now, bytes, u64::MAX)
+    }
+
+    /// [`charge`](Self::charge), with the debt kept within `max_debt_ns`
+    /// beyond the burst. Shaping never caps (so the long-run rate holds
+    /// however many readers overshoot together); an alarm does, so one huge
+    /// read is not reported again for minutes after the traffic calmed.
+    fn charge_capped(&self, now: Stamp, bytes: usize, max_debt_ns: u64) -> bool {
         let rate = self.rate.load(Ordering::Relaxed);
         if rate == UNLIMITED || bytes == 0 {
             return false;
         }
         let now = now.as_nanos();
-        let cost = if rate == 0 {
-            // Whatever slips through at rate 0 (nothing, when shaped) is
-            // over; push the arrival time a burst ahead to say so.
-            self.burst_ns + 1
-        } else {
-            cost_ns(bytes as u64, rate)
-        };
+        let over = now.saturating_add(self.burst_ns);
+        let cap = over.saturating_add(max_debt_ns);
         let mut after = 0;
         // The closure never returns None, so this cannot fail.
         let _ = self
             .tat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                after = tat.max(now).saturating_add(cost);
+                after = if rate == 0 {
+                    // Anything passing at rate 0 is over; say so without
+                    // running up a debt.
+                    tat.max(over + 1)
+                } else {
+                    tat.max(now)
+                        .saturating_add(cost_ns(bytes as u64, rate))
+                        .min(cap.max(tat))
+                };
                 Some(after)
             });
-        after > now + self.burst_ns
+        after > over
     }
 }
 
@@ -197,7 +213,8 @@ impl AlarmBucket {
     /// Counts `bytes`; returns the rate to report if this charge raises the
     /// alarm (at most once per second across all callers).
     pub fn charge(&self, now: Stamp, bytes: usize) -> Option<u64> {
-        if !self.bucket.charge(now, bytes) {
+        let max_debt = self.bucket.burst_ns;
+        if !self.bucket.charge_capped(now, bytes, max_debt) {
             return None;
         }
         let now_ns = now.as_nanos();
@@ -311,10 +328,39 @@ mod tests {
     }
 
     #[test]
+    fn a_new_rate_forgives_debt_from_the_old_one() {
+        let b = TokenBucket::shaping(Some(10));
+        // Readers overshot a tiny rate: hours of debt.
+        b.charge(ms(1000), 65536);
+        assert!(matches!(b.allowance(ms(2000), 4096), Allowance::Wait(_)));
+        b.set_rate(Some(10));
+        assert!(
+            matches!(b.allowance(ms(2000), 4096), Allowance::Wait(_)),
+            "same rate: nothing changes"
+        );
+        b.set_rate(Some(1_000_000));
+        assert_eq!(b.allowance(ms(2000), 4096), Allowance::Read(4096));
+    }
+
+    #[test]
+    fn alarm_debt_is_capped() {
+        let a = AlarmBucket::new(Some(1000));
+        // 1 MB at 1000 B/s would be 1000 s of debt; the alarm forgets it
+        // within two seconds of the traffic calming down.
+        assert_eq!(a.charge(ms(1000), 1_000_000), Some(1000));
+        assert_eq!(a.charge(ms(4000), 10), None);
+    }
+
+    #[test]
     fn rate_zero_blocks_and_waits_the_longest() {
         let b = TokenBucket::shaping(Some(0));
         assert_eq!(b.allowance(ms(5), 10), Allowance::Wait(MAX_WAIT));
         assert!(b.charge(ms(5), 1));
+        // No debt builds up at rate 0, however much passed.
+        for _ in 0..1000 {
+            b.charge(ms(5), 1 << 20);
+        }
+        assert!(b.tat.load(Ordering::Acquire) <= ms(5).as_nanos() + b.burst_ns + 1);
     }
 
     #[test]
