@@ -278,4 +278,47 @@ mod tests {
             Err(HttpError::Truncated { received: 0 })
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), closed: bool) {
+                let _ = parse_response(&bytes, closed);
+            }
+
+            /// A response cut anywhere before its end is "read more", and
+            /// whole it is the same response, however it is framed.
+            #[test]
+            fn any_prefix_asks_for_more(
+                body in proptest::collection::vec(any::<u8>(), 0..300),
+                chunked: bool,
+                status in 200u16..600,
+            ) {
+                prop_assume!(status != 204 && status != 304);
+                let mut raw = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+                if chunked {
+                    raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    for part in body.chunks(7) {
+                        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                        raw.extend_from_slice(part);
+                        raw.extend_from_slice(b"\r\n");
+                    }
+                    raw.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                    raw.extend_from_slice(&body);
+                }
+                for cut in 0..raw.len() {
+                    prop_assert_eq!(parse_response(&raw[..cut], false), Ok(None));
+                }
+                prop_assert_eq!(
+                    parse_response(&raw, false),
+                    Ok(Some(HttpResponse { status, body }))
+                );
+            }
+        }
+    }
 }

@@ -429,4 +429,40 @@ mod tests {
             "{total}"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// One reader that reads at most what it is allowed (sometimes
+            /// less) never gets more than the rate over the elapsed time
+            /// plus one burst, and is never told to wait outside the bounds.
+            #[test]
+            fn a_single_reader_never_exceeds_rate_plus_burst(
+                rate in 1u64..50_000_000,
+                steps in proptest::collection::vec((0u64..50_000_000, 1usize..200_000, 0u8..=100), 1..300),
+            ) {
+                let b = TokenBucket::shaping(Some(rate));
+                let start = 1_000_000_000u64;
+                let mut now = start;
+                let mut total = 0u64;
+                for (advance, want, percent) in steps {
+                    now += advance;
+                    match b.allowance(Stamp::from_nanos(now), want) {
+                        Allowance::Read(n) => {
+                            prop_assert!(n >= 1 && n <= want);
+                            let read = (n as u64 * u64::from(percent) / 100) as usize;
+                            b.charge(Stamp::from_nanos(now), read);
+                            total += read as u64;
+                        }
+                        Allowance::Wait(d) => prop_assert!((MIN_WAIT..=MAX_WAIT).contains(&d)),
+                    }
+                    let elapsed = u128::from(now - start);
+                    let limit = (elapsed + u128::from(b.burst_ns)) * u128::from(rate) / NANOS_PER_SEC;
+                    prop_assert!(u128::from(total) <= limit + 1, "{} > {}", total, limit);
+                }
+            }
+        }
+    }
 }

@@ -155,4 +155,38 @@ mod tests {
             .sum();
         assert_eq!(admitted, 100);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The atomic window decides exactly as a plain fixed-window
+            /// counter does.
+            #[test]
+            fn matches_a_plain_fixed_window(
+                limit in 0u32..20,
+                gaps in proptest::collection::vec(0u64..700, 1..200),
+            ) {
+                let w = RateWindow::new();
+                let mut model: Option<(u64, u32)> = None;
+                let mut now = 0u64;
+                for gap in gaps {
+                    now += gap;
+                    let expected = if limit == 0 {
+                        false
+                    } else {
+                        let (start, count) = match model {
+                            Some((start, count)) if now < start + WINDOW_MS => (start, count),
+                            _ => (now, 0),
+                        };
+                        let ok = count < limit;
+                        model = Some((start, count + u32::from(ok)));
+                        ok
+                    };
+                    prop_assert_eq!(w.try_admit(limit, at(now)), expected, "at {} ms", now);
+                }
+            }
+        }
+    }
 }
