@@ -265,16 +265,25 @@ impl Limits {
         self.read().settings.clone()
     }
 
-    /// Replaces every setting (`--config`): all limiters are refreshed and
-    /// their connection-rate counters start afresh.
+    /// Replaces every setting (`--config`, or a whole new configuration
+    /// published by the control thread). Idempotent: a connection-rate
+    /// limiter starts afresh only where its effective limit changed, so
+    /// calling this after every unrelated change disturbs nothing.
     pub fn configure(&self, settings: LimitSettings) {
         let mut state = self.write();
-        state.settings = settings;
+        let old = std::mem::replace(&mut state.settings, settings);
         let State {
             settings, vhosts, ..
         } = &mut *state;
-        for limiter in vhosts.values() {
-            limiter.refresh(settings, &[LimitKind::ConnRate, LimitKind::ConnRateAlarm]);
+        for (vhost, limiter) in vhosts.iter() {
+            let reset: Vec<LimitKind> = [LimitKind::ConnRate, LimitKind::ConnRateAlarm]
+                .into_iter()
+                .filter(|kind| {
+                    settings_rate(&old, *kind).effective(vhost)
+                        != settings_rate(settings, *kind).effective(vhost)
+                })
+                .collect();
+            limiter.refresh(settings, &reset);
         }
     }
 

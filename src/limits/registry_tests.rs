@@ -318,17 +318,43 @@ fn print_says_whether_a_default_limiter_was_materialised() {
 }
 
 #[test]
-fn configure_replaces_everything_and_resets_windows() {
-    let l = limits(&[set(LimitKind::ConnRate, vhost("v"), 1)]);
+fn configure_resets_only_the_limiters_whose_limit_changed() {
+    let l = limits(&[
+        set(LimitKind::ConnRate, vhost("v"), 1),
+        set(LimitKind::ConnRate, vhost("w"), 1),
+    ]);
     let mut keep = Vec::new();
-    assert!(admit(&l, "v", 0, &mut keep).is_ok());
-    assert!(admit(&l, "v", 1, &mut keep).is_err());
-    let settings = l.settings();
-    l.configure(settings.clone());
-    assert_eq!(l.settings(), settings);
-    assert!(admit(&l, "v", 2, &mut keep).is_ok());
+    for v in ["v", "w"] {
+        assert!(admit(&l, v, 0, &mut keep).is_ok());
+        assert!(admit(&l, v, 1, &mut keep).is_err());
+    }
+    let same = l.settings();
+    l.configure(same.clone());
+    assert_eq!(l.settings(), same);
+    assert!(
+        admit(&l, "v", 2, &mut keep).is_err(),
+        "unchanged: window kept"
+    );
+
+    let mut changed = same;
+    changed
+        .apply(&set(LimitKind::ConnRate, vhost("w"), 2))
+        .unwrap();
+    changed
+        .apply(&set(LimitKind::DataRate, vhost("v"), 9))
+        .unwrap();
+    l.configure(changed);
+    assert!(
+        admit(&l, "v", 3, &mut keep).is_err(),
+        "only its data rate changed"
+    );
+    assert!(
+        admit(&l, "w", 3, &mut keep).is_ok(),
+        "new limit, new window"
+    );
+
     l.configure(LimitSettings::default());
-    for ms in 3..10 {
+    for ms in 4..10 {
         assert!(admit(&l, "v", ms, &mut keep).is_ok());
     }
 }
