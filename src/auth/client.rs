@@ -36,6 +36,17 @@ pub struct AuthTimeouts {
     pub response: Duration,
 }
 
+impl AuthTimeouts {
+    /// From the `--authConnectTimeoutMs` and `--authResponseTimeoutMs`
+    /// flags.
+    pub fn from_millis(connect: u64, response: u64) -> AuthTimeouts {
+        AuthTimeouts {
+            connect: Duration::from_millis(connect),
+            response: Duration::from_millis(response),
+        }
+    }
+}
+
 impl Default for AuthTimeouts {
     fn default() -> Self {
         AuthTimeouts {

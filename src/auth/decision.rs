@@ -140,6 +140,13 @@ pub enum DenyReason {
     },
 }
 
+impl DenyReason {
+    /// The ERROR line logged for a denied client, as the original words it.
+    pub fn log_line(&self) -> String {
+        format!("Disconnecting unauthenticated/unauthorized client, reason: {self}")
+    }
+}
+
 /// The request for a session: its vhost, the client's mechanism and
 /// response, the client's host (IP text, or its name under `MAPHOSTNAME
 /// DNS`), and the client property `connection_name` if it is a long string.
@@ -265,6 +272,13 @@ mod tests {
                 allow => panic!("{response:?} gave {allow:?}"),
             }
         }
+        let denied = DenyReason::Denied {
+            reason: "go away".into(),
+        };
+        assert_eq!(
+            denied.log_line(),
+            "Disconnecting unauthenticated/unauthorized client, reason: go away"
+        );
         match decide("h", 1, &http(200, b"\xff\xff\xff".to_vec())) {
             AuthDecision::Deny(DenyReason::Unparsable { .. }) => {}
             other => panic!("{other:?}"),

@@ -70,13 +70,37 @@ enum Framing {
 }
 
 /// Reads a response from `buf`, everything received so far; `closed` says
-/// the peer has ended the connection. `Ok(None)`: read more.
+/// the peer has ended the connection. `Ok(None)`: read more. Interim 1xx
+/// responses (e.g. an unasked-for `100 Continue`) are skipped.
 pub fn parse_response(buf: &[u8], closed: bool) -> Result<Option<HttpResponse>, HttpError> {
     if buf.len() > MAX_RESPONSE {
         return Err(HttpError::TooLarge {
             limit: MAX_RESPONSE,
         });
     }
+    let mut at = 0;
+    loop {
+        let parsed = parse_one(&buf[at..], closed).map_err(|e| match e {
+            HttpError::Truncated { received } => HttpError::Truncated {
+                received: at + received,
+            },
+            other => other,
+        })?;
+        match parsed {
+            Parsed::Final(response) => return Ok(Some(response)),
+            Parsed::Interim { head_len } => at += head_len,
+            Parsed::Incomplete => return Ok(None),
+        }
+    }
+}
+
+enum Parsed {
+    Final(HttpResponse),
+    Interim { head_len: usize },
+    Incomplete,
+}
+
+fn parse_one(buf: &[u8], closed: bool) -> Result<Parsed, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf).map_err(HttpError::Malformed)? {
@@ -86,10 +110,13 @@ pub fn parse_response(buf: &[u8], closed: bool) -> Result<Option<HttpResponse>, 
                 received: buf.len(),
             })
         }
-        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Partial => return Ok(Parsed::Incomplete),
     };
     // httparse only completes a head with a status code.
     let status = response.code.unwrap_or_default();
+    if (100..200).contains(&status) {
+        return Ok(Parsed::Interim { head_len });
+    }
     let framing = framing(status, response.headers)?;
     let rest = &buf[head_len..];
     let body = match framing {
@@ -100,24 +127,24 @@ pub fn parse_response(buf: &[u8], closed: bool) -> Result<Option<HttpResponse>, 
             None => return incomplete(buf, closed),
         },
         Framing::UntilClose if closed => rest.to_vec(),
-        Framing::UntilClose => return Ok(None),
+        Framing::UntilClose => return Ok(Parsed::Incomplete),
     };
-    Ok(Some(HttpResponse { status, body }))
+    Ok(Parsed::Final(HttpResponse { status, body }))
 }
 
-fn incomplete(buf: &[u8], closed: bool) -> Result<Option<HttpResponse>, HttpError> {
+fn incomplete(buf: &[u8], closed: bool) -> Result<Parsed, HttpError> {
     if closed {
         Err(HttpError::Truncated {
             received: buf.len(),
         })
     } else {
-        Ok(None)
+        Ok(Parsed::Incomplete)
     }
 }
 
 fn framing(status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
     // RFC 9112 §6.3: these never have a body.
-    if (100..200).contains(&status) || status == 204 || status == 304 {
+    if status == 204 || status == 304 {
         return Ok(Framing::Length(0));
     }
     let mut length = None;
@@ -243,6 +270,17 @@ mod tests {
         assert_eq!(parse_response(empty, false), ok(200, b""));
         let no_content = b"HTTP/1.1 204 No Content\r\n\r\n";
         assert_eq!(parse_response(no_content, false), ok(204, b""));
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(parse_response(&raw[..30], false), Ok(None));
+        assert_eq!(parse_response(raw, false), ok(200, b"ok"));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 100 Continue\r\n\r\n", true),
+            Err(HttpError::Truncated { received: 25 })
+        );
     }
 
     #[test]
