@@ -3,7 +3,7 @@
 //! service sees, and the verdict for ALLOW, DENY, replacement credentials,
 //! HTTP 500, an empty 200, garbage, a chunked answer, a silent service past
 //! the timeout (while other work on the same executor goes on), a bare
-//! close and a refused connection.
+//! close, a refused connection, and a service named by host name.
 
 mod auth_stub;
 
@@ -320,4 +320,30 @@ fn silent_service_times_out_without_holding_up_the_executor() {
     assert!(ticks >= 5, "{ticks} ticks");
     // The slow service did receive the request.
     let _ = slow.next_request();
+}
+
+#[test]
+fn service_named_by_host_name_is_resolved_and_reached() {
+    let stub = AuthStub::start(Reply::verdict(AuthResult::Allow, "by name", None));
+    let port = stub.port();
+    let decision = on_executor(move || async move {
+        let settings = AuthSettings::Service(AuthService {
+            host: "localhost".into(),
+            port,
+            target: "/".into(),
+        });
+        authorise(
+            &settings,
+            "v",
+            &start_ok(),
+            "h",
+            &Resolver::default(),
+            timeouts(10_000),
+        )
+        .await
+    });
+    assert!(decision.is_allow(), "{decision:?}");
+    let request = stub.next_request();
+    let host = format!("localhost:{port}");
+    assert_eq!(request.header("Host"), Some(host.as_str()));
 }
