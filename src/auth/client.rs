@@ -1,5 +1,5 @@
 //! The auth service's HTTP client: one POST per session, on the session's
-//! own shard (see `docs/commands.md`, AUTH, and `docs/flags.md`).
+//! own shard (see `docs/commands.md#auth-and-limit` and `docs/flags.md#flags`).
 //!
 //! Runs as a glommio task on the shard's executor; every await is bounded
 //! (a connect timeout covering name resolution and every address tried, then

@@ -1,6 +1,6 @@
 //! What the auth service decided for one session, and how a request is
-//! built and a response read (see `docs/commands.md`, AUTH, and
-//! `docs/differences.md`).
+//! built and a response read (see `docs/commands.md#auth-and-limit` and
+//! `docs/differences.md#fixed`).
 //!
 //! Owns the typed verdict: ALLOW, maybe with credentials to present to the
 //! broker instead of the client's, or DENY with a reason that says exactly

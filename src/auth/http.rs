@@ -1,6 +1,6 @@
 //! The one HTTP/1.1 exchange the auth service needs, as pure functions: the
 //! POST request's bytes, and the response read from bytes received so far
-//! (see `docs/commands.md`, AUTH).
+//! (see `docs/commands.md#auth-and-limit`).
 //!
 //! Owns the request head (`Host`, `User-Agent`, `Content-Type`,
 //! `Content-Length`, `Connection: close`: one connection per request, as the

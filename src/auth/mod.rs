@@ -1,6 +1,6 @@
 //! The auth service: who may reach which vhost, decided per session by an
 //! HTTP service speaking the original amqpprox's protobuf messages (see
-//! `docs/commands.md`, AUTH, and `docs/differences.md`).
+//! `docs/commands.md#auth-and-limit` and `docs/differences.md#fixed`).
 //!
 //! Owns the setting (`AUTH SERVICE` / `AUTH ALWAYS_ALLOW`) and its reply
 //! texts, the messages ([`proto`], `proto/amqpprox_auth.proto`), the HTTP

@@ -1,7 +1,7 @@
 //! What the auth verdict changes on the wire: the `StartOk` replayed to the
 //! broker after an ALLOW with replacement credentials, and the 403 Close a
-//! denied client gets if it can take one (see `docs/sessions.md` and
-//! `docs/commands.md`, AUTH; AMQP 0-9-1 §1.4.2.2).
+//! denied client gets if it can take one (see `docs/sessions.md#refusals` and
+//! `docs/commands.md#auth-and-limit`; AMQP 0-9-1 §1.4.2.2).
 //!
 //! Pure functions over the codec's types. Never sends anything, and never
 //! touches a client property other than appending `amqpprox_auth`, so the

@@ -1,7 +1,7 @@
 //! What admitting a session through the limits returns: a slot that counts
 //! the session while it lives, or a refusal that knows its AMQP reply, its
-//! delay and its log line (see `docs/commands.md`, LIMIT, and
-//! `docs/sessions.md`).
+//! delay and its log line (see `docs/commands.md#auth-and-limit` and
+//! `docs/sessions.md#refusals`).
 //!
 //! Owns the outcome types and their texts. Never sends, sleeps or logs: the
 //! session's establishment does, with these values.

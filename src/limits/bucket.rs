@@ -1,5 +1,5 @@
 //! Byte-rate token buckets for data shaping, shared across shards (see
-//! `docs/commands.md`, LIMIT DATA_RATE).
+//! `docs/commands.md#auth-and-limit`).
 //!
 //! Owns the arithmetic of one bucket, kept as a generic cell rate algorithm
 //! (GCRA): a single atomic "theoretical arrival time" moves forward by the

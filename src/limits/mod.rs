@@ -1,5 +1,5 @@
 //! Connection limits and data-rate shaping for the whole process (see
-//! `docs/commands.md`, LIMIT, and `docs/differences.md`).
+//! `docs/commands.md#auth-and-limit` and `docs/differences.md#added`).
 //!
 //! Owns the limits' state and arithmetic, sans I/O: the settings as values
 //! ([`settings`]), the connection-rate windows ([`window`]), the byte-rate

@@ -1,6 +1,6 @@
 //! The process-wide registry of per-vhost limiters: one [`Limits`] behind an
 //! `Arc`, shared by the control thread and every shard (see
-//! `docs/commands.md`, LIMIT).
+//! `docs/commands.md#auth-and-limit`).
 //!
 //! Owns the settings in force and one [`VhostLimiter`] per vhost seen, made
 //! the first time a session of that vhost is admitted (so a DEFAULT limit is

@@ -1,5 +1,5 @@
 //! The texts of the `LIMIT` replies, byte for byte as the original writes
-//! them (see `docs/commands.md`, LIMIT), plus this project's `CONN_COUNT`
+//! them (see `docs/commands.md#auth-and-limit`), plus this project's `CONN_COUNT`
 //! lines in the same style.
 //!
 //! Pure functions of the settings; never reads live counters (the caller

@@ -1,6 +1,6 @@
 //! The limits an operator configures, as plain values: what `LIMIT` sets,
 //! what `CONFIG DUMP` prints and what `--config` restores (see
-//! `docs/commands.md` and `docs/flags.md`).
+//! `docs/commands.md#auth-and-limit` and `docs/commands.md#config`).
 //!
 //! Owns the typed form of every limit setting ([`LimitSettings`]), the
 //! changes a `LIMIT` command makes ([`LimitChange`]) and how one is applied.

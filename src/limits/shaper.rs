@@ -1,6 +1,6 @@
 //! Data-rate shaping of one session's two directions: what the pump asks
-//! before each read (see `docs/commands.md`, LIMIT DATA_RATE, and
-//! `docs/architecture.md`).
+//! before each read (see `docs/commands.md#auth-and-limit` and
+//! `docs/architecture.md#data-path-from-accept-to-close`).
 //!
 //! Owns the combination of a vhost's shared budget (all its sessions on all
 //! shards, per direction) with the session's own budget, and the alarm

@@ -1,5 +1,5 @@
 //! The connection-rate limiter: a fixed one-second window, as the original
-//! amqpprox counts (see `docs/commands.md`, LIMIT).
+//! amqpprox counts (see `docs/commands.md#auth-and-limit`).
 //!
 //! Owns one window's state in a single atomic word, so every shard admits
 //! against the same window without a lock: two shards together admit N per
