@@ -175,6 +175,12 @@ pub fn change_command(change: &LimitChange) -> String {
     }
 }
 
+/// The `LIMIT` lines of `CONFIG DUMP`: applied in order to no limits, they
+/// give `settings` back.
+pub fn dump(settings: &LimitSettings) -> Vec<String> {
+    settings.changes().iter().map(change_command).collect()
+}
+
 /// The original's error replies to a malformed `LIMIT` line, for the
 /// control grammar to return. Display is the exact reply text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -231,3 +231,21 @@ fn change_commands_for_config_dump() {
         "LIMIT DISABLE CONN_COUNT DEFAULT"
     );
 }
+
+#[test]
+fn dump_lists_every_setting_in_a_stable_order() {
+    let s = settings(&[
+        set(LimitKind::DataRate, vhost("b"), 2),
+        set(LimitKind::ConnCount, LimitScope::Default, 9),
+        set(LimitKind::ConnRate, vhost("a"), 1),
+    ]);
+    assert_eq!(
+        dump(&s),
+        [
+            "LIMIT CONN_RATE VHOST a 1",
+            "LIMIT CONN_COUNT DEFAULT 9",
+            "LIMIT DATA_RATE VHOST b 2",
+        ]
+    );
+    assert!(dump(&LimitSettings::default()).is_empty());
+}
