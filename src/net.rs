@@ -1,6 +1,7 @@
 //! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
 //! made with socket2, TCP_NODELAY and keepalive on every session socket,
-//! name resolution off the shard, and connects bounded by a timeout.
+//! name resolution off the shard, connects bounded by a timeout, and the one
+//! timeout race ([`with_timeout`]) every bounded step uses.
 //!
 //! Runs on a shard; never blocks it (name lookups go to glommio's blocking
 //! pool, connects go through io_uring with a linked timeout).
@@ -102,6 +103,26 @@ impl Resolver {
         cache.insert(key, (Instant::now(), addrs.clone()));
         Ok(addrs)
     }
+}
+
+/// A wait that ran past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not completed within {} ms", .limit.as_millis())]
+pub struct TimedOut {
+    pub limit: Duration,
+}
+
+/// Awaits `f`, or gives up after `limit`: the one timeout race every
+/// bounded step of a session uses (handshakes, TLS, PROXY header, close).
+pub async fn with_timeout<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, TimedOut> {
+    futures_lite::future::or(async { Ok(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        Err(TimedOut { limit })
+    })
+    .await
 }
 
 /// Connects to `addr`, giving up after `timeout`.

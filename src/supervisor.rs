@@ -96,15 +96,30 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
 
     // The stats thread asks the shards directly, beside the control thread.
-    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
+    let collectors: Vec<crate::stats::Collector> = handles
+        .iter()
+        .map(|h| {
+            let inbox = h.inbox.clone();
+            Box::new(move |reply| {
+                inbox
+                    .send(crate::shard::ShardCommand::CollectStats { reply })
+                    .is_ok()
+            }) as crate::stats::Collector
+        })
+        .collect();
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
-    crate::stats::start(hub, inboxes, options.cleanup_interval, options.metrics_port).map_err(
-        |error| StartError::Metrics {
-            port: options.metrics_port.unwrap_or(0),
-            error,
-        },
-    )?;
+    crate::stats::start(
+        hub,
+        collectors,
+        crate::session::pool::BUFFER_SIZE,
+        options.cleanup_interval,
+        options.metrics_port,
+    )
+    .map_err(|error| StartError::Metrics {
+        port: options.metrics_port.unwrap_or(0),
+        error,
+    })?;
     let server = ControlServer::bind(&options.control_socket).map_err(|error| {
         StartError::ControlSocket {
             path: options.control_socket.display().to_string(),

@@ -1,0 +1,199 @@
+//! Connecting a session to its broker: every candidate backend, every
+//! address of each, each at most once, each attempt bounded by
+//! `--connectTimeoutMs`; the PROXY protocol header and the TLS handshake a
+//! backend asks for, with failover to the next when either fails
+//! (docs/routing.md). Runs on the session's shard; never blocks.
+//!
+//! [`Candidates`] is a cursor over the route's addresses: a caller that
+//! finds a connected broker unfit (it says nothing, or closes, before its
+//! handshake ends) asks for the next one, and the log names each skipped
+//! backend and why.
+
+use super::super::{SessionInfo, ShardContext};
+use crate::config::{Backend, ProxyHeader};
+use crate::net;
+use crate::proxy_protocol;
+use crate::session_log;
+use crate::stream::Stream;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use log::Level;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long the PROXY header write may take before the next backend is tried.
+const PROXY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one address of a backend was passed over.
+#[derive(Debug, thiserror::Error)]
+pub enum Skipped {
+    #[error("Failed to resolve {host}:{port} error: {source} for {backend}")]
+    Resolve {
+        backend: String,
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("Connecting to backend '{backend}' at {addr} failed: {source}")]
+    Connect {
+        backend: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("PROXY header to backend '{backend}' at {addr} failed: {source}")]
+    ProxyHeader {
+        backend: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("Backend '{backend}' at {addr}: {source}; trying the next one")]
+    Tls {
+        backend: String,
+        addr: SocketAddr,
+        source: crate::tls::handshake::Failure,
+    },
+}
+
+impl Skipped {
+    fn level(&self) -> Level {
+        match self {
+            Skipped::Resolve { .. } => Level::Error,
+            Skipped::Connect { .. } | Skipped::ProxyHeader { .. } => Level::Warn,
+            Skipped::Tls { source, .. } => source.level(),
+        }
+    }
+}
+
+/// The route's backends and their addresses, walked in order.
+pub struct Candidates<'a> {
+    backends: std::slice::Iter<'a, Backend>,
+    /// The backend being tried and its addresses not tried yet.
+    current: Option<(&'a Backend, std::vec::IntoIter<SocketAddr>)>,
+}
+
+impl<'a> Candidates<'a> {
+    pub fn new(backends: &'a [Backend]) -> Candidates<'a> {
+        Candidates {
+            backends: backends.iter(),
+            current: None,
+        }
+    }
+
+    /// Connects to the next address that takes the connection, its PROXY
+    /// header and its TLS handshake; records it on the session. `None`
+    /// once every address was tried.
+    pub async fn next(&mut self, shard: &ShardContext, info: &SessionInfo) -> Option<Stream> {
+        loop {
+            let (backend, addr) = match self
+                .current
+                .as_mut()
+                .and_then(|(b, a)| Some((*b, a.next()?)))
+            {
+                Some(next) => next,
+                None => {
+                    let backend = self.backends.next()?;
+                    match addresses(shard, backend).await {
+                        Ok(addrs) => self.current = Some((backend, addrs.into_iter())),
+                        Err(skipped) => {
+                            self.current = None;
+                            log_skipped(info, &skipped);
+                        }
+                    }
+                    continue;
+                }
+            };
+            match attempt(shard, info, backend, addr).await {
+                Ok(stream) => return Some(stream),
+                Err(skipped) => log_skipped(info, &skipped),
+            }
+        }
+    }
+}
+
+fn log_skipped(info: &SessionInfo, skipped: &Skipped) {
+    session_log!(skipped.level(), info, "{skipped}");
+}
+
+/// Every address of `backend`: its own, or its host's.
+async fn addresses(shard: &ShardContext, backend: &Backend) -> Result<Vec<SocketAddr>, Skipped> {
+    match backend.address {
+        Some(ip) => Ok(vec![SocketAddr::new(ip, backend.port)]),
+        None => shard
+            .resolver
+            .resolve(&backend.host, backend.port)
+            .await
+            .map_err(|source| Skipped::Resolve {
+                backend: backend.name.clone(),
+                host: backend.host.clone(),
+                port: backend.port,
+                source,
+            }),
+    }
+}
+
+/// One address: connect, PROXY header, socket options, TLS.
+async fn attempt(
+    shard: &ShardContext,
+    info: &SessionInfo,
+    backend: &Backend,
+    addr: SocketAddr,
+) -> Result<Stream, Skipped> {
+    let mut stream = net::connect(addr, shard.shared.connect_timeout)
+        .await
+        .map_err(|source| Skipped::Connect {
+            backend: backend.name.clone(),
+            addr,
+            source,
+        })?;
+    send_proxy_header(&mut stream, backend.proxy_header, info.ingress_remote, addr)
+        .await
+        .map_err(|source| Skipped::ProxyHeader {
+            backend: backend.name.clone(),
+            addr,
+            source,
+        })?;
+    if let Err(e) = net::tune_session_socket(&stream) {
+        session_log!(
+            Level::Warn,
+            info,
+            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
+        );
+    }
+    let egress_local = stream.local_addr().ok();
+    // TLS after the PROXY header, which goes in clear.
+    let tls = shard.shared.tls.load();
+    let stream =
+        crate::tls::handshake::for_backend(&tls, backend, stream, shard.shared.connect_timeout)
+            .await
+            .map_err(|source| Skipped::Tls {
+                backend: backend.name.clone(),
+                addr,
+                source,
+            })?;
+    info.egress_local.set(egress_local);
+    info.egress_remote.set(Some(addr));
+    *info.backend.borrow_mut() = backend.name.clone();
+    Ok(stream)
+}
+
+/// Writes the backend's PROXY protocol header, if it wants one.
+async fn send_proxy_header(
+    stream: &mut TcpStream,
+    header: ProxyHeader,
+    client: SocketAddr,
+    backend: SocketAddr,
+) -> std::io::Result<()> {
+    let bytes = match header {
+        ProxyHeader::None => return Ok(()),
+        ProxyHeader::V1 => proxy_protocol::v1(client, backend),
+        ProxyHeader::V2 => proxy_protocol::v2(client, backend),
+    };
+    net::with_timeout(PROXY_WRITE_TIMEOUT, stream.write_all(&bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "PROXY header write timed out",
+            ))
+        })
+}
