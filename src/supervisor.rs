@@ -44,11 +44,14 @@ pub enum StartError {
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
 pub fn run(options: Options) -> Result<i32, StartError> {
-    let shared = Arc::new(Shared::new(
-        ConfigSnapshot::new(Default::default()),
-        options.handshake_timeout,
-        options.connect_timeout,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            ConfigSnapshot::new(Default::default()),
+            options.handshake_timeout,
+            options.connect_timeout,
+        )
+        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+    );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 
     // Shards first: without io_uring there is nothing to run.

@@ -23,12 +23,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `--brokerHandshakeTimeoutMs` when not given.
+pub const DEFAULT_BROKER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What every shard shares with the control thread.
 pub struct Shared {
     /// The configuration new sessions route by.
     pub config: ArcSwap<ConfigSnapshot>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long a connected broker may take to start its handshake
+    /// (transparent: its `Connection.Start`) or to finish it (proxied: its
+    /// `OpenOk`) before the next member of the farm is tried.
+    pub broker_handshake_timeout: Duration,
     /// This host's name, for `amqpprox_host` (resolved once at start).
     pub hostname: String,
     /// The TLS configurations new connections use (`TLS` command, SIGHUP).
@@ -46,10 +53,17 @@ impl Shared {
             config: ArcSwap::new(config),
             handshake_timeout,
             connect_timeout,
+            broker_handshake_timeout: DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
             hostname: local_hostname(),
             tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The same, with `--brokerHandshakeTimeoutMs`.
+    pub fn with_broker_handshake_timeout(mut self, limit: Duration) -> Shared {
+        self.broker_handshake_timeout = limit;
+        self
     }
 
     /// The next process-wide session id (starts at 1, never reused).

@@ -12,6 +12,7 @@
 //! proxied handshake only to learn the vhost the refusal must name. Runs on
 //! the session's shard; never blocks.
 
+use super::establish::connect::{Stage, Unfit};
 use super::establish::{
     handshake_timed_out, log_starting, refuse, replay, start_ok_additions, vhost_paused,
     Candidates, ClientGone, Established, Reason, Refusal,
@@ -25,7 +26,7 @@ use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use log::Level;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why the transparent handshake handed the session back.
 pub(super) enum Fallback {
@@ -61,8 +62,23 @@ pub(super) async fn establish(
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });
     };
-    let Some(mut broker) = Candidates::new(&route.candidates).next(shard, info).await else {
-        return Err(Fallback::Proxied { no_broker: true });
+    // Each member in turn until one sends its Connection.Start: one that
+    // closes or says nothing first is skipped, since nothing of it has
+    // reached the client yet.
+    let mut candidates = Candidates::new(&route.candidates);
+    let (mut broker, first) = loop {
+        let Some(mut broker) = candidates.next(shard, info).await else {
+            return Err(Fallback::Proxied { no_broker: true });
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = shard.shared.broker_handshake_timeout.min(left);
+        match await_start(&mut broker, limit).await {
+            Ok(first) => break (broker, first),
+            Err(why) => {
+                net::shutdown(broker.tcp());
+                candidates.skip(info, why);
+            }
+        }
     };
     info.handshake.set(HandshakeKind::Transparent);
     info.phase.set(Phase::BrokerHandshake);
@@ -75,7 +91,7 @@ pub(super) async fn establish(
     let left = deadline.saturating_duration_since(Instant::now());
     let outcome = net::with_timeout(
         left,
-        relay(shard, info, client, &mut broker, &mut handshake),
+        relay(shard, info, client, &mut broker, &mut handshake, first),
     )
     .await
     .unwrap_or_else(|_| Err(handshake_timed_out(timeout)));
@@ -113,25 +129,60 @@ pub(super) async fn establish(
     }
 }
 
-/// Relays the handshake between the two sockets until `OpenOk`.
+/// Size of the reads during the handshake (small: these are a few frames).
+const HANDSHAKE_READ: usize = 4096;
+
+/// Sends the broker the protocol header and waits up to `limit` for its
+/// first bytes (the start of its `Connection.Start`).
+async fn await_start(broker: &mut Stream, limit: Duration) -> Result<Vec<u8>, Unfit> {
+    let stage = Stage::Start;
+    let first = async {
+        broker
+            .write_all(&PROTOCOL_HEADER)
+            .await
+            .map_err(|source| Unfit::Failed { stage, source })?;
+        let mut buf = vec![0u8; HANDSHAKE_READ];
+        match broker.read(&mut buf).await {
+            Ok(0) => Err(Unfit::Closed { stage }),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(source) => Err(Unfit::Failed { stage, source }),
+        }
+    };
+    net::with_timeout(limit, first)
+        .await
+        .unwrap_or(Err(Unfit::Silent { stage, limit }))
+}
+
+/// Relays the handshake between the two sockets until `OpenOk`; `first`
+/// holds the broker's bytes already read.
 async fn relay(
     shard: &ShardContext,
     info: &SessionInfo,
     client: &mut Stream,
     broker: &mut Stream,
     handshake: &mut TransparentHandshake,
+    first: Vec<u8>,
 ) -> Result<Outcome, Refusal> {
-    broker
-        .write_all(&PROTOCOL_HEADER)
-        .await
-        .map_err(|e| broker_failed(&format!("failed ({e})")))?;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut first = Some(first);
     let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
     loop {
         let side = handshake.waiting_for();
-        let read = match side {
-            Side::Client => client.read(&mut buf).await,
-            Side::Broker => broker.read(&mut buf).await,
+        let read = match (side, first.take()) {
+            (Side::Broker, Some(bytes)) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+            (side, pending) => {
+                first = pending;
+                match side {
+                    Side::Client => client.read(&mut buf).await,
+                    Side::Broker => broker.read(&mut buf).await,
+                }
+            }
         };
         let n = match (read, side) {
             (Ok(0), Side::Client) => return Err(ClientGone::ClosedDuringRelay.into()),

@@ -6,8 +6,10 @@
 //!
 //! [`Candidates`] is a cursor over the route's addresses: a caller that
 //! finds a connected broker unfit (it says nothing, or closes, before its
-//! handshake ends) asks for the next one, and the log names each skipped
-//! backend and why.
+//! handshake ends; docs/reliability.md) reports it with
+//! [`Candidates::skip`] and asks for the next one; the log names each
+//! skipped backend and why. A per-backend health mark belongs in `skip`
+//! and beside the other skip logs.
 
 use super::super::{SessionInfo, ShardContext};
 use crate::config::{Backend, ProxyHeader};
@@ -52,13 +54,55 @@ pub enum Skipped {
         addr: SocketAddr,
         source: crate::tls::handshake::Failure,
     },
+    #[error("Backend '{backend}' at {addr}: {source}; trying the next one")]
+    Unfit {
+        backend: String,
+        addr: SocketAddr,
+        source: Unfit,
+    },
+}
+
+/// How far a broker's handshake must get before the client may see any of
+/// it: until then a failing broker is skipped for the next member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Transparent: the broker's first bytes, its `Connection.Start`.
+    Start,
+    /// Proxied: the broker's `Connection.OpenOk` to the replayed handshake.
+    OpenOk,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Start => "Connection.Start",
+            Stage::OpenOk => "Connection.OpenOk",
+        })
+    }
+}
+
+/// Why a connected broker was passed over before its handshake got far
+/// enough.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfit {
+    #[error("closed the connection before {stage}")]
+    Closed { stage: Stage },
+    #[error("failed before {stage}: {source}")]
+    Failed {
+        stage: Stage,
+        source: std::io::Error,
+    },
+    #[error("sent no {stage} within {} ms", .limit.as_millis())]
+    Silent { stage: Stage, limit: Duration },
 }
 
 impl Skipped {
     fn level(&self) -> Level {
         match self {
             Skipped::Resolve { .. } => Level::Error,
-            Skipped::Connect { .. } | Skipped::ProxyHeader { .. } => Level::Warn,
+            Skipped::Connect { .. } | Skipped::ProxyHeader { .. } | Skipped::Unfit { .. } => {
+                Level::Warn
+            }
             Skipped::Tls { source, .. } => source.level(),
         }
     }
@@ -69,6 +113,8 @@ pub struct Candidates<'a> {
     backends: std::slice::Iter<'a, Backend>,
     /// The backend being tried and its addresses not tried yet.
     current: Option<(&'a Backend, std::vec::IntoIter<SocketAddr>)>,
+    /// The backend and address [`Candidates::next`] gave last.
+    connected: Option<(&'a Backend, SocketAddr)>,
 }
 
 impl<'a> Candidates<'a> {
@@ -76,6 +122,7 @@ impl<'a> Candidates<'a> {
         Candidates {
             backends: backends.iter(),
             current: None,
+            connected: None,
         }
     }
 
@@ -103,9 +150,29 @@ impl<'a> Candidates<'a> {
                 }
             };
             match attempt(shard, info, backend, addr).await {
-                Ok(stream) => return Some(stream),
+                Ok(stream) => {
+                    self.connected = Some((backend, addr));
+                    return Some(stream);
+                }
                 Err(skipped) => log_skipped(info, &skipped),
             }
+        }
+    }
+}
+
+impl Candidates<'_> {
+    /// Reports that the broker [`Candidates::next`] gave last is unfit;
+    /// the caller then tries the next one.
+    pub fn skip(&mut self, info: &SessionInfo, why: Unfit) {
+        if let Some((backend, addr)) = self.connected.take() {
+            log_skipped(
+                info,
+                &Skipped::Unfit {
+                    backend: backend.name.clone(),
+                    addr,
+                    source: why,
+                },
+            );
         }
     }
 }
