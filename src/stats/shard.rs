@@ -67,12 +67,16 @@ pub struct SessionSample {
 
 impl SessionSample {
     fn stats(&self) -> Stats {
-        let mut stats = Stats::default();
-        stats.received = self.received;
-        stats.sent = self.sent;
-        stats.gauges.auth_denied = u64::from(self.auth_denied);
-        stats.gauges.limited = u64::from(self.limited);
-        stats
+        Stats {
+            received: self.received,
+            sent: self.sent,
+            gauges: super::Gauges {
+                auth_denied: u64::from(self.auth_denied),
+                limited: u64::from(self.limited),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 }
 
