@@ -2,6 +2,10 @@
 //! order. Each phase is a function with a bounded wait and a typed outcome,
 //! and `run` turns outcomes into the client's `Connection.Close`, the log
 //! line and the disconnect cause.
+//!
+//! Owns the client's side of the proxied handshake and the choice between
+//! it and the transparent one (`super::transparent`); both hand the broker
+//! side to `super::establish`, which never calls back here.
 
 use super::control::Ending;
 use super::establish::refusal::{client_error, client_read};

@@ -103,13 +103,7 @@ pub(super) async fn run(
             // The client answered a graceful close: let the broker
             // acknowledge ours before closing both.
             if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
-                let wait = futures_lite::future::or(
-                    async {
-                        down.as_mut().await;
-                    },
-                    glommio::timer::sleep(GRACEFUL_BROKER_WAIT),
-                );
-                wait.await;
+                let _ = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut()).await;
             }
             first
         }
