@@ -144,3 +144,39 @@ pub fn shutdown(stream: &TcpStream) {
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the future `make` gives on a small glommio executor of its
+    /// own, as a shard would.
+    fn on_executor<T, F>(make: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(make)
+            .expect("a glommio executor (io_uring) starts")
+            .join()
+            .expect("the executor thread ends")
+    }
+
+    #[test]
+    fn with_timeout_gives_the_result_or_says_it_ran_late() {
+        let (done, late) = on_executor(|| async {
+            let done = with_timeout(Duration::from_secs(30), async { 7 }).await;
+            let limit = Duration::from_millis(20);
+            let started = Instant::now();
+            let late = with_timeout(limit, futures_lite::future::pending::<()>()).await;
+            assert!(started.elapsed() >= limit);
+            (done, late)
+        });
+        assert_eq!(done, Ok(7));
+        let late = late.unwrap_err();
+        assert_eq!(late.limit, Duration::from_millis(20));
+        assert_eq!(late.to_string(), "not completed within 20 ms");
+    }
+}
