@@ -264,3 +264,56 @@ async fn send_proxy_header(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    #[test]
+    fn skip_lines_read_as_the_log_always_said_them() {
+        let addr: SocketAddr = "10.0.0.5:5672".parse().unwrap();
+        let resolve = Skipped::Resolve {
+            backend: "b1".into(),
+            host: "rabbit.example".into(),
+            port: 5672,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such host"),
+        };
+        assert_eq!(
+            resolve.to_string(),
+            "Failed to resolve rabbit.example:5672 error: no such host for b1"
+        );
+        assert_eq!(resolve.level(), Level::Error);
+        let connect = Skipped::Connect {
+            backend: "b1".into(),
+            addr,
+            source: io(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(connect
+            .to_string()
+            .starts_with("Connecting to backend 'b1' at 10.0.0.5:5672 failed: "));
+        let silent = Skipped::Unfit {
+            backend: "b2".into(),
+            addr,
+            source: Unfit::Silent {
+                stage: Stage::Start,
+                limit: Duration::from_millis(5000),
+            },
+        };
+        assert_eq!(
+            silent.to_string(),
+            "Backend 'b2' at 10.0.0.5:5672: sent no Connection.Start within 5000 ms; trying the next one"
+        );
+        assert_eq!(silent.level(), Level::Warn);
+        let closed = Unfit::Closed {
+            stage: Stage::OpenOk,
+        };
+        assert_eq!(
+            closed.to_string(),
+            "closed the connection before Connection.OpenOk"
+        );
+    }
+}
