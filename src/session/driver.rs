@@ -10,7 +10,7 @@
 use super::control::Ending;
 use super::establish::refusal::{client_error, client_read};
 use super::establish::{
-    handshake_timed_out, refuse, replay, ClientGone, Established, Reason, Refusal,
+    handshake_timed_out, refuse, replay, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
 };
 use super::transparent::Fallback;
 use super::{Disconnect, HandshakeKind, Phase, SessionInfo, ShardContext};
@@ -29,9 +29,6 @@ use glommio::net::TcpStream;
 use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// Size of the reads during the handshakes (small: these are a few frames).
-const HANDSHAKE_READ: usize = 4096;
 
 /// Runs a session from accept to close.
 pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, kind: ListenerKind) {

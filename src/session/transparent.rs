@@ -15,7 +15,7 @@
 use super::establish::connect::{Stage, Unfit};
 use super::establish::{
     handshake_timed_out, log_starting, refuse, replay, start_ok_additions, vhost_paused,
-    Candidates, ClientGone, Established, Reason, Refusal,
+    Candidates, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
 };
 use super::{HandshakeKind, Phase, SessionInfo, ShardContext};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -128,9 +128,6 @@ pub(super) async fn establish(
         }
     }
 }
-
-/// Size of the reads during the handshake (small: these are a few frames).
-const HANDSHAKE_READ: usize = 4096;
 
 /// Sends the broker the protocol header and waits up to `limit` for its
 /// first bytes (the start of its `Connection.Start`).

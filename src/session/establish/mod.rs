@@ -27,6 +27,9 @@ use crate::session_log;
 use crate::stream::Stream;
 use log::Level;
 
+/// Size of the reads during the handshakes (small: these are a few frames).
+pub const HANDSHAKE_READ: usize = 4096;
+
 /// A session whose broker said `OpenOk`.
 pub struct Established {
     pub broker: Stream,

@@ -8,6 +8,7 @@ use super::connect::{Stage, Unfit};
 use super::refusal::{refuse, ClientGone, Reason, Refusal};
 use super::{
     hold_at_open, log_starting, start_ok_additions, vhost_paused, Candidates, Established,
+    HANDSHAKE_READ,
 };
 use crate::codec::reply_code;
 use crate::config::Mapping;
@@ -22,9 +23,6 @@ use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use log::Level;
 use std::rc::Rc;
-
-/// Size of the reads during the handshake (small: these are a few frames).
-const HANDSHAKE_READ: usize = 4096;
 
 /// From the vhost on: hold while paused, route, connect, replay the
 /// handshake to the broker. `no_broker`: every backend already failed (in
