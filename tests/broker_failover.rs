@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::control::ctl_bin;
-use support::dummy_broker::{AfterOpen, DummyBroker, Script};
+use support::dummy_broker::{AfterOpen, DummyBroker, Handshake, Script};
 use support::proxy::ProxyProcess;
 use support::raw::{self, parse_close, RawConn};
 
@@ -94,7 +94,12 @@ impl Drop for BadMember {
 
 /// A proxy with no simple mode and the short broker-handshake timeout.
 fn proxy() -> ProxyProcess {
+    proxy_with_shards(2)
+}
+
+fn proxy_with_shards(shards: usize) -> ProxyProcess {
     ProxyProcess::builder("unused", 1)
+        .shards(shards)
         .without_simple_mode()
         .handshake_timeout_ms(CLIENT_HANDSHAKE_TIMEOUT_MS)
         .connect_timeout_ms(5000)
@@ -110,7 +115,7 @@ fn configure(proxy: &ProxyProcess, lines: &[String]) {
     }
 }
 
-/// The farm `f` of `silent`, `closer` and (when given) `good`, mapped as
+/// The farm `f` of `members` (round-robin, in this order), mapped as
 /// the default (transparent handshake) or for vhost `/` only (proxied).
 fn farm(proxy: &ProxyProcess, members: &[(&str, u16)], proxied: bool) {
     let mut lines: Vec<String> = members
@@ -228,4 +233,54 @@ fn a_farm_without_an_answering_member_refuses_the_client() {
         assert_eq!(close.code, 320, "proxied={proxied}: {close:?}");
         assert!(silent.accepted() >= 1 && closer.accepted() >= 1);
     }
+}
+
+#[test]
+fn a_broker_that_refuses_is_answered_not_skipped() {
+    // The broker's own Connection.Close is an answer for the client (wrong
+    // credentials, unknown vhost): the next member must not be tried.
+    let refuser = DummyBroker::start(Script::new(AfterOpen::Hold).handshake(
+        Handshake::CloseAfterStartOk(403, "ACCESS_REFUSED - no".into()),
+    ));
+    let good = DummyBroker::start(Script::new(AfterOpen::Hold));
+    // One shard: round-robin alternates the first member deterministically.
+    let proxy = proxy_with_shards(1);
+    farm(
+        &proxy,
+        &[("refuser", refuser.port()), ("good", good.port())],
+        true,
+    );
+    let (mut opened, mut refused) = (0, 0);
+    for i in 0..4 {
+        let mut client = RawConn::connect_local(proxy.port);
+        raw::client_handshake_until_open(
+            &mut client,
+            &raw::default_start_ok(&format!("refused-{i}")),
+            "/",
+        );
+        let frame = client
+            .read_frame_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("session {i}: no answer: {e}"));
+        if frame.is_method(0, 10, 41) {
+            opened += 1;
+        } else {
+            let close = parse_close(&frame).unwrap_or_else(|why| panic!("{why}"));
+            assert_eq!(close.code, 403, "session {i}: {close:?}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 1 && opened >= 1,
+        "opened {opened}, refused {refused}"
+    );
+    assert_eq!(
+        refuser.accepted(),
+        refused,
+        "each refusal came from the refuser"
+    );
+    assert_eq!(
+        good.accepted(),
+        opened,
+        "no refused session went on to 'good'"
+    );
 }
