@@ -70,6 +70,18 @@ pub fn new_markers(config: &Config, farm: &Farm) -> Arc<Vec<AtomicUsize>> {
     )
 }
 
+/// Recomputes every farm's partitions (after `DATACENTER SET`), which
+/// resets their round-robin markers as in the original.
+pub fn repartition_all(config: &mut Config) {
+    let names: Vec<String> = config.farms.keys().cloned().collect();
+    for name in names {
+        if let Some(mut farm) = config.farms.get(&name).cloned() {
+            farm.markers = new_markers(config, &farm);
+            config.farms.insert(name, farm);
+        }
+    }
+}
+
 /// Whether every vhost goes the same way, so the broker can be chosen
 /// before the client names its vhost: no vhost mappings, and a default farm
 /// that exists. (Limits and an auth service, when they come, will need the

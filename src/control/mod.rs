@@ -1,22 +1,25 @@
-//! The control plane: the state the control thread owns, the command
-//! dispatcher, and the Unix-socket server `amqpprox_ctl` talks to
-//! (behaviour.md §2, DECISIONS Keep 2, Fix 9, 15, 16).
+//! The control plane: the state the control thread owns, the grammar of
+//! control lines, the verbs that run them, and the Unix-socket server
+//! `amqpprox_ctl` talks to (see `docs/commands.md`).
 //!
-//! Every command runs against a draft copy of the configuration; only a
-//! command that succeeds has its draft published to the shards as one new
-//! immutable snapshot, so a failing command changes nothing. Commands that
-//! touch live sessions or listeners go through the shards' inboxes and wait
-//! for their replies. Runs on std threads, never on a shard.
+//! A line is parsed first (`grammar`, pure); a line that does not parse
+//! changes nothing. Every command then runs against a draft copy of the
+//! configuration; only a command that succeeds has its draft published to
+//! the shards as one new immutable snapshot, so a failing command changes
+//! nothing. Commands that touch live sessions or listeners go through the
+//! shards' inboxes and wait for their replies. Runs on std threads, never
+//! on a shard.
 
 pub mod commands;
+pub mod grammar;
+pub mod render;
 mod server;
 
 pub use server::{serve, ControlServer};
 
 use crate::config::{Config, ConfigSnapshot};
+use crate::shard::SessionView;
 use crate::shard::{ShardCommand, ShardHandle, Shared};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,17 +78,12 @@ impl Reply {
 
 /// Everything the control thread owns.
 pub struct ControlState {
+    /// Everything the operator set (`CONFIG DUMP` prints it).
     pub config: Config,
     pub shared: Arc<Shared>,
     pub shards: Vec<ShardHandle>,
-    /// Ports listened on by every shard, with their bind addresses.
-    pub listening: BTreeMap<u16, SocketAddr>,
-    /// What each of those listeners does first (TLS, PROXY header).
-    pub listener_kinds: BTreeMap<u16, crate::shard::ListenerKind>,
-    /// The files and flags of `TLS ...`; what they build is published in
-    /// `shared.tls`.
-    pub tls: crate::tls::TlsSettings,
-    /// Vhosts an operator paused or unpaused, for `VHOST PRINT`.
+    /// Vhosts an operator paused or unpaused, for `VHOST PRINT` (what it
+    /// lists, not configuration).
     pub touched_vhosts: std::collections::BTreeSet<String>,
     /// Statistics listeners, publishers and switches (`STAT`, `TRACE`),
     /// shared with the stats thread the supervisor starts.
@@ -101,9 +99,6 @@ impl ControlState {
             config: Config::default(),
             shared,
             shards,
-            listening: BTreeMap::new(),
-            listener_kinds: BTreeMap::new(),
-            tls: Default::default(),
             touched_vhosts: Default::default(),
             stats: Default::default(),
         }
@@ -131,22 +126,40 @@ impl ControlState {
     /// works on a draft; the draft is published only if the command succeeds.
     pub fn execute(&mut self, line: &str) -> Reply {
         let line = line.trim_end_matches(['\r', '\n']);
-        let (verb, rest) = match line.find(' ') {
-            Some(i) => (&line[..i], &line[i..]),
-            None => (line, ""),
+        let reply = match grammar::parse(line) {
+            Ok(command) => {
+                let mut draft = self.config.clone();
+                let reply = commands::dispatch(self, &mut draft, command);
+                if !reply.error {
+                    self.commit(draft);
+                }
+                reply
+            }
+            Err(error) => commands::refuse(self, error),
         };
-        let verb = verb.to_ascii_uppercase();
-        let mut draft = self.config.clone();
-        let reply = commands::dispatch(self, &mut draft, &verb, rest);
-        if !reply.error {
-            self.commit(draft);
-        }
         log::info!(
             "Control '{line}' Output (finish={}): {}",
             u8::from(reply.stream.is_none()),
             reply.text.trim_end()
         );
         reply
+    }
+
+    /// Every session of every shard, by id.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let mut all: Vec<SessionView> = self
+            .ask_shards(|reply| ShardCommand::Sessions { reply })
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Whether a session with this `CONN` id exists on any shard.
+    pub fn session_exists(&self, id: u64) -> bool {
+        self.sessions().iter().any(|s| s.id == id)
     }
 
     /// Makes `draft` the configuration and publishes it to the shards.
