@@ -1,5 +1,5 @@
 //! Routing: from a vhost to the ordered list of backends a session will try
-//! (behaviour.md §3.2-3.5, DECISIONS Fix 1).
+//! (see `docs/routing.md`).
 //!
 //! A farm's members are split into priority partitions (datacenter
 //! affinity); the round-robin selector picks the starting member of each

@@ -9,8 +9,10 @@
 //! Nothing here does I/O or touches a socket: opening listeners and
 //! reading TLS files is the control verbs' work, which records the result
 //! here.
+//!
+//! A leaf: it imports nothing of the proxy but the TLS settings type
+//! (`crate::tls::TlsSettings`), and no shard, session or control type.
 
-use crate::shard::ListenerKind;
 use crate::tls::TlsSettings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -112,8 +114,10 @@ pub enum Mapping {
 pub struct Listener {
     /// The address bound (`[::]` or `0.0.0.0` for a bare port).
     pub addr: SocketAddr,
-    /// What the listener does first (TLS, PROXY header).
-    pub kind: ListenerKind,
+    /// AMQPS with the TLS INGRESS context (`START_SECURE`).
+    pub tls: bool,
+    /// A PROXY protocol header comes first (`... PROXY`).
+    pub proxy: bool,
 }
 
 /// The files and flags of `TLS ...` commands. What they build is published

@@ -35,7 +35,7 @@ pub struct Reply {
 }
 
 /// Chunks written after a reply's text, in order, until the sender is
-/// dropped or the control client goes away (behaviour.md §2.1).
+/// dropped or the control client goes away (`docs/commands.md#stat`).
 #[derive(Debug, Clone)]
 pub struct ReplyStream(pub flume::Receiver<String>);
 

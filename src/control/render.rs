@@ -24,6 +24,7 @@ use crate::control::grammar::{
     VhostAction, VhostCommand,
 };
 use crate::routing::partitions;
+use crate::shard::ListenerKind;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -284,7 +285,10 @@ pub fn dump(config: &Config) -> String {
         };
         Command::Listen(ListenCommand::Start {
             addr,
-            kind: listener.kind,
+            kind: ListenerKind {
+                tls: listener.tls,
+                proxy: listener.proxy,
+            },
         })
         .to_string()
     }));

@@ -1,6 +1,6 @@
-//! `CONN [json]`: one line per session, gathered from every shard
-//! (see `docs/commands.md#conn`). Idle times are seconds since each side last sent
-//! anything (DECISIONS Fix 7). `inAvgLatencyMs`/`outAvgLatencyMs` (mean
+//! `CONN [json]`: one line per session, gathered from every shard (see
+//! `docs/commands.md#conn`). Idle times are seconds since each side last
+//! sent anything. `inAvgLatencyMs`/`outAvgLatencyMs` (mean
 //! pass-through write latency, really measured) appear once a write in
 //! that direction completed (`docs/statistics.md`).
 

@@ -78,7 +78,14 @@ fn start(
         });
         return Reply::error(format!("Cannot listen on port {}: {reason}\n", addr.port()));
     }
-    draft.listeners.insert(addr.port(), Listener { addr, kind });
+    draft.listeners.insert(
+        addr.port(),
+        Listener {
+            addr,
+            tls: kind.tls,
+            proxy: kind.proxy,
+        },
+    );
     log::info!(
         "Listening on {addr}{}{} on {} shards",
         if kind.tls { " (TLS)" } else { "" },
