@@ -183,3 +183,79 @@ impl ControlState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigSnapshot;
+
+    /// A control state with no shards: commands that ask shards get no
+    /// answers, which is enough to check parsing, texts and drafts.
+    fn state() -> ControlState {
+        let shared = Arc::new(Shared::new(
+            ConfigSnapshot::new(Config::default()),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ));
+        ControlState::new(shared, Vec::new())
+    }
+
+    #[test]
+    fn a_refused_line_changes_nothing() {
+        let mut s = state();
+        assert!(!s.execute("BACKEND ADD b1 dc1 127.0.0.1 5672").error);
+        let before = s.config.clone();
+        for line in [
+            "BACKEND ADD b2 dc1 127.0.0.1 5672 TSL",
+            "BACKEND DELETE b1 b2",
+            "MAP DEFAULT f extra",
+            "VHOST PAUSE v extra",
+            "DATACENTER SET a b",
+        ] {
+            let reply = s.execute(line);
+            assert!(
+                reply.error && reply.text.ends_with('\n'),
+                "{line}: {reply:?}"
+            );
+        }
+        assert_eq!(s.config, before);
+        assert_eq!(
+            s.shared.config.load().config,
+            before,
+            "the published snapshot is unchanged too"
+        );
+    }
+
+    #[test]
+    fn session_replies_keep_the_original_texts() {
+        let mut s = state();
+        for line in [
+            "SESSION",
+            "SESSION x PAUSE",
+            "SESSION 1 PAUSE",
+            "SESSION 1 NAP",
+        ] {
+            assert_eq!(
+                s.execute(line),
+                Reply::error("Session not found.\n"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn pauses_and_listeners_are_configuration() {
+        let mut s = state();
+        assert_eq!(s.execute("VHOST PAUSE v1"), Reply::empty());
+        assert_eq!(s.execute("VHOST PRINT").text, "v1 = PAUSED\n");
+        assert!(s.shared.config.load().config.paused_vhosts.contains("v1"));
+        assert_eq!(s.execute("VHOST UNPAUSE v1"), Reply::empty());
+        assert_eq!(s.execute("VHOST PRINT").text, "v1 = UNPAUSED\n");
+        assert!(s.config.paused_vhosts.is_empty());
+        assert_eq!(
+            s.execute("LISTEN STOP 56x2"),
+            Reply::error("Invalid port provided.\n")
+        );
+        assert!(s.execute("EXIT").exit);
+    }
+}
