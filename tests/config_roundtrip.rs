@@ -73,7 +73,7 @@ fn dump_replays_to_the_same_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write_tls_files(dir.path());
     let d = dir.path().display();
-    let ports = free_ports(3);
+    let ports = free_ports(4);
     let mut first = control_state();
     apply(
         &mut first,
@@ -109,8 +109,9 @@ fn dump_replays_to_the_same_configuration() {
             LISTEN START {}
             LISTEN START_SECURE {} PROXY
             LISTEN START 127.0.0.1:{}
+            LISTEN START 0.0.0.0:{}
             ",
-            ports[0], ports[1], ports[2]
+            ports[0], ports[1], ports[2], ports[3]
         ),
     );
     let dump = first.execute("CONFIG DUMP").text;
@@ -139,6 +140,7 @@ fn dump_replays_to_the_same_configuration() {
         &format!("LISTEN START {}\n", ports[0]),
         &format!("LISTEN START_SECURE {} PROXY\n", ports[1]),
         &format!("LISTEN START 127.0.0.1:{}\n", ports[2]),
+        &format!("LISTEN START 0.0.0.0:{}\n", ports[3]),
     ] {
         assert!(
             dump.contains(prefix),

@@ -112,7 +112,9 @@ pub enum Mapping {
 /// One port every shard listens on (`LISTEN START`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
-    /// The address bound (`[::]` or `0.0.0.0` for a bare port).
+    /// The address asked for (`[::]:port` for a bare port, also where a
+    /// host without IPv6 made the shards bind `0.0.0.0` instead), so that
+    /// the dump asks for the same again.
     pub addr: SocketAddr,
     /// AMQPS with the TLS INGRESS context (`START_SECURE`).
     pub tls: bool,

@@ -26,7 +26,6 @@ use crate::control::grammar::{
 use crate::routing::partitions;
 use crate::shard::ListenerKind;
 use serde::Serialize;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// One JSON document on one line, newline-terminated.
 pub fn to_json_line(doc: &impl Serialize) -> String {
@@ -275,16 +274,9 @@ pub fn dump(config: &Config) -> String {
         })
         .to_string()
     }));
-    lines.extend(config.listeners.iter().map(|(port, listener)| {
-        // An unspecified address (IPv6, or IPv4 on a host without IPv6) is
-        // what a bare port asked for.
-        let addr = if listener.addr.ip().is_unspecified() {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *port)
-        } else {
-            listener.addr
-        };
+    lines.extend(config.listeners.values().map(|listener| {
         Command::Listen(ListenCommand::Start {
-            addr,
+            addr: listener.addr,
             kind: ListenerKind {
                 tls: listener.tls,
                 proxy: listener.proxy,

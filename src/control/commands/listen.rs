@@ -47,6 +47,7 @@ fn start(
     mut addr: SocketAddr,
     kind: ListenerKind,
 ) -> Reply {
+    let asked = addr;
     if draft.listeners.contains_key(&addr.port()) {
         log::error!("Already listening on port: {}", addr.port());
         return Reply::empty();
@@ -81,7 +82,7 @@ fn start(
     draft.listeners.insert(
         addr.port(),
         Listener {
-            addr,
+            addr: asked,
             tls: kind.tls,
             proxy: kind.proxy,
         },

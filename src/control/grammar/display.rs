@@ -10,7 +10,7 @@ use super::{
 use crate::config::ProxyHeader;
 use crate::stats::{Filter, Format};
 use std::fmt::{self, Display, Formatter};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// ` json` when asked for, else nothing.
 fn json(json: bool) -> &'static str {
@@ -123,7 +123,7 @@ impl Display for ListenCommand {
             ListenCommand::Start { addr, kind } => {
                 let verb = if kind.tls { "START_SECURE" } else { "START" };
                 // A bare port is what parses to every address.
-                if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+                if *addr == SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port()) {
                     write!(f, "LISTEN {verb} {}", addr.port())?;
                 } else {
                     write!(f, "LISTEN {verb} {addr}")?;
