@@ -16,7 +16,7 @@
 //! Owns the gate's bookkeeping and the dummy clients; never accepts, never
 //! touches the listener's descriptor, never runs on a shard (the dummies
 //! connect with blocking calls, from the control or supervisor thread).
-//! See docs/deployment.md, "Upgrading without refusing connections".
+//! See docs/deployment.md#upgrading-without-refusing-connections.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};

@@ -10,7 +10,7 @@
 //!
 //! This module never starts shards, applies configuration or runs a drain:
 //! the supervisor, control server and shards call into it. See
-//! docs/deployment.md, "Upgrading without refusing connections".
+//! docs/deployment.md#upgrading-without-refusing-connections.
 
 pub mod accept_stop;
 pub mod exchange;

@@ -5,8 +5,8 @@
 //! only; this module never touches a socket or a file descriptor (see
 //! `super::fds` for that) and never decides what a listener is used for.
 //!
-//! The exchange, in order (docs/deployment.md, "Upgrading without refusing
-//! connections"):
+//! The exchange, in order (see
+//! docs/deployment.md#upgrading-without-refusing-connections):
 //!
 //! 1. new → old: [`REQUEST`] and a newline;
 //! 2. old → new: one or more one-byte messages, [`BATCH_MORE`] or
