@@ -5,6 +5,7 @@
 //! - [`wire`]: the exchange's text and marker bytes, pure;
 //! - [`fds`]: passing descriptors with `SCM_RIGHTS`;
 //! - [`exchange`]: both ends of the exchange on a Unix stream;
+//! - [`plan`]: which new shard accepts on which handed-over socket;
 //! - [`accept_stop`]: stopping an accept loop on a shared socket without
 //!   cancelling an accept in flight.
 //!
@@ -15,6 +16,7 @@
 pub mod accept_stop;
 pub mod exchange;
 pub mod fds;
+pub mod plan;
 pub mod wire;
 
 pub use accept_stop::{complete_pending_accepts, AcceptGate, AcceptStopError, DummyClients};
