@@ -189,6 +189,27 @@ pub fn complete_pending_accepts(
     })
 }
 
+/// The old process's side of `UPGRADE RELEASE` for all its handed-over
+/// ports: stops every gate first (so no loop on any port arms again while
+/// another port is being completed), then completes each port's pending
+/// accepts in turn. Returns each port's outcome; a port given up on is
+/// logged by the caller and does not stop the others.
+pub fn release_listeners(
+    ports: &[(SocketAddr, std::sync::Arc<AcceptGate>)],
+    dummies: &DummyClients,
+) -> Vec<(u16, Result<u32, AcceptStopError>)> {
+    for (_, gate) in ports {
+        gate.stop();
+    }
+    ports
+        .iter()
+        .map(|(addr, gate)| {
+            let outcome = complete_pending_accepts(*addr, || gate.armed() == 0, dummies);
+            (addr.port(), outcome)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +308,38 @@ mod tests {
         // wake (a loaded machine); the first one is its.
         assert!(sent >= 1);
         old.join().unwrap();
+    }
+
+    #[test]
+    fn releasing_stops_every_port_and_completes_each() {
+        let mut ports = Vec::new();
+        let mut holders = Vec::new();
+        for _ in 0..3 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let gate = Arc::new(AcceptGate::new());
+            ports.push((listener.local_addr().unwrap(), Arc::clone(&gate)));
+            holders.push(std::thread::spawn(move || {
+                let mut accepted = 0;
+                while gate.try_arm() {
+                    accepted += usize::from(listener.accept().is_ok());
+                    gate.disarm();
+                }
+                accepted
+            }));
+        }
+        for (_, gate) in &ports {
+            wait_for("every holder to arm", || gate.armed() == 1);
+        }
+        let outcomes = release_listeners(&ports, &Default::default());
+        assert_eq!(outcomes.len(), 3);
+        for ((addr, gate), (port, outcome)) in ports.iter().zip(outcomes) {
+            assert_eq!(port, addr.port());
+            assert!(outcome.unwrap() >= 1);
+            assert!(gate.is_settled());
+        }
+        for holder in holders {
+            assert_eq!(holder.join().unwrap(), 1);
+        }
     }
 
     /// The handover in miniature: two holders of one listening socket (a

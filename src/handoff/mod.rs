@@ -19,7 +19,9 @@ pub mod fds;
 pub mod plan;
 pub mod wire;
 
-pub use accept_stop::{complete_pending_accepts, AcceptGate, AcceptStopError, DummyClients};
+pub use accept_stop::{
+    complete_pending_accepts, release_listeners, AcceptGate, AcceptStopError, DummyClients,
+};
 pub use exchange::{
     receive_handoff, release, request_handoff, send_handoff, HandoffError, Received,
 };
