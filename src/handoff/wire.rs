@@ -126,7 +126,7 @@ impl Handoff {
     /// LISTENERS 2
     /// LISTENER fd=0 addr=[::]:5672 kind=plain shard=0
     /// LISTENER fd=1 addr=[::]:5672 kind=plain shard=1
-    /// CONFIG 21
+    /// CONFIG 18
     /// LISTEN START 5672
     /// END
     /// ```
@@ -332,6 +332,22 @@ mod tests {
              VHOST PAUSE /\nLISTEN START 5672\n\
              END\n"
         );
+    }
+
+    #[test]
+    fn the_example_in_the_deployment_page_parses() {
+        // The page indents the block inside a numbered list item.
+        let page = include_str!("../../docs/deployment.md");
+        let start = page.find(HEADER).expect("the page shows a description");
+        let block = &page[start..];
+        let block = block[..block.find("```").expect("the block ends")].trim_end();
+        let text: String = block
+            .lines()
+            .map(|l| l.trim_start().to_string() + "\n")
+            .collect();
+        let handoff = Handoff::parse(&text).expect("the documented example is valid");
+        assert_eq!(handoff.listeners.len(), 2);
+        assert_eq!(handoff.config, "LISTEN START 5672\n");
     }
 
     #[test]
