@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::proxy::ProxyProcess;
 
@@ -74,17 +74,16 @@ fn run(args: &[&str]) -> Outcome {
         let _ = stderr.read_to_end(&mut s);
         String::from_utf8_lossy(&s).into_owned()
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
-        }
-        if Instant::now() >= deadline {
+    let exited = support::poll_until(support::deadline_in(Duration::from_secs(10)), || {
+        child.try_wait().expect("try_wait")
+    });
+    let code = match exited {
+        Some(status) => status.code(),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            None
         }
-        thread::sleep(Duration::from_millis(20));
     };
     Outcome {
         code,
@@ -225,15 +224,10 @@ fn startup_prints_log_directory_and_control_socket() {
         proxy.log_dir.display(),
         proxy.control_socket.display()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.stdout().contains(&wanted) {
-        assert!(
-            Instant::now() < deadline,
-            "stdout lacks {wanted:?}:\n{}",
-            proxy.output()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let said = support::wait_until(support::deadline_in(Duration::from_secs(5)), || {
+        proxy.stdout().contains(&wanted)
+    });
+    assert!(said, "stdout lacks {wanted:?}:\n{}", proxy.output());
 }
 
 /// Without enough locked memory for io_uring, the proxy says so in one
