@@ -17,8 +17,8 @@
 use amqpprox::streamproto::rewrite::{rewrite_metadata_frame, rewrite_open};
 use amqpprox::streamproto::server::ServerConfig;
 use amqpprox::streamproto::{
-    key, response_code, split_frame, AddressMap, BrokerReplay, Endpoint, ReplayProgress,
-    ServerHandshake, ServerProgress, RESPONSE_FLAG,
+    key, response_code, split_frame, AddressMap, BrokerReplay, Endpoint, MetadataResponse,
+    ReplayProgress, ServerHandshake, ServerProgress, StreamFrameScanner, RESPONSE_FLAG,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -30,18 +30,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEFAULT_BROKER: &str = "127.0.0.20:5552";
 
-fn broker_addr() -> SocketAddr {
-    let text =
-        std::env::var("AMQPPROX_TEST_STREAM_ADDR").unwrap_or_else(|_| DEFAULT_BROKER.to_string());
+const DEFAULT_CLUSTER: &str = "127.0.0.21:5552,127.0.0.22:5552,127.0.0.23:5552";
+
+/// A stream node's address, checked to accept connections.
+fn reachable(text: &str, script: &str) -> SocketAddr {
     let addr = text
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("bad AMQPPROX_TEST_STREAM_ADDR {text}"));
-    TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap_or_else(|e| {
-        panic!("cannot reach the stream node at {addr} ({e}): run ci/ensure-rabbitmq-stream.sh")
-    });
+        .unwrap_or_else(|| panic!("bad stream node address {text}"));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("cannot reach the stream node at {addr} ({e}): run {script}"));
     addr
+}
+
+fn broker_addr() -> SocketAddr {
+    let text =
+        std::env::var("AMQPPROX_TEST_STREAM_ADDR").unwrap_or_else(|_| DEFAULT_BROKER.to_string());
+    reachable(&text, "ci/ensure-rabbitmq-stream.sh")
+}
+
+/// The three cluster nodes (`AMQPPROX_TEST_STREAM_CLUSTER`, comma-separated).
+fn cluster_addrs() -> Vec<SocketAddr> {
+    let text = std::env::var("AMQPPROX_TEST_STREAM_CLUSTER")
+        .unwrap_or_else(|_| DEFAULT_CLUSTER.to_string());
+    text.split(',')
+        .map(|a| reachable(a.trim(), "ci/ensure-rabbitmq-stream.sh --cluster"))
+        .collect()
 }
 
 fn python() -> PathBuf {
@@ -58,7 +73,7 @@ fn python() -> PathBuf {
     path
 }
 
-/// What the relay did, for the assertions.
+/// What one relay did, for the assertions.
 #[derive(Default)]
 struct RelayStats {
     accepted: AtomicUsize,
@@ -67,45 +82,81 @@ struct RelayStats {
     metadata_frames: AtomicUsize,
     unmapped: AtomicUsize,
     refusals: Mutex<Vec<u16>>,
+    /// Client frames seen on established connections, by command.
+    declare_publishers: AtomicUsize,
+    subscribes: AtomicUsize,
+    /// Each stream's leader and replicas as the broker's Metadata named
+    /// them, before the rewrite.
+    placements: Mutex<Vec<Placement>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    stream: String,
+    leader: Option<(String, u32)>,
+    replicas: Vec<(String, u32)>,
 }
 
 struct Relay {
     addr: SocketAddr,
+    broker: SocketAddr,
     stats: Arc<RelayStats>,
 }
 
-/// Starts the relay on an ephemeral loopback port in front of `broker`,
-/// which advertises its own listener address.
-fn start_relay(broker: SocketAddr) -> Relay {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
-    let addr = listener.local_addr().unwrap();
+/// Starts one relay per broker node, each on an ephemeral loopback port,
+/// sharing one address map from every node's advertised listener (each node
+/// advertises its own listener address) to its relay: the proxy's "one
+/// endpoint per node".
+fn start_relays(brokers: &[SocketAddr]) -> Vec<Relay> {
+    let listeners: Vec<TcpListener> = brokers
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a relay"))
+        .collect();
     let mut map = AddressMap::new();
-    map.insert(
-        Endpoint::new(broker.ip().to_string(), broker.port()),
-        Endpoint::new(addr.ip().to_string(), addr.port()),
-    );
+    for (broker, l) in brokers.iter().zip(&listeners) {
+        let addr = l.local_addr().unwrap();
+        map.insert(
+            Endpoint::new(broker.ip().to_string(), broker.port()),
+            Endpoint::new(addr.ip().to_string(), addr.port()),
+        );
+    }
     let map = Arc::new(map);
-    let stats = Arc::new(RelayStats::default());
-    let s = stats.clone();
-    // Lives as long as the test process: each test has its own relay.
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            s.accepted.fetch_add(1, Ordering::SeqCst);
-            let (map, s) = (map.clone(), s.clone());
+    brokers
+        .iter()
+        .zip(listeners)
+        .map(|(&broker, listener)| {
+            let addr = listener.local_addr().unwrap();
+            let stats = Arc::new(RelayStats::default());
+            let (s, map) = (stats.clone(), map.clone());
+            // Lives as long as the test process: each test has its own relays.
             std::thread::spawn(move || {
-                // A session's failure shows in the client's result.
-                let _ = session(client, broker, &map, &s);
+                for client in listener.incoming().flatten() {
+                    s.accepted.fetch_add(1, Ordering::SeqCst);
+                    let (map, s) = (map.clone(), s.clone());
+                    std::thread::spawn(move || {
+                        // A session's failure shows in the client's result.
+                        let _ = session(client, broker, &map, &s);
+                    });
+                }
             });
-        }
-    });
-    Relay { addr, stats }
+            Relay {
+                addr,
+                broker,
+                stats,
+            }
+        })
+        .collect()
+}
+
+fn start_relay(broker: SocketAddr) -> Relay {
+    start_relays(&[broker]).pop().unwrap()
 }
 
 fn session(
     mut client: TcpStream,
     broker_addr: SocketAddr,
     map: &AddressMap,
-    stats: &RelayStats,
+    stats: &Arc<RelayStats>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -184,8 +235,28 @@ fn session(
     client.set_read_timeout(None)?;
     broker.set_read_timeout(None)?;
     let (mut c_read, mut b_write) = (client.try_clone()?, broker.try_clone()?);
+    let up_stats = stats.clone();
     let upstream = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut b_write);
+        let mut scanner = StreamFrameScanner::new(u32::MAX);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match c_read.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let seen = scanner.scan(&chunk[..n], |e| match e.header.key {
+                key::DECLARE_PUBLISHER => {
+                    up_stats.declare_publishers.fetch_add(1, Ordering::SeqCst);
+                }
+                key::SUBSCRIBE => {
+                    up_stats.subscribes.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            });
+            if seen.is_err() || b_write.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
         let _ = b_write.shutdown(Shutdown::Write);
     });
     loop {
@@ -194,6 +265,7 @@ fn session(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
         {
             if frame.header.key == key::METADATA | RESPONSE_FLAG {
+                record_placements(frame.body, stats);
                 let count = rewrite_metadata_frame(frame.body, map, &mut out)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                 stats.metadata_frames.fetch_add(1, Ordering::SeqCst);
@@ -217,6 +289,27 @@ fn session(
     Ok(())
 }
 
+/// Notes where the broker says each stream lives.
+fn record_placements(body: &[u8], stats: &RelayStats) {
+    let Ok(md) = MetadataResponse::decode(body) else {
+        return;
+    };
+    let node = |r: u16| {
+        md.brokers
+            .iter()
+            .find(|b| b.reference == r)
+            .map(|b| (b.host.clone(), b.port))
+    };
+    let mut placements = stats.placements.lock().unwrap();
+    for s in &md.streams {
+        placements.push(Placement {
+            stream: s.name.clone(),
+            leader: node(s.leader),
+            replicas: s.replicas.iter().filter_map(|r| node(*r)).collect(),
+        });
+    }
+}
+
 /// Ends a connection whose last frame was just written. Closing a socket
 /// with unread input (a heartbeat the client sent meanwhile) resets it, and
 /// the client may then lose the frame it has not read yet: send FIN, and
@@ -229,14 +322,14 @@ fn close_after_reply(mut client: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-fn run_client(relay: &Relay, args: &[&str]) -> String {
-    let port = relay.addr.port().to_string();
+/// Runs the rstream client against `addr`; returns its result line.
+fn run_client(addr: SocketAddr, args: &[&str]) -> String {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
     let output = Command::new(python())
         .arg(&script)
-        .arg(relay.addr.ip().to_string())
-        .arg(&port)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
         .args(args)
         .output()
         .expect("run the rstream client");
@@ -262,7 +355,7 @@ fn unique(prefix: &str) -> String {
 fn rstream_publishes_and_consumes_through_the_relay() {
     let relay = start_relay(broker_addr());
     let stream = unique("amqpprox-relay");
-    let line = run_client(&relay, &["roundtrip", &stream, "2000"]);
+    let line = run_client(relay.addr, &["roundtrip", &stream, "2000"]);
     assert_eq!(
         line,
         "published 2000 confirmed 2000 consumed 2000 in-order True"
@@ -283,10 +376,10 @@ fn rstream_publishes_and_consumes_through_the_relay() {
 #[test]
 fn rstream_sees_the_brokers_refusals_as_their_codes() {
     let relay = start_relay(broker_addr());
-    let line = run_client(&relay, &["refused", "guest", "wrong-password", "/"]);
+    let line = run_client(relay.addr, &["refused", "guest", "wrong-password", "/"]);
     assert_eq!(line, "refused AuthenticationFailure");
     let vhost = unique("amqpprox-no-such-vhost");
-    let line = run_client(&relay, &["refused", "guest", "guest", &vhost]);
+    let line = run_client(relay.addr, &["refused", "guest", "guest", &vhost]);
     assert_eq!(line, "refused VirtualHostAccessFailure");
     assert_eq!(
         *relay.stats.refusals.lock().unwrap(),
@@ -294,5 +387,74 @@ fn rstream_sees_the_brokers_refusals_as_their_codes() {
             response_code::AUTHENTICATION_FAILURE,
             response_code::VIRTUAL_HOST_ACCESS_FAILURE
         ]
+    );
+}
+
+#[test]
+fn rstream_follows_metadata_to_the_leader_and_a_member_node() {
+    let nodes = cluster_addrs();
+    assert_eq!(nodes.len(), 3, "a three-node cluster");
+    let relays = start_relays(&nodes);
+    // Created directly on the third node, whose connection-local leader
+    // placement puts the leader there; the client then starts from the
+    // first node's relay and has to follow Metadata to find it.
+    let stream = unique("amqpprox-relay-cluster");
+    assert_eq!(run_client(nodes[2], &["create", &stream]), "created");
+    let line = run_client(relays[0].addr, &["roundtrip", &stream, "1000"]);
+    assert_eq!(
+        line,
+        "published 1000 confirmed 1000 consumed 1000 in-order True"
+    );
+
+    let placement = relays
+        .iter()
+        .flat_map(|r| r.stats.placements.lock().unwrap().clone())
+        .find(|p| p.stream == stream && p.leader.is_some())
+        .expect("the client asked for the stream's metadata");
+    let leader = placement.leader.clone().unwrap();
+    eprintln!("placement: {placement:?}");
+    let relay_of = |node: &(String, u32)| {
+        relays
+            .iter()
+            .find(|r| (r.broker.ip().to_string(), u32::from(r.broker.port())) == *node)
+            .unwrap_or_else(|| panic!("no relay for {node:?}"))
+    };
+    let members: Vec<_> = std::iter::once(leader.clone())
+        .chain(placement.replicas.iter().cloned())
+        .collect();
+    for r in &relays {
+        // Shown with --nocapture: where each connection went.
+        eprintln!(
+            "{}: accepted {} publishers {} subscribes {}",
+            r.broker,
+            r.stats.accepted.load(Ordering::SeqCst),
+            r.stats.declare_publishers.load(Ordering::SeqCst),
+            r.stats.subscribes.load(Ordering::SeqCst)
+        );
+        let publishers = r.stats.declare_publishers.load(Ordering::SeqCst);
+        let is_leader = std::ptr::eq(r, relay_of(&leader));
+        assert_eq!(
+            publishers > 0,
+            is_leader,
+            "publishers on {}: {publishers} (leader {leader:?})",
+            r.broker
+        );
+        let subscribes = r.stats.subscribes.load(Ordering::SeqCst);
+        if subscribes > 0 {
+            assert!(
+                members.contains(&(r.broker.ip().to_string(), u32::from(r.broker.port()))),
+                "a subscription on {}, which hosts no member of {placement:?}",
+                r.broker
+            );
+        }
+        assert_eq!(r.stats.unmapped.load(Ordering::SeqCst), 0);
+    }
+    assert!(
+        relays
+            .iter()
+            .map(|r| r.stats.subscribes.load(Ordering::SeqCst))
+            .sum::<usize>()
+            > 0,
+        "the consumer subscribed somewhere"
     );
 }

@@ -6,6 +6,8 @@ prints one result line the Rust test checks. Modes:
   roundtrip STREAM N   create STREAM, publish N messages with confirms,
                        consume them all from the first offset, delete STREAM;
                        prints "published N confirmed C consumed K in-order B"
+  create STREAM        create STREAM (on the node HOST:PORT leads to); prints
+                       "created"
   refused USER PASS VHOST
                        connect and expect a refusal; prints
                        "refused <ExceptionClassName>", or "accepted"
@@ -66,6 +68,12 @@ async def roundtrip(host, port, stream, n):
     print(f"published {n} confirmed {confirmed} consumed {len(received)} in-order {in_order}")
 
 
+async def create(host, port, stream):
+    async with Producer(host, port, username="guest", password="guest") as producer:
+        await producer.create_stream(stream, exists_ok=False)
+    print("created")
+
+
 async def refused(host, port, user, password, vhost):
     try:
         async with Producer(host, port, username=user, password=password, vhost=vhost):
@@ -80,6 +88,8 @@ def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "roundtrip":
         job = roundtrip(host, port, sys.argv[4], int(sys.argv[5]))
+    elif mode == "create":
+        job = create(host, port, sys.argv[4])
     elif mode == "refused":
         job = refused(host, port, sys.argv[4], sys.argv[5], sys.argv[6])
     else:
