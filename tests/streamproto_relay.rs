@@ -85,6 +85,12 @@ struct RelayStats {
     /// Client frames seen on established connections, by command.
     declare_publishers: AtomicUsize,
     subscribes: AtomicUsize,
+    /// Established connections on which the client sent something other
+    /// than Close or Heartbeat: opened minus this is the connections a
+    /// load-balancer-mode client turned down (wrong node) and closed.
+    used: AtomicUsize,
+    /// The node each DeclarePublisher and Subscribe went to.
+    landed: Mutex<Vec<(SocketAddr, u16)>>,
     /// Each stream's leader and replicas as the broker's Metadata named
     /// them, before the rewrite.
     placements: Mutex<Vec<Placement>>,
@@ -146,6 +152,44 @@ fn start_relays(brokers: &[SocketAddr]) -> Vec<Relay> {
             }
         })
         .collect()
+}
+
+/// Starts a relay in front of a whole farm: each connection goes to the
+/// next node in turn, and its Open response names that node's own relay
+/// (from `map`), as a load balancer in front of the nodes would be seen by
+/// a client in load-balancer mode.
+fn start_farm_relay(nodes: Vec<SocketAddr>, map: Arc<AddressMap>) -> Relay {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the farm relay");
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(RelayStats::default());
+    let s = stats.clone();
+    let first = nodes[0];
+    std::thread::spawn(move || {
+        for (i, client) in listener.incoming().flatten().enumerate() {
+            s.accepted.fetch_add(1, Ordering::SeqCst);
+            let (map, s, node) = (map.clone(), s.clone(), nodes[i % nodes.len()]);
+            std::thread::spawn(move || {
+                let _ = session(client, node, &map, &s);
+            });
+        }
+    });
+    Relay {
+        addr,
+        broker: first,
+        stats,
+    }
+}
+
+/// The map the per-node relays share.
+fn map_of(relays: &[Relay]) -> Arc<AddressMap> {
+    let mut map = AddressMap::new();
+    for r in relays {
+        map.insert(
+            Endpoint::new(r.broker.ip().to_string(), r.broker.port()),
+            Endpoint::new(r.addr.ip().to_string(), r.addr.port()),
+        );
+    }
+    Arc::new(map)
 }
 
 fn start_relay(broker: SocketAddr) -> Relay {
@@ -239,19 +283,28 @@ fn session(
     let upstream = std::thread::spawn(move || {
         let mut scanner = StreamFrameScanner::new(u32::MAX);
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut used = false;
         loop {
             let n = match c_read.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let seen = scanner.scan(&chunk[..n], |e| match e.header.key {
-                key::DECLARE_PUBLISHER => {
-                    up_stats.declare_publishers.fetch_add(1, Ordering::SeqCst);
+            let seen = scanner.scan(&chunk[..n], |e| {
+                let k = e.header.key;
+                if !used && k != key::CLOSE && k != key::HEARTBEAT {
+                    used = true;
+                    up_stats.used.fetch_add(1, Ordering::SeqCst);
                 }
-                key::SUBSCRIBE => {
-                    up_stats.subscribes.fetch_add(1, Ordering::SeqCst);
+                match k {
+                    key::DECLARE_PUBLISHER => {
+                        up_stats.declare_publishers.fetch_add(1, Ordering::SeqCst);
+                    }
+                    key::SUBSCRIBE => {
+                        up_stats.subscribes.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => return,
                 }
-                _ => {}
+                up_stats.landed.lock().unwrap().push((broker_addr, k));
             });
             if seen.is_err() || b_write.write_all(&chunk[..n]).is_err() {
                 break;
@@ -457,4 +510,54 @@ fn rstream_follows_metadata_to_the_leader_and_a_member_node() {
             > 0,
         "the consumer subscribed somewhere"
     );
+}
+
+#[test]
+fn rstream_in_load_balancer_mode_converges_through_a_farm() {
+    let nodes = cluster_addrs();
+    let relays = start_relays(&nodes);
+    let farm = start_farm_relay(nodes.clone(), map_of(&relays));
+    let stream = unique("amqpprox-relay-lb");
+    assert_eq!(run_client(nodes[1], &["create", &stream]), "created");
+    let line = run_client(farm.addr, &["roundtrip", &stream, "500", "lb"]);
+    assert_eq!(
+        line,
+        "published 500 confirmed 500 consumed 500 in-order True"
+    );
+    let s = &farm.stats;
+    let placement = s
+        .placements
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|p| p.stream == stream && p.leader.is_some())
+        .cloned()
+        .expect("the client asked for the stream's metadata");
+    let leader = placement.leader.clone().unwrap();
+    let landed = s.landed.lock().unwrap().clone();
+    eprintln!(
+        "placement {placement:?}, landed {landed:?}, opened {}, used {}",
+        s.opened.load(Ordering::SeqCst),
+        s.used.load(Ordering::SeqCst)
+    );
+    let node_name = |a: &SocketAddr| (a.ip().to_string(), u32::from(a.port()));
+    assert!(landed
+        .iter()
+        .filter(|(_, k)| *k == key::DECLARE_PUBLISHER)
+        .all(|(n, _)| node_name(n) == leader));
+    assert!(landed.iter().any(|(_, k)| *k == key::DECLARE_PUBLISHER));
+    assert!(landed.iter().any(|(_, k)| *k == key::SUBSCRIBE));
+    // Locator connections take any node; the producer and the consumer
+    // each find theirs within one round of the farm, so each turns down at
+    // most farm size - 1 connections. One more each is allowed for a
+    // locator connection the client closes unused: the bound is about
+    // convergence, not about how rstream manages its locators.
+    let farm_size = nodes.len();
+    let opened = s.opened.load(Ordering::SeqCst);
+    let turned_down = opened - s.used.load(Ordering::SeqCst);
+    assert!(
+        turned_down <= 2 * farm_size,
+        "{turned_down} of {opened} connections turned down"
+    );
+    assert_eq!(s.unmapped.load(Ordering::SeqCst), 0);
 }

@@ -3,9 +3,11 @@
 Owns no assertions about the proxy: it does one job against HOST:PORT and
 prints one result line the Rust test checks. Modes:
 
-  roundtrip STREAM N   create STREAM, publish N messages with confirms,
+  roundtrip STREAM N [lb]
+                       create STREAM, publish N messages with confirms,
                        consume them all from the first offset, delete STREAM;
-                       prints "published N confirmed C consumed K in-order B"
+                       prints "published N confirmed C consumed K in-order B";
+                       with lb, in load-balancer mode (HOST:PORT is a balancer)
   create STREAM        create STREAM (on the node HOST:PORT leads to); prints
                        "created"
   refused USER PASS VHOST
@@ -30,7 +32,7 @@ from rstream import (
 DEADLINE = 90
 
 
-async def roundtrip(host, port, stream, n):
+async def roundtrip(host, port, stream, n, lb):
     confirmed = 0
     all_confirmed = asyncio.Event()
 
@@ -41,7 +43,9 @@ async def roundtrip(host, port, stream, n):
         if confirmed >= n:
             all_confirmed.set()
 
-    async with Producer(host, port, username="guest", password="guest") as producer:
+    async with Producer(
+        host, port, username="guest", password="guest", load_balancer_mode=lb
+    ) as producer:
         await producer.create_stream(stream, exists_ok=True)
         for i in range(n):
             await producer.send(stream, b"m%d" % i, on_publish_confirm=on_confirm)
@@ -55,7 +59,9 @@ async def roundtrip(host, port, stream, n):
         if len(received) >= n:
             got_all.set()
 
-    async with Consumer(host, port, username="guest", password="guest") as consumer:
+    async with Consumer(
+        host, port, username="guest", password="guest", load_balancer_mode=lb
+    ) as consumer:
         await consumer.subscribe(
             stream,
             on_message,
@@ -87,7 +93,8 @@ async def refused(host, port, user, password, vhost):
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "roundtrip":
-        job = roundtrip(host, port, sys.argv[4], int(sys.argv[5]))
+        lb = sys.argv[6:7] == ["lb"]
+        job = roundtrip(host, port, sys.argv[4], int(sys.argv[5]), lb)
     elif mode == "create":
         job = create(host, port, sys.argv[4])
     elif mode == "refused":
