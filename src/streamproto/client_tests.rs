@@ -298,3 +298,40 @@ fn tune_negotiation_keeps_both_limits() {
     assert_eq!(negotiate_tune(t(0, 0), t(0, 60)), t(0, 0));
     assert_eq!(negotiate_tune(t(4096, 10), t(1_048_576, 60)), t(4096, 10));
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary broker bytes at any step: the replay answers, fails or
+        /// waits, and never panics.
+        #[test]
+        fn never_panics(steps in 0usize..4,
+                        chunks in proptest::collection::vec(
+                            proptest::collection::vec(any::<u8>(), 0..48), 0..6)) {
+            let valid = [
+                broker_peer_properties(1, 1),
+                broker_mechanisms(2, &["PLAIN"]),
+                broker_sasl(3, 1),
+                broker_tune(1_048_576, 60),
+            ];
+            let h = hello("/");
+            let mut out = Vec::new();
+            let mut r = BrokerReplay::start(&h, &[], &mut out);
+            for step in valid.iter().take(steps) {
+                r.receive(step, &mut out).unwrap();
+            }
+            for c in &chunks {
+                match r.receive(c, &mut out) {
+                    Ok(ReplayProgress::NeedMore) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        let _ = e.client_code();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

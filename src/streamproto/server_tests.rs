@@ -253,3 +253,40 @@ fn open_response_for_the_client_always_has_properties() {
         vec![0, 0, 0, 14, 0x80, 0x15, 0, 1, 0, 0, 0, 4, 0, 0x0c, 0, 0, 0, 0]
     );
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes, in arbitrary chunks, after a valid start: the
+        /// handshake answers, refuses or waits, and never panics.
+        #[test]
+        fn never_panics(prefix_steps in 0usize..5,
+                        chunks in proptest::collection::vec(
+                            proptest::collection::vec(any::<u8>(), 0..48), 0..6)) {
+            let valid = [
+                peer_properties(1),
+                sasl_handshake(2),
+                sasl_plain(3, PLAIN, b"\0u\0p"),
+                tune_answer(true),
+                open(4, "/"),
+            ];
+            let mut hs = ServerHandshake::new(ServerConfig::default());
+            let mut out = Vec::new();
+            for step in valid.iter().take(prefix_steps.min(4)) {
+                hs.receive(step, &mut out).unwrap();
+            }
+            for c in &chunks {
+                match hs.receive(c, &mut out) {
+                    Ok(ServerProgress::NeedMore) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        let _ = e.reply();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
