@@ -5,13 +5,14 @@
 //!
 //! PeerProperties goes out with the client's properties plus the proxy's
 //! additions (`amqpprox_client` and the like), SASL replays the captured
-//! PLAIN response, the broker's Tune is answered with what both the client
-//! and the broker accept, and Open asks for the client's vhost. A refusal at
-//! any step (wrong password: code 0x08 on SaslAuthenticate; unknown vhost:
-//! 0x0c on Open) or a broker Close is handed back with its code, which the
-//! session gives the client in its Open response. After a successful Open
-//! the broker's response and whatever followed it are returned for the
-//! client. Sans-I/O: no sockets, no clock.
+//! PLAIN response, the broker's Tune is answered with the client's
+//! heartbeat and a frame size within both limits, and Open asks for the
+//! client's vhost. A refusal at any step (wrong password: code 0x08 on
+//! SaslAuthenticate; unknown vhost: 0x0c on Open) or a broker Close is
+//! handed back with its code, which the session gives the client in its
+//! Open response. After a successful Open the broker's response and
+//! whatever followed it are returned for the client. Sans-I/O: no sockets,
+//! no clock.
 
 use super::command::{
     CloseRequest, CodeResponse, OpenResponse, PeerPropertiesRequest, PeerPropertiesResponse,
@@ -109,17 +110,14 @@ fn tighter(a: u32, b: u32) -> u32 {
     }
 }
 
-/// What the proxy answers the broker's Tune with: the client's choice
-/// (which it made against the proxy's proposal), held within the broker's.
-/// A client that turned heartbeats off keeps them off.
+/// What the proxy answers the broker's Tune with. The heartbeat is the
+/// client's own choice (made against the proxy's proposal): heartbeats pass
+/// through end to end, so the broker must expect them at the interval the
+/// client sends them. The frame size is held within the broker's limit.
 pub fn negotiate_tune(client: Tune, broker: Tune) -> Tune {
     Tune {
         frame_max: tighter(client.frame_max, broker.frame_max),
-        heartbeat: if client.heartbeat == 0 {
-            0
-        } else {
-            tighter(client.heartbeat, broker.heartbeat)
-        },
+        heartbeat: client.heartbeat,
     }
 }
 

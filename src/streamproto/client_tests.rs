@@ -147,7 +147,7 @@ fn the_broker_receives_the_clients_handshake_with_additions() {
         Tune::decode(&f[0].1).unwrap(),
         Tune {
             frame_max: 131_072,
-            heartbeat: 30
+            heartbeat: 60
         }
     );
     assert_eq!(f[1].0, 0x15);
@@ -285,14 +285,14 @@ fn broker_without_plain_or_out_of_order_is_refused() {
 }
 
 #[test]
-fn tune_negotiation_keeps_both_limits() {
+fn tune_negotiation_keeps_the_clients_heartbeat_and_the_smaller_frame() {
     let t = |frame_max, heartbeat| Tune {
         frame_max,
         heartbeat,
     };
     assert_eq!(
         negotiate_tune(t(1_048_576, 60), t(131_072, 30)),
-        t(131_072, 30)
+        t(131_072, 60)
     );
     assert_eq!(negotiate_tune(t(0, 60), t(131_072, 0)), t(131_072, 60));
     assert_eq!(negotiate_tune(t(0, 0), t(0, 60)), t(0, 0));
