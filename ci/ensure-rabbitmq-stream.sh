@@ -22,8 +22,9 @@
 # it. The default user guest/guest may log in from loopback.
 #
 # Idempotent: a node that answers is left alone, a cluster whose three nodes
-# already run together is left alone. Waits until every node answers on its
-# Stream port; prints how long that took. Fails loudly, with the log tails.
+# already run together is left alone; a cluster that is not whole is stopped
+# and rebuilt from empty data directories. Waits until every node answers on
+# its Stream port; prints how long that took. Fails loudly, with log tails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,7 +66,14 @@ as_rabbitmq() {
     fi
 }
 
-ctl() { as_root timeout 60 rabbitmqctl --quiet "$@"; }
+# rabbitmqctl as the rabbitmq user (its Erlang cookie), bounded. The CLI's
+# Erlang VM runs in timeout's process group, so a call that hangs (a node
+# stuck in its boot) is killed whole instead of lingering and holding one of
+# the CLI's few distribution ports.
+ctl() {
+    as_rabbitmq timeout -k 5 "${CTL_TIMEOUT:-60}" \
+        /usr/lib/rabbitmq/bin/rabbitmqctl --quiet "$@"
+}
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -130,7 +138,7 @@ show_logs() {
 # wait_node NAME IP: until the node has booted and its Stream port accepts.
 wait_node() {
     local name="$1" ip="$2" deadline=$(( SECONDS + WAIT_SECONDS ))
-    until ctl -n "$name@localhost" await_startup >/dev/null 2>&1; do
+    until CTL_TIMEOUT=20 ctl -n "$name@localhost" await_startup >/dev/null 2>&1; do
         if (( SECONDS >= deadline )); then
             show_logs "$name"
             die "$name@localhost did not finish starting within ${WAIT_SECONDS}s"
@@ -167,39 +175,87 @@ cluster_members() {
 
 readonly WANT_MEMBERS="amqpprox_sc1@localhost amqpprox_sc2@localhost amqpprox_sc3@localhost"
 
+# The cluster's nodes: NAME IP AMQP_PORT DIST_PORT.
+readonly CLUSTER=(
+    "amqpprox_sc1 127.0.0.21 5701 25701"
+    "amqpprox_sc2 127.0.0.22 5702 25702"
+    "amqpprox_sc3 127.0.0.23 5703 25703"
+)
+
+cluster_whole() {
+    local n
+    for n in amqpprox_sc1 amqpprox_sc2 amqpprox_sc3; do
+        node_up "$n" || return 1
+    done
+    [ "$(cluster_members)" = "$WANT_MEMBERS" ]
+}
+
+registered() { epmd -names 2>/dev/null | grep -q "^name $1 at "; }
+
+# stop_node NAME: stops a node this script started, whether it answers or
+# not: one stuck in its boot (peers that disagree about the cluster) is
+# halted. Done when the node is gone from epmd.
+stop_node() {
+    local name="$1" deadline=$(( SECONDS + 90 ))
+    registered "$name" || return 0
+    ctl -n "$name@localhost" stop >/dev/null 2>&1 \
+        || CTL_TIMEOUT=15 ctl -n "$name@localhost" eval 'erlang:halt().' >/dev/null 2>&1 \
+        || true
+    while registered "$name"; do
+        (( SECONDS < deadline )) || die "$name@localhost does not stop"
+        sleep 1
+    done
+}
+
+# A cluster that is not whole (a node down, a node that left or was reset,
+# peers that disagree) is rebuilt from empty data directories: the state of
+# a half-joined cluster is not worth repairing for tests, and a fresh one
+# takes about half a minute.
+rebuild_cluster() {
+    local entry name n out
+    say "the three-node cluster is not whole: rebuilding it from empty data directories"
+    for entry in "${CLUSTER[@]}"; do
+        name="${entry%% *}"
+        stop_node "$name"
+        as_root rm -rf "$BASE/$name/mnesia"
+    done
+    for entry in "${CLUSTER[@]}"; do
+        # shellcheck disable=SC2086
+        start_node $entry
+    done
+    for entry in "${CLUSTER[@]}"; do
+        # shellcheck disable=SC2086
+        set -- $entry
+        wait_node "$1" "$2"
+    done
+    for n in amqpprox_sc2 amqpprox_sc3; do
+        say "joining $n@localhost to amqpprox_sc1@localhost"
+        # The commands' chatter (feature-flag warnings) is shown on failure.
+        out="$( { ctl -n "$n@localhost" stop_app \
+            && ctl -n "$n@localhost" join_cluster amqpprox_sc1@localhost \
+            && ctl -n "$n@localhost" start_app; } 2>&1 )" \
+            || { printf '%s\n' "$out" >&2; show_logs "$n"; die "$n@localhost could not join amqpprox_sc1@localhost"; }
+    done
+    wait_node amqpprox_sc2 127.0.0.22
+    wait_node amqpprox_sc3 127.0.0.23
+    local members
+    members="$(cluster_members)"
+    [ "$members" = "$WANT_MEMBERS" ] \
+        || die "the cluster runs as [$members], expected [$WANT_MEMBERS]"
+}
+
 started=$SECONDS
 ensure_node amqpprox_stream 127.0.0.20 5700 25700
-if (( WANT_CLUSTER )); then
-    ensure_node amqpprox_sc1 127.0.0.21 5701 25701
-    ensure_node amqpprox_sc2 127.0.0.22 5702 25702
-    ensure_node amqpprox_sc3 127.0.0.23 5703 25703
-fi
-
 for entry in "${to_wait[@]}"; do
     # shellcheck disable=SC2086
     wait_node $entry
 done
 
 if (( WANT_CLUSTER )); then
-    if [ "$(cluster_members)" = "$WANT_MEMBERS" ]; then
+    if cluster_whole; then
         say "the three-node cluster already runs"
     else
-        for n in amqpprox_sc2 amqpprox_sc3; do
-            say "joining $n@localhost to amqpprox_sc1@localhost"
-            # A node that was in another cluster (an earlier run whose peer
-            # was reset) must forget it before it can join. The commands'
-            # chatter (feature-flag warnings) is shown only on failure.
-            out="$( { ctl -n "$n@localhost" stop_app \
-                && ctl -n "$n@localhost" reset \
-                && ctl -n "$n@localhost" join_cluster amqpprox_sc1@localhost \
-                && ctl -n "$n@localhost" start_app; } 2>&1 )" \
-                || { printf '%s\n' "$out" >&2; show_logs "$n"; die "$n@localhost could not join amqpprox_sc1@localhost"; }
-        done
-        wait_node amqpprox_sc2 127.0.0.22
-        wait_node amqpprox_sc3 127.0.0.23
-        members="$(cluster_members)"
-        [ "$members" = "$WANT_MEMBERS" ] \
-            || die "the cluster runs as [$members], expected [$WANT_MEMBERS]"
+        rebuild_cluster
     fi
 fi
 
