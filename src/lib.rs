@@ -22,5 +22,6 @@ pub mod session;
 pub mod shard;
 pub mod stats;
 pub mod stream;
+pub mod streamproto;
 pub mod supervisor;
 pub mod tls;
