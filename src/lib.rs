@@ -20,4 +20,5 @@ pub mod shard;
 pub mod stats;
 pub mod stream;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;
