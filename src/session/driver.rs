@@ -12,9 +12,9 @@ use crate::codec::{
 };
 use crate::config::Mapping;
 use crate::handshake::{
-    check_protocol_header, close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress,
-    ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress, HeaderCheck,
-    HANDSHAKE_MAX_FRAME,
+    broker_close_frame, check_protocol_header, close_frame, BrokerHandshake, BrokerHandshakeError,
+    BrokerProgress, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress, HangUp,
+    HeaderCheck, HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
 use crate::routing::{self, RouteError};
@@ -62,6 +62,13 @@ pub(super) fn refuse(code: u16, text: String, level: Level) -> Refusal {
         level,
         reason,
     }
+}
+
+/// The broker closed its socket mid-handshake: a probable refused login
+/// after the `StartOk` (WARN, 403), else a broker failure (ERROR, 320).
+pub(super) fn hung_up(hang_up: HangUp, vhost: Option<&str>) -> Refusal {
+    let (code, text) = hang_up.reply(vhost);
+    refuse(code, text, hang_up.level())
 }
 
 /// Runs a session from accept to close.
@@ -553,7 +560,7 @@ pub(super) async fn broker_handshake(
             out.clear();
         }
         let n = match broker.read(&mut buf).await {
-            Ok(0) => return Err(gone("closed the connection".into())),
+            Ok(0) => return Err(hung_up(handshake.hang_up(), Some(vhost))),
             Ok(n) => n,
             Err(e) => return Err(gone(format!("failed ({e})"))),
         };
@@ -564,7 +571,7 @@ pub(super) async fn broker_handshake(
                 let _ = broker.write_all(&out).await;
                 let text = close.reply_text_lossy();
                 return Err(Refusal::Reply {
-                    bytes: close_frame(close.reply_code, &text),
+                    bytes: broker_close_frame(&close),
                     level: Level::Warn,
                     reason: format!("broker refused: {} {text}", close.reply_code),
                 });

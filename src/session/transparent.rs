@@ -14,8 +14,8 @@
 
 use super::connect::connect_any;
 use super::driver::{
-    bounded, broker_side, client_endpoint, handshake_timed_out, refuse, tls_enabled, Established,
-    Refusal,
+    bounded, broker_side, client_endpoint, handshake_timed_out, hung_up, refuse, tls_enabled,
+    Established, Refusal,
 };
 use super::{HandshakeKind, Phase, SessionInfo};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -150,7 +150,7 @@ async fn relay(
         let n = match (read, side) {
             (Ok(0), Side::Client) => return Err(gone("client left", "connection closed".into())),
             (Err(e), Side::Client) => return Err(gone("client left", e.to_string())),
-            (Ok(0), Side::Broker) => return Err(broker_failed("closed the connection")),
+            (Ok(0), Side::Broker) => return Err(hung_up(handshake.hang_up(), None)),
             (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
             (Ok(n), _) => n,
         };
