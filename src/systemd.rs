@@ -150,6 +150,28 @@ pub fn notify(notices: &[Notice]) {
     }
 }
 
+/// Listeners up: `READY=1` and the session count. The supervisor calls it
+/// once `--config` and simple mode are applied, and again after a SIGHUP
+/// reload.
+pub fn ready(sessions: usize) {
+    notify(&[Notice::Ready, session_status(sessions)]);
+}
+
+/// A drain started (SIGTERM/SIGINT or `EXIT`).
+pub fn stopping(sessions: usize) {
+    notify(&[Notice::Stopping, session_status(sessions)]);
+}
+
+/// SIGHUP received: re-applying the configuration; [`ready`] follows.
+pub fn reloading() {
+    notify(&[Notice::Reloading]);
+}
+
+/// The session count, for `systemctl status` (once a statistics period).
+pub fn status(sessions: usize) {
+    notify(&[session_status(sessions)]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +231,27 @@ mod tests {
         let notifier = Notifier::new(OsStr::new(&format!("@{name}"))).unwrap();
         notifier.send(&[Notice::Ready]).unwrap();
         assert_eq!(receive(&listener), "READY=1\n");
+    }
+
+    /// The only test that sets `NOTIFY_SOCKET` (the environment is the
+    /// process's): the calls the supervisor makes reach it.
+    #[test]
+    fn supervisor_calls_reach_the_socket_named_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        std::env::set_var(NOTIFY_SOCKET, &path);
+        ready(2);
+        status(1);
+        reloading();
+        stopping(0);
+        std::env::remove_var(NOTIFY_SOCKET);
+        assert_eq!(receive(&listener), "READY=1\nSTATUS=2 sessions\n");
+        assert_eq!(receive(&listener), "STATUS=1 session\n");
+        assert_eq!(receive(&listener), "RELOADING=1\n");
+        assert_eq!(receive(&listener), "STOPPING=1\nSTATUS=0 sessions\n");
+        // Unset: nothing is sent and nothing fails.
+        ready(0);
     }
 
     #[test]
