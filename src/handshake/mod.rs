@@ -20,7 +20,7 @@ pub use client::{
     check_protocol_header, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress,
     HeaderCheck,
 };
-pub use refusal::{broker_close_frame, HangUp};
+pub use refusal::{broker_close_frame, is_hang_up, HangUp};
 pub use transparent::{Side, TransparentError, TransparentHandshake, TransparentProgress};
 
 use crate::codec::{Close, ConnectionMethod};

@@ -72,6 +72,16 @@ impl HangUp {
     }
 }
 
+/// Whether a read error from the broker is its socket closing rather than
+/// a fault: a reset, or a TLS stream ending without `close_notify`.
+pub fn is_hang_up(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +115,15 @@ mod tests {
         assert!(text.starts_with("ACCESS_REFUSED - broker for vhost prod closed"));
         assert!(text.contains("probably a refused login"));
         assert!(text.len() <= 255, "fits a shortstr: {}", text.len());
+    }
+
+    #[test]
+    fn resets_and_truncated_tls_are_hang_ups() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_hang_up(&Error::from(ErrorKind::ConnectionReset)));
+        assert!(is_hang_up(&Error::from(ErrorKind::UnexpectedEof)));
+        assert!(!is_hang_up(&Error::from(ErrorKind::TimedOut)));
+        assert!(!is_hang_up(&Error::other("bad record mac")));
     }
 
     #[test]

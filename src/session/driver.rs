@@ -12,9 +12,9 @@ use crate::codec::{
 };
 use crate::config::Mapping;
 use crate::handshake::{
-    broker_close_frame, check_protocol_header, close_frame, BrokerHandshake, BrokerHandshakeError,
-    BrokerProgress, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress, HangUp,
-    HeaderCheck, HANDSHAKE_MAX_FRAME,
+    broker_close_frame, check_protocol_header, close_frame, is_hang_up, BrokerHandshake,
+    BrokerHandshakeError, BrokerProgress, ClientHandshake, ClientHandshakeError, ClientHello,
+    ClientProgress, HangUp, HeaderCheck, HANDSHAKE_MAX_FRAME,
 };
 use crate::net;
 use crate::routing::{self, RouteError};
@@ -561,6 +561,7 @@ pub(super) async fn broker_handshake(
         }
         let n = match broker.read(&mut buf).await {
             Ok(0) => return Err(hung_up(handshake.hang_up(), Some(vhost))),
+            Err(e) if is_hang_up(&e) => return Err(hung_up(handshake.hang_up(), Some(vhost))),
             Ok(n) => n,
             Err(e) => return Err(gone(format!("failed ({e})"))),
         };

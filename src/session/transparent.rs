@@ -151,6 +151,9 @@ async fn relay(
             (Ok(0), Side::Client) => return Err(gone("client left", "connection closed".into())),
             (Err(e), Side::Client) => return Err(gone("client left", e.to_string())),
             (Ok(0), Side::Broker) => return Err(hung_up(handshake.hang_up(), None)),
+            (Err(e), Side::Broker) if crate::handshake::is_hang_up(&e) => {
+                return Err(hung_up(handshake.hang_up(), None))
+            }
             (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
             (Ok(n), _) => n,
         };
