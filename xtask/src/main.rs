@@ -94,7 +94,7 @@ fn extra_sections(name: &str) -> &'static str {
             ".TP\n\\fI/etc/amqpprox/amqpprox.conf\\fR\n",
             "Control commands applied at start (\\-\\-config), one a line, as ",
             "\\fBamqpprox_ctl\\fR SOCKET CONFIG DUMP prints them.\n",
-            ".TP\n\\fI/lib/systemd/system/amqpprox.service\\fR\n",
+            ".TP\n\\fI/usr/lib/systemd/system/amqpprox.service\\fR\n",
             "The systemd unit (Type=notify); its control socket is /run/amqpprox/control.\n",
             ".SH SEE ALSO\n",
             "\\fBamqpprox_ctl\\fR(1)\n",
