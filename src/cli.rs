@@ -1,6 +1,7 @@
 //! The `amqpprox` command line: the original's flags, defaults, messages and
-//! exit codes (behaviour.md §1.1), plus this project's `--shards`,
-//! `--handshakeTimeoutMs`, `--connectTimeoutMs` and `--metricsPort`.
+//! exit codes (docs/flags.md#flags), plus this project's `--shards`,
+//! `--handshakeTimeoutMs`, `--connectTimeoutMs`, `--metricsPort` and
+//! `--version`.
 //!
 //! It only parses and validates; it never starts anything. Every refusal is a
 //! [`CliExit`] carrying the text and the exit code, so `main` decides where
@@ -21,6 +22,10 @@ pub struct Options {
     pub shards: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `--brokerHandshakeTimeoutMs`: a connected broker that has not
+    /// started (transparent) or finished (proxied) its handshake by then is
+    /// skipped for the next member.
+    pub broker_handshake_timeout: Duration,
     pub config_file: Option<PathBuf>,
     /// `--spinBeforeParkUs`: how long an idle shard polls before sleeping.
     pub spin_before_park: Duration,
@@ -41,7 +46,7 @@ pub struct SimpleMode {
 }
 
 /// Why the command line does not start a proxy: what to print, where, and the
-/// exit code the original uses.
+/// exit code the original uses (0 for `--version`, which the original lacks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliExit {
     pub message: String,
@@ -62,6 +67,12 @@ pub fn command() -> Command {
         .disable_help_flag(true)
         .disable_version_flag(true)
         .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("This help message"))
+        .arg(
+            Arg::new("version")
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("Print the version (and the git revision it was built from) and exit"),
+        )
         .arg(
             Arg::new("logDirectory")
                 .long("logDirectory")
@@ -127,6 +138,15 @@ pub fn command() -> Command {
                 .help("Give up on one broker address after this time and try the next"),
         )
         .arg(
+            Arg::new("brokerHandshakeTimeoutMs")
+                .long("brokerHandshakeTimeoutMs")
+                .default_value("5000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(
+                    "Try the next broker when one sends nothing (or closes) before its handshake ends within this time",
+                ),
+        )
+        .arg(
             Arg::new("spinBeforeParkUs")
                 .long("spinBeforeParkUs")
                 .default_value("0")
@@ -166,6 +186,16 @@ pub fn help_text() -> String {
     command().render_help().to_string()
 }
 
+/// The `--version` line: `amqpprox 0.1.0 (git 4d6f46a)` when built from a
+/// git checkout, `amqpprox 0.1.0` otherwise (see `build.rs`).
+pub fn version_text() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("AMQPPROX_GIT_REVISION") {
+        Some(revision) => format!("amqpprox {version} (git {revision})"),
+        None => format!("amqpprox {version}"),
+    }
+}
+
 /// Parses `args` (with the program name first) into [`Options`].
 pub fn parse<I, T>(args: I) -> Result<Options, CliExit>
 where
@@ -176,6 +206,13 @@ where
         Ok(m) => m,
         Err(e) => return Err(clap_exit(&e)),
     };
+    if matches.get_flag("version") {
+        return Err(CliExit {
+            message: version_text(),
+            to_stdout: true,
+            code: 0,
+        });
+    }
     if matches.get_flag("help") {
         return Err(CliExit {
             message: help_text(),
@@ -253,6 +290,11 @@ where
         connect_timeout: Duration::from_millis(
             *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
         ),
+        broker_handshake_timeout: Duration::from_millis(
+            *matches
+                .get_one::<u64>("brokerHandshakeTimeoutMs")
+                .unwrap_or(&5_000),
+        ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
         spin_before_park: Duration::from_micros(
             *matches.get_one::<u64>("spinBeforeParkUs").unwrap_or(&0),
@@ -309,6 +351,7 @@ mod tests {
         assert_eq!(o.console_verbosity, 0);
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.broker_handshake_timeout, Duration::from_secs(5));
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
         assert_eq!(o.spin_before_park, Duration::ZERO);
         assert_eq!(o.shards, default_shards());
@@ -360,6 +403,19 @@ mod tests {
         let h = exit_of(&["--help"]);
         assert_eq!(h.code, 1);
         assert!(h.message.contains("--controlSocket"));
+    }
+
+    #[test]
+    fn version_exits_zero_with_the_package_version() {
+        let e = exit_of(&["--version"]);
+        assert_eq!((e.code, e.to_stdout), (0, true));
+        assert!(
+            e.message
+                .starts_with(&format!("amqpprox {}", env!("CARGO_PKG_VERSION"))),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.message, version_text());
     }
 
     #[test]

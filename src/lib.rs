@@ -5,12 +5,14 @@
 //! grammar) never import glommio; the shard and session modules are where
 //! sockets and tasks live. See the README's "Architecture" section.
 
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod control;
 pub mod handshake;
 pub mod hostnames;
+pub mod limits;
 pub mod logging;
 pub mod net;
 pub mod proxy_protocol;

@@ -1,7 +1,7 @@
 //! systemd service notification (`Type=notify`): tells the service manager
 //! when the proxy is ready (listeners up), when it starts stopping (drain),
 //! and how many sessions it carries, as datagrams on `$NOTIFY_SOCKET`.
-//! See docs/deployment.md for the unit file that uses it.
+//! See docs/deployment.md#systemd for the unit file that uses it.
 //!
 //! The protocol is newline-separated `KEY=value` assignments in one datagram
 //! to a Unix socket whose path is in `$NOTIFY_SOCKET`; a path starting with

@@ -5,7 +5,7 @@
 //! `Starting connection for:` line).
 //!
 //! Expected bytes are golden literals or built by the test's own mini-encoder
-//! in `support/raw.rs`; these tests never use the crate's codec and never need
+//! in `testkit/src/wire.rs`; these tests never use the crate's codec and never need
 //! RabbitMQ. Every read has a deadline, so a wrong proxy fails, never hangs.
 
 #[path = "handshake_bytes/common.rs"]
@@ -14,7 +14,7 @@ mod support;
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use support::dummy_broker::{DummyBroker, Handshake};
@@ -291,7 +291,10 @@ fn password_is_never_logged_even_at_trace() {
         format!("\x00guest\x00{SECRET}").as_bytes(),
         "the broker must still get the password"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Everything the session logs is written before the logs are searched:
+    // its last line ends it, and the batching writer then goes quiet.
+    proxy.log_contains_within("Session ended", Duration::from_secs(5));
+    proxy.settled_log_files();
 
     let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
     let hex_spaced: Vec<String> = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
@@ -330,7 +333,7 @@ fn log_file_records_starting_connection_with_connection_name() {
     session_with_secret(&proxy, "raw-log-line-app");
     let wanted =
         r#"Starting connection for: connectionName="raw-log-line-app" tlsEnabled=insecure"#;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut deadline = support::Deadline::within(Duration::from_secs(5));
     loop {
         let logs: Vec<(String, Vec<u8>)> = fs::read_dir(&proxy.log_dir)
             .map(|entries| {
@@ -351,7 +354,7 @@ fn log_file_records_starting_connection_with_connection_name() {
         if logs.iter().any(|(_, b)| contains(b, wanted.as_bytes())) {
             return;
         }
-        if Instant::now() >= deadline {
+        if !deadline.pause() {
             let listing: Vec<String> = files_under(&proxy.log_dir)
                 .into_iter()
                 .map(|(p, b)| format!("{p} ({} bytes)", b.len()))
@@ -361,6 +364,5 @@ fn log_file_records_starting_connection_with_connection_name() {
                 proxy.log_dir.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

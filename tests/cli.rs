@@ -1,7 +1,7 @@
-//! Command-line behaviour of the `amqpprox` binary (behaviour.md §1.1):
-//! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple
-//! mode (exit 2), verbosity out of range (exit 3), a non-numeric port
-//! (non-zero, names the flag) and the `Starting amqpprox, ...` line at start.
+//! Command-line behaviour of the `amqpprox` binary (docs/flags.md#flags):
+//! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple mode
+//! (exit 2), verbosity out of range (exit 3), a non-numeric port (non-zero,
+//! names the flag) and the `Starting amqpprox, ...` line at start.
 //!
 //! It runs the binary as a child process with a private log directory and
 //! control socket, kills it after a deadline so nothing hangs, and never
@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::proxy::ProxyProcess;
 
@@ -74,17 +74,16 @@ fn run(args: &[&str]) -> Outcome {
         let _ = stderr.read_to_end(&mut s);
         String::from_utf8_lossy(&s).into_owned()
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status.code();
-        }
-        if Instant::now() >= deadline {
+    let exited = support::poll_until(support::deadline_in(Duration::from_secs(10)), || {
+        child.try_wait().expect("try_wait")
+    });
+    let code = match exited {
+        Some(status) => status.code(),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            None
         }
-        thread::sleep(Duration::from_millis(20));
     };
     Outcome {
         code,
@@ -225,15 +224,10 @@ fn startup_prints_log_directory_and_control_socket() {
         proxy.log_dir.display(),
         proxy.control_socket.display()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.stdout().contains(&wanted) {
-        assert!(
-            Instant::now() < deadline,
-            "stdout lacks {wanted:?}:\n{}",
-            proxy.output()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let said = support::wait_until(support::deadline_in(Duration::from_secs(5)), || {
+        proxy.stdout().contains(&wanted)
+    });
+    assert!(said, "stdout lacks {wanted:?}:\n{}", proxy.output());
 }
 
 /// Without enough locked memory for io_uring, the proxy says so in one

@@ -8,8 +8,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::control::{
     amqpprox_ctl, bare, check, ctl, ctl_bin, ctl_bytes, spawn_proxy, transcript, wait_for_control,
@@ -65,17 +64,11 @@ fn amqpprox_ctl_exit_codes() {
 fn exit_replies_then_exits_and_removes_the_socket() {
     let mut p = bare();
     assert_eq!(ctl_bin(&p.control_socket, "EXIT"), ("Exiting.\n".into(), 0));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = p.try_exit_status() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not exit after EXIT"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = support::poll_for(
+        Duration::from_secs(15),
+        "the proxy to exit after EXIT",
+        || p.try_exit_status(),
+    );
     assert_eq!(status.code(), Some(0), "{}", p.output());
     assert!(!p.control_socket.exists(), "socket file left behind");
     assert!(p.stdout().contains(&format!(
@@ -159,8 +152,7 @@ fn maphostname_shows_names_in_conn() {
         ctl(&p.control_socket, "MAPHOSTNAME DNS"),
         "Hostname mapper set for all current sessions.\n"
     );
-    let named = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
+    let named = support::wait_until(support::deadline_in(Duration::from_secs(5)), || {
         ctl(&p.control_socket, "CONN").contains("ingressRemote=localhost:")
     });
     assert!(named, "{}", ctl(&p.control_socket, "CONN"));

@@ -5,7 +5,7 @@
 //! rules are in `broker_side_bytes.rs`.)
 //!
 //! Expected bytes are golden literals or built by the test's own mini-encoder
-//! in `support/raw.rs`; these tests never use the crate's codec and never need
+//! in `testkit/src/wire.rs`; these tests never use the crate's codec and never need
 //! RabbitMQ. Every read has a deadline, so a wrong proxy fails, never hangs.
 
 #[path = "handshake_bytes/common.rs"]
@@ -280,7 +280,9 @@ fn handshake_timeout_does_not_apply_after_open() {
     let mut client = RawConn::connect_local(proxy.port);
     let open_ok = raw::client_handshake(&mut client, "raw-timeout-open", "/");
     assert_eq!(open_ok.to_bytes(), GOLDEN_OPEN_OK);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Three times the handshake timeout pass on purpose: the session must
+    // outlive it once open.
+    support::idle_for(Duration::from_millis(1500));
     client
         .try_send(HEARTBEAT)
         .expect("the session must outlive the handshake timeout");
@@ -308,7 +310,8 @@ fn frames_pipelined_with_open_are_forwarded_after_open_ok() {
 
     assert_eq!(client.expect_bytes(GOLDEN_OPEN_OK.len()), GOLDEN_OPEN_OK);
     let got = broker.wait_after_open(0, pipelined.len(), Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(100));
+    // A short window on purpose, in which anything extra would show up.
+    support::idle_for(Duration::from_millis(100));
     let conn = broker.conn(0).unwrap();
     assert!(
         conn.before_open_ok.is_empty(),

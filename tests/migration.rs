@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::control::ctl_bin;
 use support::proxy::ProxyProcess;
 use support::rabbit::{require_rabbitmq, TempVhost, RABBITMQ_HOST, RABBITMQ_PORT};
@@ -51,7 +51,8 @@ async fn publisher(url: String, queue: String, first: u64, stop: Arc<AtomicBool>
     let mut next = first;
     while !stop.load(Ordering::Relaxed) {
         let Some(connection) = connect(&url).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A reconnecting client's pace, as real ones have.
+            support::idle_for_async(Duration::from_millis(100)).await;
             continue;
         };
         let Ok(channel) = connection.create_channel().await else {
@@ -81,7 +82,8 @@ async fn publisher(url: String, queue: String, first: u64, stop: Arc<AtomicBool>
                 Ok(Ok(c)) if c.is_ack() => confirmed.push(id),
                 _ => break,
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // The publisher's pace: a steady stream, not a flood.
+            support::idle_for_async(Duration::from_millis(5)).await;
         }
         let _ = connection.close(200, "publisher done").await;
     }
@@ -100,7 +102,8 @@ struct Consumed {
 async fn consumer(url: String, queue: String, seen: Arc<Mutex<Consumed>>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let Some(connection) = connect(&url).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A reconnecting client's pace, as real ones have.
+            support::idle_for_async(Duration::from_millis(100)).await;
             continue;
         };
         let Ok(channel) = connection.create_channel().await else {
@@ -204,7 +207,12 @@ async fn vhost_migration_moves_clients_and_loses_no_confirmed_message() {
         stop_consuming.clone(),
     ));
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every client is on and messages flow before the migration starts.
+    let delivered = || seen.lock().unwrap().deliveries.len();
+    support::wait_until_async(support::deadline_in(Duration::from_secs(20)), || {
+        std::future::ready(old_path.accepted() >= 3 && delivered() >= 20)
+    })
+    .await;
     let before = (old_path.accepted(), new_path.accepted());
     assert!(
         before.0 >= 3 && before.1 == 0,
@@ -213,23 +221,28 @@ async fn vhost_migration_moves_clients_and_loses_no_confirmed_message() {
 
     // The recipe.
     control(&proxy, &format!("VHOST PAUSE {}", vhost.name)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The recipe's pauses are part of what is tested: an operator lets
+    // in-flight traffic settle after the pause and the disconnect.
+    support::idle_for_async(Duration::from_millis(500)).await;
     control(&proxy, &format!("MAP FARM {} new-cluster", vhost.name)).await;
     control(&proxy, &format!("VHOST BACKEND_DISCONNECT {}", vhost.name)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::idle_for_async(Duration::from_millis(500)).await;
     control(&proxy, &format!("VHOST UNPAUSE {}", vhost.name)).await;
     control(&proxy, &format!("VHOST FORCE_DISCONNECT {}", vhost.name)).await;
 
     // Clients reconnect through the new path and carry on.
-    let start = Instant::now();
-    while new_path.accepted() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "clients did not come back through the new path"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let back = support::wait_until_async(support::deadline_in(Duration::from_secs(20)), || {
+        std::future::ready(new_path.accepted() >= 3)
+    })
+    .await;
+    assert!(back, "clients did not come back through the new path");
+    // Messages flow through the new path for a while, during which no
+    // client may come back through the old one.
+    let on_new_path = delivered();
+    support::wait_until_async(support::deadline_in(Duration::from_secs(20)), || {
+        std::future::ready(delivered() >= on_new_path + 100)
+    })
+    .await;
     assert_eq!(
         old_path.accepted(),
         before.0,
@@ -241,7 +254,7 @@ async fn vhost_migration_moves_clients_and_loses_no_confirmed_message() {
     for p in publishers {
         confirmed.extend(p.await.unwrap());
     }
-    let start = Instant::now();
+    let mut deadline = support::Deadline::within(Duration::from_secs(30));
     loop {
         let missing: Vec<u64> = {
             let seen = seen.lock().unwrap();
@@ -255,12 +268,11 @@ async fn vhost_migration_moves_clients_and_loses_no_confirmed_message() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            deadline.pause_async().await,
             "{} confirmed messages never consumed, e.g. {:?}",
             missing.len(),
             &missing[..missing.len().min(10)]
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop_consuming.store(true, Ordering::Relaxed);
     consuming.await.unwrap();

@@ -72,14 +72,9 @@ impl Recorder {
     }
 
     fn header(&self, index: usize) -> Vec<u8> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(h) = self.headers.lock().unwrap().get(index) {
-                return h.clone();
-            }
-            assert!(Instant::now() < deadline, "no PROXY header recorded");
-            thread::sleep(Duration::from_millis(10));
-        }
+        support::poll_for(LIMIT, "a PROXY header recorded", || {
+            self.headers.lock().unwrap().get(index).cloned()
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! The broker side is the dummy broker's socket handed to the test after the
 //! handshake; all frames are built by the test's own encoder in
-//! `support/raw.rs`, never by the crate's codec. Every read has a deadline.
+//! `testkit/src/wire.rs`, never by the crate's codec. Every read has a deadline.
 
 mod support;
 

@@ -162,17 +162,15 @@ async fn await_all_acks(confirms: &mut mpsc::UnboundedReceiver<Confirm>, count: 
 }
 
 async fn get_one(channel: &Channel, queue: &str) -> Vec<u8> {
-    for _ in 0..100 {
-        let got = channel
+    let what = format!("a message on {queue}");
+    support::poll_for_async(Duration::from_secs(10), &what, || async {
+        channel
             .basic_get(BasicGetArguments::new(queue).no_ack(true).finish())
             .await
-            .unwrap_or_else(|err| panic!("basic.get on {queue}: {err}"));
-        if let Some((_, _, body)) = got {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no message arrived on {queue}");
+            .unwrap_or_else(|err| panic!("basic.get on {queue}: {err}"))
+            .map(|(_, _, body)| body)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -89,31 +89,29 @@ async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) {
 /// Fetches one message with basic.get, retrying briefly in case the broker
 /// has not enqueued it yet.
 async fn get_one(channel: &Channel, queue: &str) -> Vec<u8> {
-    for _ in 0..100 {
-        let got = channel
+    let what = format!("a message on {queue}");
+    support::poll_for_async(Duration::from_secs(10), &what, || async {
+        channel
             .basic_get(queue, BasicGetOptions { no_ack: true })
             .await
-            .unwrap_or_else(|err| panic!("basic.get on {queue}: {err:?}"));
-        if let Some(message) = got {
-            return message.delivery.data;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no message arrived on {queue}");
+            .unwrap_or_else(|err| panic!("basic.get on {queue}: {err:?}"))
+            .map(|message| message.delivery.data)
+    })
+    .await
 }
 
 /// lapin marks a connection `Closed` on its own executor shortly after the
 /// broker's CloseOk resolved `close()`, so the state is polled briefly.
 async fn wait_until_closed(connection: &Connection) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !connection.status().closed() {
-        assert!(
-            Instant::now() < deadline,
-            "the connection is not closed 5 s after close(): {:?}",
-            connection.status().state()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let closed = support::wait_until_async(support::deadline_in(Duration::from_secs(5)), || {
+        std::future::ready(connection.status().closed())
+    })
+    .await;
+    assert!(
+        closed,
+        "the connection is not closed 5 s after close(): {:?}",
+        connection.status().state()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +240,8 @@ async fn heartbeats_keep_an_idle_connection_open() {
 
         // Idle for more than three heartbeat intervals: without heartbeats
         // flowing both ways, either side would have declared the other dead.
-        tokio::time::sleep(Duration::from_secs(7)).await;
+        // The idle time is the behaviour under test.
+        support::idle_for_async(Duration::from_secs(7)).await;
 
         if let Ok(err) = errors.try_recv() {
             panic!("the connection failed while idle: {err:?}");

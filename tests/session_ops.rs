@@ -16,7 +16,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::control::ctl;
 use support::proxy::ProxyProcess;
 use support::rabbit;
@@ -72,28 +72,29 @@ async fn only_session(proxy: &ProxyProcess) -> u64 {
 
 /// Waits until the proxy lists no session, or panics with `what`.
 async fn wait_no_sessions(proxy: &ProxyProcess, what: &str) {
-    let start = Instant::now();
-    while !sessions(proxy).await.is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{what}: {:?}",
-            sessions(proxy).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let gone = support::wait_until_async(support::deadline_in(Duration::from_secs(5)), || async {
+        sessions(proxy).await.is_empty()
+    })
+    .await;
+    assert!(gone, "{what}: {:?}", sessions(proxy).await);
 }
 
 /// Waits until the broker no longer lists the connection named `name`.
 async fn wait_broker_forgets(name: &str, what: &str) {
-    let start = Instant::now();
-    loop {
-        let wanted = name.to_string();
-        if blocking(move || rabbit::find_connection(&wanted).is_none()).await {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let forgotten = support::poll_until_every_async(
+        support::deadline_in(Duration::from_secs(15)),
+        rabbit::RABBITMQCTL_PACE,
+        || {
+            let wanted = name.to_string();
+            async move {
+                blocking(move || rabbit::find_connection(&wanted).is_none())
+                    .await
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(forgotten.is_some(), "{what}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,8 +138,9 @@ async fn paused_publisher_outlives_three_heartbeats_and_loses_nothing() {
     assert_eq!(control(&proxy, &format!("SESSION {id} PAUSE")).await, "");
     let during = tokio::spawn(publish(channel.clone(), queue.clone(), 50..100));
     // Three heartbeat intervals: without the proxy's heartbeats the broker
-    // would have closed the connection after two.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    // would have closed the connection after two. The elapsed time is the
+    // behaviour under test.
+    support::idle_for_async(Duration::from_millis(6500)).await;
     assert!(
         !during.is_finished(),
         "publishes were confirmed while the session was paused"
@@ -255,7 +257,18 @@ async fn vhost_pause_holds_new_sessions_at_open_until_unpause() {
             .await
             .map(|_c| ())
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the proxy holds the session paused (at its Open); only
+    // then does "not connected yet" mean "held", not "still connecting".
+    let held_paused = |all: &[(u64, String)]| {
+        all.iter()
+            .any(|(_, l)| l.contains("vhost=/ ") && l.contains("paused=Y"))
+    };
+    support::wait_until_async(support::deadline_in(Duration::from_secs(15)), || async {
+        held_paused(&sessions(&proxy).await)
+    })
+    .await;
+    // Holding is the behaviour under test: still held a while later.
+    support::idle_for_async(Duration::from_secs(1)).await;
     assert!(
         !pending.is_finished(),
         "the connection opened while its vhost was paused"
@@ -352,17 +365,12 @@ async fn sigterm_drains_clients_with_a_320_close_then_exits() {
     assert_eq!(code, 320, "{text}");
     assert!(text.contains("shutting down"), "{text}");
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = proxy.try_exit_status() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the proxy did not exit once drained"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = support::poll_for_async(
+        Duration::from_secs(10),
+        "the proxy to exit once drained",
+        || std::future::ready(proxy.try_exit_status()),
+    )
+    .await;
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
     assert!(
         proxy.log_contains_within("Drained: every session has ended", Duration::from_secs(2)),

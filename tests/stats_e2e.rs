@@ -245,6 +245,31 @@ fn datagrams(socket: &UdpSocket, during: Duration) -> Vec<(String, f64, char)> {
     got
 }
 
+/// Reads 300 ms windows of datagrams until one satisfies `settled`, so that
+/// whatever was on its way before a command applied has arrived; panics
+/// naming `what` after 15 s.
+async fn quiet_window(
+    udp: &UdpSocket,
+    what: &str,
+    settled: impl Fn(&[(String, f64, char)]) -> bool,
+) {
+    let mut deadline = support::Deadline::within(Duration::from_secs(15));
+    loop {
+        let window = blocking({
+            let udp = udp.try_clone().unwrap();
+            move || datagrams(&udp, Duration::from_millis(300))
+        })
+        .await;
+        if settled(&window) {
+            return;
+        }
+        assert!(
+            deadline.pause_async().await,
+            "waiting for {what}: {window:?}"
+        );
+    }
+}
+
 /// Reads what has arrived, up to the first 50 ms without a datagram (a gap
 /// between two ticks).
 fn drain(socket: &UdpSocket) {
@@ -311,7 +336,16 @@ async fn statsd_datagrams_arrive_sanitised_and_add_up() {
         control(&proxy, "STAT DISABLE per-source").await,
         "DISABLE per-source applied.\n"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A tick already on its way when the command applied may still carry
+    // per-source lines: wait for a window of ticks without them.
+    let per_source = |d: &[(String, f64, char)]| {
+        d.iter()
+            .any(|(n, _, _)| n.contains("rmqEndpointType=sources"))
+    };
+    quiet_window(&udp, "ticks without per-source lines", move |d| {
+        !d.is_empty() && !per_source(d)
+    })
+    .await;
     drain(&udp);
     let later = blocking({
         let udp = udp.try_clone().unwrap();
@@ -340,7 +374,8 @@ async fn statsd_datagrams_arrive_sanitised_and_add_up() {
         control(&proxy, "STAT STOP SEND").await,
         "Stopped sending stats.\n"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A tick already on its way may still arrive: wait for a silent window.
+    quiet_window(&udp, "no more datagrams", |d| d.is_empty()).await;
     drain(&udp);
     let after = blocking(move || datagrams(&udp, Duration::from_millis(500))).await;
     assert!(after.is_empty(), "datagrams after STOP SEND: {after:?}");
@@ -436,13 +471,17 @@ async fn prometheus_metrics_parse_and_agree_with_stat() {
     assert_eq!(labels, ["0", "1"].map(String::from).into());
 
     c.close(200, "done").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
     let mut l = vl();
     l.push(("cause", "graceful".into()));
-    while metric("amqpprox_removed_connections_total", l.clone()).await != 1.0 {
-        assert!(Instant::now() < deadline, "no graceful removal in /metrics");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for_async(
+        Duration::from_secs(15),
+        "a graceful removal in /metrics",
+        || {
+            let removed = metric("amqpprox_removed_connections_total", l.clone());
+            async move { removed.await == 1.0 }
+        },
+    )
+    .await;
     assert_eq!(
         blocking(move || http_get(port, "/nope")).await.0,
         "HTTP/1.1 404 Not Found"
@@ -472,11 +511,28 @@ async fn removals(stream: &StatStream, records: Vec<Value>, want: [u64; 4]) -> V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_removal_cause_is_produced_and_counted() {
-    let proxy = proxy(2, &[]);
+    let metrics_port = free_port();
+    let proxy = proxy(2, &["--metricsPort", &metrics_port.to_string()]);
     // The proxy's readiness probe (a bare TCP connect) ends as a client
-    // removal: let it be counted before the first record, which is not
-    // summed (it covers time before the subscription).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // removal: let it be counted (the metrics port shows it) before the
+    // first record, which is not summed (it covers time before the
+    // subscription).
+    support::wait_for_async(
+        Duration::from_secs(15),
+        "the readiness probe's removal in /metrics",
+        || async move {
+            blocking(move || {
+                scrape_sum(
+                    metrics_port,
+                    "amqpprox_removed_connections_total",
+                    &[("cause", "client")],
+                )
+                .0 >= 1.0
+            })
+            .await
+        },
+    )
+    .await;
     let stream = StatStream::open(&proxy, "STAT LISTEN json overall");
     stream.json();
     let records = Vec::new();

@@ -23,15 +23,12 @@ use support::{blocking, unique_name};
 
 /// Waits until the log files satisfy `check`; panics with them after 10 s.
 async fn wait_logs(proxy: &ProxyProcess, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let found = support::poll_until_async(support::deadline_in(Duration::from_secs(10)), || {
         let logs = proxy.log_files();
-        if check(&logs) {
-            return logs;
-        }
-        assert!(Instant::now() < deadline, "{what}:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        std::future::ready(check(&logs).then_some(logs))
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{what}:\n{}", proxy.log_files()))
 }
 
 /// A queue on a fresh channel, and a few publishes carrying `marker`; the
@@ -139,8 +136,15 @@ async fn trace_logs_the_methods_of_selected_sessions_only() {
     let logs = proxy.settled_log_files();
     let before_b = trace_lines(&logs, &b.name, idb);
     assert_eq!(trace_lines(&logs, &a.name, ida), before_a, "{logs}");
-    held.push(traffic(&cb, &marker, 2).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let untraced = traffic(&cb, &marker, 2).await;
+    // A round trip on the same channel: its answer comes after the broker
+    // has the publishes, so the proxy has relayed (and, were it tracing,
+    // logged) them; settled_log_files then waits out the log writer.
+    untraced
+        .basic_qos(10, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    held.push(untraced);
     assert_eq!(
         trace_lines(&proxy.settled_log_files(), &b.name, idb),
         before_b

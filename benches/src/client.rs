@@ -11,7 +11,7 @@
 //! timeouts.
 
 use crate::tls::BROKER_HOST;
-use crate::wire::{self, ids, FrameReader};
+use amqpprox_testkit::load::frames::{self, ids, FrameReader};
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -34,10 +34,10 @@ struct Fixed {
 fn fixed() -> &'static Fixed {
     static FIXED: OnceLock<Fixed> = OnceLock::new();
     FIXED.get_or_init(|| Fixed {
-        start_ok: wire::start_ok(),
-        tune_ok_open: wire::tune_ok_and_open(),
-        channel_open: wire::channel_open(1),
-        close: wire::close(1),
+        start_ok: frames::start_ok(),
+        tune_ok_open: frames::tune_ok_and_open(),
+        channel_open: frames::channel_open(1),
+        close: frames::close(1),
     })
 }
 
@@ -114,7 +114,7 @@ impl Session {
     fn handshake(&mut self) -> Result<()> {
         let f = fixed();
         let s = &mut self.stream;
-        s.write_all(wire::PROTOCOL_HEADER)?;
+        s.write_all(frames::PROTOCOL_HEADER)?;
         self.reader.expect(s, ids::CONNECTION_START)?;
         s.write_all(&f.start_ok)?;
         let tune = self.reader.expect(s, ids::CONNECTION_TUNE)?;
@@ -123,10 +123,10 @@ impl Session {
         let frame_max = tune
             .get(2..6)
             .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        if frame_max != 0 && frame_max < wire::FRAME_MAX {
+        if frame_max != 0 && frame_max < frames::FRAME_MAX {
             bail!(
                 "target offers frame-max {frame_max}, the harness needs {}",
-                wire::FRAME_MAX
+                frames::FRAME_MAX
             );
         }
         s.write_all(&f.tune_ok_open)?;

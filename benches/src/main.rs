@@ -25,7 +25,6 @@
 //! targets' egress leg with it; the clients stay plain AMQP except the
 //! `direct` ones, which speak TLS straight to the broker.
 
-mod broker;
 mod client;
 mod micro;
 mod plan;
@@ -34,13 +33,13 @@ mod rabbit;
 mod report;
 mod scenarios;
 mod tls;
-mod wire;
 
+use amqpprox_testkit::load::broker::{self, Mode};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use plan::{Plan, Scenario, Sizes};
 use procs::{Layout, TargetKind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -62,8 +61,9 @@ enum Command {
     DummyBroker {
         #[arg(long)]
         port: u16,
-        #[arg(long, value_enum, default_value = "discard")]
-        mode: broker::Mode,
+        /// discard, echo or confirm (see `amqpprox_testkit::load::broker`).
+        #[arg(long, default_value = "discard")]
+        mode: Mode,
         #[arg(long, default_value_t = 2)]
         threads: usize,
         /// Speak TLS, with a certificate (and its CA, `ca.pem`) made at
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             mode,
             threads,
             tls_dir,
-        }) => broker::run(port, mode, threads, tls_dir.as_deref()),
+        }) => run_broker(port, mode, threads, tls_dir.as_deref()),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),
     };
@@ -175,6 +175,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `dummy-broker` subcommand: the kit's load broker, with its TLS key
+/// material made (and written into `tls_dir`) first when asked.
+fn run_broker(port: u16, mode: Mode, threads: usize, tls_dir: Option<&Path>) -> Result<()> {
+    let tls = tls_dir.map(tls::broker_config).transpose()?;
+    broker::run(port, mode, threads, tls)
 }
 
 fn run_micro(args: &RunArgs) -> Result<()> {

@@ -9,15 +9,15 @@
 //! optimiser cannot drop the work. Never does I/O in a timed loop and never
 //! uses the network.
 
-use crate::wire;
 use amqpprox::codec::FrameScanner;
 use amqpprox::handshake::{BrokerHandshake, BrokerProgress, ClientHandshake, ClientProgress};
+use amqpprox_testkit::load::frames;
 use anyhow::{bail, Result};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 /// The proxy's frame limit on the data path: frame-max plus header and end.
-const SCAN_MAX: u32 = wire::FRAME_MAX + 8;
+const SCAN_MAX: u32 = frames::FRAME_MAX + 8;
 /// The read size the scanner sees per call on the data path.
 const CHUNK: usize = 64 * 1024;
 
@@ -76,9 +76,9 @@ fn scan_bench(name: &str, buf: &[u8], chunk: usize, budget: Duration) -> Result<
 /// The client's bytes of one handshake, in the reads a client would cause.
 fn client_reads() -> [Vec<u8>; 3] {
     [
-        wire::PROTOCOL_HEADER.to_vec(),
-        wire::start_ok(),
-        wire::tune_ok_and_open(),
+        frames::PROTOCOL_HEADER.to_vec(),
+        frames::start_ok(),
+        frames::tune_ok_and_open(),
     ]
 }
 
@@ -115,9 +115,9 @@ fn handshake_benches(budget: Duration) -> Result<Vec<MicroResult>> {
     };
 
     let broker_reads = [
-        wire::broker_start(),
-        wire::broker_tune(),
-        wire::reply(0, wire::ids::CONNECTION_OPEN_OK, &[0]),
+        frames::broker_start(),
+        frames::broker_tune(),
+        frames::reply(0, frames::ids::CONNECTION_OPEN_OK, &[0]),
     ];
     let additions = [
         ("amqpprox_client", "127.0.0.1:40000".to_string()),
@@ -159,8 +159,8 @@ fn handshake_benches(budget: Duration) -> Result<Vec<MicroResult>> {
 /// Runs every micro-benchmark; `quick` shortens each to ~0.2 s.
 pub fn run(quick: bool) -> Result<Vec<MicroResult>> {
     let budget = Duration::from_millis(if quick { 200 } else { 2000 });
-    let (small, _) = wire::message_batch(1024, 10_000);
-    let (large, _) = wire::message_batch(10 * 1024 * 1024, 2);
+    let (small, _) = frames::message_batch(1024, 10_000);
+    let (large, _) = frames::message_batch(10 * 1024 * 1024, 2);
     let mut results = vec![
         scan_bench("scan 1 KB publishes, 64 KiB reads", &small, CHUNK, budget)?,
         scan_bench(

@@ -11,11 +11,11 @@
 //! and so in its targets' egress leg; its clients speak TLS only to
 //! `direct`.
 
-use crate::broker::Mode;
 use crate::procs::{self, Layout, Target, TargetKind, Upstream};
 use crate::rabbit::{self, RabbitLoad};
 use crate::report::{RunRecord, DIRECT};
 use crate::scenarios::{self, Connections, Latency, Metrics, Probe, Throughput};
+use amqpprox_testkit::load::broker::Mode;
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
 use std::time::Instant;

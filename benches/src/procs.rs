@@ -11,13 +11,14 @@
 //! leaves one running (stop on drop), and never reads /proc of anything but
 //! its own children.
 
-use crate::broker::Mode;
+use amqpprox_testkit::load::broker::Mode;
+use amqpprox_testkit::wait;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a child may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,14 +79,9 @@ impl Drop for Proc {
         // SAFETY: kill(2) on the pid of our own unreaped child: it cannot
         // have been recycled for another process before we wait for it.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut exited = false;
-        while !exited && Instant::now() < deadline {
-            exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
+        let exited = wait::wait_until(wait::deadline_in(Duration::from_secs(3)), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
         if !exited {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -100,18 +96,13 @@ impl Drop for Proc {
 /// listener would fail to bind, or its readiness probe would reach the
 /// dying socket and its clients be reset.
 fn wait_port_free(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        // std binds with SO_REUSEADDR, so TIME_WAIT leftovers do not count;
-        // [::] also conflicts with an IPv4 listener on the port.
-        let free = std::net::TcpListener::bind(("::", port))
+    // std binds with SO_REUSEADDR, so TIME_WAIT leftovers do not count;
+    // [::] also conflicts with an IPv4 listener on the port.
+    wait::wait_until(wait::deadline_in(Duration::from_secs(5)), || {
+        std::net::TcpListener::bind(("::", port))
             .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", port)))
-            .is_ok();
-        if free {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+            .is_ok()
+    });
 }
 
 /// What a target forwards to: the broker's port, and for a TLS broker the
@@ -272,19 +263,18 @@ fn spawn_ready(mut cmd: Command, name: &str, port: u16) -> Result<Proc> {
 /// Polls until 127.0.0.1:`port` accepts a connection.
 fn wait_ready(proc: &mut Proc, port: u16) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut deadline = wait::Deadline::within(READY_TIMEOUT);
     loop {
         proc.check_alive()?;
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if !deadline.pause() {
             bail!(
                 "{} did not accept on {addr} within {READY_TIMEOUT:?}",
                 proc.name
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::client::Session;
 use crate::procs;
-use crate::wire;
+use amqpprox_testkit::load::frames;
 use anyhow::{bail, Context, Result};
 use rustls::ClientConfig;
 use std::collections::BTreeMap;
@@ -137,7 +137,7 @@ fn spawn_load<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thre
 pub fn throughput(addr: SocketAddr, t: Throughput, probe: Probe) -> Result<Metrics> {
     // Framing adds well under 100 bytes to a small message.
     let per_batch = (BATCH_BYTES / (t.size + 100)).clamp(1, t.messages.max(1));
-    let (batch, one_len) = wire::message_batch(t.size, per_batch);
+    let (batch, one_len) = frames::message_batch(t.size, per_batch);
     let batch = Arc::new(batch);
     let ready = Arc::new(Barrier::new(t.clients + 1));
     let go = Arc::new(Barrier::new(t.clients + 1));
@@ -195,7 +195,7 @@ pub fn connections(
     tls: Option<Arc<ClientConfig>>,
     probe: Probe,
 ) -> Result<Metrics> {
-    let (tiny, _) = wire::message_batch(16, 1);
+    let (tiny, _) = frames::message_batch(16, 1);
     let tiny = Arc::new(tiny);
     let next = Arc::new(AtomicUsize::new(0));
     let first_error: Arc<Mutex<Option<String>>> = Arc::default();
@@ -254,7 +254,7 @@ pub fn connections(
 /// One message at a time through the echo broker.
 pub fn latency(addr: SocketAddr, l: Latency, probe: Probe) -> Result<Metrics> {
     let mut session = Session::open(addr)?;
-    let (msg, _) = wire::message_batch(l.size, 1);
+    let (msg, _) = frames::message_batch(l.size, 1);
     let mut scratch = vec![0u8; msg.len()];
     for _ in 0..(l.round_trips / 10).clamp(10, 1000) {
         session.round_trip(&msg, &mut scratch)?;
@@ -375,7 +375,7 @@ mod tests {
 #[cfg(test)]
 mod end_to_end {
     use super::*;
-    use crate::broker::{self, Mode};
+    use amqpprox_testkit::load::broker::Mode;
 
     fn broker(mode: Mode) -> SocketAddr {
         broker_with(mode, None)
@@ -387,15 +387,14 @@ mod end_to_end {
             .local_addr()
             .unwrap()
             .port();
-        thread::spawn(move || broker::run(port, mode, 1, tls_dir.as_deref()));
+        thread::spawn(move || crate::run_broker(port, mode, 1, tls_dir.as_deref()));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return addr;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        panic!("dummy broker did not start");
+        amqpprox_testkit::wait::wait_for(
+            Duration::from_secs(10),
+            "the dummy broker to listen",
+            || std::net::TcpStream::connect(addr).is_ok(),
+        );
+        addr
     }
 
     const NO_PROBE: Probe = Probe {

@@ -1,10 +1,11 @@
 //! `amqpprox_ctl <control_socket> ARGS...`: joins ARGS with spaces, sends
 //! them as one line over the proxy's Unix control socket and copies the
-//! reply to stdout until the proxy closes the connection (behaviour.md §1.2).
+//! reply to stdout until the proxy closes the connection
+//! (docs/commands.md#amqpprox_ctl). `amqpprox_ctl --version` prints its
+//! version.
 //!
 //! Exit codes: 1 for usage, 2 when the proxy cannot be reached, 3 when the
-//! proxy's reply is an error (DECISIONS Fix 15), else 0. std only; no
-//! runtime, no retries.
+//! proxy's reply is an error, else 0. std only; no runtime, no retries.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -62,6 +63,10 @@ fn run(socket: &str, line: &str) -> io::Result<bool> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 2 && args[1] == "--version" {
+        println!("amqpprox_ctl {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     if args.len() < 3 {
         eprintln!("Usage: amqpprox_ctl <control_socket> ARGS");
         return ExitCode::from(1);

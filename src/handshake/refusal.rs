@@ -1,7 +1,7 @@
 //! What the client is told when the broker ends a proxied handshake: the
 //! broker's own `Connection.Close` with every field it sent, or, when the
 //! broker just closes its socket, a `Connection.Close` the proxy writes that
-//! says what that most likely meant (docs/differences.md).
+//! says what that most likely meant (docs/sessions.md#broker-handshake).
 //!
 //! RabbitMQ answers a wrong user name or password by closing the socket
 //! right after the client's `StartOk`, unless the client advertised the

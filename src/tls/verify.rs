@@ -1,6 +1,6 @@
 //! Verification of a broker's certificate under `TLS EGRESS VERIFY_MODE
 //! PEER`, as users of the OpenSSL-based original have it
-//! (docs/tls-and-proxy-protocol.md): the usual chain to a `CA_CERT_FILE`
+//! (docs/tls-and-proxy-protocol.md#tls-to-brokers-egress): the usual chain to a `CA_CERT_FILE`
 //! anchor, plus one more rule, that a broker certificate which is byte for
 //! byte one of the configured anchors is trusted as itself. That is what a
 //! self-signed certificate made by `openssl req -x509` (basic constraints

@@ -9,14 +9,14 @@
 
 use crate::support::proxy::ProxyProcess;
 use crate::support::rabbit;
-use crate::support::{blocking, control::ctl};
+use crate::support::{blocking, control::ctl, Deadline};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BACKEND: &str = "127.0.0.1_5672";
 
@@ -171,15 +171,18 @@ pub async fn until_conn_matches(
     proxy: &ProxyProcess,
     stream: &StatStream,
 ) -> (Vec<Value>, Vec<Value>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut deadline = Deadline::within(Duration::from_secs(15));
     let mut records = Vec::new();
     loop {
         records.extend(stream.drain());
         let conns = sessions(proxy).await;
         match records_match(&records, &conns) {
             Ok(()) => return (records, conns),
-            Err(why) if Instant::now() > deadline => panic!("{why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(why) => {
+                if !deadline.pause_async().await {
+                    panic!("{why}")
+                }
+            }
         }
     }
 }
@@ -191,13 +194,16 @@ pub async fn until(
     mut records: Vec<Value>,
     mut check: impl FnMut(&[Value]) -> Result<(), String>,
 ) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut deadline = Deadline::within(Duration::from_secs(15));
     loop {
         records.extend(stream.drain());
         match check(&records) {
             Ok(()) => return records,
-            Err(why) if Instant::now() > deadline => panic!("{why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(why) => {
+                if !deadline.pause_async().await {
+                    panic!("{why}")
+                }
+            }
         }
     }
 }

@@ -12,15 +12,15 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 
-use crate::support::rabbit::{parse_connections, BrokerConnection};
+use crate::support::rabbit::{parse_connections, BrokerConnection, RABBITMQCTL_PACE};
+use crate::support::wait;
 
 /// The node with the TLS listener (and a plain one) started by the script.
 pub const TLS_NODE: &str = "amqpprox_tls@localhost";
@@ -197,21 +197,17 @@ pub fn node_connections(node: &str) -> Vec<BrokerConnection> {
 /// Polls `node` until it lists a connection named `wanted` (its
 /// `connection_name` client property).
 pub fn wait_node_connection(node: &str, wanted: &str, limit: Duration) -> BrokerConnection {
-    let deadline = Instant::now() + limit;
-    loop {
-        let all = node_connections(node);
-        if let Some(c) = all
-            .iter()
+    let mut all = Vec::new();
+    let found = wait::poll_until_every(wait::deadline_in(limit), RABBITMQCTL_PACE, || {
+        all = node_connections(node);
+        all.iter()
             .find(|c| c.property("connection_name") == Some(wanted))
-        {
-            return c.clone();
-        }
-        if Instant::now() >= deadline {
-            let names: Vec<_> = all.iter().map(|c| c.name.clone()).collect();
-            panic!("{node} lists no connection named {wanted:?} after {limit:?}: {names:?}");
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+            .cloned()
+    });
+    found.unwrap_or_else(|| {
+        let names: Vec<_> = all.iter().map(|c| c.name.clone()).collect();
+        panic!("{node} lists no connection named {wanted:?} after {limit:?}: {names:?}");
+    })
 }
 
 /// Polls the proxy's log files until `needle` appears.
@@ -220,15 +216,11 @@ pub fn wait_log(
     needle: &str,
     limit: Duration,
 ) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
+    wait::poll_until(wait::deadline_in(limit), || {
         let logs = proxy.log_files();
-        if let Some(line) = logs.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        if Instant::now() >= deadline {
-            panic!("the proxy logged no line with {needle:?} within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("the proxy logged no line with {needle:?} within {limit:?}"))
 }

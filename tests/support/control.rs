@@ -14,10 +14,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::proxy::ProxyProcess;
+use super::wait;
 
 /// How long one control reply may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,29 +152,21 @@ pub fn spawn_proxy(socket: &Path, extra: &[&str]) -> Child {
 /// Waits until `socket` answers a connection; false if the child exited
 /// or 15 s passed.
 pub fn wait_for_control(socket: &Path, child: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
+    let answered = wait::poll_until(wait::deadline_in(Duration::from_secs(15)), || {
         if matches!(child.try_wait(), Ok(Some(_))) {
-            return false;
+            return Some(false);
         }
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
+        UnixStream::connect(socket).is_ok().then_some(true)
+    });
+    answered.unwrap_or(false)
 }
 
 /// Waits for `child` to exit (killing it at the deadline): exit code,
 /// stdout, stderr.
 pub fn wait_for_exit(mut child: Child, limit: Duration) -> (Option<i32>, String, String) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait::wait_until(wait::deadline_in(limit), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
     let _ = child.kill();
     let output = child
         .wait_with_output()

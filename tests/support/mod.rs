@@ -1,7 +1,8 @@
 //! Shared harness for the integration tests: where a test's AMQP client
 //! connects (a freshly spawned proxy, or RabbitMQ itself when
 //! `AMQPPROX_TEST_TARGET=direct`), unique names, deterministic message bodies
-//! and a per-test time limit.
+//! and a per-test time limit; and, re-exported from the shared kit, the fake
+//! broker, the raw client and the wait helpers.
 //!
 //! It owns no test logic and never skips: a test that needs RabbitMQ fails
 //! loudly when the broker is missing. Each test crate uses a subset of these
@@ -9,11 +10,24 @@
 #![allow(dead_code)]
 
 pub mod control;
-pub mod dummy_broker;
 pub mod proxy;
 pub mod rabbit;
-pub mod raw;
 pub mod relay;
+
+// The fake broker, the raw client and the wait helpers live in the shared
+// kit (`testkit/`, also used by the benchmark harness); these names keep
+// `support::raw::...` and `support::dummy_broker::...` working. Each test
+// crate uses a subset of them.
+#[allow(unused_imports)]
+pub use amqpprox_testkit::broker as dummy_broker;
+#[allow(unused_imports)]
+pub use amqpprox_testkit::wait::{
+    self, deadline_in, idle_for, idle_for_async, poll_for, poll_for_async, poll_until,
+    poll_until_async, poll_until_every, poll_until_every_async, settle, wait_for, wait_for_async,
+    wait_until, wait_until_async, Deadline,
+};
+#[allow(unused_imports)]
+pub use amqpprox_testkit::{raw, wire};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,9 +12,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::wait;
 
 /// How long a starting proxy may take before it must accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -240,32 +242,20 @@ impl ProxyProcess {
     /// The proxy's log files (`--logDirectory`), oldest first, concatenated.
     /// Waits up to `limit` for `needle` to appear in the log files (the
     /// proxy writes them in batches); returns whether it did.
-    pub fn log_contains_within(&self, needle: &str, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if self.log_files().contains(needle) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
+    pub fn log_contains_within(&self, needle: &str, limit: Duration) -> bool {
+        wait::wait_until(wait::deadline_in(limit), || {
+            self.log_files().contains(needle)
+        })
     }
 
-    /// The log files once the proxy's log writer (which works in batches)
-    /// has written everything logged so far: read until two reads 100 ms
-    /// apart agree.
+    /// The log files once the proxy's log writer (which works in batches
+    /// and signals no completion) has written everything logged so far:
+    /// read until two reads 100 ms apart agree (or 30 s of steady logging
+    /// pass, when the last read is returned).
     pub fn settled_log_files(&self) -> String {
-        let mut last = self.log_files();
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let now = self.log_files();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
+        let deadline = wait::deadline_in(Duration::from_secs(30));
+        wait::settle(deadline, Duration::from_millis(100), || self.log_files())
+            .unwrap_or_else(|still_changing| still_changing)
     }
 
     pub fn log_files(&self) -> String {
@@ -295,45 +285,51 @@ impl ProxyProcess {
     }
 
     fn wait_until_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        let mut last_error = None;
+        let ready = wait::poll_until(wait::deadline_in(READY_TIMEOUT), || {
             if let Some(status) = self.try_exit_status() {
-                return Err(format!("it exited with {status} before listening"));
+                return Some(Err(format!("it exited with {status} before listening")));
             }
             match TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)) {
-                Ok(_) => return Ok(()),
-                Err(err) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "port {} did not accept within {READY_TIMEOUT:?} (last error: {err})",
-                        self.port
-                    ))
+                Ok(_) => Some(Ok(())),
+                Err(err) => {
+                    last_error = Some(err);
+                    None
                 }
-                Err(_) => thread::sleep(Duration::from_millis(50)),
             }
-        }
+        });
+        ready.unwrap_or_else(|| {
+            Err(format!(
+                "port {} did not accept within {READY_TIMEOUT:?} (last error: {last_error:?})",
+                self.port
+            ))
+        })
     }
 
     /// Without simple mode there is no AMQP port to wait for: the proxy is
     /// ready once its control socket accepts.
     fn wait_until_controllable(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        let mut last_error = None;
+        let ready = wait::poll_until(wait::deadline_in(READY_TIMEOUT), || {
             if let Some(status) = self.try_exit_status() {
-                return Err(format!(
+                return Some(Err(format!(
                     "it exited with {status} before its control socket answered"
-                ));
+                )));
             }
             match std::os::unix::net::UnixStream::connect(&self.control_socket) {
-                Ok(_) => return Ok(()),
-                Err(err) if Instant::now() >= deadline => {
-                    return Err(format!(
-                    "control socket {} did not accept within {READY_TIMEOUT:?} (last error: {err})",
-                    self.control_socket.display()
-                ))
+                Ok(_) => Some(Ok(())),
+                Err(err) => {
+                    last_error = Some(err);
+                    None
                 }
-                Err(_) => thread::sleep(Duration::from_millis(20)),
             }
-        }
+        });
+        ready.unwrap_or_else(|| {
+            Err(format!(
+                "control socket {} did not accept within {READY_TIMEOUT:?} (last error: {last_error:?})",
+                self.control_socket.display()
+            ))
+        })
     }
 
     fn stop(&mut self) {

@@ -7,8 +7,9 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait;
 
 use serde_json::{Map, Value};
 
@@ -150,23 +151,24 @@ pub fn find_connection(wanted: &str) -> Option<BrokerConnection> {
 /// Polls [`find_connection`] until the broker lists the connection (it shows
 /// up shortly after `Connection.OpenOk`); panics after `limit`.
 pub fn wait_for_connection(wanted: &str, limit: Duration) -> BrokerConnection {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = find_connection(wanted) {
-            return found;
-        }
-        if Instant::now() >= deadline {
-            let names: Vec<String> = list_connections()
-                .into_iter()
-                .map(|c| format!("{} {:?}", c.name, c.property("connection_name")))
-                .collect();
-            panic!(
-                "RabbitMQ lists no connection with connection_name {wanted:?} after {limit:?}; it lists {names:#?}"
-            );
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    let found = wait::poll_until_every(wait::deadline_in(limit), RABBITMQCTL_PACE, || {
+        find_connection(wanted)
+    });
+    found.unwrap_or_else(|| {
+        let names: Vec<String> = list_connections()
+            .into_iter()
+            .map(|c| format!("{} {:?}", c.name, c.property("connection_name")))
+            .collect();
+        panic!(
+            "RabbitMQ lists no connection with connection_name {wanted:?} after {limit:?}; it lists {names:#?}"
+        );
+    })
 }
+
+/// The pause between two `rabbitmqctl` polls: each call starts an Erlang
+/// VM (about a second of CPU), so polling back to back would load the
+/// machine the tests run on.
+pub const RABBITMQCTL_PACE: Duration = Duration::from_millis(250);
 
 /// The Erlang pid of the connection RabbitMQ calls `name`, which is what
 /// `close_connection` takes (RabbitMQ 3.10 does not accept the name). The

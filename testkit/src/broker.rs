@@ -1,13 +1,16 @@
-//! A scriptable fake AMQP broker on std threads for the byte-level tests: it
-//! listens (127.0.0.1:0 by default), plays the broker's half of the handshake
-//! with hand-written frames (Start, Tune 2047/131072/60, OpenOk), then does
-//! what the test's [`Script`] says (echo, record and hold, flood, close, hand
-//! the socket to the test) and records every byte it receives per connection.
+//! The scripted fake broker of the byte-level tests, on std threads: it
+//! listens (127.0.0.1:0 by default), plays the broker's half of the
+//! handshake with frames from [`crate::wire`] (Start, Tune 2047/131072/60,
+//! OpenOk), then does what the test's [`Script`] says (echo, record and
+//! hold, flood, close, hand the socket to the test) and records every byte
+//! it receives per connection. Scripts also make it misbehave on purpose:
+//! silent after accept, closing after accept, after the header, after the
+//! login (StartOk), refusing the login or the Open with a Close.
 //!
-//! It never imports the crate under test and never decides whether the proxy
-//! is right: it only records (StartOk, TuneOk, Open, everything after Open) and
-//! exposes the records for the test to assert on. Its threads poll a stop flag
-//! and bound every read and write, so a dropped broker never hangs a test.
+//! It never decides whether the proxy is right: it only records (StartOk,
+//! TuneOk, Open, everything after Open) and exposes the records for the test
+//! to assert on. Its threads poll a stop flag and bound every read and
+//! write, so a dropped broker never hangs a test.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::raw::{
-    self, is_closed, parse_start_ok, Frame, RawConn, StartOkMethod, Table, FRAME_HEARTBEAT,
-    PROTOCOL_HEADER,
+use crate::raw::{is_closed, RawConn};
+use crate::wait;
+use crate::wire::{
+    self, parse_start_ok, Frame, StartOkMethod, Table, FRAME_HEARTBEAT, PROTOCOL_HEADER,
 };
 
 /// How long the broker waits for each step of the proxy's handshake.
@@ -30,6 +34,11 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Handshake {
     /// Start, Tune, OpenOk.
     Normal,
+    /// Accepts, then neither reads nor writes (a hung broker); holds the
+    /// socket until the broker is dropped.
+    SilentAfterAccept,
+    /// Closes TCP right after accepting, before reading anything.
+    CloseAfterAccept,
     /// Answers the StartOk with Connection.Close(code, text).
     CloseAfterStartOk(u16, String),
     /// Answers the Open with Connection.Close(code, text).
@@ -200,25 +209,18 @@ impl DummyBroker {
         timeout: Duration,
         ready: impl Fn(&Conn) -> bool,
     ) -> Conn {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let snapshot = self.conn(index);
-            if let Some(conn) = &snapshot {
-                if ready(conn) {
-                    return conn.clone();
+        let found = wait::poll_until(wait::deadline_in(timeout), || {
+            self.conn(index).filter(|conn| ready(conn))
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "dummy broker connection {index}: condition not met within {timeout:?}; state: {}",
+                match self.conn(index) {
+                    Some(conn) => summary(&conn),
+                    None => format!("not accepted ({} accepted)", self.accepted()),
                 }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "dummy broker connection {index}: condition not met within {timeout:?}; state: {}",
-                    match snapshot {
-                        Some(conn) => summary(&conn),
-                        None => format!("not accepted ({} accepted)", self.accepted()),
-                    }
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+            )
+        })
     }
 
     /// Waits until connection `index` has received at least `n` bytes after
@@ -302,6 +304,7 @@ fn accept_loop(listener: TcpListener, script: Script, shared: Arc<Shared>) {
                     }
                 });
             }
+            // Non-blocking accept so that the loop sees the stop flag.
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(5))
             }
@@ -416,6 +419,14 @@ impl Session {
     }
 
     fn run(&mut self, script: &Script) -> Result<(), String> {
+        match script.handshake {
+            Handshake::CloseAfterAccept => return Ok(()),
+            Handshake::SilentAfterAccept => {
+                self.hold_until_stopped();
+                return Ok(());
+            }
+            _ => {}
+        }
         let header = match self.read_exact(8, STEP_TIMEOUT)? {
             Some(h) => h,
             None => {
@@ -439,12 +450,12 @@ impl Session {
         match &script.handshake {
             Handshake::DropAfterStartOk => return Ok(()),
             Handshake::CloseAfterStartOk(code, text) => {
-                self.write(&raw::close(*code, text, 10, 11))?;
+                self.write(&wire::close(*code, text, 10, 11))?;
                 return self.drain_until_eof();
             }
             _ => {}
         }
-        self.write(&raw::tune(2047, 131_072, 60))?;
+        self.write(&wire::tune(2047, 131_072, 60))?;
 
         let Some(tune_ok) = self.expect(10, 31)? else {
             return Ok(());
@@ -455,7 +466,7 @@ impl Session {
         };
         self.update(|c| c.open = Some(open));
         if let Handshake::CloseAfterOpen(code, text) = &script.handshake {
-            self.write(&raw::close(*code, text, 10, 40))?;
+            self.write(&wire::close(*code, text, 10, 40))?;
             return self.drain_until_eof();
         }
 
@@ -463,7 +474,7 @@ impl Session {
             let early = self.read_for(script.linger_before_open_ok)?;
             self.update(|c| c.before_open_ok = early);
         }
-        let mut open_ok = raw::open_ok();
+        let mut open_ok = wire::open_ok();
         open_ok.extend_from_slice(&script.open_ok_trailer);
         self.write(&open_ok)?;
         self.update(|c| c.open_ok_sent = true);
@@ -549,11 +560,10 @@ impl Session {
     }
 
     fn flood(&mut self, total: usize, frame_payload: usize, delay: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + delay;
-        while Instant::now() < deadline && !self.stopped() {
-            thread::sleep(Duration::from_millis(5));
-        }
-        let one = raw::frame(raw::FRAME_BODY, 1, &raw::pattern(frame_payload, 7));
+        // The script's delay is the behaviour (the flood starts late on
+        // purpose); the stop flag is still watched meanwhile.
+        wait::wait_until(wait::deadline_in(delay), || self.stopped());
+        let one = wire::frame(wire::FRAME_BODY, 1, &wire::pattern(frame_payload, 7));
         let _ = self
             .stream
             .set_write_timeout(Some(Duration::from_millis(100)));
@@ -584,11 +594,18 @@ impl Session {
             }
         }
         self.update(|c| c.flood_done = true);
-        // Hold the socket open (without reading) until the test ends.
+        self.hold_until_stopped();
+        Ok(())
+    }
+
+    /// Holds the socket open without reading or writing until the broker is
+    /// dropped (the test ends).
+    fn hold_until_stopped(&self) {
+        // Polling the stop flag is the only way to hear about the drop: the
+        // thread owns no other channel to the test.
         while !self.stopped() {
             thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 }
 
@@ -603,5 +620,69 @@ pub fn broker_start() -> Vec<u8> {
         .longstr("cluster_name", "dummy@broker")
         .longstr("product", "DummyBroker")
         .longstr("version", "0.0.0");
-    raw::start(&properties, "AMQPLAIN PLAIN", "en_US")
+    wire::start(&properties, "AMQPLAIN PLAIN", "en_US")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw;
+
+    #[test]
+    fn a_normal_broker_completes_a_client_handshake_and_records_it() {
+        let broker = DummyBroker::start(Script::new(AfterOpen::Echo));
+        let mut client = RawConn::connect_local(broker.port());
+        let open_ok = raw::client_handshake(&mut client, "kit-self-test", "/");
+        assert_eq!(open_ok.to_bytes(), wire::open_ok());
+        client.send(wire::HEARTBEAT);
+        assert_eq!(client.expect_bytes(wire::HEARTBEAT.len()), wire::HEARTBEAT);
+        let conn = broker.wait_conn(0, Duration::from_secs(10), |c| {
+            c.after_open.len() >= wire::HEARTBEAT.len()
+        });
+        assert_eq!(
+            conn.start_ok_method()
+                .property("connection_name")
+                .as_deref(),
+            Some("kit-self-test")
+        );
+        assert_eq!(
+            wire::parse_open(conn.open.as_ref().unwrap()).unwrap().0,
+            "/"
+        );
+    }
+
+    #[test]
+    fn close_after_accept_closes_before_reading() {
+        let broker =
+            DummyBroker::start(Script::new(AfterOpen::Hold).handshake(Handshake::CloseAfterAccept));
+        let mut client = RawConn::connect_local(broker.port());
+        assert!(client.expect_eof_within(Duration::from_secs(10)).is_empty());
+        assert!(broker.conn(0).unwrap().header.is_empty());
+    }
+
+    #[test]
+    fn silent_after_accept_neither_answers_nor_closes() {
+        let broker = DummyBroker::start(
+            Script::new(AfterOpen::Hold).handshake(Handshake::SilentAfterAccept),
+        );
+        let mut client = RawConn::connect_local(broker.port());
+        client.send(PROTOCOL_HEADER);
+        client.expect_silence(Duration::from_millis(300));
+        let conn = broker.wait_conn(0, Duration::from_secs(10), |_| true);
+        assert!(conn.header.is_empty() && !conn.eof, "{}", summary(&conn));
+    }
+
+    #[test]
+    fn close_after_start_ok_refuses_the_login() {
+        let broker = DummyBroker::start(
+            Script::new(AfterOpen::Hold)
+                .handshake(Handshake::CloseAfterStartOk(403, "ACCESS_REFUSED".into())),
+        );
+        let mut client = RawConn::connect_local(broker.port());
+        client.send(PROTOCOL_HEADER);
+        client.expect_method(10, 10);
+        client.send(&wire::default_start_ok("kit-refused"));
+        let close = wire::parse_close(&client.expect_method(10, 50)).unwrap();
+        assert_eq!((close.code, close.text.as_str()), (403, "ACCESS_REFUSED"));
+    }
 }

@@ -1,10 +1,152 @@
-//! The raw client's own AMQP mini-encoder and mini-decoder: frames,
-//! short and long strings, field tables, the connection-class methods and a
-//! few channel and basic methods, written from the spec for the tests,
-//! independent of the crate's codec (so golden transcripts stay honest).
-//! Owns no I/O.
+//! The kit's own AMQP 0-9-1 encoder and decoder: frames, short and long
+//! strings, field tables, the connection-class methods and a few channel
+//! and basic methods, written from the spec, independent of the proxy's
+//! codec (so golden transcripts stay honest). The tests' raw client, the
+//! scripted broker, the load broker and the load clients all build their
+//! bytes here.
+//!
+//! Owns byte layouts only: no I/O, no decisions about what is correct.
 
-use super::{Frame, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_METHOD};
+/// The AMQP 0-9-1 protocol header.
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+/// The legacy header some old clients send (`AMQP 1 1 0 9`).
+pub const LEGACY_HEADER: &[u8; 8] = b"AMQP\x01\x01\x00\x09";
+/// A heartbeat frame: type 8, channel 0, size 0, frame end.
+pub const HEARTBEAT: &[u8; 8] = b"\x08\x00\x00\x00\x00\x00\x00\xce";
+/// The frame-end octet.
+pub const FRAME_END: u8 = 0xce;
+
+pub const FRAME_METHOD: u8 = 1;
+pub const FRAME_HEADER: u8 = 2;
+pub const FRAME_BODY: u8 = 3;
+pub const FRAME_HEARTBEAT: u8 = 8;
+
+/// The frame-max the kit's peers offer and accept: what RabbitMQ and the
+/// proxy offer by default.
+pub const FRAME_MAX: u32 = 131_072;
+
+/// (class-id, method-id) pairs of the methods the kit's peers react to.
+pub mod ids {
+    pub const CONNECTION_START: (u16, u16) = (10, 10);
+    pub const CONNECTION_START_OK: (u16, u16) = (10, 11);
+    pub const CONNECTION_TUNE: (u16, u16) = (10, 30);
+    pub const CONNECTION_TUNE_OK: (u16, u16) = (10, 31);
+    pub const CONNECTION_OPEN: (u16, u16) = (10, 40);
+    pub const CONNECTION_OPEN_OK: (u16, u16) = (10, 41);
+    pub const CONNECTION_CLOSE: (u16, u16) = (10, 50);
+    pub const CONNECTION_CLOSE_OK: (u16, u16) = (10, 51);
+    pub const CHANNEL_OPEN: (u16, u16) = (20, 10);
+    pub const CHANNEL_OPEN_OK: (u16, u16) = (20, 11);
+    pub const CHANNEL_CLOSE: (u16, u16) = (20, 40);
+    pub const CHANNEL_CLOSE_OK: (u16, u16) = (20, 41);
+    pub const BASIC_PUBLISH: (u16, u16) = (60, 40);
+}
+
+/// The 7-byte frame header at the start of `bytes`: type, channel, payload
+/// size. Panics if fewer than 7 bytes are given.
+pub fn parse_header(bytes: &[u8]) -> (u8, u16, usize) {
+    (
+        bytes[0],
+        u16::from_be_bytes([bytes[1], bytes[2]]),
+        u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) as usize,
+    )
+}
+
+/// Class and method ids at the start of a method frame's payload.
+pub fn method_ids(payload: &[u8]) -> Option<(u16, u16)> {
+    match payload {
+        [c0, c1, m0, m1, ..] => Some((
+            u16::from_be_bytes([*c0, *c1]),
+            u16::from_be_bytes([*m0, *m1]),
+        )),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+/// One AMQP frame as read off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub channel: u16,
+    pub payload: Vec<u8>,
+    pub end: u8,
+}
+
+impl Frame {
+    /// The frame's exact wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload.len() + 8);
+        out.push(self.kind);
+        out.extend_from_slice(&self.channel.to_be_bytes());
+        out.extend_from_slice(&(self.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.payload);
+        out.push(self.end);
+        out
+    }
+
+    /// `(class-id, method-id)` of a method frame.
+    pub fn method_ids(&self) -> Option<(u16, u16)> {
+        if self.kind != FRAME_METHOD {
+            return None;
+        }
+        method_ids(&self.payload)
+    }
+
+    /// True for a method frame of `class.method` on `channel`.
+    pub fn is_method(&self, channel: u16, class: u16, method: u16) -> bool {
+        self.channel == channel && self.method_ids() == Some((class, method))
+    }
+
+    /// The method arguments (payload after class and method ids).
+    pub fn args(&self) -> &[u8] {
+        self.payload.get(4..).unwrap_or(&[])
+    }
+
+    /// A one-line description for assertion messages.
+    pub fn describe(&self) -> String {
+        match self.method_ids() {
+            Some((c, m)) => format!(
+                "method frame ch={} {}.{} size={} end={:#04x}",
+                self.channel,
+                c,
+                m,
+                self.payload.len(),
+                self.end
+            ),
+            None => format!(
+                "frame type={} ch={} size={} end={:#04x}",
+                self.kind,
+                self.channel,
+                self.payload.len(),
+                self.end
+            ),
+        }
+    }
+}
+
+/// Splits a byte stream that holds whole frames (e.g. a fixture file without
+/// its protocol header) into frames; panics on a truncated tail.
+pub fn split_frames(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        assert!(bytes.len() >= 8, "truncated frame header: {bytes:02x?}");
+        let size = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) as usize;
+        assert!(bytes.len() >= size + 8, "truncated frame of size {size}");
+        frames.push(Frame {
+            kind: bytes[0],
+            channel: u16::from_be_bytes([bytes[1], bytes[2]]),
+            payload: bytes[7..7 + size].to_vec(),
+            end: bytes[7 + size],
+        });
+        bytes = &bytes[size + 8..];
+    }
+    frames
+}
+
 // ---------------------------------------------------------------------------
 // Mini encoder
 // ---------------------------------------------------------------------------
@@ -180,6 +322,15 @@ pub fn close(code: u16, text: &str, class: u16, method: u16) -> Vec<u8> {
 /// Connection.CloseOk (10.51).
 pub fn close_ok() -> Vec<u8> {
     method_frame(0, 10, 51, &[])
+}
+
+/// Channel.Close (20.40) on `channel`.
+pub fn channel_close(channel: u16, code: u16, text: &str, class: u16, method: u16) -> Vec<u8> {
+    let mut args = code.to_be_bytes().to_vec();
+    args.extend_from_slice(&shortstr(text));
+    args.extend_from_slice(&class.to_be_bytes());
+    args.extend_from_slice(&method.to_be_bytes());
+    method_frame(channel, 20, 40, &args)
 }
 
 /// Channel.Open (20.10) on `channel`.

@@ -1,36 +1,19 @@
-//! Raw AMQP 0-9-1 bytes for the byte-level tests (`handshake_bytes`,
-//! `pump_bytes`): a blocking `std::net` connection with deadline-bounded reads
-//! ([`RawConn`]), a frame reader, and a small hand-written encoder/decoder
-//! (short/long strings, field tables, the connection-class methods) used to
-//! build the frames a client or broker would send and to pick apart what the
-//! proxy sent back.
+//! The raw AMQP 0-9-1 client of the byte-level tests: a blocking
+//! `std::net` connection ([`RawConn`]) whose every read is bounded by a
+//! deadline, a frame reader, and a client handshake built from
+//! [`crate::wire`] (re-exported here, so `raw::open_ok()` and
+//! `raw::Frame` read as they always have).
 //!
-//! It never touches the crate under test: nothing here imports `amqpprox`, so
-//! the expected bytes of the tests do not depend on the proxy's own codec. It
-//! never spawns processes (that is `proxy.rs`) and never plays a broker (that is
-//! `dummy_broker.rs`). Every read is bounded by a deadline so no test can hang.
+//! It never touches the crate under test, never spawns processes and never
+//! plays a broker (that is [`crate::broker`]). Every read is bounded by a
+//! deadline so no test can hang.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::thread;
 use std::time::{Duration, Instant};
 
-/// The AMQP 0-9-1 protocol header.
-mod wire;
-pub use wire::*;
-
-pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
-/// The legacy header some old clients send (`AMQP 1 1 0 9`).
-pub const LEGACY_HEADER: &[u8; 8] = b"AMQP\x01\x01\x00\x09";
-/// A heartbeat frame: type 8, channel 0, size 0, frame end.
-pub const HEARTBEAT: &[u8; 8] = b"\x08\x00\x00\x00\x00\x00\x00\xce";
-/// The frame-end octet.
-pub const FRAME_END: u8 = 0xce;
-
-pub const FRAME_METHOD: u8 = 1;
-pub const FRAME_HEADER: u8 = 2;
-pub const FRAME_BODY: u8 = 3;
-pub const FRAME_HEARTBEAT: u8 = 8;
+use crate::wait;
+pub use crate::wire::*;
 
 /// Default bound for a single expected read.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,93 +21,6 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames larger than this are refused by the test reader (guards the tests
 /// against allocating gigabytes when a peer sends garbage).
 const MAX_TEST_FRAME: usize = 16 * 1024 * 1024;
-
-// ---------------------------------------------------------------------------
-// Frames
-// ---------------------------------------------------------------------------
-
-/// One AMQP frame as read off the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub kind: u8,
-    pub channel: u16,
-    pub payload: Vec<u8>,
-    pub end: u8,
-}
-
-impl Frame {
-    /// The frame's exact wire bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.payload.len() + 8);
-        out.push(self.kind);
-        out.extend_from_slice(&self.channel.to_be_bytes());
-        out.extend_from_slice(&(self.payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.payload);
-        out.push(self.end);
-        out
-    }
-
-    /// `(class-id, method-id)` of a method frame.
-    pub fn method_ids(&self) -> Option<(u16, u16)> {
-        if self.kind != FRAME_METHOD || self.payload.len() < 4 {
-            return None;
-        }
-        Some((
-            u16::from_be_bytes([self.payload[0], self.payload[1]]),
-            u16::from_be_bytes([self.payload[2], self.payload[3]]),
-        ))
-    }
-
-    /// True for a method frame of `class.method` on `channel`.
-    pub fn is_method(&self, channel: u16, class: u16, method: u16) -> bool {
-        self.channel == channel && self.method_ids() == Some((class, method))
-    }
-
-    /// The method arguments (payload after class and method ids).
-    pub fn args(&self) -> &[u8] {
-        self.payload.get(4..).unwrap_or(&[])
-    }
-
-    /// A one-line description for assertion messages.
-    pub fn describe(&self) -> String {
-        match self.method_ids() {
-            Some((c, m)) => format!(
-                "method frame ch={} {}.{} size={} end={:#04x}",
-                self.channel,
-                c,
-                m,
-                self.payload.len(),
-                self.end
-            ),
-            None => format!(
-                "frame type={} ch={} size={} end={:#04x}",
-                self.kind,
-                self.channel,
-                self.payload.len(),
-                self.end
-            ),
-        }
-    }
-}
-
-/// Splits a byte stream that holds whole frames (e.g. a fixture file without
-/// its protocol header) into frames; panics on a truncated tail.
-pub fn split_frames(mut bytes: &[u8]) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    while !bytes.is_empty() {
-        assert!(bytes.len() >= 8, "truncated frame header: {bytes:02x?}");
-        let size = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]) as usize;
-        assert!(bytes.len() >= size + 8, "truncated frame of size {size}");
-        frames.push(Frame {
-            kind: bytes[0],
-            channel: u16::from_be_bytes([bytes[1], bytes[2]]),
-            payload: bytes[7..7 + size].to_vec(),
-            end: bytes[7 + size],
-        });
-        bytes = &bytes[size + 8..];
-    }
-    frames
-}
 
 // ---------------------------------------------------------------------------
 // The connection
@@ -201,7 +97,8 @@ impl RawConn {
     pub fn send_in_pieces(&mut self, bytes: &[u8], piece: usize, pause: Duration) {
         for (i, chunk) in bytes.chunks(piece.max(1)).enumerate() {
             if i > 0 && !pause.is_zero() {
-                thread::sleep(pause);
+                // The pause is the behaviour: a client whose bytes trickle in.
+                wait::idle_for(pause);
             }
             self.send(chunk);
         }
@@ -214,7 +111,7 @@ impl RawConn {
             let cut = cut.min(bytes.len());
             if cut > start {
                 if start > 0 {
-                    thread::sleep(pause);
+                    wait::idle_for(pause);
                 }
                 self.send(&bytes[start..cut]);
                 start = cut;
