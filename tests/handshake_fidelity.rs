@@ -121,3 +121,54 @@ fn transparent_hang_up_after_login_is_a_probable_refused_login() {
     let line = log_line(&proxy, "probably a refused login");
     assert!(line.contains("WARN"), "{line}");
 }
+
+#[test]
+fn a_hang_up_after_the_login_is_answered_not_failed_over() {
+    // Another member of the farm would refuse the same login: the client
+    // is told at once, where a broker that fails before the login is
+    // skipped (tests/broker_failover.rs).
+    let dropper = DummyBroker::start(hold().handshake(Handshake::DropAfterStartOk));
+    let good = DummyBroker::start(hold());
+    let proxy = ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(1)
+        .start();
+    for line in [
+        format!("BACKEND ADD dropper dc1 127.0.0.1 {}", dropper.port()),
+        format!("BACKEND ADD good dc1 127.0.0.1 {}", good.port()),
+        "FARM ADD f round-robin dropper good".to_string(),
+        // Mapped by vhost: the proxy answers the client's handshake.
+        "MAP FARM / f".to_string(),
+        format!("LISTEN START {}", proxy.port),
+    ] {
+        let reply = support::control::ctl(&proxy.control_socket, &line);
+        assert_eq!(reply, "", "{line}");
+    }
+    // One shard: round-robin alternates the first member, so some of the
+    // four sessions start at the dropper.
+    let (mut opened, mut refused) = (0, 0);
+    for i in 0..4 {
+        let mut client = RawConn::connect_local(proxy.port);
+        raw::client_handshake_until_open(
+            &mut client,
+            &raw::default_start_ok(&format!("drop-{i}")),
+            "/",
+        );
+        let frame = client
+            .read_frame_within(WITHIN)
+            .unwrap_or_else(|e| panic!("session {i}: no answer: {e}"));
+        if frame.is_method(0, 10, 41) {
+            opened += 1;
+        } else {
+            let close = raw::parse_close(&frame).unwrap_or_else(|why| panic!("{why}"));
+            assert_eq!(close.code, 403, "session {i}: {close:?}");
+            assert!(close.text.contains("probably a refused login"), "{close:?}");
+            refused += 1;
+        }
+    }
+    // Failed over, all four would have opened.
+    assert!(
+        refused >= 1 && opened >= 1,
+        "opened {opened}, refused {refused}"
+    );
+}
