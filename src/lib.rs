@@ -24,4 +24,5 @@ pub mod stats;
 pub mod stream;
 pub mod streamproto;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;
