@@ -2,13 +2,21 @@
 //! io_uring into one clear message), the control thread and simple mode,
 //! then watches for `EXIT` or a shard that died, which fails the process.
 //!
+//! It tells systemd (`Type=notify`, docs/deployment.md#systemd) when the
+//! proxy is ready, reloading and stopping, and how many sessions it
+//! carries. SIGHUP re-applies `--config` (`reload`).
+//!
 //! Runs on the main thread; it owns no session and touches no socket
 //! besides binding the control socket.
+
+mod reload;
 
 use crate::cli::Options;
 use crate::config::ConfigSnapshot;
 use crate::control::{self, ControlServer, ControlState};
 use crate::shard::{self, ShardEvent, Shared};
+use crate::stats::StatsHub;
+use crate::systemd;
 use std::sync::{Arc, Mutex};
 
 /// What the main thread waits for.
@@ -113,7 +121,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
     crate::stats::start(
-        hub,
+        Arc::clone(&hub),
         collectors,
         crate::session::pool::BUFFER_SIZE,
         options.cleanup_interval,
@@ -142,7 +150,19 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             .map_err(StartError::Thread)?;
     }
 
-    reload_tls_on_sighup(&state)?;
+    let simple_lines = options
+        .simple_mode
+        .as_ref()
+        .map(simple_mode_lines)
+        .unwrap_or_default();
+    reload_on_sighup(
+        &state,
+        Recipe {
+            file: options.config_file.clone(),
+            simple: simple_lines.clone(),
+        },
+        Arc::clone(&hub),
+    )?;
     forward_termination(events_tx.clone())?;
 
     if options.console_verbosity > 0 {
@@ -154,31 +174,31 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     if let Some(file) = &options.config_file {
         apply_config_file(&state, file)?;
     }
-    if let Some(simple) = &options.simple_mode {
-        // Simple mode is expressed as control commands, as in the original.
-        for line in [
-            format!(
-                "BACKEND ADD_DNS default-backend none {} {}",
-                simple.destination_dns, simple.destination_port
-            ),
-            "FARM ADD default round-robin default-backend".to_string(),
-            "MAP DEFAULT default".to_string(),
-            format!("LISTEN START {}", simple.listen_port),
-        ] {
-            let reply = run_internal(&state, &line);
-            print!("{}", reply.text);
-            if reply.error {
-                return Err(StartError::SimpleMode(format!(
-                    "'{line}' failed: {}",
-                    reply.text.trim_end()
-                )));
-            }
+    for line in &simple_lines {
+        let reply = run_internal(&state, line);
+        print!("{}", reply.text);
+        if reply.error {
+            return Err(StartError::SimpleMode(format!(
+                "'{line}' failed: {}",
+                reply.text.trim_end()
+            )));
         }
     }
 
+    // Everything start-up asked for is in place and listening.
+    systemd::ready(sessions(&hub));
+    systemd::report_status_every(options.cleanup_interval, {
+        let hub = Arc::clone(&hub);
+        move || sessions(&hub)
+    })
+    .map_err(StartError::Thread)?;
+
     let code = loop {
         match events_rx.recv() {
-            Ok(Event::Exit) => break 0,
+            Ok(Event::Exit) => {
+                systemd::stopping(sessions(&hub));
+                break 0;
+            }
             Ok(Event::Terminate) => {
                 drain(&state, &events_rx, options.drain_timeout);
                 break 0;
@@ -245,6 +265,7 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
             .into_iter()
             .flatten()
             .sum();
+        systemd::stopping(asked);
         log::info!(
             "Draining: stopped listening, asked {asked} sessions to reconnect elsewhere; waiting up to {} ms",
             limit.as_millis()
@@ -276,10 +297,46 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
     }
 }
 
-/// SIGHUP re-reads every TLS file (the default action would kill the
-/// proxy). A signal handler cannot take the control lock, so a thread
-/// waits for the signal and reloads under it, as a control command would.
-fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartError> {
+/// Simple mode expressed as control commands, as in the original.
+fn simple_mode_lines(simple: &crate::cli::SimpleMode) -> Vec<String> {
+    vec![
+        format!(
+            "BACKEND ADD_DNS default-backend none {} {}",
+            simple.destination_dns, simple.destination_port
+        ),
+        "FARM ADD default round-robin default-backend".to_string(),
+        "MAP DEFAULT default".to_string(),
+        format!("LISTEN START {}", simple.listen_port),
+    ]
+}
+
+/// Sessions at the last statistics tick (none before the first): cheap,
+/// it asks no shard.
+fn sessions(hub: &StatsHub) -> usize {
+    hub.latest().map_or(0, |s| {
+        usize::try_from(s.overall.gauges.active).unwrap_or(usize::MAX)
+    })
+}
+
+/// What start-up configured from, for SIGHUP to apply again.
+struct Recipe {
+    file: Option<std::path::PathBuf>,
+    /// The simple-mode commands, applied after the file.
+    simple: Vec<String>,
+}
+
+/// SIGHUP (the default action would kill the proxy): with `--config`, the
+/// file and simple mode are applied again and the running configuration
+/// is brought to what they build (`reload`), TLS files read afresh; without
+/// it, every TLS file is re-read. A signal handler cannot take the control
+/// lock, so a thread waits for the signal and works under the lock, as a
+/// control command would; the file is read and checked before the lock is
+/// taken. systemd hears `RELOADING=1` first and `READY=1` when done.
+fn reload_on_sighup(
+    state: &Arc<Mutex<ControlState>>,
+    recipe: Recipe,
+    hub: Arc<StatsHub>,
+) -> Result<(), StartError> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .map_err(StartError::Thread)?;
     let state = Arc::clone(state);
@@ -287,16 +344,60 @@ fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartErr
         .name("sighup".into())
         .spawn(move || {
             for _ in signals.forever() {
-                let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
-                let control = &mut *guard;
-                match control.config.tls.reload(&control.shared.tls) {
-                    Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
-                    Err(e) => log::error!("SIGHUP: TLS reload failed, nothing changed: {e}"),
+                systemd::reloading();
+                match &recipe.file {
+                    Some(file) => reapply(&state, file, &recipe.simple),
+                    None => {
+                        let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let control = &mut *guard;
+                        match control.config.tls.reload(&control.shared.tls) {
+                            Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
+                            Err(e) => {
+                                log::error!("SIGHUP: TLS reload failed, nothing changed: {e}")
+                            }
+                        }
+                    }
                 }
+                systemd::ready(sessions(&hub));
             }
         })
         .map_err(StartError::Thread)?;
     Ok(())
+}
+
+/// One SIGHUP with `--config`: see `reload`. Logs what it did; a file that
+/// cannot be read or has a failing line changes nothing.
+fn reapply(state: &Mutex<ControlState>, file: &std::path::Path, simple: &[String]) {
+    let (target, skipped) = match reload::target(file, simple) {
+        Ok(built) => built,
+        Err(e) => {
+            log::error!("SIGHUP: configuration not re-applied, nothing changed: {e}");
+            return;
+        }
+    };
+    for line in skipped {
+        log::info!("SIGHUP: '{line}' is not configuration; not run again");
+    }
+    let mut control = state.lock().unwrap_or_else(|p| p.into_inner());
+    let steps = reload::plan(&control.config, &target);
+    let outcome = reload::apply(&mut control, &target, steps);
+    for (line, reason) in &outcome.failures {
+        log::error!("SIGHUP: '{line}' failed: {reason}");
+    }
+    if outcome.failures.is_empty() {
+        log::info!(
+            "SIGHUP: re-applied '{}': {} changes, TLS files read again",
+            file.display(),
+            outcome.changes
+        );
+    } else {
+        log::error!(
+            "SIGHUP: re-applied '{}' with {} of {} changes failed (above); the rest is in force",
+            file.display(),
+            outcome.failures.len(),
+            outcome.changes
+        );
+    }
 }
 
 fn run_internal(state: &Mutex<ControlState>, line: &str) -> control::Reply {
