@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: makes sure RabbitMQ runs, then checks
 # formatting and lints, builds, and runs every test of the workspace,
-# including the end-to-end tests that put the proxy in front of RabbitMQ.
+# including the end-to-end tests that put the proxy in front of RabbitMQ;
+# last, builds the Debian package and checks it installed (ci/deb.sh --check).
 #
 # Owns the order and strictness of those steps and the closing summary. Never
 # installs Rust toolchains, never cleans the build directory, never skips the
@@ -109,4 +110,11 @@ if (( missing != 0 )); then
     printf '\nFAILED: RabbitMQ end-to-end tests missing from the run\n'
     exit 1
 fi
+
+step "Debian package: release build, install, a session through it, purge (ci/deb.sh --check)"
+# Last, because it is the slowest step (a release build) and the tests above
+# say more when they fail. Its time is printed so CI's budget can be watched.
+deb_started=$SECONDS
+ci/deb.sh --check
+printf '  ci/deb.sh --check took %s s\n' "$((SECONDS - deb_started))"
 printf '\nOK: all checks and tests passed (RabbitMQ tests via %s)\n' "$AMQPPROX_TEST_TARGET"
