@@ -150,19 +150,11 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             .map_err(StartError::Thread)?;
     }
 
-    let simple_lines = options
-        .simple_mode
-        .as_ref()
-        .map(simple_mode_lines)
-        .unwrap_or_default();
-    reload_on_sighup(
-        &state,
-        Recipe {
-            file: options.config_file.clone(),
-            simple: simple_lines.clone(),
-        },
-        Arc::clone(&hub),
-    )?;
+    // Caught from here on (the default action would kill the proxy), but
+    // handled only once start-up is done: a reload racing the --config
+    // replay would fail it.
+    let sighup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(StartError::Thread)?;
     forward_termination(events_tx.clone())?;
 
     if options.console_verbosity > 0 {
@@ -174,6 +166,11 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     if let Some(file) = &options.config_file {
         apply_config_file(&state, file)?;
     }
+    let simple_lines = options
+        .simple_mode
+        .as_ref()
+        .map(simple_mode_lines)
+        .unwrap_or_default();
     for line in &simple_lines {
         let reply = run_internal(&state, line);
         print!("{}", reply.text);
@@ -185,6 +182,15 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         }
     }
 
+    reload_on_sighup(
+        sighup,
+        &state,
+        Recipe {
+            file: options.config_file.clone(),
+            simple: simple_lines,
+        },
+        Arc::clone(&hub),
+    )?;
     // Everything start-up asked for is in place and listening.
     systemd::ready(sessions(&hub));
     systemd::report_status_every(options.cleanup_interval, {
@@ -325,7 +331,7 @@ struct Recipe {
     simple: Vec<String>,
 }
 
-/// SIGHUP (the default action would kill the proxy): with `--config`, the
+/// SIGHUP, caught by `signals`: with `--config`, the
 /// file and simple mode are applied again and the running configuration
 /// is brought to what they build (`reload`), TLS files read afresh; without
 /// it, every TLS file is re-read. A signal handler cannot take the control
@@ -333,12 +339,11 @@ struct Recipe {
 /// control command would; the file is read and checked before the lock is
 /// taken. systemd hears `RELOADING=1` first and `READY=1` when done.
 fn reload_on_sighup(
+    mut signals: signal_hook::iterator::Signals,
     state: &Arc<Mutex<ControlState>>,
     recipe: Recipe,
     hub: Arc<StatsHub>,
 ) -> Result<(), StartError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(StartError::Thread)?;
     let state = Arc::clone(state);
     std::thread::Builder::new()
         .name("sighup".into())
