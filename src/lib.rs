@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod fdlimit;
 pub mod handshake;
 pub mod health;
 pub mod hostnames;

@@ -174,7 +174,10 @@ fn a_broker_that_sends_connection_start_passes() {
             .unwrap_or_else(|e| panic!("{behaviour:?}: {e}"));
         assert_eq!(report.addr, broker.addr);
         assert!(report.amqp_checked);
-        assert_eq!(broker.preambles.lock().unwrap().as_slice(), [Vec::<u8>::new()]);
+        assert_eq!(
+            broker.preambles.lock().unwrap().as_slice(),
+            [Vec::<u8>::new()]
+        );
     }
 }
 
