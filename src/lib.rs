@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod fdlimit;
+pub mod fuzzing;
 pub mod handshake;
 pub mod health;
 pub mod hostnames;
