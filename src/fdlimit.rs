@@ -206,7 +206,7 @@ pub fn backoff_delay(failures: u32, base: Duration, max: Duration) -> Duration {
 /// 4th, ... up to the 64th, then every 64th (about once a minute at a
 /// one-second backoff), instead of every one.
 pub fn should_log(failures: u32) -> bool {
-    failures != 0 && ((failures <= 64 && failures.is_power_of_two()) || failures % 64 == 0)
+    failures != 0 && ((failures <= 64 && failures.is_power_of_two()) || failures.is_multiple_of(64))
 }
 
 /// What to do after an accept failed for lack of descriptors.

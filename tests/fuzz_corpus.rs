@@ -20,8 +20,11 @@ use amqpprox::codec::{
 };
 use amqpprox::fuzzing;
 
+/// A fuzz target's check: panics when an invariant is broken.
+type Check = fn(&[u8]);
+
 /// Every target and the check it runs.
-const CHECKS: [(&str, fn(&[u8])); 8] = [
+const CHECKS: [(&str, Check); 8] = [
     ("frame_decode", frame_decode),
     ("method_decode", method_decode),
     ("frame_scanner", fuzzing::frame_scanner),
@@ -322,17 +325,17 @@ fn new_target_seeds(
             &with_seed(seed, &[&from_client[8..]]),
         );
         scanner.add(format!("broker-{name}"), &with_seed(seed, &[&from_broker]));
-        client.add(format!("{name}"), &with_seed(seed, &[&from_client]));
+        client.add(name.clone(), &with_seed(seed, &[&from_client]));
         // A client cut short in the middle of its handshake.
         client.add(
             format!("cut-{name}"),
             &with_seed(seed, &[&from_client[..from_client.len() / 3]]),
         );
-        broker.add(format!("{name}"), &with_seed(seed, &[&from_broker]));
+        broker.add(name.clone(), &with_seed(seed, &[&from_broker]));
         let client_part = &from_client[8..];
         let len = u16::try_from(client_part.len()).expect("small fixture");
         relay.add(
-            format!("{name}"),
+            name.clone(),
             &with_seed(seed, &[&len.to_be_bytes(), client_part, &from_broker]),
         );
     }

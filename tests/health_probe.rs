@@ -203,7 +203,8 @@ fn a_silent_broker_times_out_waiting_for_connection_start() {
 
 #[test]
 fn brokers_that_fail_before_connection_start_are_named_by_what_they_did() {
-    let cases: [(Behaviour, fn(&ProbeError) -> bool); 4] = [
+    type Expected = fn(&ProbeError) -> bool;
+    let cases: [(Behaviour, Expected); 4] = [
         (Behaviour::Close, |e| {
             matches!(
                 e,
