@@ -2,7 +2,8 @@
 //! `RLIMIT_NOFILE` to the hard limit at start, a small reserve of open
 //! descriptors that is given back when `accept` fails with "too many open
 //! files" (so the control socket and the log file keep working at the
-//! limit), and the backoff of accept retries after such a failure.
+//! limit), the backoff of accept retries after such a failure, and a bound
+//! on concurrent clients (the control socket serves each on a thread).
 //!
 //! It never accepts, logs or sleeps itself: the supervisor logs what
 //! [`raise_to_hard`] did, and the accept loops ask [`AcceptBackoff`] how
@@ -12,6 +13,8 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `RLIMIT_NOFILE` as the kernel reports it; `None` is "unlimited".
@@ -261,6 +264,57 @@ impl AcceptBackoff {
     }
 }
 
+/// A bound on clients served at once: [`ClientSlots::try_acquire`] gives a
+/// slot while fewer than the bound are taken, and the slot is given back
+/// when dropped (when the client's thread ends).
+#[derive(Debug, Clone)]
+pub struct ClientSlots {
+    taken: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One client's slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ClientSlot {
+    taken: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ClientSlots {
+    pub fn new(max: usize) -> ClientSlots {
+        ClientSlots {
+            taken: Default::default(),
+            max,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// A slot, or `None` when all are taken: refuse the client with a
+    /// reply that says so.
+    pub fn try_acquire(&self) -> Option<ClientSlot> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot {
+                taken: Arc::clone(&self.taken),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +389,23 @@ mod tests {
         assert_eq!(b.on_success(), None);
         assert_eq!(b.on_failure().delay, MS(10));
         assert_eq!(backoff_delay(u32::MAX, MS(10), MS(1000)), MS(1000));
+    }
+
+    #[test]
+    fn client_slots_bound_and_free_on_drop() {
+        let slots = ClientSlots::new(2);
+        let a = slots.try_acquire().expect("first");
+        let b = slots
+            .clone()
+            .try_acquire()
+            .expect("second, through a clone");
+        assert!(slots.try_acquire().is_none());
+        assert_eq!(slots.in_use(), 2);
+        drop(a);
+        let c = slots.try_acquire().expect("freed by drop");
+        drop((b, c));
+        assert_eq!(slots.in_use(), 0);
+        assert!(ClientSlots::new(0).try_acquire().is_none());
     }
 
     #[test]
