@@ -316,7 +316,9 @@ fn the_prober_marks_a_silent_backend_down_and_brings_it_back() {
     let sick = FakeBroker::start(Behaviour::Silent);
     let registry = Arc::new(HealthRegistry::new(HealthPolicy {
         interval: Some(Duration::from_millis(50)),
-        timeout: Duration::from_millis(250),
+        // Long enough that the good backend answers in time on a loaded
+        // machine; the sick one needs two of them to go down.
+        timeout: Duration::from_millis(1000),
         rise: 2,
         fall: 2,
         ..HealthPolicy::default()
@@ -340,9 +342,11 @@ fn the_prober_marks_a_silent_backend_down_and_brings_it_back() {
         state("sick") == HealthState::Down
     });
     wait_until(limit, "good to be up", || state("good") == HealthState::Up);
-    let mut members = vec!["sick", "good"];
-    assert_eq!(filter_up(&mut members, &registry), 1);
-    assert_eq!(members, ["good"]);
+    // Polled: on a loaded machine the good one may miss a probe too.
+    wait_until(limit, "routing to skip only the sick one", || {
+        let mut members = vec!["sick", "good"];
+        filter_up(&mut members, &registry) == 1 && members == ["good"]
+    });
     let snapshot = registry.entry("sick").unwrap().health.snapshot();
     let last = snapshot.last_error.expect("a last error");
     assert!(last.reason.contains("Connection.Start"), "{}", last.reason);
