@@ -161,8 +161,11 @@ async fn publisher(
                 }
             }
             let mut broken = confirms.len() < batch.len();
+            // One deadline for the batch: a dead connection costs one
+            // STEP_LIMIT, not one per message.
+            let deadline = tokio::time::Instant::now() + STEP_LIMIT;
             for (id, confirm) in confirms {
-                match tokio::time::timeout(STEP_LIMIT, confirm).await {
+                match tokio::time::timeout_at(deadline, confirm).await {
                     Ok(Ok(c)) if c.is_ack() => {
                         out.confirmed.insert(id);
                     }
