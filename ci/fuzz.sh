@@ -10,7 +10,10 @@
 # runs on every `cargo test` (commit it with the fix).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../tests/fuzz"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+readonly FUZZ_DIR=tests/fuzz
+# The machine is shared: build with as few jobs as the other CI scripts.
+export CARGO_BUILD_JOBS="${CARGO_JOBS:-2}"
 
 readonly SECS="${1:-60}"
 if ! [[ "$SECS" =~ ^[0-9]+$ ]] || [ "$SECS" -eq 0 ]; then
@@ -27,7 +30,7 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
     exit 0
 fi
 
-mapfile -t TARGETS < <(cargo +nightly fuzz list)
+mapfile -t TARGETS < <(cargo +nightly fuzz list --fuzz-dir "$FUZZ_DIR")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
     echo "ci/fuzz.sh: cargo fuzz lists no targets" >&2
     exit 1
@@ -35,12 +38,12 @@ fi
 
 for target in "${TARGETS[@]}"; do
     printf '\n==> fuzzing %s for %ss\n' "$target" "$SECS"
-    mkdir -p "corpus/$target"
+    mkdir -p "$FUZZ_DIR/corpus/$target"
     # New inputs go to a scratch corpus, so a run never adds hundreds of
     # files to the committed seeds; the seeds are read from corpus/.
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
-    cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
+    cargo +nightly fuzz run --fuzz-dir "$FUZZ_DIR" "$target" "$scratch" "$FUZZ_DIR/corpus/$target" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1
     rm -rf "$scratch"
     trap - EXIT
