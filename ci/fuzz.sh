@@ -6,8 +6,9 @@
 # `cargo fuzz` or a nightly toolchain is missing it says which and exits 0,
 # because the corpora are replayed on stable by `cargo test --test
 # fuzz_corpus` in any case. A crash fails the run; cargo-fuzz files the
-# input under tests/fuzz/artifacts/<target>/, which the replay test then
-# runs on every `cargo test` (commit it with the fix).
+# input under tests/fuzz/artifacts/<target>/ (not committed), which the
+# replay test runs while it is there; with the fix, make it a named seed in
+# tests/fuzz_corpus.rs so every `cargo test` keeps replaying it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

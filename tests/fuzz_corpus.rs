@@ -210,6 +210,12 @@ fn seed_corpus() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     frames.add("oversize".into(), &[FRAME_BODY, 0, 1, 0, 2, 0x49, 0xf0]);
     frames.add("empty".into(), &[]);
     frames.add("http".into(), b"GET / HTTP/1.1\r\n\r\n");
+    // Found by fuzzing: a header announcing u32::MAX payload bytes, whose
+    // saturated size equals a u32::MAX limit.
+    frames.add(
+        "size-u32-max".into(),
+        &[FRAME_BODY, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff],
+    );
     let mut two = HEARTBEAT_FRAME.to_vec();
     amqpprox::codec::encode_frame(FRAME_HEARTBEAT, 0, &[], &mut two);
     two.extend_from_slice(&[FRAME_BODY, 0, 1, 0, 0]);
