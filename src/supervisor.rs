@@ -137,18 +137,6 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             error,
         }
     })?;
-    {
-        let state = Arc::clone(&state);
-        let events_tx = events_tx.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                control::serve(server, state, move || {
-                    let _ = events_tx.send(Event::Exit);
-                })
-            })
-            .map_err(StartError::Thread)?;
-    }
 
     // Caught from here on (the default action would kill the proxy), but
     // handled only once start-up is done: a reload racing the --config
@@ -180,6 +168,22 @@ pub fn run(options: Options) -> Result<i32, StartError> {
                 reply.text.trim_end()
             )));
         }
+    }
+
+    // Served only now: the socket exists from the start (a client that
+    // connects early waits in its backlog), but nobody sees a half-applied
+    // --config or simple mode.
+    {
+        let state = Arc::clone(&state);
+        let events_tx = events_tx.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                control::serve(server, state, move || {
+                    let _ = events_tx.send(Event::Exit);
+                })
+            })
+            .map_err(StartError::Thread)?;
     }
 
     reload_on_sighup(
