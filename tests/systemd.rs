@@ -74,30 +74,71 @@ impl Notified {
         }
     }
 
+    /// A proxy started with the configuration `config(ports)` makes for
+    /// `n` ports that were free a moment ago, once it has sent `READY=1`.
+    /// Another program may take such a port before the proxy binds it;
+    /// then the start fails and is tried again with new ports.
+    fn start_ready(n: usize, config: impl Fn(&[u16]) -> String) -> (Notified, Vec<u16>) {
+        let mut attempt = 1;
+        loop {
+            let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+            let mut proxy = Notified::start(&config(&ports));
+            match proxy.wait_for("READY=1", |d| has_line(d, "READY=1")) {
+                Ok(_) => return (proxy, ports),
+                Err(why) if attempt < 3 && proxy.output().contains("in use") => {
+                    eprintln!("start attempt {attempt} failed ({why}); new ports");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
     /// Receives datagrams until one satisfies `wanted`, which it returns.
     fn expect(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        self.wait_for(what, wanted)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`Notified::expect`]; an error, with the proxy's output, when the
+    /// deadline passes or the proxy exits first.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> Result<String, String> {
         let deadline = Instant::now() + STEP;
         let mut buf = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!(
+                return Err(format!(
                     "no {what} within {STEP:?}; got {:?}\n{}",
                     self.seen,
                     self.output()
-                );
+                ));
             }
-            self.notify.set_read_timeout(Some(left)).unwrap();
+            // Short reads, so an exit is noticed without waiting it out.
+            let slice = left.min(Duration::from_millis(250));
+            self.notify.set_read_timeout(Some(slice)).unwrap();
             match self.notify.recv(&mut buf) {
                 Ok(n) => {
                     let text = String::from_utf8(buf[..n].to_vec()).unwrap();
                     self.seen.push(text.clone());
                     if wanted(&text) {
-                        return text;
+                        return Ok(text);
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Some(status) = self.child.try_wait().unwrap() {
+                        return Err(format!(
+                            "the proxy exited ({status}) before {what}; got {:?}\n{}",
+                            self.seen,
+                            self.output()
+                        ));
+                    }
+                }
                 Err(e) => panic!("receiving from the notify socket: {e}"),
             }
         }
@@ -171,16 +212,18 @@ fn has_line(datagram: &str, line: &str) -> bool {
 #[test]
 fn ready_status_and_stopping_reach_the_notify_socket() {
     let broker = DummyBroker::start(Script::new(AfterOpen::Hold));
-    let port = free_port();
-    let mut proxy = Notified::start(&format!(
-        "BACKEND ADD b dc1 127.0.0.1 {}\n\
-         FARM ADD f round-robin b\n\
-         MAP FARM / f\n\
-         LISTEN START {port}\n",
-        broker.port()
-    ));
-
-    let ready = proxy.expect("READY=1", |d| has_line(d, "READY=1"));
+    let (mut proxy, ports) = Notified::start_ready(1, |ports| {
+        format!(
+            "BACKEND ADD b dc1 127.0.0.1 {}\n\
+             FARM ADD f round-robin b\n\
+             MAP FARM / f\n\
+             LISTEN START {}\n",
+            broker.port(),
+            ports[0]
+        )
+    });
+    let port = ports[0];
+    let ready = proxy.seen.last().cloned().unwrap();
     assert!(has_line(&ready, "STATUS=0 sessions"), "{ready:?}");
     // READY=1 comes once the --config listeners are open, not before.
     assert!(
@@ -237,9 +280,8 @@ fn second_file(listen: u16) -> String {
 
 #[test]
 fn sighup_reapplies_the_config_file_and_a_bad_file_changes_nothing() {
-    let (first_port, second_port) = (free_port(), free_port());
-    let mut proxy = Notified::start(&first_file(first_port));
-    proxy.expect("READY=1", |d| has_line(d, "READY=1"));
+    let (mut proxy, ports) = Notified::start_ready(2, |ports| first_file(ports[0]));
+    let (first_port, second_port) = (ports[0], ports[1]);
     assert_eq!(proxy.dump(), first_file(first_port));
 
     std::fs::write(&proxy.config, second_file(second_port)).unwrap();
