@@ -170,7 +170,7 @@ pub fn command() -> Command {
             Arg::new("config")
                 .long("config")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("Apply a file of control commands (as printed by CONFIG DUMP) at start"),
+                .help("Apply a file of control commands (as printed by CONFIG DUMP) at start, and again on SIGHUP"),
         )
 }
 
