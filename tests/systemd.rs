@@ -2,7 +2,7 @@
 //! the real binary is started with `$NOTIFY_SOCKET` naming a datagram
 //! socket the test owns, and with `--config`. Checks `READY=1` once the
 //! listeners accept, `STATUS=` following the session count, `STOPPING=1` on
-//! SIGTERM, and SIGHUP re-applying the file (`RELOADING=1` ... `READY=1`
+//! SIGTERM and on `EXIT`, and SIGHUP re-applying the file (`RELOADING=1` ... `READY=1`
 //! around it): `CONFIG DUMP` shows the new file's state, and a file that
 //! fails or cannot be read changes nothing.
 //!
@@ -317,4 +317,14 @@ fn sighup_reapplies_the_config_file_and_a_bad_file_changes_nothing() {
     proxy.reload();
     assert_eq!(proxy.dump(), second_file(second_port));
     proxy.expect_log("0 changes");
+}
+
+#[test]
+fn exit_over_the_control_socket_sends_stopping() {
+    let (mut proxy, _) = Notified::start_ready(1, |ports| format!("LISTEN START {}\n", ports[0]));
+    assert_eq!(ctl(&proxy.control, "EXIT"), "Exiting.\n");
+    let stopping = proxy.expect("STOPPING=1", |d| has_line(d, "STOPPING=1"));
+    assert!(has_line(&stopping, "STATUS=0 sessions"), "{stopping:?}");
+    let exited = wait::poll_until(wait::deadline_in(STEP), || proxy.child.try_wait().unwrap());
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }
