@@ -1,10 +1,10 @@
 //! The proxy as systemd runs it (`Type=notify`, `ExecReload=kill -HUP`):
 //! the real binary is started with `$NOTIFY_SOCKET` naming a datagram
 //! socket the test owns, and with `--config`. Checks `READY=1` once the
-//! listeners accept, `STATUS=` following the session count, `STOPPING=1` on
-//! SIGTERM and on `EXIT`, and SIGHUP re-applying the file (`RELOADING=1` ... `READY=1`
-//! around it): `CONFIG DUMP` shows the new file's state, and a file that
-//! fails or cannot be read changes nothing.
+//! listeners accept, `STATUS=` following the session count, `STOPPING=1`
+//! on SIGTERM and on `EXIT`, and SIGHUP re-applying the file
+//! (`RELOADING=1` ... `READY=1` around it): `CONFIG DUMP` shows the new
+//! file's state, and a file that fails or cannot be read changes nothing.
 //!
 //! Needs no RabbitMQ: the session is with the kit's scripted broker. Owns
 //! only its child process and temporary files; every wait has a deadline.
