@@ -7,8 +7,9 @@
 //! to a Unix socket whose path is in `$NOTIFY_SOCKET`; a path starting with
 //! `@` names a socket in the abstract namespace. Without the variable (not
 //! run by systemd, or `Type=simple`) every call does nothing. This module
-//! never touches a shard or a session: the supervisor calls it from the main
-//! thread, and a failed send is the caller's to log, never fatal.
+//! never touches a shard or a session: the supervisor calls it from its own
+//! threads (main, SIGHUP) and it runs one thread of its own for `STATUS=`
+//! updates; a failed send is logged, never fatal.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
