@@ -5,6 +5,9 @@
 //! affinity); the round-robin selector picks the starting member of each
 //! partition and advances its marker exactly once per session, and the
 //! session then tries every member at most once, partition by partition.
+//! Drained members are left out while the farm has a member that is not
+//! drained; [`misplaced`] says which live sessions must leave their
+//! backend after a change (docs/routing.md).
 //! Plain functions over a [`ConfigSnapshot`]: no I/O, no locks (the markers
 //! are atomics shared by snapshots).
 
@@ -116,11 +119,19 @@ pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError
 
 /// Every member of `farm` once: partition by partition, each partition
 /// rotated to start at its marker. Members deleted since the farm was made
-/// are skipped.
+/// are skipped, and so are drained members unless every member is drained.
 fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
     let parts = partitions(config, farm);
+    let skip_drained = has_undrained_member(config, farm);
     let mut order = Vec::with_capacity(farm.members.len());
     for (i, part) in parts.iter().enumerate() {
+        // Drained members leave the rotation before it is applied, so the
+        // rest share the load evenly.
+        let part: Vec<&Backend> = part
+            .iter()
+            .filter_map(|name| config.backends.get(name))
+            .filter(|b| !(skip_drained && config.drained.contains(&b.name)))
+            .collect();
         // Every partition's marker moves once per session, so a fallback
         // partition shares the load evenly too when the preferred one is down.
         let start = farm
@@ -128,12 +139,59 @@ fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
             .get(i)
             .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
         for k in 0..part.len() {
-            if let Some(b) = config.backends.get(&part[(start + k) % part.len()]) {
-                order.push(b.clone());
-            }
+            order.push(part[(start + k) % part.len()].clone());
         }
     }
     order
+}
+
+/// Whether some existing member of `farm` is not drained.
+fn has_undrained_member(config: &Config, farm: &Farm) -> bool {
+    farm.members
+        .iter()
+        .any(|m| config.backends.contains_key(m) && !config.drained.contains(m))
+}
+
+/// Why a live session must leave its backend (the client is told 320 and
+/// reconnects through the proxy).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misplaced {
+    #[error("backend '{0}' is drained")]
+    Drained(String),
+    #[error("backend '{0}' was deleted")]
+    Deleted(String),
+    #[error("farm '{farm}' was deleted")]
+    FarmDeleted { farm: String },
+    #[error("backend '{backend}' is no longer a member of farm '{farm}'")]
+    LeftFarm { farm: String, backend: String },
+}
+
+/// Whether a session routed `via` a farm or mapping onto `backend` must
+/// move under `config`: its backend is gone, its farm is gone or no longer
+/// lists it, or it is drained while that farm has a member that is not. A
+/// session mapped straight to a backend has nowhere else to go, so only
+/// deleting the backend moves it. Mapping changes do not move sessions:
+/// configuration applies to new sessions, as in the original.
+pub fn misplaced(config: &Config, via: &Mapping, backend: &str) -> Option<Misplaced> {
+    if !config.backends.contains_key(backend) {
+        return Some(Misplaced::Deleted(backend.to_string()));
+    }
+    let Mapping::Farm(farm_name) = via else {
+        return None;
+    };
+    let Some(farm) = config.farms.get(farm_name) else {
+        return Some(Misplaced::FarmDeleted {
+            farm: farm_name.clone(),
+        });
+    };
+    if !farm.members.iter().any(|m| m == backend) {
+        return Some(Misplaced::LeftFarm {
+            farm: farm_name.clone(),
+            backend: backend.to_string(),
+        });
+    }
+    (config.drained.contains(backend) && has_undrained_member(config, farm))
+        .then(|| Misplaced::Drained(backend.to_string()))
 }
 
 #[cfg(test)]
@@ -250,6 +308,70 @@ mod tests {
         snap.config.mappings.clear();
         snap.config.default_farm = Some("missing".into());
         assert!(!vhost_independent(&snap.config));
+    }
+
+    #[test]
+    fn drained_members_leave_the_rotation_until_all_are_drained() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", ""), ("b3", "")], vec![], "");
+        snap.config.drained.insert("b2".into());
+        let firsts: Vec<String> = (0..30)
+            .map(|_| route(&snap, "/").unwrap().candidates[0].name.clone())
+            .collect();
+        for b in ["b1", "b3"] {
+            assert_eq!(firsts.iter().filter(|f| *f == b).count(), 15, "{firsts:?}");
+        }
+        assert_eq!(names(&route(&snap, "/").unwrap()), ["b1", "b3"]);
+        // Nothing left undrained: every member is tried again, in rotation.
+        snap.config.drained.extend(["b1".into(), "b3".into()]);
+        assert_eq!(route(&snap, "/").unwrap().candidates.len(), 3);
+    }
+
+    #[test]
+    fn a_drained_partition_falls_through_to_the_next() {
+        let mut snap = config_with_farm(
+            &[("a1", "dc-a"), ("b1", "dc-b"), ("b2", "dc-b")],
+            vec![PartitionPolicy::DatacenterAffinity],
+            "dc-b",
+        );
+        snap.config.drained.extend(["b1".into(), "b2".into()]);
+        assert_eq!(names(&route(&snap, "/").unwrap()), ["a1"]);
+    }
+
+    #[test]
+    fn what_moves_a_live_session() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", "")], vec![], "");
+        let via = Mapping::Farm("f".into());
+        let c = &mut snap.config;
+        assert_eq!(misplaced(c, &via, "b1"), None);
+        c.drained.insert("b1".into());
+        assert_eq!(
+            misplaced(c, &via, "b1"),
+            Some(Misplaced::Drained("b1".into()))
+        );
+        // Mapped straight to it: nowhere else to go.
+        assert_eq!(misplaced(c, &Mapping::Backend("b1".into()), "b1"), None);
+        // Every member drained: staying is as good as moving.
+        c.drained.insert("b2".into());
+        assert_eq!(misplaced(c, &via, "b1"), None);
+        c.drained.clear();
+        c.farms.get_mut("f").unwrap().members.retain(|m| m != "b2");
+        assert_eq!(
+            misplaced(c, &via, "b2"),
+            Some(Misplaced::LeftFarm {
+                farm: "f".into(),
+                backend: "b2".into()
+            })
+        );
+        c.farms.clear();
+        assert_eq!(
+            misplaced(c, &via, "b1"),
+            Some(Misplaced::FarmDeleted { farm: "f".into() })
+        );
+        c.backends.remove("b1");
+        assert_eq!(
+            misplaced(c, &Mapping::Backend("b1".into()), "b1"),
+            Some(Misplaced::Deleted("b1".into()))
+        );
     }
 
     #[test]

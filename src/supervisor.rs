@@ -50,7 +50,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             options.handshake_timeout,
             options.connect_timeout,
         )
-        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+        .with_broker_handshake_timeout(options.broker_handshake_timeout)
+        .with_move_grace(options.drain_timeout),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 

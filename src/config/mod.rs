@@ -101,6 +101,9 @@ pub struct Config {
     pub datacenter: String,
     /// Vhosts whose new sessions are held at `Open` (`VHOST PAUSE`).
     pub paused_vhosts: std::collections::BTreeSet<String>,
+    /// Backends new sessions avoid and live sessions leave
+    /// (`BACKEND DRAIN`); a deleted backend leaves this set too.
+    pub drained: std::collections::BTreeSet<String>,
 }
 
 /// The view of the configuration a session takes when its vhost is known.
