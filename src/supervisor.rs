@@ -111,6 +111,12 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             }) as crate::stats::Collector
         })
         .collect();
+    crate::dns_watch::start(
+        Arc::clone(&shared),
+        handles.iter().map(|h| h.inbox.clone()).collect(),
+        options.dns_recheck,
+    )
+    .map_err(StartError::Thread)?;
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
     crate::stats::start(
