@@ -166,32 +166,69 @@ pub enum Misplaced {
     LeftFarm { farm: String, backend: String },
 }
 
-/// Whether a session routed `via` a farm or mapping onto `backend` must
-/// move under `config`: its backend is gone, its farm is gone or no longer
-/// lists it, or it is drained while that farm has a member that is not. A
-/// session mapped straight to a backend has nowhere else to go, so only
-/// deleting the backend moves it. Mapping changes do not move sessions:
-/// configuration applies to new sessions, as in the original.
-pub fn misplaced(config: &Config, via: &Mapping, backend: &str) -> Option<Misplaced> {
-    if !config.backends.contains_key(backend) {
-        return Some(Misplaced::Deleted(backend.to_string()));
-    }
-    let Mapping::Farm(farm_name) = via else {
-        return None;
+/// Whether a session of `vhost`, routed `via` a farm or a mapping onto
+/// `backend`, must move under `config`. It must when its backend was
+/// deleted, when the farm that chose it was deleted or no longer lists it,
+/// or when it is drained while that farm has a member that is not; and
+/// only if its vhost can be routed somewhere else now, since moving a
+/// client that would be refused helps nobody. Mapping changes alone move
+/// nothing (configuration applies to new sessions, as in the original),
+/// and a session mapped straight to a backend moves only when that backend
+/// is deleted.
+pub fn misplaced(config: &Config, vhost: &str, via: &Mapping, backend: &str) -> Option<Misplaced> {
+    let why = if !config.backends.contains_key(backend) {
+        Misplaced::Deleted(backend.to_string())
+    } else {
+        let Mapping::Farm(farm_name) = via else {
+            return None;
+        };
+        match config.farms.get(farm_name) {
+            None => Misplaced::FarmDeleted {
+                farm: farm_name.clone(),
+            },
+            Some(farm) if !farm.members.iter().any(|m| m == backend) => Misplaced::LeftFarm {
+                farm: farm_name.clone(),
+                backend: backend.to_string(),
+            },
+            Some(farm)
+                if config.drained.contains(backend) && has_undrained_member(config, farm) =>
+            {
+                Misplaced::Drained(backend.to_string())
+            }
+            Some(_) => return None,
+        }
     };
-    let Some(farm) = config.farms.get(farm_name) else {
-        return Some(Misplaced::FarmDeleted {
-            farm: farm_name.clone(),
-        });
+    destinations(config, vhost)
+        .iter()
+        .any(|d| *d != backend)
+        .then_some(why)
+}
+
+/// The backends a new session of `vhost` could be sent to now, in no
+/// particular order (no round-robin marker moves).
+fn destinations<'a>(config: &'a Config, vhost: &str) -> Vec<&'a str> {
+    let farm_name = match config.mappings.get(vhost) {
+        Some(Mapping::Backend(name)) => {
+            return config
+                .backends
+                .get_key_value(name)
+                .map(|(k, _)| k.as_str())
+                .into_iter()
+                .collect();
+        }
+        Some(Mapping::Farm(name)) => Some(name),
+        None => config.default_farm.as_ref(),
     };
-    if !farm.members.iter().any(|m| m == backend) {
-        return Some(Misplaced::LeftFarm {
-            farm: farm_name.clone(),
-            backend: backend.to_string(),
-        });
-    }
-    (config.drained.contains(backend) && has_undrained_member(config, farm))
-        .then(|| Misplaced::Drained(backend.to_string()))
+    let Some(farm) = farm_name.and_then(|f| config.farms.get(f)) else {
+        return Vec::new();
+    };
+    let skip_drained = has_undrained_member(config, farm);
+    farm.members
+        .iter()
+        .filter(|m| config.backends.contains_key(*m))
+        .filter(|m| !(skip_drained && config.drained.contains(*m)))
+        .map(String::as_str)
+        .collect()
 }
 
 #[cfg(test)]
@@ -342,36 +379,69 @@ mod tests {
         let mut snap = config_with_farm(&[("b1", ""), ("b2", "")], vec![], "");
         let via = Mapping::Farm("f".into());
         let c = &mut snap.config;
-        assert_eq!(misplaced(c, &via, "b1"), None);
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
         c.drained.insert("b1".into());
         assert_eq!(
-            misplaced(c, &via, "b1"),
+            misplaced(c, "/", &via, "b1"),
             Some(Misplaced::Drained("b1".into()))
         );
         // Mapped straight to it: nowhere else to go.
-        assert_eq!(misplaced(c, &Mapping::Backend("b1".into()), "b1"), None);
+        assert_eq!(
+            misplaced(c, "/", &Mapping::Backend("b1".into()), "b1"),
+            None
+        );
         // Every member drained: staying is as good as moving.
         c.drained.insert("b2".into());
-        assert_eq!(misplaced(c, &via, "b1"), None);
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
         c.drained.clear();
         c.farms.get_mut("f").unwrap().members.retain(|m| m != "b2");
         assert_eq!(
-            misplaced(c, &via, "b2"),
+            misplaced(c, "/", &via, "b2"),
             Some(Misplaced::LeftFarm {
                 farm: "f".into(),
                 backend: "b2".into()
             })
         );
-        c.farms.clear();
+        c.backends.remove("b2");
         assert_eq!(
-            misplaced(c, &via, "b1"),
+            misplaced(c, "/", &via, "b2"),
+            Some(Misplaced::Deleted("b2".into()))
+        );
+    }
+
+    #[test]
+    fn a_session_with_nowhere_else_to_go_stays() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", "")], vec![], "");
+        let via = Mapping::Farm("f".into());
+        let c = &mut snap.config;
+        // FARM DELETE then FARM ADD of the same name: nothing moves in the
+        // gap (every vhost would be refused), then only what left moves.
+        let farm = c.farms.remove("f").unwrap();
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        let mut smaller = farm.clone();
+        smaller.members = vec!["b1".into()];
+        c.farms.insert("f".into(), smaller);
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        assert!(matches!(
+            misplaced(c, "/", &via, "b2"),
+            Some(Misplaced::LeftFarm { .. })
+        ));
+        // The only member deleted: nothing else to reach.
+        c.backends.remove("b2");
+        c.farms.get_mut("f").unwrap().members = vec!["b2".into()];
+        assert_eq!(misplaced(c, "/", &via, "b2"), None);
+        // A deleted farm, and the vhost now goes to a farm without it.
+        c.farms.insert("g".into(), farm);
+        c.farms.remove("f");
+        c.mappings.insert("v".into(), Mapping::Farm("g".into()));
+        c.backends.insert("b2".into(), c.backends["b1"].clone());
+        c.farms.get_mut("g").unwrap().members = vec!["b1".into()];
+        assert_eq!(
+            misplaced(c, "v", &via, "b2"),
             Some(Misplaced::FarmDeleted { farm: "f".into() })
         );
-        c.backends.remove("b1");
-        assert_eq!(
-            misplaced(c, &Mapping::Backend("b1".into()), "b1"),
-            Some(Misplaced::Deleted("b1".into()))
-        );
+        // ... or to one that lists it: it stays.
+        assert_eq!(misplaced(c, "v", &via, "b1"), None);
     }
 
     #[test]

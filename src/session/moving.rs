@@ -47,7 +47,12 @@ impl ShardContext {
         if backend.is_empty() {
             return None;
         }
-        crate::routing::misplaced(&self.shared.config.load().config, via.as_ref()?, &backend)
+        crate::routing::misplaced(
+            &self.shared.config.load().config,
+            &info.vhost.borrow(),
+            via.as_ref()?,
+            &backend,
+        )
     }
 
     /// Moves every session of this shard that the configuration in force no
@@ -165,7 +170,27 @@ mod tests {
         ShardContext::new(0, Arc::new(shared))
     }
 
-    /// A session on `backend` at `addr`, in `phase`, chosen `via`.
+    /// Backend `b2` in farm `f` (which also lists `gone`), the default.
+    fn farm_config() -> Config {
+        let mut config = Config::default();
+        config
+            .backends
+            .insert("b2".into(), backend("b2", "h", Some([10, 0, 0, 9].into())));
+        config.farms.insert(
+            "f".into(),
+            crate::config::Farm {
+                name: "f".into(),
+                selector: crate::config::BackendSelector::RoundRobin,
+                members: vec!["gone".into(), "b2".into()],
+                policies: Vec::new(),
+                markers: Arc::new(Vec::new()),
+            },
+        );
+        config.default_farm = Some("f".into());
+        config
+    }
+
+    /// A session on `backend` at `addr`, in `phase`, chosen by farm `f`.
     fn session(ctx: &ShardContext, id: u64, backend: &str, addr: &str, phase: Phase) {
         let info = SessionInfo::new(
             SessionId(id),
@@ -173,7 +198,7 @@ mod tests {
             "10.0.0.2:5672".parse().unwrap(),
         );
         *info.backend.borrow_mut() = backend.into();
-        *info.via.borrow_mut() = Some(Mapping::Backend(backend.into()));
+        *info.via.borrow_mut() = Some(Mapping::Farm("f".into()));
         info.egress_remote.set(Some(addr.parse().unwrap()));
         info.phase.set(phase);
         ctx.sessions
@@ -203,13 +228,9 @@ mod tests {
     #[test]
     fn a_deleted_backend_moves_its_established_sessions_only() {
         on_executor(|| {
-            let mut config = Config::default();
-            config
-                .backends
-                .insert("b2".into(), backend("b2", "h", Some([10, 0, 0, 9].into())));
-            let ctx = shard(config);
-            session(&ctx, 1, "b1", "10.0.0.8:5672", Phase::Open);
-            session(&ctx, 2, "b1", "10.0.0.8:5672", Phase::ClientHandshake);
+            let ctx = shard(farm_config());
+            session(&ctx, 1, "gone", "10.0.0.8:5672", Phase::Open);
+            session(&ctx, 2, "gone", "10.0.0.8:5672", Phase::ClientHandshake);
             session(&ctx, 3, "b2", "10.0.0.9:5672", Phase::Open);
             assert_eq!(ctx.move_misplaced(), 1);
             assert_eq!(moving(&ctx), [1]);
@@ -252,7 +273,7 @@ mod tests {
             .io_memory(64 * 1024)
             .spawn(|| async {
                 let shared = Shared::new(
-                    ConfigSnapshot::new(Config::default()),
+                    ConfigSnapshot::new(farm_config()),
                     Duration::from_secs(1),
                     Duration::from_secs(1),
                 )
