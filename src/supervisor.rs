@@ -323,12 +323,15 @@ fn apply_config_file(
         file: name.clone(),
         error,
     })?;
+    // One lock for the whole file: a control client that connects early
+    // sees the configuration before or after it, never half of it.
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let reply = run_internal(state, line);
+        let reply = state.execute(line);
         if reply.error {
             return Err(StartError::ConfigFile {
                 file: name,

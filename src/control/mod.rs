@@ -163,11 +163,25 @@ impl ControlState {
     }
 
     /// Makes `draft` the configuration and publishes it to the shards.
+    /// When routing changed, the shards then move the sessions it no longer
+    /// places on their backend (`BACKEND DRAIN`, `DELETE`, `FARM DELETE`;
+    /// `docs/routing.md`), before the command's reply goes out.
     fn commit(&mut self, draft: Config) {
+        let routing_changed = routing_differs(&self.config, &draft);
         self.config = draft;
         self.shared
             .config
             .store(ConfigSnapshot::new(self.config.clone()));
+        if routing_changed {
+            let moved: usize = self
+                .ask_shards(|reply| ShardCommand::MoveMisplaced { reply })
+                .into_iter()
+                .flatten()
+                .sum();
+            if moved > 0 {
+                log::info!("Asked {moved} sessions to move to another backend");
+            }
+        }
     }
 
     /// Publishes `draft` now, for a command that must have the shards see
@@ -182,6 +196,16 @@ impl ControlState {
             let _ = shard.inbox.send(ShardCommand::Shutdown);
         }
     }
+}
+
+/// Whether a change can move live sessions: what `routing::misplaced`
+/// reads differs.
+fn routing_differs(before: &Config, after: &Config) -> bool {
+    before.backends != after.backends
+        || before.farms != after.farms
+        || before.drained != after.drained
+        || before.mappings != after.mappings
+        || before.default_farm != after.default_farm
 }
 
 #[cfg(test)]
