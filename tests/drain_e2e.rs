@@ -39,12 +39,19 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A proxy with two shards routing every vhost to farm `f` = [b1, b2].
 fn start() -> ProxyProcess {
+    start_with(&[])
+}
+
+fn start_with(args: &[&str]) -> ProxyProcess {
     require_rabbitmq();
-    let proxy = ProxyProcess::builder("unused", 1)
+    let mut builder = ProxyProcess::builder("unused", 1)
         .without_simple_mode()
         .shards(2)
-        .verbosity(4)
-        .start();
+        .verbosity(4);
+    for arg in args {
+        builder = builder.arg(*arg);
+    }
+    let proxy = builder.start();
     for line in [
         format!("BACKEND ADD b1 dc1 {RABBITMQ_HOST} {RABBITMQ_PORT}"),
         format!("BACKEND ADD b2 dc1 {RABBITMQ_HOST} {RABBITMQ_PORT}"),
@@ -70,6 +77,19 @@ async fn control(proxy: &ProxyProcess, line: &str) -> String {
         let (reply, code) = ctl_bin(&socket, &line);
         assert_eq!(code, 0, "{line:?} failed: {reply}");
         reply
+    })
+    .await
+}
+
+/// The body of `GET /metrics` on `port`.
+async fn metrics(port: u16) -> String {
+    blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
     })
     .await
 }
@@ -439,9 +459,17 @@ async fn drained_sessions_reconnect_to_the_other_member_and_lose_no_confirmed_me
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undrain_routes_to_the_backend_again_and_moves_nothing() {
-    let proxy = start();
+    let port = support::proxy::free_port().to_string();
+    let proxy = start_with(&["--metricsPort", &port]);
+    let port: u16 = port.parse().unwrap();
     within(&proxy, async {
         assert_eq!(control(&proxy, "BACKEND DRAIN b1").await, "");
+        let scraped = metrics(port).await;
+        assert!(
+            scraped.contains("amqpprox_backend_drained{name=\"b1\"} 1\n")
+                && scraped.contains("amqpprox_backend_drained{name=\"b2\"} 0\n"),
+            "{scraped}"
+        );
         let mut first = Vec::new();
         for _ in 0..4 {
             first.push(observe(&proxy).await);
@@ -455,6 +483,9 @@ async fn undrain_routes_to_the_backend_again_and_moves_nothing() {
 
         assert_eq!(control(&proxy, "BACKEND UNDRAIN b1").await, "");
         assert!(!control(&proxy, "BACKEND PRINT").await.contains("DRAINED"));
+        assert!(metrics(port)
+            .await
+            .contains("amqpprox_backend_drained{name=\"b1\"} 0\n"));
         let mut second = Vec::new();
         for _ in 0..4 {
             second.push(observe(&proxy).await);

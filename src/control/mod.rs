@@ -173,6 +173,16 @@ impl ControlState {
             .config
             .store(ConfigSnapshot::new(self.config.clone()));
         if routing_changed {
+            self.stats.set_backends(
+                self.config
+                    .backends
+                    .keys()
+                    .map(|name| crate::stats::BackendState {
+                        name: name.clone(),
+                        drained: self.config.drained.contains(name),
+                    })
+                    .collect(),
+            );
             let moved: usize = self
                 .ask_shards(|reply| ShardCommand::MoveMisplaced { reply })
                 .into_iter()
