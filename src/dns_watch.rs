@@ -1,7 +1,7 @@
 //! The periodic re-resolution of DNS backends (`BACKEND ADD_DNS`): every
 //! `--dnsRecheckMs` a std thread looks up each DNS backend's host and hands
 //! the answer to every shard, which moves the sessions connected to an
-//! address that has left it (docs/routing.md). New sessions need none of
+//! address that has left it (docs/routing.md#name-resolution). New sessions need none of
 //! this: they resolve the host when they connect.
 //!
 //! Runs on its own thread with the blocking system resolver, never on a

@@ -7,7 +7,7 @@
 //! session then tries every member at most once, partition by partition.
 //! Drained members are left out while the farm has a member that is not
 //! drained; [`misplaced`] says which live sessions must leave their
-//! backend after a change (docs/routing.md).
+//! backend after a change (docs/routing.md#draining-a-backend).
 //! Plain functions over a [`ConfigSnapshot`]: no I/O, no locks (the markers
 //! are atomics shared by snapshots).
 

@@ -1,4 +1,4 @@
-//! `BACKEND DRAIN` end to end (docs/routing.md): a proxy with two shards
+//! `BACKEND DRAIN` end to end (docs/routing.md#draining-a-backend): a proxy with two shards
 //! and a farm of two backends, `b1` and `b2`, that are both the local
 //! RabbitMQ, so `CONN json`'s `backend` shows where each session went.
 //! Real clients: amqprs connections that report the `Connection.Close` they
@@ -30,7 +30,7 @@ use support::proxy::ProxyProcess;
 use support::rabbit::{require_rabbitmq, RABBITMQ_HOST, RABBITMQ_PORT};
 use support::{blocking, deadline_in, unique_name, wait_until_async};
 
-/// What the client of a moved session is told (docs/routing.md).
+/// What the client of a moved session is told (docs/routing.md#draining-a-backend).
 const MOVE_TEXT: &str =
     "CONNECTION_FORCED - amqpprox is moving this connection to another broker, please reconnect";
 

@@ -24,7 +24,7 @@ pub enum Ending {
     /// Its backend was drained, deleted, taken out of the farm that chose
     /// it, or its address left the backend's DNS answer: like `Drain`, but
     /// the client is told that it reconnects through this proxy, which
-    /// routes it to another member (docs/routing.md).
+    /// routes it to another member (docs/routing.md#draining-a-backend).
     Move,
     /// Close both sockets now, no AMQP frames.
     Force,

@@ -4,7 +4,7 @@
 //! leave their broker and asks each to end with `Connection.Close` 320 at a
 //! frame boundary (the SIGTERM drain's mechanism, `Ending::Move`), so the
 //! client reconnects through the proxy and is routed to another member
-//! (docs/routing.md). A client that never answers is cut after the grace
+//! (docs/routing.md#draining-a-backend). A client that never answers is cut after the grace
 //! (`--drainTimeoutMs`), so a drained broker is not held forever.
 //!
 //! Which sessions move is decided by `routing::misplaced`, a pure function;
