@@ -57,7 +57,7 @@ pub enum ShardCommand {
         reply: flume::Sender<usize>,
     },
     /// Move the sessions the configuration in force no longer places on
-    /// their backend (sent after every configuration change); replies with
+    /// their backend (sent after every change to routing); replies with
     /// how many were asked to move.
     MoveMisplaced { reply: flume::Sender<usize> },
     /// Move the sessions connected to an address a DNS backend's host no
