@@ -1,8 +1,8 @@
 //! The periodic re-resolution of DNS backends (`BACKEND ADD_DNS`): every
 //! `--dnsRecheckMs` a std thread looks up each DNS backend's host and hands
 //! the answer to every shard, which moves the sessions connected to an
-//! address that has left it (docs/routing.md#name-resolution). New sessions need none of
-//! this: they resolve the host when they connect.
+//! address that has left it (docs/routing.md#name-resolution). New
+//! sessions need none of this: they resolve the host when they connect.
 //!
 //! Runs on its own thread with the blocking system resolver, never on a
 //! shard. A lookup that fails or comes back empty moves nothing: a
@@ -55,7 +55,10 @@ pub fn start(
             let backends = dns_backends(&shared.config.load().config);
             for (backend, host, port) in backends {
                 let Some(addresses) = lookup(&host, port) else {
-                    log::debug!("DNS recheck of '{host}' for backend '{backend}' found nothing; no session moves");
+                    log::debug!(
+                        "DNS recheck of '{host}' for backend '{backend}' found nothing; \
+                         no session moves"
+                    );
                     continue;
                 };
                 let answer = DnsAnswer {

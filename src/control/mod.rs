@@ -165,7 +165,8 @@ impl ControlState {
     /// Makes `draft` the configuration and publishes it to the shards.
     /// When routing changed, the shards then move the sessions it no longer
     /// places on their backend (`BACKEND DRAIN`, `DELETE`, `FARM DELETE`;
-    /// `docs/routing.md#draining-a-backend`), before the command's reply goes out.
+    /// `docs/routing.md#draining-a-backend`), before the command's reply
+    /// goes out.
     fn commit(&mut self, draft: Config) {
         let routing_changed = routing_differs(&self.config, &draft);
         self.config = draft;

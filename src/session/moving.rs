@@ -1,11 +1,12 @@
-//! Moving live sessions off a backend: after a configuration change
-//! (`BACKEND DRAIN`, `BACKEND DELETE`, `FARM DELETE`), and when an address
+//! Moving live sessions off a backend: after a routing change
+//! (`BACKEND DRAIN`, `BACKEND DELETE`, `FARM DELETE`/`ADD`), and when an address
 //! has left a DNS backend's answer, the shard finds its sessions that must
 //! leave their broker and asks each to end with `Connection.Close` 320 at a
 //! frame boundary (the SIGTERM drain's mechanism, `Ending::Move`), so the
 //! client reconnects through the proxy and is routed to another member
-//! (docs/routing.md#draining-a-backend). A client that never answers is cut after the grace
-//! (`--drainTimeoutMs`), so a drained broker is not held forever.
+//! (docs/routing.md#draining-a-backend). A client that never answers is cut
+//! after the grace (`--drainTimeoutMs`), so a drained broker is not held
+//! forever.
 //!
 //! Which sessions move is decided by `routing::misplaced`, a pure function;
 //! this file only applies it to the shard's table. Runs on the shard;

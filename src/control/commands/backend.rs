@@ -13,9 +13,10 @@
 //! * Deleting a backend that a farm lists leaves the farm skipping it (the
 //!   original keeps a dangling reference); re-adding the name brings it back.
 //! * `DRAIN name` / `UNDRAIN name` (our addition, see
-//!   `docs/routing.md#draining-a-backend`): a drained backend is left out of routing while its
-//!   farm has a member that is not drained, and its sessions are moved once
-//!   the change is published (`ControlState`'s commit asks the shards).
+//!   `docs/routing.md#draining-a-backend`): a drained backend is left out
+//!   of routing while its farm has a member that is not drained, and its
+//!   sessions are moved once the change is published (`ControlState`'s
+//!   commit asks the shards).
 //!   Draining a drained backend, or undraining one that is not, changes
 //!   nothing and is no error; a backend that does not exist is. Deleting a
 //!   backend forgets that it was drained.
