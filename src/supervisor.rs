@@ -327,8 +327,8 @@ fn apply_config_file(
         file: name.clone(),
         error,
     })?;
-    // One lock for the whole file: a control client that connects early
-    // sees the configuration before or after it, never half of it.
+    // One lock for the whole file: no command from another thread (a
+    // control client, a signal) lands in the middle of it.
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
