@@ -270,6 +270,7 @@ fn second_file(listen: u16) -> String {
         "DATACENTER SET dc2\n\
          BACKEND ADD b1 dc1 127.0.0.1 5672\n\
          BACKEND ADD b3 dc2 127.0.0.1 5674\n\
+         BACKEND DRAIN b3\n\
          FARM ADD f round-robin b1 b3\n\
          FARM PARTITION f datacenter-affinity\n\
          MAP BACKEND v2 b3\n\

@@ -201,7 +201,8 @@ pub enum Step {
 }
 
 /// The steps that turn `current` into `target`: first what goes away
-/// (listeners, pauses, mappings, the default farm, farms, backends), then
+/// (listeners, pauses, mappings, the default farm, farms, backends,
+/// drains), then
 /// what comes or changes, in the order `CONFIG DUMP` uses so routing and
 /// TLS are in place before a new listener accepts. Something that changed
 /// is removed and added again; a farm is also recreated when one of its
@@ -258,6 +259,14 @@ pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
             name: name.clone(),
         }));
     }
+    // A deleted backend is no longer drained; one that stays is undrained.
+    for name in current.drained.difference(&target.drained) {
+        if current.backends.contains_key(name) && !backend_changed.contains(name) {
+            run(Command::Backend(BackendCommand::Undrain {
+                name: name.clone(),
+            }));
+        }
+    }
 
     if current.datacenter != target.datacenter {
         run(Command::Datacenter(DatacenterCommand::Set {
@@ -267,6 +276,14 @@ pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
     for (name, backend) in &target.backends {
         if backend_changed.contains(name) {
             run(backend_command(backend));
+        }
+    }
+    // Drained again after a re-add, or newly drained.
+    for name in &target.drained {
+        if !current.drained.contains(name) || backend_changed.contains(name) {
+            run(Command::Backend(BackendCommand::Drain {
+                name: name.clone(),
+            }));
         }
     }
     for (name, farm) in &target.farms {
@@ -408,7 +425,9 @@ mod tests {
 
     #[test]
     fn an_empty_file_removes_everything() {
-        let current = built(&format!("{BASE}DATACENTER SET dc1\nLISTEN START 1\n"));
+        let current = built(&format!(
+            "{BASE}DATACENTER SET dc1\nBACKEND DRAIN b1\nLISTEN START 1\n"
+        ));
         assert_eq!(
             lines(&plan(&current, &Config::default())),
             [
@@ -463,6 +482,35 @@ mod tests {
     }
 
     #[test]
+    fn drains_follow_the_file() {
+        let current = built(&format!("{BASE}BACKEND DRAIN b1\nBACKEND DRAIN b2\n"));
+        let target = built(
+            "BACKEND ADD b1 dc1 127.0.0.1 5672\n\
+             BACKEND ADD b2 dc1 127.0.0.1 5699\n\
+             BACKEND ADD b3 dc1 127.0.0.1 5674\n\
+             BACKEND DRAIN b2\n\
+             BACKEND DRAIN b3\n",
+        );
+        assert_eq!(
+            lines(&plan(&current, &target)),
+            [
+                "VHOST UNPAUSE held",
+                "MAP UNMAP v1",
+                "MAP REMOVE_DEFAULT",
+                "FARM DELETE f",
+                "BACKEND DELETE b2",
+                // b1 stays, undrained; b2 is re-added, so drained again.
+                "BACKEND UNDRAIN b1",
+                "BACKEND ADD b2 dc1 127.0.0.1 5699",
+                "BACKEND ADD b3 dc1 127.0.0.1 5674",
+                "BACKEND DRAIN b2",
+                "BACKEND DRAIN b3",
+                "<tls>",
+            ]
+        );
+    }
+
+    #[test]
     fn applying_the_plan_reaches_the_target() {
         let shared = Arc::new(Shared::new(
             ConfigSnapshot::new(Config::default()),
@@ -476,7 +524,9 @@ mod tests {
         let target = built(
             "DATACENTER SET dc2\n\
              BACKEND ADD b1 dc2 127.0.0.1 5672\n\
-             FARM ADD f round-robin b1\n\
+             BACKEND ADD b4 dc2 127.0.0.1 5675\n\
+             BACKEND DRAIN b4\n\
+             FARM ADD f round-robin b1 b4\n\
              FARM PARTITION f datacenter-affinity\n\
              MAP FARM v3 f\n",
         );
