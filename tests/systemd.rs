@@ -329,3 +329,49 @@ fn exit_over_the_control_socket_sends_stopping() {
     let exited = wait::poll_until(wait::deadline_in(STEP), || proxy.child.try_wait().unwrap());
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
 }
+
+/// A proxy routing vhost `v1` through farm `f` (with `farm_f` its members)
+/// when `mapped`, else through the default farm `g`.
+fn moving_file(port: u16, broker_1: u16, broker_2: u16, farm_f: &str, mapped: bool) -> String {
+    let map = if mapped { "MAP FARM v1 f\n" } else { "" };
+    format!(
+        "BACKEND ADD b1 dc1 127.0.0.1 {broker_1}\n\
+         BACKEND ADD b2 dc1 127.0.0.1 {broker_2}\n\
+         FARM ADD f round-robin {farm_f}\n\
+         FARM ADD g round-robin b2\n\
+         MAP FARM other f\n\
+         {map}\
+         MAP DEFAULT g\n\
+         LISTEN START {port}\n"
+    )
+}
+
+#[test]
+fn a_reload_moves_only_the_sessions_the_new_file_moves() {
+    let (broker_1, broker_2) = (
+        DummyBroker::start(Script::new(AfterOpen::Hold)),
+        DummyBroker::start(Script::new(AfterOpen::Hold)),
+    );
+    let (b1, b2) = (broker_1.port(), broker_2.port());
+    let (mut proxy, ports) =
+        Notified::start_ready(1, |ports| moving_file(ports[0], b1, b2, "b1", true));
+    let port = ports[0];
+    let mut client = RawConn::connect_local(port);
+    raw::client_handshake(&mut client, "systemd-move", "v1");
+    assert_eq!(broker_1.accepted(), 1, "the session went to b1");
+
+    // v1 loses its mapping (a mapping change alone moves nobody) and farm
+    // f, which chose b1, gains a member: f is replaced, b1 is still in it,
+    // so the session stays. Deleting f on the way would have moved it to
+    // g, where v1 now routes.
+    std::fs::write(&proxy.config, moving_file(port, b1, b2, "b1 b2", false)).unwrap();
+    proxy.reload();
+    assert!(proxy.dump().contains("FARM ADD f round-robin b1 b2\n"));
+    client.expect_silence(Duration::from_secs(1));
+
+    // b1 leaves f: now the session is asked to reconnect.
+    std::fs::write(&proxy.config, moving_file(port, b1, b2, "b2", false)).unwrap();
+    proxy.reload();
+    let close = client.expect_method(10, 50);
+    assert_eq!(&close.args()[..2], &320u16.to_be_bytes());
+}

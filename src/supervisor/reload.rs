@@ -205,8 +205,13 @@ pub enum Step {
 /// drains), then
 /// what comes or changes, in the order `CONFIG DUMP` uses so routing and
 /// TLS are in place before a new listener accepts. Something that changed
-/// is removed and added again; a farm is also recreated when one of its
-/// members changed, since its partitions depend on them.
+/// is removed and added again (so the sessions of a changed backend move,
+/// as on `BACKEND DELETE`), but a farm that stays is replaced in place by
+/// `FARM ADD`, which overwrites, so only sessions whose backend left it
+/// move; a farm is also replaced when one of its members changed, since
+/// its partitions depend on them. Each command is published on its own, so
+/// the order is chosen such that no intermediate state moves a session the
+/// final one would keep.
 pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut run = |c: Command| steps.push(Step::Run(c));
@@ -247,8 +252,12 @@ pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
                 .flat_map(|f| f.members.iter())
                 .any(|m| backend_changed.contains(m))
     };
-    for name in current.farms.keys().filter(|n| farm_changed(n)) {
-        run(Command::Farm(FarmCommand::Delete { name: name.clone() }));
+    // A farm that stays is replaced by its `FARM ADD` below, never deleted
+    // first: every session it routed would be moved off in between.
+    for name in current.farms.keys() {
+        if !target.farms.contains_key(name) {
+            run(Command::Farm(FarmCommand::Delete { name: name.clone() }));
+        }
     }
     for name in current
         .backends
@@ -466,8 +475,7 @@ mod tests {
                 // Port 1 changed kind, port 2 is kept open.
                 "LISTEN STOP 1",
                 "VHOST UNPAUSE held",
-                // b2 changed, so the farm holding it is recreated; g is kept.
-                "FARM DELETE f",
+                // b2 changed, so the farm holding it is replaced; g is kept.
                 "BACKEND DELETE b2",
                 "BACKEND ADD b2 dc1 127.0.0.1 5699",
                 "FARM ADD f round-robin b1 b2",
