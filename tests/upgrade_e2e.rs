@@ -314,7 +314,12 @@ impl Loop {
                             Ok(()) => {
                                 done.fetch_add(1, SeqCst);
                             }
-                            Err(e) => failures.lock().unwrap().push(format!("{name}: {e}")),
+                            Err(e) => {
+                                // One failure fails the test; this client
+                                // stops rather than pile up more.
+                                lock(&failures).push(format!("{name}: {e}"));
+                                return;
+                            }
                         }
                         round += 1;
                     }
@@ -334,13 +339,13 @@ impl Loop {
     fn progress(&self, rounds: usize) {
         let target = self.done.load(SeqCst) + rounds;
         wait_for("client rounds to succeed", PROCESS_TIMEOUT, || {
-            self.done.load(SeqCst) >= target || !self.failures.lock().unwrap().is_empty()
+            self.done.load(SeqCst) >= target || !lock(&self.failures).is_empty()
         });
         self.check();
     }
 
     fn check(&self) {
-        let failures = self.failures.lock().unwrap();
+        let failures = lock(&self.failures);
         assert!(
             failures.is_empty(),
             "{} client rounds failed (after {} succeeded):\n{}",
@@ -356,7 +361,7 @@ impl Loop {
             t.join().expect("a client thread ends");
         }
         let done = self.done.load(SeqCst);
-        let failures = self.failures.lock().unwrap();
+        let failures = lock(&self.failures);
         assert!(
             failures.is_empty(),
             "{} client rounds failed (after {done} succeeded):\n{}",
@@ -365,6 +370,11 @@ impl Loop {
         );
         done
     }
+}
+
+/// The failures so far, also after a failed assertion poisoned the lock.
+fn lock(failures: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    failures.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The old process's log says it never gave up on an accept.
