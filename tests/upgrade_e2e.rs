@@ -160,12 +160,18 @@ impl Drop for Proxy {
     }
 }
 
-/// A proxy in simple mode in front of RabbitMQ, on `port`, ready.
-fn first_proxy(dir: &Path, control: &Path, port: u16, shards: usize) -> Proxy {
+/// A proxy in simple mode in front of RabbitMQ, on `port`, ready. Once
+/// taken over, it lets its connections end on their own for `grace_ms`.
+fn first_proxy(dir: &Path, control: &Path, port: u16, shards: usize, grace_ms: u64) -> Proxy {
     let mut proxy = Proxy::spawn(
         dir,
         "gen0",
         &[
+            "--upgradeGraceMs".into(),
+            grace_ms.to_string(),
+            // A client held in its PROXY step outlives any test pause.
+            "--handshakeTimeoutMs".into(),
+            "120000".into(),
             "--controlSocket".into(),
             control.display().to_string(),
             "--shards".into(),
@@ -183,7 +189,8 @@ fn first_proxy(dir: &Path, control: &Path, port: u16, shards: usize) -> Proxy {
 }
 
 /// Starts generation `generation` taking over from whoever serves
-/// `control`, and waits until it accepts.
+/// `control`, and waits until it accepts. `grace_ms` is its own grace,
+/// for when it is taken over in turn.
 fn take_over(dir: &Path, control: &Path, generation: usize, shards: usize, grace_ms: u64) -> Proxy {
     let mut proxy = Proxy::spawn(
         dir,
@@ -249,15 +256,21 @@ fn send(conn: &mut RawConn, bytes: &[u8]) -> Result<(), String> {
 fn open_session(port: u16, name: &str) -> Result<RawConn, String> {
     let mut conn = RawConn::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect: {e} ({:?})", e.kind()))?;
-    send(&mut conn, PROTOCOL_HEADER)?;
-    expect(&mut conn, 0, (10, 10))?;
-    send(&mut conn, &default_start_ok(name))?;
-    expect(&mut conn, 0, (10, 30))?;
+    handshake(&mut conn, name)?;
+    Ok(conn)
+}
+
+fn handshake(conn: &mut RawConn, name: &str) -> Result<(), String> {
+    let conn = &mut *conn;
+    send(conn, PROTOCOL_HEADER)?;
+    expect(conn, 0, (10, 10))?;
+    send(conn, &default_start_ok(name))?;
+    expect(conn, 0, (10, 30))?;
     let mut rest = tune_ok(2047, 131_072, 0);
     rest.extend_from_slice(&open("/"));
-    send(&mut conn, &rest)?;
-    expect(&mut conn, 0, (10, 41))?;
-    Ok(conn)
+    send(conn, &rest)?;
+    expect(conn, 0, (10, 41))?;
+    Ok(())
 }
 
 /// Opens `channel`, publishes one message on it and closes it again,
@@ -283,7 +296,13 @@ fn close_session(mut conn: RawConn) -> Result<(), String> {
 
 /// One whole client: handshake, publish, close.
 fn client_round(port: u16, name: &str) -> Result<(), String> {
-    let mut conn = open_session(port, name)?;
+    let conn = RawConn::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect: {e} ({:?})", e.kind()))?;
+    client_round_on(conn, name)
+}
+
+fn client_round_on(mut conn: RawConn, name: &str) -> Result<(), String> {
+    handshake(&mut conn, name)?;
     publish_once(&mut conn, 1, name.as_bytes())?;
     close_session(conn)
 }
@@ -393,7 +412,7 @@ fn a_connection_loop_runs_through_upgrades_without_one_failure() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
     let port = free_port();
-    let mut serving = first_proxy(dir.path(), &control, port, SHARDS[0]);
+    let mut serving = first_proxy(dir.path(), &control, port, SHARDS[0], 30_000);
     let clients = Loop::start(port, CLIENTS);
     clients.progress(CLIENTS * 2);
     for generation in 1..=UPGRADES {
@@ -420,7 +439,7 @@ fn a_held_session_finishes_on_the_old_process() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
     let port = free_port();
-    let mut old = first_proxy(dir.path(), &control, port, 2);
+    let mut old = first_proxy(dir.path(), &control, port, 2, 60_000);
     let mut held = open_session(port, "upgrade-e2e-held").expect("the held session opens");
     publish_once(&mut held, 1, b"before").expect("the held session publishes");
 
@@ -456,7 +475,7 @@ fn an_abandoned_handover_leaves_the_old_process_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
     let port = free_port();
-    let mut old = first_proxy(dir.path(), &control, port, 2);
+    let mut old = first_proxy(dir.path(), &control, port, 2, 60_000);
 
     let received = amqpprox::handoff::request_handoff(&control, Duration::from_secs(30))
         .expect("the handover is answered");
@@ -464,6 +483,8 @@ fn an_abandoned_handover_leaves_the_old_process_as_it_was() {
     assert!(received.config.contains(&format!("LISTEN START {port}")));
     // While handed over: no configuration change, no second handover.
     let refused = ctl(&control, "DATACENTER SET dc-upgrade");
+    assert!(refused.starts_with("Refused"), "{refused}");
+    let refused = ctl(&control, "LISTEN STOP");
     assert!(refused.starts_with("Refused"), "{refused}");
     match amqpprox::handoff::request_handoff(&control, Duration::from_secs(30)) {
         Err(amqpprox::handoff::HandoffError::NotSupported { reply }) => {
@@ -474,15 +495,70 @@ fn an_abandoned_handover_leaves_the_old_process_as_it_was() {
     // The old process still serves.
     client_round(port, "upgrade-e2e-while-handed").expect("the old process serves");
 
+    // Through amqpprox_ctl's status opt-in the exchange cannot run.
+    let via_ctl = ctl(&control, "\0amqpprox_ctl status\nUPGRADE RELEASE");
+    assert!(
+        via_ctl.contains("--takeover") && via_ctl.ends_with("\0error"),
+        "{via_ctl:?}"
+    );
+
     // The new process goes away without releasing: the old one carries on.
     drop(received);
     wait_for("the handover to be taken back", PROCESS_TIMEOUT, || {
         ctl(&control, "DATACENTER SET dc-upgrade").is_empty()
     });
     assert_eq!(ctl(&control, "DATACENTER PRINT").trim(), "dc-upgrade");
+    let nothing = ctl(&control, "UPGRADE RELEASE");
+    assert!(nothing.starts_with("Nothing was handed over"), "{nothing}");
     client_round(port, "upgrade-e2e-after-abandon").expect("the old process serves on");
     // And LISTEN STOP shuts its (no longer shared) sockets down again.
     assert_eq!(ctl(&control, "LISTEN STOP"), "");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(old.exited().is_none());
+}
+
+#[test]
+fn a_connection_still_in_its_proxy_header_step_keeps_the_old_process() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("amqpprox.sock");
+    let mut old = first_proxy(dir.path(), &control, free_port(), 1, 60_000);
+    let port = free_port();
+    assert_eq!(ctl(&control, "LISTEN STOP"), "");
+    assert_eq!(ctl(&control, &format!("LISTEN START {port} PROXY")), "");
+
+    // Accepted, but no PROXY header yet: not a session, still a
+    // connection the old process must wait for. One shard, one socket: the
+    // old process's accept completes with this client, and the release
+    // answers only once that accept has been counted (its gate), so the
+    // drain below counts it (beside, perhaps, the dummy client that
+    // completed the accept armed after it).
+    let mut waiting = RawConn::connect(("127.0.0.1", port)).expect("connect");
+    let new = take_over(dir.path(), &control, 1, 1, 60_000);
+    old.wait_for_line("Released by a new process: waiting up to 60000 ms for ");
+    let out = old.output();
+    let counted: usize = out
+        .split("waiting up to 60000 ms for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no connection count:\n{out}"));
+    assert!(
+        counted >= 1,
+        "the connection in its PROXY step was not counted:\n{out}"
+    );
+    assert!(old.exited().is_none());
+
+    // It finishes on the old process: header, handshake, publish, close.
+    let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 40000 {port}\r\n");
+    send(&mut waiting, header.as_bytes()).unwrap();
+    client_round_on(waiting, "upgrade-e2e-proxy-held").expect("the held client finishes");
+    let status = old.wait_for_exit();
+    assert!(status.success(), "old exited with {status}");
+
+    // The PROXY listener was handed over as one.
+    let mut conn = RawConn::connect(("127.0.0.1", port)).expect("connect");
+    send(&mut conn, header.as_bytes()).unwrap();
+    client_round_on(conn, "upgrade-e2e-proxy-new").expect("the new process serves PROXY");
+    drop(new);
 }
