@@ -186,6 +186,10 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         // The old process watches this connection; closed after the
         // release, it tells that process nothing is left to undo.
         drop(received.connection);
+        log::info!(
+            "--takeover: complete; control socket {}",
+            options.control_socket.display()
+        );
         if let Some(port) = options.metrics_port {
             serve_metrics_when_free(port, hub);
         }
@@ -401,7 +405,10 @@ fn upgrade_drain(
             break;
         }
         match events.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
-            Ok(Event::Terminate | Event::Exit) => break,
+            // EXIT means now; a signal skips the grace, as a second one
+            // then skips the drain.
+            Ok(Event::Exit) => return,
+            Ok(Event::Terminate) => break,
             Ok(_) | Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }

@@ -160,32 +160,53 @@ impl Drop for Proxy {
     }
 }
 
-/// A proxy in simple mode in front of RabbitMQ, on `port`, ready. Once
-/// taken over, it lets its connections end on their own for `grace_ms`.
-fn first_proxy(dir: &Path, control: &Path, port: u16, shards: usize, grace_ms: u64) -> Proxy {
-    let mut proxy = Proxy::spawn(
-        dir,
-        "gen0",
-        &[
-            "--upgradeGraceMs".into(),
-            grace_ms.to_string(),
-            // A client held in its PROXY step outlives any test pause.
-            "--handshakeTimeoutMs".into(),
-            "120000".into(),
-            "--controlSocket".into(),
-            control.display().to_string(),
-            "--shards".into(),
-            shards.to_string(),
-            "--listenPort".into(),
-            port.to_string(),
-            "--destinationDNS".into(),
-            "127.0.0.1".into(),
-            "--destinationPort".into(),
-            "5672".into(),
-        ],
-    );
-    proxy.wait_for_line(&format!("'LISTEN START {port}'"));
-    proxy
+/// A proxy in simple mode in front of RabbitMQ on a free port, ready; and
+/// that port. Once taken over, it lets its connections end on their own
+/// for `grace_ms`.
+fn first_proxy(dir: &Path, control: &Path, shards: usize, grace_ms: u64) -> (Proxy, u16) {
+    // A port found free may be taken by someone else before the proxy
+    // binds it: then the proxy exits, and another port is tried.
+    for _ in 0..3 {
+        let port = free_port();
+        let mut proxy = Proxy::spawn(
+            dir,
+            "gen0",
+            &[
+                "--upgradeGraceMs".into(),
+                grace_ms.to_string(),
+                // A client held in its PROXY step outlives any test pause.
+                "--handshakeTimeoutMs".into(),
+                "120000".into(),
+                "--controlSocket".into(),
+                control.display().to_string(),
+                "--shards".into(),
+                shards.to_string(),
+                "--listenPort".into(),
+                port.to_string(),
+                "--destinationDNS".into(),
+                "127.0.0.1".into(),
+                "--destinationPort".into(),
+                "5672".into(),
+            ],
+        );
+        let listening = format!("'LISTEN START {port}' Output (finish=1): \n");
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            if proxy.output().contains(&listening) {
+                return (proxy, port);
+            }
+            if proxy.exited().is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first proxy did not start:\n{}",
+                proxy.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("the first proxy could not listen on three free ports");
 }
 
 /// Starts generation `generation` taking over from whoever serves
@@ -204,7 +225,8 @@ fn take_over(dir: &Path, control: &Path, generation: usize, shards: usize, grace
             grace_ms.to_string(),
         ],
     );
-    proxy.wait_for_line("--takeover: accepting on");
+    // Accepting, and serving the control socket path.
+    proxy.wait_for_line("--takeover: complete");
     let out = proxy.output();
     let released = out
         .lines()
@@ -411,8 +433,7 @@ fn a_connection_loop_runs_through_upgrades_without_one_failure() {
     require_rabbitmq();
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
-    let port = free_port();
-    let mut serving = first_proxy(dir.path(), &control, port, SHARDS[0], 30_000);
+    let (mut serving, port) = first_proxy(dir.path(), &control, SHARDS[0], 30_000);
     let clients = Loop::start(port, CLIENTS);
     clients.progress(CLIENTS * 2);
     for generation in 1..=UPGRADES {
@@ -438,8 +459,7 @@ fn a_held_session_finishes_on_the_old_process() {
     require_rabbitmq();
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
-    let port = free_port();
-    let mut old = first_proxy(dir.path(), &control, port, 2, 60_000);
+    let (mut old, port) = first_proxy(dir.path(), &control, 2, 60_000);
     let mut held = open_session(port, "upgrade-e2e-held").expect("the held session opens");
     publish_once(&mut held, 1, b"before").expect("the held session publishes");
 
@@ -474,8 +494,7 @@ fn an_abandoned_handover_leaves_the_old_process_as_it_was() {
     require_rabbitmq();
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
-    let port = free_port();
-    let mut old = first_proxy(dir.path(), &control, port, 2, 60_000);
+    let (mut old, port) = first_proxy(dir.path(), &control, 2, 60_000);
 
     let received = amqpprox::handoff::request_handoff(&control, Duration::from_secs(30))
         .expect("the handover is answered");
@@ -522,10 +541,13 @@ fn a_connection_still_in_its_proxy_header_step_keeps_the_old_process() {
     require_rabbitmq();
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("amqpprox.sock");
-    let mut old = first_proxy(dir.path(), &control, free_port(), 1, 60_000);
-    let port = free_port();
+    let (mut old, _) = first_proxy(dir.path(), &control, 1, 60_000);
     assert_eq!(ctl(&control, "LISTEN STOP"), "");
-    assert_eq!(ctl(&control, &format!("LISTEN START {port} PROXY")), "");
+    // A port found free may be taken before the proxy binds it: retried.
+    let port = (0..3)
+        .map(|_| free_port())
+        .find(|port| ctl(&control, &format!("LISTEN START {port} PROXY")).is_empty())
+        .expect("a PROXY listener on one of three free ports");
 
     // Accepted, but no PROXY header yet: not a session, still a
     // connection the old process must wait for. One shard, one socket: the
