@@ -308,17 +308,18 @@ fn take_over(
             });
         }
     }
-    {
+    let handed_ports = {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(adoption) = state.adoption.take() {
-            let unclaimed = adoption.unclaimed_ports();
-            if !unclaimed.is_empty() {
-                log::warn!(
-                    "--takeover: sockets of ports {unclaimed:?} came without a LISTEN line; closed here, the old process keeps serving them until it exits"
-                );
-            }
+        // What is left unclaimed is closed here, before any accept.
+        let adoption = state.adoption.take();
+        let unclaimed = adoption.as_ref().map(|a| a.unclaimed_ports());
+        if let Some(unclaimed) = unclaimed.filter(|u| !u.is_empty()) {
+            log::warn!(
+                "--takeover: sockets of ports {unclaimed:?} came without a LISTEN line; closed here, the old process keeps serving them until it exits"
+            );
         }
-    }
+        adoption.map(|a| a.bound_addrs()).unwrap_or_default()
+    };
     match handoff::release(old_control_socket, TAKEOVER_TIMEOUT) {
         Ok(reply) => log::info!("--takeover: the old process answered: {}", reply.trim_end()),
         // Serving anyway: a process that cannot be reached is not
@@ -332,6 +333,30 @@ fn take_over(
         .flatten()
         .sum();
     log::info!("--takeover: accepting on {started} handed-over sockets");
+    // More shards than the old process had sockets: the shards the plan
+    // left without one bind their own now. Not earlier: a socket of ours
+    // would take connections at once, and had the takeover failed, closing
+    // it would have reset them.
+    for (port, addr) in handed_ports {
+        let Some(listener) = state.config.listeners.get(&port).copied() else {
+            continue;
+        };
+        let kind = shard::ListenerKind {
+            tls: listener.tls,
+            proxy: listener.proxy,
+        };
+        for (index, reply) in state
+            .ask_shards(|reply| ShardCommand::Listen { addr, kind, reply })
+            .into_iter()
+            .enumerate()
+        {
+            match reply {
+                Some(Ok(())) => {}
+                Some(Err(e)) => log::warn!("--takeover: shard {index}: {e}"),
+                None => log::warn!("--takeover: shard {index} did not answer"),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -211,8 +211,15 @@ fn first_proxy(dir: &Path, control: &Path, shards: usize, grace_ms: u64) -> (Pro
 
 /// Starts generation `generation` taking over from whoever serves
 /// `control`, and waits until it accepts. `grace_ms` is its own grace,
-/// for when it is taken over in turn.
-fn take_over(dir: &Path, control: &Path, generation: usize, shards: usize, grace_ms: u64) -> Proxy {
+/// for when it is taken over in turn. Returns it and how many listening
+/// sockets the old process handed over and stopped accepting on.
+fn take_over(
+    dir: &Path,
+    control: &Path,
+    generation: usize,
+    shards: usize,
+    grace_ms: u64,
+) -> (Proxy, usize) {
     let mut proxy = Proxy::spawn(
         dir,
         &format!("gen{generation}"),
@@ -244,7 +251,8 @@ fn take_over(dir: &Path, control: &Path, generation: usize, shards: usize, grace
         counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0",
         "{released}"
     );
-    proxy
+    let handed = counts[0].parse().unwrap();
+    (proxy, handed)
 }
 
 /// Reads the next method frame (heartbeats skipped) and checks it.
@@ -436,9 +444,20 @@ fn a_connection_loop_runs_through_upgrades_without_one_failure() {
     let (mut serving, port) = first_proxy(dir.path(), &control, SHARDS[0], 30_000);
     let clients = Loop::start(port, CLIENTS);
     clients.progress(CLIENTS * 2);
+    // A port keeps the sockets it was handed, and a process with more
+    // shards than sockets adds its own: the count is the most shards any
+    // generation ran so far.
+    let mut most_shards = SHARDS[0];
     for generation in 1..=UPGRADES {
         let shards = SHARDS[generation % SHARDS.len()];
-        let next = take_over(dir.path(), &control, generation, shards, 30_000);
+        let (next, handed) = take_over(dir.path(), &control, generation, shards, 30_000);
+        assert_eq!(
+            handed,
+            most_shards,
+            "sockets handed by generation {}",
+            generation - 1
+        );
+        most_shards = most_shards.max(shards);
         let mut old = std::mem::replace(&mut serving, next);
         // The old process ends on its own once its last client is done.
         let status = old.wait_for_exit();
@@ -463,7 +482,7 @@ fn a_held_session_finishes_on_the_old_process() {
     let mut held = open_session(port, "upgrade-e2e-held").expect("the held session opens");
     publish_once(&mut held, 1, b"before").expect("the held session publishes");
 
-    let new = take_over(dir.path(), &control, 1, 1, 60_000);
+    let (new, _) = take_over(dir.path(), &control, 1, 1, 60_000);
     // Released and draining, but the held session is still served by the
     // old process, which waits for it.
     publish_once(&mut held, 2, b"after").expect("the held session works after the upgrade");
@@ -556,7 +575,7 @@ fn a_connection_still_in_its_proxy_header_step_keeps_the_old_process() {
     // drain below counts it (beside, perhaps, the dummy client that
     // completed the accept armed after it).
     let mut waiting = RawConn::connect(("127.0.0.1", port)).expect("connect");
-    let new = take_over(dir.path(), &control, 1, 1, 60_000);
+    let (new, _) = take_over(dir.path(), &control, 1, 1, 60_000);
     old.wait_for_line("Released by a new process: waiting up to 60000 ms for ");
     let out = old.output();
     let counted: usize = out

@@ -204,6 +204,8 @@ pub struct Adoption {
     sockets: Vec<Option<(OwnedFd, HandedListener)>>,
     /// For each shard, the indexes into `sockets` it serves.
     plan: Vec<Vec<usize>>,
+    /// Each handed-over port's bound address, as the sockets say.
+    bound: std::collections::BTreeMap<u16, SocketAddr>,
 }
 
 impl Adoption {
@@ -211,8 +213,15 @@ impl Adoption {
         let described: Vec<HandedListener> = received.iter().map(|(_, l)| *l).collect();
         Adoption {
             plan: handoff::plan::assign(&described, shards),
+            bound: described.iter().map(|l| (l.addr.port(), l.addr)).collect(),
             sockets: received.into_iter().map(Some).collect(),
         }
+    }
+
+    /// Each handed-over port and the address its sockets are bound to: a
+    /// socket of one's own joins the port's group only at that address.
+    pub fn bound_addrs(&self) -> std::collections::BTreeMap<u16, SocketAddr> {
+        self.bound.clone()
     }
 
     /// The sockets of `port`, per shard (an empty list for a shard the plan

@@ -268,7 +268,10 @@ impl Shard {
         kind: ListenerKind,
         sockets: Vec<OwnedFd>,
     ) -> Result<(), ListenError> {
-        if self.listeners.borrow().contains_key(&addr.port()) {
+        // A shard the plan gave no socket of this port stays without a
+        // listener on it; it may bind one of its own once the old process
+        // has let go (see `ShardCommand::Listen`).
+        if sockets.is_empty() || self.listeners.borrow().contains_key(&addr.port()) {
             return Ok(());
         }
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
