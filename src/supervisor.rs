@@ -165,9 +165,13 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         port: options.metrics_port.unwrap_or(0),
         error,
     })?;
-    if takeover.is_none() {
-        serve_control(&options.control_socket, &state, &events_tx)?;
-    }
+    // Bound now, so a client that connects early waits in its backlog;
+    // served once the configuration is applied. Taking over, the path is
+    // the old process's until it has been released.
+    let server = match takeover {
+        None => Some(bind_control(&options.control_socket)?),
+        Some(_) => None,
+    };
 
     reload_tls_on_sighup(&state)?;
     forward_termination(events_tx.clone())?;
@@ -182,7 +186,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         take_over(&state, &received.config, old)?;
         // Only now: the release above went through the old process's
         // control socket at this path.
-        serve_control(&options.control_socket, &state, &events_tx)?;
+        let server = bind_control(&options.control_socket)?;
+        serve_control(server, &state, &events_tx)?;
         // The old process watches this connection; closed after the
         // release, it tells that process nothing is left to undo.
         drop(received.connection);
@@ -217,6 +222,13 @@ pub fn run(options: Options) -> Result<i32, StartError> {
                 )));
             }
         }
+    }
+
+    // Served only now: the socket exists from the start (a client that
+    // connects early waits in its backlog), but nobody sees a half-applied
+    // --config or simple mode.
+    if let Some(server) = server {
+        serve_control(server, &state, &events_tx)?;
     }
 
     let code = loop {
@@ -258,16 +270,20 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     Ok(code)
 }
 
-/// Binds the control socket path and serves it on its own thread.
+/// Binds the control socket path (replacing a stale file).
+fn bind_control(path: &Path) -> Result<ControlServer, StartError> {
+    ControlServer::bind(path).map_err(|error| StartError::ControlSocket {
+        path: path.display().to_string(),
+        error,
+    })
+}
+
+/// Serves the bound control socket on its own thread.
 fn serve_control(
-    path: &Path,
+    server: ControlServer,
     state: &Arc<Mutex<ControlState>>,
     events: &flume::Sender<Event>,
 ) -> Result<(), StartError> {
-    let server = ControlServer::bind(path).map_err(|error| StartError::ControlSocket {
-        path: path.display().to_string(),
-        error,
-    })?;
     let state = Arc::clone(state);
     let events = events.clone();
     std::thread::Builder::new()
