@@ -255,11 +255,71 @@ fn take_over(
     (proxy, handed)
 }
 
+/// A client connection, plain or TLS: whole frames in, bytes out.
+trait Client {
+    fn frame(&mut self, timeout: Duration) -> std::io::Result<Frame>;
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+impl Client for RawConn {
+    fn frame(&mut self, timeout: Duration) -> std::io::Result<Frame> {
+        self.read_frame_within(timeout)
+    }
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.try_send(bytes)
+    }
+}
+
+/// A TLS client over a blocking socket, trusting one CA.
+struct TlsClient(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl TlsClient {
+    /// TLS over an already connected socket (the handshake runs on the
+    /// first read or write).
+    fn over(tcp: TcpStream, ca_pem: &str) -> TlsClient {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        TlsClient(rustls::StreamOwned::new(connection, tcp))
+    }
+}
+
+impl Client for TlsClient {
+    fn frame(&mut self, timeout: Duration) -> std::io::Result<Frame> {
+        self.0.sock.set_read_timeout(Some(timeout))?;
+        let mut header = [0u8; 7];
+        self.0.read_exact(&mut header)?;
+        let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+        let mut rest = vec![0u8; size + 1];
+        self.0.read_exact(&mut rest)?;
+        let end = rest.pop().unwrap();
+        Ok(Frame {
+            kind: header[0],
+            channel: u16::from_be_bytes([header[1], header[2]]),
+            payload: rest,
+            end,
+        })
+    }
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(bytes)?;
+        self.0.flush()
+    }
+}
+
 /// Reads the next method frame (heartbeats skipped) and checks it.
-fn expect(conn: &mut RawConn, channel: u16, ids: (u16, u16)) -> Result<Frame, String> {
+fn expect(conn: &mut impl Client, channel: u16, ids: (u16, u16)) -> Result<Frame, String> {
     loop {
         let frame = conn
-            .read_frame_within(STEP_TIMEOUT)
+            .frame(STEP_TIMEOUT)
             .map_err(|e| format!("waiting for {}.{}: {e} ({:?})", ids.0, ids.1, e.kind()))?;
         if frame.kind == FRAME_HEARTBEAT {
             continue;
@@ -277,8 +337,8 @@ fn expect(conn: &mut RawConn, channel: u16, ids: (u16, u16)) -> Result<Frame, St
     }
 }
 
-fn send(conn: &mut RawConn, bytes: &[u8]) -> Result<(), String> {
-    conn.try_send(bytes)
+fn send(conn: &mut impl Client, bytes: &[u8]) -> Result<(), String> {
+    conn.put(bytes)
         .map_err(|e| format!("send: {e} ({:?})", e.kind()))
 }
 
@@ -290,8 +350,7 @@ fn open_session(port: u16, name: &str) -> Result<RawConn, String> {
     Ok(conn)
 }
 
-fn handshake(conn: &mut RawConn, name: &str) -> Result<(), String> {
-    let conn = &mut *conn;
+fn handshake(conn: &mut impl Client, name: &str) -> Result<(), String> {
     send(conn, PROTOCOL_HEADER)?;
     expect(conn, 0, (10, 10))?;
     send(conn, &default_start_ok(name))?;
@@ -305,7 +364,7 @@ fn handshake(conn: &mut RawConn, name: &str) -> Result<(), String> {
 
 /// Opens `channel`, publishes one message on it and closes it again,
 /// waiting for the broker's answers.
-fn publish_once(conn: &mut RawConn, channel: u16, body: &[u8]) -> Result<(), String> {
+fn publish_once(conn: &mut impl Client, channel: u16, body: &[u8]) -> Result<(), String> {
     send(conn, &channel_open(channel))?;
     expect(conn, channel, (20, 11))?;
     let mut message = basic_publish(channel, "amqpprox-upgrade-e2e-nowhere");
@@ -318,7 +377,7 @@ fn publish_once(conn: &mut RawConn, channel: u16, body: &[u8]) -> Result<(), Str
     Ok(())
 }
 
-fn close_session(mut conn: RawConn) -> Result<(), String> {
+fn close_session(mut conn: impl Client) -> Result<(), String> {
     send(&mut conn, &close(200, "bye", 0, 0))?;
     expect(&mut conn, 0, (10, 51))?;
     Ok(())
@@ -331,7 +390,7 @@ fn client_round(port: u16, name: &str) -> Result<(), String> {
     client_round_on(conn, name)
 }
 
-fn client_round_on(mut conn: RawConn, name: &str) -> Result<(), String> {
+fn client_round_on(mut conn: impl Client, name: &str) -> Result<(), String> {
     handshake(&mut conn, name)?;
     publish_once(&mut conn, 1, name.as_bytes())?;
     close_session(conn)
@@ -601,5 +660,81 @@ fn a_connection_still_in_its_proxy_header_step_keeps_the_old_process() {
     let mut conn = RawConn::connect(("127.0.0.1", port)).expect("connect");
     send(&mut conn, header.as_bytes()).unwrap();
     client_round_on(conn, "upgrade-e2e-proxy-new").expect("the new process serves PROXY");
+    drop(new);
+}
+
+/// A CA and a server certificate for localhost it signed, as PEM files in
+/// `dir`: (CA, server certificate, server key) paths.
+fn ingress_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "upgrade_e2e CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, server.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn a_connection_still_in_its_tls_handshake_keeps_the_old_process() {
+    require_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("amqpprox.sock");
+    let (ca, cert, key) = ingress_certificates(dir.path());
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let (mut old, _) = first_proxy(dir.path(), &control, 1, 60_000);
+    assert_eq!(ctl(&control, "LISTEN STOP"), "");
+    for line in [
+        format!("TLS INGRESS KEY_FILE {}", key.display()),
+        format!("TLS INGRESS CERT_CHAIN_FILE {}", cert.display()),
+    ] {
+        assert_eq!(ctl(&control, &line), "", "{line}");
+    }
+    let port = (0..3)
+        .map(|_| free_port())
+        .find(|port| ctl(&control, &format!("LISTEN START_SECURE {port}")).is_empty())
+        .expect("a TLS listener on one of three free ports");
+
+    // Connected, TLS not started: not a session yet, but a connection the
+    // old process counts (see the PROXY test for why it is counted by the
+    // time the release is answered).
+    let waiting = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (new, handed) = take_over(dir.path(), &control, 1, 1, 60_000);
+    assert_eq!(handed, 1);
+    old.wait_for_line("Released by a new process: waiting up to 60000 ms for ");
+    assert!(
+        !old.output()
+            .contains("waiting up to 60000 ms for 0 connections"),
+        "the connection in its TLS step was not counted:\n{}",
+        old.output()
+    );
+    assert!(old.exited().is_none());
+
+    // It finishes on the old process: TLS, handshake, publish, close.
+    client_round_on(TlsClient::over(waiting, &ca_pem), "upgrade-e2e-tls-held")
+        .expect("the held TLS client finishes");
+    let status = old.wait_for_exit();
+    assert!(status.success(), "old exited with {status}");
+
+    // The new process replayed the TLS settings and serves TLS on the
+    // handed-over socket.
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client_round_on(TlsClient::over(tcp, &ca_pem), "upgrade-e2e-tls-new")
+        .expect("the new process serves TLS");
     drop(new);
 }
