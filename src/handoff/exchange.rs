@@ -206,7 +206,7 @@ fn check_listening(fd: BorrowedFd<'_>, described: SocketAddr) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::ListenerKind;
+    use crate::tls::ingress::ListenerKind;
     use std::net::TcpListener;
 
     fn described(listener: &TcpListener, shard: usize) -> HandedListener {
