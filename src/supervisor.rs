@@ -6,6 +6,13 @@
 //! proxy is ready, reloading and stopping, and how many sessions it
 //! carries. SIGHUP re-applies `--config` (`reload`).
 //!
+//! With `--takeover` it first takes the running proxy's listening sockets
+//! and configuration, replays that configuration adopting the sockets,
+//! releases the old process and only then binds the control socket path
+//! (docs/deployment.md#upgrading-without-refusing-connections). A process
+//! that handed itself over never removes the control socket path: it is
+//! the new process's.
+//!
 //! Runs on the main thread; it owns no session and touches no socket
 //! besides binding the control socket.
 
@@ -13,11 +20,15 @@ mod reload;
 
 use crate::cli::Options;
 use crate::config::ConfigSnapshot;
-use crate::control::{self, ControlServer, ControlState};
-use crate::shard::{self, ShardEvent, Shared};
+use crate::control::upgrade::{Adoption, UpgradeState};
+use crate::control::{self, ControlEvent, ControlServer, ControlState};
+use crate::handoff::{self, HandoffError};
+use crate::shard::{self, ShardCommand, ShardEvent, Shared};
 use crate::stats::StatsHub;
 use crate::systemd;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What the main thread waits for.
 enum Event {
@@ -25,7 +36,12 @@ enum Event {
     Exit,
     /// SIGTERM or SIGINT.
     Terminate,
+    /// `UPGRADE RELEASE`: a new process serves; drain this one.
+    Released,
 }
+
+/// Bound on each step of the takeover exchange with the old process.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +64,26 @@ pub enum StartError {
     ConfigRead { file: String, error: std::io::Error },
     #[error("simple mode: {0}")]
     SimpleMode(String),
+    #[error("--takeover: {0}")]
+    Takeover(#[from] HandoffError),
+    #[error(
+        "--takeover: replaying the running proxy's configuration, line {line} '{text}': {reason}"
+    )]
+    TakeoverConfig {
+        line: usize,
+        text: String,
+        reason: String,
+    },
 }
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
 pub fn run(options: Options) -> Result<i32, StartError> {
+    // Asked before anything starts: if the running proxy cannot hand over,
+    // nothing here has touched it and it serves on.
+    let takeover = match &options.takeover {
+        Some(path) => Some(handoff::request_handoff(path, TAKEOVER_TIMEOUT)?),
+        None => None,
+    };
     let shared = Arc::new(
         Shared::new(
             ConfigSnapshot::new(Default::default()),
@@ -125,25 +157,36 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         options.dns_recheck,
     )
     .map_err(StartError::Thread)?;
-    let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
+    let mut control_state = ControlState::new(Arc::clone(&shared), handles);
+    let mut takeover = takeover;
+    if let Some(received) = takeover.as_mut() {
+        control_state.adoption = Some(Adoption::new(
+            std::mem::take(&mut received.listeners),
+            options.shards,
+        ));
+    }
+    let state = Arc::new(Mutex::new(control_state));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
+    // The old process holds the metrics port until it exits.
+    let metrics_now = options.metrics_port.filter(|_| takeover.is_none());
     crate::stats::start(
         Arc::clone(&hub),
         collectors,
         crate::session::pool::BUFFER_SIZE,
         options.cleanup_interval,
-        options.metrics_port,
+        metrics_now,
     )
     .map_err(|error| StartError::Metrics {
         port: options.metrics_port.unwrap_or(0),
         error,
     })?;
-    let server = ControlServer::bind(&options.control_socket).map_err(|error| {
-        StartError::ControlSocket {
-            path: options.control_socket.display().to_string(),
-            error,
-        }
-    })?;
+    // Bound now, so a client that connects early waits in its backlog;
+    // served once the configuration is applied. Taking over, the path is
+    // the old process's until it has been released.
+    let server = match takeover {
+        None => Some(bind_control(&options.control_socket)?),
+        Some(_) => None,
+    };
 
     // Caught from here on (the default action would kill the proxy), but
     // handled only once start-up is done: a reload racing the --config
@@ -157,6 +200,23 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             &state,
             &format!("LOG CONSOLE {}", options.console_verbosity),
         );
+    }
+    if let (Some(received), Some(old)) = (takeover, &options.takeover) {
+        take_over(&state, &received.config, old)?;
+        // Only now: the release above went through the old process's
+        // control socket at this path.
+        let server = bind_control(&options.control_socket)?;
+        serve_control(server, &state, &events_tx)?;
+        // The old process watches this connection; closed after the
+        // release, it tells that process nothing is left to undo.
+        drop(received.connection);
+        log::info!(
+            "--takeover: complete; control socket {}",
+            options.control_socket.display()
+        );
+        if let Some(port) = options.metrics_port {
+            serve_metrics_when_free(port, Arc::clone(&hub));
+        }
     }
     if let Some(file) = &options.config_file {
         apply_config_file(&state, file)?;
@@ -180,17 +240,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     // Served only now: the socket exists from the start (a client that
     // connects early waits in its backlog), but nobody sees a half-applied
     // --config or simple mode.
-    {
-        let state = Arc::clone(&state);
-        let events_tx = events_tx.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                control::serve(server, state, move || {
-                    let _ = events_tx.send(Event::Exit);
-                })
-            })
-            .map_err(StartError::Thread)?;
+    if let Some(server) = server {
+        serve_control(server, &state, &events_tx)?;
     }
 
     reload_on_sighup(
@@ -220,6 +271,15 @@ pub fn run(options: Options) -> Result<i32, StartError> {
                 drain(&state, &events_rx, options.drain_timeout);
                 break 0;
             }
+            Ok(Event::Released) => {
+                upgrade_drain(
+                    &state,
+                    &events_rx,
+                    options.upgrade_grace,
+                    options.drain_timeout,
+                );
+                break 0;
+            }
             Ok(Event::Shard(ShardEvent::Exited { index, panicked })) => {
                 crate::fatal!("Shard {index} stopped unexpectedly (panicked: {panicked}); exiting");
                 break 1;
@@ -228,11 +288,209 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             Err(_) => break 1,
         }
     };
-    if let Ok(state) = state.lock() {
+    let handed_off = {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        // Exiting while handed over and not released (EXIT, a dead
+        // shard): the new process shares the sockets, so the accepts in
+        // flight are completed, never dropped.
+        settle_handed_over(&mut state);
         state.shutdown_shards();
+        state.upgrade.handed_off()
+    };
+    if !handed_off {
+        let _ = std::fs::remove_file(&options.control_socket);
     }
-    let _ = std::fs::remove_file(&options.control_socket);
     Ok(code)
+}
+
+/// Binds the control socket path (replacing a stale file).
+fn bind_control(path: &Path) -> Result<ControlServer, StartError> {
+    ControlServer::bind(path).map_err(|error| StartError::ControlSocket {
+        path: path.display().to_string(),
+        error,
+    })
+}
+
+/// Serves the bound control socket on its own thread.
+fn serve_control(
+    server: ControlServer,
+    state: &Arc<Mutex<ControlState>>,
+    events: &flume::Sender<Event>,
+) -> Result<(), StartError> {
+    let state = Arc::clone(state);
+    let events = events.clone();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            control::serve(server, state, move |event| {
+                let _ = events.send(match event {
+                    ControlEvent::Exit => Event::Exit,
+                    ControlEvent::Released => Event::Released,
+                });
+            })
+        })
+        .map_err(StartError::Thread)?;
+    Ok(())
+}
+
+/// The new process's side after the exchange: replays the configuration
+/// (its `LISTEN START`s adopt the handed sockets), releases the old
+/// process, then lets the shards accept on the adopted sockets. The old
+/// process has stopped accepting by then, so no socket ever has accepts
+/// armed in two processes that one of them might drop; a client arriving
+/// in between waits in the socket's queue.
+fn take_over(
+    state: &Mutex<ControlState>,
+    config: &str,
+    old_control_socket: &Path,
+) -> Result<(), StartError> {
+    for (i, line) in config.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = run_internal(state, line);
+        if reply.error {
+            return Err(StartError::TakeoverConfig {
+                line: i + 1,
+                text: line.to_string(),
+                reason: reply.text.trim_end().to_string(),
+            });
+        }
+    }
+    let handed_ports = {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        // What is left unclaimed is closed here, before any accept.
+        let adoption = state.adoption.take();
+        let unclaimed = adoption.as_ref().map(|a| a.unclaimed_ports());
+        if let Some(unclaimed) = unclaimed.filter(|u| !u.is_empty()) {
+            log::warn!(
+                "--takeover: sockets of ports {unclaimed:?} came without a LISTEN line; closed here, the old process keeps serving them until it exits"
+            );
+        }
+        adoption.map(|a| a.bound_addrs()).unwrap_or_default()
+    };
+    match handoff::release(old_control_socket, TAKEOVER_TIMEOUT) {
+        Ok(reply) => log::info!("--takeover: the old process answered: {}", reply.trim_end()),
+        // Serving anyway: a process that cannot be reached is not
+        // accepting either, or accepts beside us until it exits.
+        Err(e) => log::warn!("--takeover: releasing the old process failed: {e}"),
+    }
+    let state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let started: usize = state
+        .ask_shards(|reply| ShardCommand::StartAdopted { reply })
+        .into_iter()
+        .flatten()
+        .sum();
+    log::info!("--takeover: accepting on {started} handed-over sockets");
+    // More shards than the old process had sockets: the shards the plan
+    // left without one bind their own now. Not earlier: a socket of ours
+    // would take connections at once, and had the takeover failed, closing
+    // it would have reset them.
+    for (port, addr) in handed_ports {
+        let Some(listener) = state.config.listeners.get(&port).copied() else {
+            continue;
+        };
+        let kind = shard::ListenerKind {
+            tls: listener.tls,
+            proxy: listener.proxy,
+        };
+        for (index, reply) in state
+            .ask_shards(|reply| ShardCommand::Listen { addr, kind, reply })
+            .into_iter()
+            .enumerate()
+        {
+            match reply {
+                Some(Ok(())) => {}
+                Some(Err(e)) => log::warn!("--takeover: shard {index}: {e}"),
+                None => log::warn!("--takeover: shard {index} did not answer"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The metrics port stays the old process's until it exits; serve it as
+/// soon as it is free.
+fn serve_metrics_when_free(port: u16, hub: Arc<crate::stats::StatsHub>) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-wait".into())
+        .spawn(move || loop {
+            match crate::stats::http::serve(port, Arc::clone(&hub)) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    log::error!("Cannot serve metrics on port {port}: {e}");
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("Cannot start the metrics thread: {e}");
+    }
+}
+
+/// Completes the accepts still in flight on handed-over sockets when this
+/// process stops while handed over but not released.
+fn settle_handed_over(state: &mut ControlState) {
+    if let UpgradeState::HandedOff { gates } = &state.upgrade {
+        let settled = control::upgrade::settle(gates);
+        log::info!(
+            "Handed over and stopping: no accept left on {settled} of {} sockets",
+            gates.len()
+        );
+    }
+}
+
+/// Connections accepted and not ended, on every shard.
+fn connections(state: &Mutex<ControlState>) -> usize {
+    let state = state.lock().unwrap_or_else(|p| p.into_inner());
+    state
+        .ask_shards(|reply| ShardCommand::Connections { reply })
+        .into_iter()
+        .flatten()
+        .sum()
+}
+
+/// The old process's drain after `UPGRADE RELEASE`: it accepts nothing any
+/// more. Its connections first get `grace` to end on their own (a client
+/// in its handshake finishes it, a short-lived one its work), then the rest
+/// are drained as on SIGTERM.
+fn upgrade_drain(
+    state: &Mutex<ControlState>,
+    events: &flume::Receiver<Event>,
+    grace: Duration,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + grace;
+    // The new process serves from now on: systemd should hear it at once,
+    // not after the grace period.
+    systemd::stopping(connections(state));
+    log::info!(
+        "Released by a new process: waiting up to {} ms for {} connections to end",
+        grace.as_millis(),
+        connections(state)
+    );
+    loop {
+        if connections(state) == 0 {
+            log::info!("Every connection has ended");
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match events.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
+            // EXIT means now; a signal skips the grace, as a second one
+            // then skips the drain.
+            Ok(Event::Exit) => return,
+            Ok(Event::Terminate) => break,
+            Ok(_) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    drain(state, events, limit);
 }
 
 /// SIGTERM and SIGINT start a drain instead of killing the process.
@@ -262,18 +520,8 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
     use crate::session::control::Ending;
     use crate::shard::{SessionAction, SessionTarget, ShardCommand};
     let deadline = std::time::Instant::now() + limit;
-    let count = |state: &ControlState| -> usize {
+    let ask_all = |state: &ControlState| -> usize {
         state
-            .ask_shards(|reply| ShardCommand::Sessions { reply })
-            .into_iter()
-            .flatten()
-            .map(|views| views.len())
-            .sum()
-    };
-    {
-        let state = state.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = state.ask_shards(|reply| ShardCommand::StopListening { port: None, reply });
-        let asked: usize = state
             .ask_shards(|reply| ShardCommand::Act {
                 target: SessionTarget::All,
                 action: SessionAction::End(Ending::Drain),
@@ -281,7 +529,18 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
             })
             .into_iter()
             .flatten()
-            .sum();
+            .sum()
+    };
+    {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        // Handed over and not released: the sockets are shared, so their
+        // accepts are stopped through the gates, never cancelled.
+        settle_handed_over(&mut state);
+        if let UpgradeState::HandedOff { .. } = state.upgrade {
+            state.upgrade = UpgradeState::Released;
+        }
+        let _ = state.ask_shards(|reply| ShardCommand::StopListening { port: None, reply });
+        let asked = ask_all(&state);
         systemd::stopping(asked);
         log::info!(
             "Draining: stopped listening, asked {asked} sessions to reconnect elsewhere; waiting up to {} ms",
@@ -291,7 +550,14 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
     loop {
         let left = {
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
-            count(&state)
+            // Asked again each time: a connection that was still in its
+            // TLS or PROXY step last time may be a session now.
+            ask_all(&state);
+            state
+                .ask_shards(|reply| ShardCommand::Connections { reply })
+                .into_iter()
+                .flatten()
+                .sum::<usize>()
         };
         if left == 0 {
             log::info!("Drained: every session has ended");
@@ -308,7 +574,7 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
                 log::warn!("Asked again: exiting with {left} sessions left");
                 return;
             }
-            Ok(Event::Shard(_)) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Ok(Event::Shard(_) | Event::Released) | Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
     }

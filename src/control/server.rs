@@ -13,7 +13,8 @@
 //! `ok` or `error`, which it strips and turns into its exit code
 //! (`docs/differences.md`). Other clients see exactly the original's replies.
 
-use super::ControlState;
+use super::grammar::{self, Command, UpgradeStep};
+use super::{upgrade, ControlState};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -57,14 +58,24 @@ impl ControlServer {
     }
 }
 
-/// Accepts control clients for ever on the calling thread. `on_exit` runs
-/// after an `EXIT` reply has been written.
+/// What the supervisor hears from the control server, after the reply
+/// that caused it has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// `EXIT`.
+    Exit,
+    /// `UPGRADE RELEASE`: this process stopped accepting; drain it.
+    Released,
+}
+
+/// Accepts control clients for ever on the calling thread. `on_event` runs
+/// after an `EXIT` or `UPGRADE RELEASE` reply has been written.
 pub fn serve(
     server: ControlServer,
     state: Arc<Mutex<ControlState>>,
-    on_exit: impl Fn() + Send + Sync + 'static,
+    on_event: impl Fn(ControlEvent) + Send + Sync + 'static,
 ) {
-    let on_exit = Arc::new(on_exit);
+    let on_event = Arc::new(on_event);
     for stream in server.listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -75,11 +86,11 @@ pub fn serve(
             }
         };
         let state = Arc::clone(&state);
-        let on_exit = Arc::clone(&on_exit);
+        let on_event = Arc::clone(&on_event);
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = handle(stream, &state, &*on_exit) {
+                if let Err(e) = handle(stream, &state, &*on_event) {
                     log::debug!("Control client ended: {e}");
                 }
             });
@@ -100,7 +111,11 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
-fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -> io::Result<()> {
+fn handle(
+    stream: UnixStream,
+    state: &Mutex<ControlState>,
+    on_event: &dyn Fn(ControlEvent),
+) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let Some(mut line) = read_line(&mut reader)? else {
@@ -112,6 +127,27 @@ fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -
             return Ok(());
         };
         line = next;
+    }
+    // The takeover exchange needs the connection itself, not a reply text.
+    match grammar::parse(&line) {
+        Ok(Command::Upgrade(UpgradeStep::Handoff)) if !wants_status => {
+            log::info!("Control '{line}': handing over to a new process");
+            upgrade::serve_handoff(stream, state);
+            return Ok(());
+        }
+        Ok(Command::Upgrade(UpgradeStep::Release)) if !wants_status => {
+            let reply = upgrade::release(state);
+            log::info!("Control '{line}' Output: {}", reply.text.trim_end());
+            let mut out = &stream;
+            out.write_all(reply.text.as_bytes())?;
+            out.flush()?;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            if !reply.error {
+                on_event(ControlEvent::Released);
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let reply = {
         let mut state = state
@@ -141,7 +177,7 @@ fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -
     out.flush()?;
     let _ = out.shutdown(std::net::Shutdown::Both);
     if reply.exit {
-        on_exit();
+        on_event(ControlEvent::Exit);
     }
     Ok(())
 }

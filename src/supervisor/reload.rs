@@ -91,7 +91,8 @@ fn role(command: &Command) -> Role {
             | StatCommand::StopSend
             | StatCommand::PerSource(_),
         )
-        | Command::Trace(_) => Role::Action,
+        | Command::Trace(_)
+        | Command::Upgrade(_) => Role::Action,
     }
 }
 
