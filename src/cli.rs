@@ -22,6 +22,10 @@ pub struct Options {
     pub shards: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `--brokerHandshakeTimeoutMs`: a connected broker that has not
+    /// started (transparent) or finished (proxied) its handshake by then is
+    /// skipped for the next member.
+    pub broker_handshake_timeout: Duration,
     pub config_file: Option<PathBuf>,
     /// `--spinBeforeParkUs`: how long an idle shard polls before sleeping.
     pub spin_before_park: Duration,
@@ -132,6 +136,15 @@ fn command() -> Command {
                 .default_value("5000")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Give up on one broker address after this time and try the next"),
+        )
+        .arg(
+            Arg::new("brokerHandshakeTimeoutMs")
+                .long("brokerHandshakeTimeoutMs")
+                .default_value("5000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(
+                    "Try the next broker when one sends nothing (or closes) before its handshake ends within this time",
+                ),
         )
         .arg(
             Arg::new("spinBeforeParkUs")
@@ -277,6 +290,11 @@ where
         connect_timeout: Duration::from_millis(
             *matches.get_one::<u64>("connectTimeoutMs").unwrap_or(&5_000),
         ),
+        broker_handshake_timeout: Duration::from_millis(
+            *matches
+                .get_one::<u64>("brokerHandshakeTimeoutMs")
+                .unwrap_or(&5_000),
+        ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
         spin_before_park: Duration::from_micros(
             *matches.get_one::<u64>("spinBeforeParkUs").unwrap_or(&0),
@@ -333,6 +351,7 @@ mod tests {
         assert_eq!(o.console_verbosity, 0);
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.broker_handshake_timeout, Duration::from_secs(5));
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
         assert_eq!(o.spin_before_park, Duration::ZERO);
         assert_eq!(o.shards, default_shards());

@@ -1,6 +1,7 @@
 //! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
 //! made with socket2, TCP_NODELAY and keepalive on every session socket,
-//! name resolution off the shard, and connects bounded by a timeout.
+//! name resolution off the shard, connects bounded by a timeout, and the one
+//! timeout race ([`with_timeout`]) every bounded step uses.
 //!
 //! Runs on a shard; never blocks it (name lookups go to glommio's blocking
 //! pool, connects go through io_uring with a linked timeout).
@@ -104,6 +105,26 @@ impl Resolver {
     }
 }
 
+/// A wait that ran past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not completed within {} ms", .limit.as_millis())]
+pub struct TimedOut {
+    pub limit: Duration,
+}
+
+/// Awaits `f`, or gives up after `limit`: the one timeout race every
+/// bounded step of a session uses (handshakes, TLS, PROXY header, close).
+pub async fn with_timeout<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, TimedOut> {
+    futures_lite::future::or(async { Ok(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        Err(TimedOut { limit })
+    })
+    .await
+}
+
 /// Connects to `addr`, giving up after `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     TcpStream::connect_timeout(addr, timeout)
@@ -122,4 +143,40 @@ pub fn shutdown(stream: &TcpStream) {
 /// The address with an IPv4-mapped IPv6 address turned back into IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the future `make` gives on a small glommio executor of its
+    /// own, as a shard would.
+    fn on_executor<T, F>(make: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .spawn(make)
+            .expect("a glommio executor (io_uring) starts")
+            .join()
+            .expect("the executor thread ends")
+    }
+
+    #[test]
+    fn with_timeout_gives_the_result_or_says_it_ran_late() {
+        let (done, late) = on_executor(|| async {
+            let done = with_timeout(Duration::from_secs(30), async { 7 }).await;
+            let limit = Duration::from_millis(20);
+            let started = Instant::now();
+            let late = with_timeout(limit, futures_lite::future::pending::<()>()).await;
+            assert!(started.elapsed() >= limit);
+            (done, late)
+        });
+        assert_eq!(done, Ok(7));
+        let late = late.unwrap_err();
+        assert_eq!(late.limit, Duration::from_millis(20));
+        assert_eq!(late.to_string(), "not completed within 20 ms");
+    }
 }

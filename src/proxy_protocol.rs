@@ -98,8 +98,33 @@ pub enum Parsed {
     /// A valid beginning; wait for more bytes.
     NeedMore,
     Header(Header),
-    /// Not a PROXY header; the reason reads as the end of a log line.
-    Invalid(String),
+    /// Not a PROXY header; its `Display` reads as the end of a log line.
+    Invalid(Invalid),
+}
+
+/// Why the first bytes of a connection are not a PROXY header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Neither signature: `start` holds the first bytes (at most 8).
+    #[error("no PROXY protocol header: the connection starts with {}", describe_start(.start))]
+    NoHeader { start: Vec<u8> },
+    #[error("PROXY v1 line longer than {V1_MAX} bytes")]
+    V1TooLong,
+    #[error("PROXY v1 line is not ASCII")]
+    V1NotAscii,
+    /// `line` is what followed `PROXY `.
+    #[error("malformed PROXY v1 line 'PROXY {line}'")]
+    V1Malformed { line: String },
+    #[error("PROXY v2 header with version {0}")]
+    V2Version(u8),
+    #[error("PROXY v2 header with unknown command {0}")]
+    V2Command(u8),
+    #[error("PROXY v2 header for a datagram stream")]
+    V2Datagram,
+    #[error("PROXY v2 header with unknown family {0}")]
+    V2Family(u8),
+    #[error("PROXY v2 address block of {body} bytes, {wanted} needed")]
+    V2ShortAddresses { body: usize, wanted: usize },
 }
 
 /// Parses the header at the start of `buf` (the first bytes of a
@@ -119,10 +144,9 @@ pub fn parse(buf: &[u8]) -> Parsed {
             parse_v1(buf)
         };
     }
-    Parsed::Invalid(format!(
-        "no PROXY protocol header: the connection starts with {}",
-        describe_start(buf)
-    ))
+    Parsed::Invalid(Invalid::NoHeader {
+        start: buf[..buf.len().min(8)].to_vec(),
+    })
 }
 
 /// Whether `buf` and `signature` agree on their common length.
@@ -154,13 +178,13 @@ fn parse_v1(buf: &[u8]) -> Parsed {
     let window = &buf[..buf.len().min(V1_MAX)];
     let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
         return if buf.len() >= V1_MAX {
-            Parsed::Invalid(format!("PROXY v1 line longer than {V1_MAX} bytes"))
+            Parsed::Invalid(Invalid::V1TooLong)
         } else {
             Parsed::NeedMore
         };
     };
     let Ok(line) = std::str::from_utf8(&buf[6..end]) else {
-        return Parsed::Invalid("PROXY v1 line is not ASCII".into());
+        return Parsed::Invalid(Invalid::V1NotAscii);
     };
     let len = end + 2;
     let fields: Vec<&str> = line.split(' ').collect();
@@ -169,10 +193,10 @@ fn parse_v1(buf: &[u8]) -> Parsed {
         [family @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
             match v1_addresses(family == &"TCP4", src, dst, sport, dport) {
                 Some(pair) => Some(pair),
-                None => return Parsed::Invalid(format!("malformed PROXY v1 line 'PROXY {line}'")),
+                None => return Parsed::Invalid(Invalid::V1Malformed { line: line.into() }),
             }
         }
-        _ => return Parsed::Invalid(format!("malformed PROXY v1 line 'PROXY {line}'")),
+        _ => return Parsed::Invalid(Invalid::V1Malformed { line: line.into() }),
     };
     Parsed::Header(Header {
         version: 1,
@@ -212,10 +236,10 @@ fn parse_v2(buf: &[u8]) -> Parsed {
     let version = buf[12] >> 4;
     let command = buf[12] & 0x0f;
     if version != 2 {
-        return Parsed::Invalid(format!("PROXY v2 header with version {version}"));
+        return Parsed::Invalid(Invalid::V2Version(version));
     }
     if command > 1 {
-        return Parsed::Invalid(format!("PROXY v2 header with unknown command {command}"));
+        return Parsed::Invalid(Invalid::V2Command(command));
     }
     let family = buf[13] >> 4;
     let transport = buf[13] & 0x0f;
@@ -228,13 +252,11 @@ fn parse_v2(buf: &[u8]) -> Parsed {
         (1, 1, 1) => 12,
         (1, 2, 1) => 36,
         (1, 0 | 3, _) => 0,
-        (1, 1 | 2, _) => return Parsed::Invalid("PROXY v2 header for a datagram stream".into()),
-        _ => return Parsed::Invalid(format!("PROXY v2 header with unknown family {family}")),
+        (1, 1 | 2, _) => return Parsed::Invalid(Invalid::V2Datagram),
+        _ => return Parsed::Invalid(Invalid::V2Family(family)),
     };
     if body < wanted {
-        return Parsed::Invalid(format!(
-            "PROXY v2 address block of {body} bytes, {wanted} needed"
-        ));
+        return Parsed::Invalid(Invalid::V2ShortAddresses { body, wanted });
     }
     if buf.len() < 16 + wanted {
         return Parsed::NeedMore;
@@ -373,7 +395,7 @@ mod tests {
             assert!(matches!(parse(bad), Parsed::Invalid(_)), "{bad:?}");
         }
         let long = [b"PROXY ".as_slice(), &[b'x'; 120]].concat();
-        assert!(matches!(parse(&long), Parsed::Invalid(r) if r.contains("longer")));
+        assert!(matches!(parse(&long), Parsed::Invalid(r) if r.to_string().contains("longer")));
     }
 
     #[test]
@@ -414,15 +436,15 @@ mod tests {
         assert_eq!(parse(&tlv), header(2, 33, "1.2.3.4:5", "6.7.8.9:10"));
         let mut bad = v2("1.2.3.4:5".parse().unwrap(), "6.7.8.9:10".parse().unwrap());
         bad[12] = 0x31;
-        assert!(matches!(parse(&bad), Parsed::Invalid(r) if r.contains("version 3")));
+        assert!(matches!(parse(&bad), Parsed::Invalid(r) if r.to_string().contains("version 3")));
         bad[12] = 0x21;
         bad[15] = 4;
-        assert!(matches!(parse(&bad), Parsed::Invalid(r) if r.contains("12 needed")));
+        assert!(matches!(parse(&bad), Parsed::Invalid(r) if r.to_string().contains("12 needed")));
         assert!(
-            matches!(parse(b"AMQP\0\0\x09\x01"), Parsed::Invalid(r) if r.contains("AMQP protocol header"))
+            matches!(parse(b"AMQP\0\0\x09\x01"), Parsed::Invalid(r) if r.to_string().contains("AMQP protocol header"))
         );
         assert!(
-            matches!(parse(b"\x16\x03\x01\x02"), Parsed::Invalid(r) if r.contains("ClientHello"))
+            matches!(parse(b"\x16\x03\x01\x02"), Parsed::Invalid(r) if r.to_string().contains("ClientHello"))
         );
         assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Invalid(_)));
         assert_eq!(parse(b"\r\n\r\n\0"), Parsed::NeedMore);

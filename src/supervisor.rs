@@ -44,11 +44,14 @@ pub enum StartError {
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
 pub fn run(options: Options) -> Result<i32, StartError> {
-    let shared = Arc::new(Shared::new(
-        ConfigSnapshot::new(Default::default()),
-        options.handshake_timeout,
-        options.connect_timeout,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            ConfigSnapshot::new(Default::default()),
+            options.handshake_timeout,
+            options.connect_timeout,
+        )
+        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+    );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 
     // Shards first: without io_uring there is nothing to run.
@@ -96,15 +99,30 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
 
     // The stats thread asks the shards directly, beside the control thread.
-    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
+    let collectors: Vec<crate::stats::Collector> = handles
+        .iter()
+        .map(|h| {
+            let inbox = h.inbox.clone();
+            Box::new(move |reply| {
+                inbox
+                    .send(crate::shard::ShardCommand::CollectStats { reply })
+                    .is_ok()
+            }) as crate::stats::Collector
+        })
+        .collect();
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
-    crate::stats::start(hub, inboxes, options.cleanup_interval, options.metrics_port).map_err(
-        |error| StartError::Metrics {
-            port: options.metrics_port.unwrap_or(0),
-            error,
-        },
-    )?;
+    crate::stats::start(
+        hub,
+        collectors,
+        crate::session::pool::BUFFER_SIZE,
+        options.cleanup_interval,
+        options.metrics_port,
+    )
+    .map_err(|error| StartError::Metrics {
+        port: options.metrics_port.unwrap_or(0),
+        error,
+    })?;
     let server = ControlServer::bind(&options.control_socket).map_err(|error| {
         StartError::ControlSocket {
             path: options.control_socket.display().to_string(),

@@ -1,39 +1,35 @@
 //! A session: one client connection and, once its vhost is known, one broker
-//! connection, driven from accept to cleanup (behaviour.md §4).
+//! connection, driven from accept to cleanup (docs/sessions.md).
 //!
 //! accept → client handshake (bounded by `--handshakeTimeoutMs`) → route the
 //! vhost → connect with failover (each address bounded by
 //! `--connectTimeoutMs`) → broker handshake → pump until either side ends →
 //! close both. Every refusal reaches the client as a `Connection.Close` with
-//! a code and a text, and the log says why (DECISIONS Fix 2, 3). Runs on its
-//! shard only; never blocks; never logs credentials.
+//! a code and a text, and the log says why. Runs on its shard only; never
+//! blocks; never logs credentials.
+//!
+//! The module sits below the shard: what a session needs from its shard is
+//! the [`ShardContext`] defined here, which the shard holds.
 
-mod connect;
+mod context;
 pub mod control;
 mod driver;
+pub mod establish;
 mod passthrough;
 pub mod pool;
 pub mod pump;
 mod transparent;
 
+pub use context::{ShardContext, Shared};
 pub use driver::run;
 
+pub use crate::stats::{Direction, SessionId};
+
 use crate::codec::FrameEvent;
+use crate::stats::DirectionTotals;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::Instant;
-
-/// Process-wide session id, unique across shards, never reused.
-pub type SessionId = u64;
-
-/// Which way bytes move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client → broker.
-    Ingress,
-    /// Broker → client.
-    Egress,
-}
 
 /// Counters of one direction, written only by the session's own shard.
 #[derive(Debug)]
@@ -80,7 +76,20 @@ impl DirectionStats {
             self.close_seen_at.set(Some(Instant::now()));
         }
         if self.traced.get() {
-            crate::stats::trace::frame(self, ev);
+            if let Some(target) = self.trace.borrow().as_ref() {
+                crate::stats::trace::frame(target, ev);
+            }
+        }
+    }
+
+    /// The direction's counters now.
+    pub fn totals(&self) -> DirectionTotals {
+        DirectionTotals {
+            bytes: self.bytes.get(),
+            frames: self.frames.get(),
+            packets: self.packets.get(),
+            writes: self.writes.get(),
+            latency_ns: self.write_latency_ns_total.get(),
         }
     }
 
@@ -131,7 +140,7 @@ impl HandshakeKind {
     }
 }
 
-/// Why a session ended (behaviour.md §4.6, DECISIONS Fix 6).
+/// Why a session ended (docs/statistics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     NotDisconnected,
@@ -164,7 +173,7 @@ pub struct SessionInfo {
     pub limited: Cell<bool>,
     /// Counter values already handed to the statistics (ingress, egress):
     /// each collection reports only what moved since.
-    pub stats_reported: Cell<[crate::stats::DirectionTotals; 2]>,
+    pub stats_reported: Cell<[DirectionTotals; 2]>,
     pub ingress: std::rc::Rc<DirectionStats>,
     pub egress: std::rc::Rc<DirectionStats>,
     pub control: std::rc::Rc<control::SessionControl>,
@@ -204,6 +213,6 @@ macro_rules! session_log {
     ($lvl:expr, $info:expr, $($arg:tt)+) => {{
         let info: &$crate::session::SessionInfo = $info;
         let vhost = info.vhost.borrow();
-        ::log::log!($lvl, vhost = vhost.as_str(), conn = info.id; $($arg)+)
+        ::log::log!($lvl, vhost = vhost.as_str(), conn = info.id.0; $($arg)+)
     }};
 }

@@ -6,13 +6,13 @@
 //! Runs on the session's shard; never blocks.
 
 use super::control::Ending;
-use super::driver::Established;
+use super::establish::Established;
 use super::pump::{read_pooled, DirectionEnd, Pump, SharedStream, PASS_THROUGH_MAX_FRAME};
+use super::ShardContext;
 use super::{Direction, Disconnect, Phase, SessionInfo};
 use crate::codec::FrameScanner;
 use crate::net;
 use crate::session_log;
-use crate::shard::Shard;
 use crate::stream::Stream;
 use log::Level;
 use std::future::Future;
@@ -45,7 +45,7 @@ async fn abrupt_ending(info: &SessionInfo) -> Ending {
 }
 
 pub(super) async fn run(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardContext>,
     info: &Rc<SessionInfo>,
     client: Stream,
     established: Established,
@@ -103,13 +103,7 @@ pub(super) async fn run(
             // The client answered a graceful close: let the broker
             // acknowledge ours before closing both.
             if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
-                let wait = futures_lite::future::or(
-                    async {
-                        down.as_mut().await;
-                    },
-                    glommio::timer::sleep(GRACEFUL_BROKER_WAIT),
-                );
-                wait.await;
+                let _ = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut()).await;
             }
             first
         }
@@ -148,7 +142,11 @@ pub(super) async fn run(
 /// After `BACKEND_DISCONNECT`: the client side stays open (and the session
 /// addressable) until the client closes or the operator forces it; its
 /// bytes have nowhere to go and are dropped. A paused session is not read.
-async fn hold_client(shard: &Rc<Shard>, info: &SessionInfo, mut client: SharedStream<Stream>) {
+async fn hold_client(
+    shard: &Rc<ShardContext>,
+    info: &SessionInfo,
+    mut client: SharedStream<Stream>,
+) {
     loop {
         let generation = info.control.generation();
         if matches!(info.control.ending(), Some(Ending::Force | Ending::Drain)) {
@@ -202,7 +200,7 @@ mod tests {
 
     fn session() -> SessionInfo {
         SessionInfo::new(
-            7,
+            crate::session::SessionId(7),
             "10.0.0.1:5000".parse().unwrap(),
             "10.0.0.2:5672".parse().unwrap(),
         )

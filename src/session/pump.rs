@@ -334,17 +334,9 @@ where
                 self.control.changed_since(generation).await;
                 return Ok(());
             }
-            let woke = futures_lite::future::or(
-                async {
-                    self.control.changed_since(generation).await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(interval).await;
-                    false
-                },
-            )
-            .await;
+            let woke = crate::net::with_timeout(interval, self.control.changed_since(generation))
+                .await
+                .is_ok();
             if woke {
                 return Ok(());
             }

@@ -12,23 +12,21 @@
 //! proxied handshake only to learn the vhost the refusal must name. Runs on
 //! the session's shard; never blocks.
 
-use super::connect::connect_any;
-use super::driver::{
-    bounded, broker_side, client_endpoint, handshake_timed_out, refuse, tls_enabled, Established,
-    Refusal,
+use super::establish::connect::{Stage, Unfit};
+use super::establish::{
+    handshake_timed_out, log_starting, refuse, replay, start_ok_additions, vhost_paused,
+    Candidates, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
 };
-use super::{HandshakeKind, Phase, SessionInfo};
+use super::{HandshakeKind, Phase, SessionInfo, ShardContext};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
 use crate::handshake::{Side, TransparentError, TransparentHandshake, TransparentProgress};
 use crate::net;
 use crate::routing;
-use crate::session_log;
-use crate::shard::Shard;
 use crate::stream::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use log::Level;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why the transparent handshake handed the session back.
 pub(super) enum Fallback {
@@ -53,7 +51,7 @@ enum Outcome {
 }
 
 pub(super) async fn establish(
-    shard: &Rc<Shard>,
+    shard: &Rc<ShardContext>,
     info: &Rc<SessionInfo>,
     client: &mut Stream,
     listen_port: u16,
@@ -64,31 +62,39 @@ pub(super) async fn establish(
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });
     };
-    let Some(mut broker) = connect_any(shard, info, &route.candidates).await else {
-        return Err(Fallback::Proxied { no_broker: true });
+    // Each member in turn until one sends its Connection.Start: one that
+    // closes or says nothing first is skipped, since nothing of it has
+    // reached the client yet.
+    let mut candidates = Candidates::new(&route.candidates);
+    let (mut broker, first) = loop {
+        let Some(mut broker) = candidates.next(shard, info).await else {
+            return Err(Fallback::Proxied { no_broker: true });
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = shard.shared.broker_handshake_timeout.min(left);
+        match await_start(&mut broker, limit).await {
+            Ok(first) => break (broker, first),
+            Err(why) => {
+                net::shutdown(broker.tcp());
+                candidates.skip(info, why);
+            }
+        }
     };
     info.handshake.set(HandshakeKind::Transparent);
     info.phase.set(Phase::BrokerHandshake);
-    let egress_local = info.egress_local.get().map_or(0, |a| a.port());
-    let additions = vec![
-        (
-            "amqpprox_client".to_string(),
-            client_endpoint(info.ingress_remote, client.is_tls()),
-        ),
-        (
-            "amqpprox_host".to_string(),
-            format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
-        ),
-    ];
+    let additions = start_ok_additions(shard, info, client, listen_port)
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
     let mut handshake = TransparentHandshake::new(additions);
     let timeout = shard.shared.handshake_timeout;
     let left = deadline.saturating_duration_since(Instant::now());
-    let outcome = bounded(
+    let outcome = net::with_timeout(
         left,
-        relay(shard, info, client, &mut broker, &mut handshake),
+        relay(shard, info, client, &mut broker, &mut handshake, first),
     )
     .await
-    .unwrap_or_else(|| Err(handshake_timed_out(timeout)));
+    .unwrap_or_else(|_| Err(handshake_timed_out(timeout)));
     let outcome = match outcome {
         Ok(o) => o,
         Err(refusal) => {
@@ -118,38 +124,66 @@ pub(super) async fn establish(
             let Some(hello) = handshake.take_hello() else {
                 return Err(Fallback::Proxied { no_broker: false });
             };
-            Ok(broker_side(shard, info, client, listen_port, hello, false).await?)
+            Ok(replay::broker_side(shard, info, client, listen_port, hello, false).await?)
         }
     }
 }
 
-/// Relays the handshake between the two sockets until `OpenOk`.
+/// Sends the broker the protocol header and waits up to `limit` for its
+/// first bytes (the start of its `Connection.Start`).
+async fn await_start(broker: &mut Stream, limit: Duration) -> Result<Vec<u8>, Unfit> {
+    let stage = Stage::Start;
+    let first = async {
+        broker
+            .write_all(&PROTOCOL_HEADER)
+            .await
+            .map_err(|source| Unfit::Failed { stage, source })?;
+        let mut buf = vec![0u8; HANDSHAKE_READ];
+        match broker.read(&mut buf).await {
+            Ok(0) => Err(Unfit::Closed { stage }),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(source) => Err(Unfit::Failed { stage, source }),
+        }
+    };
+    net::with_timeout(limit, first)
+        .await
+        .unwrap_or(Err(Unfit::Silent { stage, limit }))
+}
+
+/// Relays the handshake between the two sockets until `OpenOk`; `first`
+/// holds the broker's bytes already read.
 async fn relay(
-    shard: &Shard,
+    shard: &ShardContext,
     info: &SessionInfo,
     client: &mut Stream,
     broker: &mut Stream,
     handshake: &mut TransparentHandshake,
+    first: Vec<u8>,
 ) -> Result<Outcome, Refusal> {
-    let gone = |what: &str, e: String| Refusal::ClientGone {
-        reason: format!("{what}: {e}"),
-        graceful: false,
-    };
-    broker
-        .write_all(&PROTOCOL_HEADER)
-        .await
-        .map_err(|e| broker_failed(&format!("failed ({e})")))?;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut first = Some(first);
     let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
     loop {
         let side = handshake.waiting_for();
-        let read = match side {
-            Side::Client => client.read(&mut buf).await,
-            Side::Broker => broker.read(&mut buf).await,
+        let read = match (side, first.take()) {
+            (Side::Broker, Some(bytes)) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+            (side, pending) => {
+                first = pending;
+                match side {
+                    Side::Client => client.read(&mut buf).await,
+                    Side::Broker => broker.read(&mut buf).await,
+                }
+            }
         };
         let n = match (read, side) {
-            (Ok(0), Side::Client) => return Err(gone("client left", "connection closed".into())),
-            (Err(e), Side::Client) => return Err(gone("client left", e.to_string())),
+            (Ok(0), Side::Client) => return Err(ClientGone::ClosedDuringRelay.into()),
+            (Err(e), Side::Client) => return Err(ClientGone::FailedDuringRelay(e).into()),
             (Ok(0), Side::Broker) => return Err(broker_failed("closed the connection")),
             (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
             (Ok(n), _) => n,
@@ -157,11 +191,7 @@ async fn relay(
         let progress = match handshake.receive(side, &buf[..n], &mut to_client, &mut to_broker) {
             Ok(p) => p,
             Err(TransparentError::Client(e)) => {
-                return Err(Refusal::Reply {
-                    bytes: e.reply(),
-                    level: Level::Error,
-                    reason: e.to_string(),
-                })
+                return Err(super::establish::refusal::client_error(e, Level::Error))
             }
             Err(e @ TransparentError::Broker { .. }) => {
                 return Err(refuse(
@@ -176,11 +206,10 @@ async fn relay(
             return Err(Refusal::Reply {
                 bytes: std::mem::take(&mut to_client),
                 level: Level::Warn,
-                reason: format!(
-                    "broker refused: {} {}",
-                    close.reply_code,
-                    close.reply_text_lossy()
-                ),
+                reason: Reason::BrokerRefused {
+                    code: close.reply_code,
+                    text: close.reply_text_lossy(),
+                },
             });
         }
         if !to_broker.is_empty() {
@@ -194,7 +223,7 @@ async fn relay(
             client
                 .write_all(&to_client)
                 .await
-                .map_err(|e| gone("client write failed", e.to_string()))?;
+                .map_err(ClientGone::RelayWriteFailed)?;
             to_client.clear();
         }
         match progress {
@@ -203,33 +232,19 @@ async fn relay(
                 client
                     .write_all(&to_client)
                     .await
-                    .map_err(|e| gone("client write failed", e.to_string()))?;
+                    .map_err(ClientGone::RelayWriteFailed)?;
                 return Ok(Outcome::Open(to_client));
             }
-            TransparentProgress::ClientClosed => {
-                return Err(Refusal::ClientGone {
-                    reason: "client sent Connection.Close".into(),
-                    graceful: true,
-                })
-            }
+            TransparentProgress::ClientClosed => return Err(ClientGone::SentClose.into()),
             TransparentProgress::OpenReceived { vhost } => {
                 *info.vhost.borrow_mut() = vhost.clone();
-                session_log!(
-                    Level::Info,
+                log_starting(
                     info,
-                    "Starting connection for: connectionName=\"{}\" tlsEnabled={} backend={} egress={} handshake=transparent",
-                    handshake.connection_name(),
-                    tls_enabled(client),
-                    info.backend.borrow(),
-                    info.egress_remote.get().map(|a| a.to_string()).unwrap_or_default()
+                    &handshake.connection_name(),
+                    client,
+                    HandshakeKind::Transparent,
                 );
-                let paused = shard
-                    .shared
-                    .config
-                    .load()
-                    .config
-                    .paused_vhosts
-                    .contains(&vhost);
+                let paused = vhost_paused(shard, &vhost);
                 if paused || info.control.paused() {
                     if paused {
                         info.control.set_paused(true);

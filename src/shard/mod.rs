@@ -1,6 +1,6 @@
 //! Shards: one glommio executor per core, pinned, each with its own
 //! SO_REUSEPORT listeners, its own sessions, buffer pool and DNS cache
-//! (design.md "Shape", DECISIONS Add 1, 2).
+//! (docs/architecture.md).
 //!
 //! The control thread talks to a shard only through its inbox
 //! ([`ShardCommand`], each with a reply channel) and the shared
@@ -8,77 +8,19 @@
 //! immutable settings). Sessions never leave their shard. Nothing here
 //! blocks: the inbox is awaited, never polled with a sleep.
 
-use crate::config::ConfigSnapshot;
-use crate::net::{self, Resolver};
+use crate::net;
 use crate::session::control::Ending;
-use crate::session::pool::BufferPool;
-use crate::session::{self, SessionId, SessionInfo};
-use arc_swap::ArcSwap;
+use crate::session::{self, SessionId, SessionInfo, ShardContext};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What every shard shares with the control thread.
-pub struct Shared {
-    /// The configuration new sessions route by.
-    pub config: ArcSwap<ConfigSnapshot>,
-    pub handshake_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// This host's name, for `amqpprox_host` (resolved once at start).
-    pub hostname: String,
-    /// The TLS configurations new connections use (`TLS` command, SIGHUP).
-    pub tls: ArcSwap<crate::tls::Contexts>,
-    next_session: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(
-        config: Arc<ConfigSnapshot>,
-        handshake_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Shared {
-        Shared {
-            config: ArcSwap::new(config),
-            handshake_timeout,
-            connect_timeout,
-            hostname: local_hostname(),
-            tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
-            next_session: AtomicU64::new(1),
-        }
-    }
-
-    /// The next process-wide session id (starts at 1, never reused).
-    pub fn next_session_id(&self) -> SessionId {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-fn local_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // or truncates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// What a listener does before the AMQP handshake (`LISTEN START_SECURE`,
-/// `... PROXY`); see `tls::ingress`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ListenerKind {
-    /// TLS server handshake with the INGRESS context.
-    pub tls: bool,
-    /// Expect a PROXY protocol v1 or v2 header first.
-    pub proxy: bool,
-}
+pub use crate::session::Shared;
+pub use crate::tls::ingress::ListenerKind;
 
 /// A request to one shard, answered on its reply channel.
 pub enum ShardCommand {
@@ -86,7 +28,7 @@ pub enum ShardCommand {
     Listen {
         addr: SocketAddr,
         kind: ListenerKind,
-        reply: flume::Sender<Result<(), String>>,
+        reply: flume::Sender<Result<(), ListenError>>,
     },
     /// Close this shard's listener on the port, or all of them.
     StopListening {
@@ -106,7 +48,7 @@ pub enum ShardCommand {
     /// What this shard's sessions moved since the last collection, and
     /// its gauges (the statistics tick, see `crate::stats`).
     CollectStats {
-        reply: flume::Sender<crate::stats::shard::ShardReport>,
+        reply: flume::Sender<crate::stats::ShardReport>,
     },
     /// Install a `TRACE` filter (or none); replies with how many sessions
     /// are traced now.
@@ -127,7 +69,7 @@ pub enum SessionTarget {
     All,
 }
 
-/// What the operator asked of a session (behaviour.md §4.7).
+/// What the operator asked of a session (docs/commands.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAction {
     Pause,
@@ -189,8 +131,8 @@ impl SessionView {
             out_bytes: s.egress.bytes.get(),
             out_frames: s.egress.frames.get(),
             out_packets: s.egress.packets.get(),
-            in_avg_latency_ms: crate::stats::DirectionTotals::of(&s.ingress).avg_latency_ms(),
-            out_avg_latency_ms: crate::stats::DirectionTotals::of(&s.egress).avg_latency_ms(),
+            in_avg_latency_ms: s.ingress.totals().avg_latency_ms(),
+            out_avg_latency_ms: s.egress.totals().avg_latency_ms(),
             ingress_idle_secs: s.ingress.last_activity.get().elapsed().as_secs_f64(),
             egress_idle_secs: s.egress.last_activity.get().elapsed().as_secs_f64(),
         }
@@ -204,41 +146,46 @@ struct RunningListener {
     task: glommio::task::JoinHandle<()>,
 }
 
-/// One shard's state, owned by its executor thread.
+/// Why a shard could not open a listener.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// One shard's state, owned by its executor thread: what its sessions
+/// share, and its listeners.
 pub struct Shard {
-    pub index: usize,
-    pub shared: Arc<Shared>,
-    pub pool: Rc<BufferPool>,
-    pub resolver: Resolver,
-    pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
-    /// Sessions ended since the last statistics collection, and `TRACE`.
-    pub stats: crate::stats::ShardStats,
+    /// Handed to every session the shard accepts.
+    context: Rc<ShardContext>,
     /// Open listeners by port: the sender that stops one, and its task,
     /// which ends once the socket is closed.
     listeners: RefCell<BTreeMap<u16, RunningListener>>,
 }
 
+impl std::ops::Deref for Shard {
+    type Target = ShardContext;
+    fn deref(&self) -> &ShardContext {
+        &self.context
+    }
+}
+
 impl Shard {
     fn new(index: usize, shared: Arc<Shared>) -> Shard {
         Shard {
-            index,
-            shared,
-            pool: BufferPool::new(),
-            resolver: Resolver::default(),
-            sessions: RefCell::new(BTreeMap::new()),
-            stats: Default::default(),
+            context: Rc::new(ShardContext::new(index, shared)),
             listeners: RefCell::new(BTreeMap::new()),
         }
     }
 
-    fn listen(self: &Rc<Self>, addr: SocketAddr, kind: ListenerKind) -> Result<(), String> {
+    fn listen(self: &Rc<Self>, addr: SocketAddr, kind: ListenerKind) -> Result<(), ListenError> {
         if self.listeners.borrow().contains_key(&addr.port()) {
             return Ok(());
         }
-        let listener =
-            net::bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = net::bind_listener(addr).map_err(|source| ListenError { addr, source })?;
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        let shard = Rc::clone(self);
+        let context = Rc::clone(&self.context);
         let port = addr.port();
         let task = glommio::spawn_local(async move {
             let accept_loop = async {
@@ -246,7 +193,7 @@ impl Shard {
                     match listener.accept().await {
                         Ok(stream) => {
                             glommio::spawn_local(session::run(
-                                Rc::clone(&shard),
+                                Rc::clone(&context),
                                 stream,
                                 port,
                                 kind,
@@ -267,7 +214,7 @@ impl Shard {
             })
             .await;
             drop(listener);
-            log::debug!("Shard {} stopped listening on port {port}", shard.index);
+            log::debug!("Shard {} stopped listening on port {port}", context.index);
         })
         .detach();
         self.listeners.borrow_mut().insert(
@@ -447,10 +394,10 @@ pub fn spawn(
                             let _ = reply.send(shard.act(&target, action));
                         }
                         ShardCommand::CollectStats { reply } => {
-                            let _ = reply.send(crate::stats::shard::collect(&shard));
+                            let _ = reply.send(shard.collect_stats());
                         }
                         ShardCommand::Trace { filter, reply } => {
-                            let _ = reply.send(crate::stats::trace::set_filter(&shard, filter));
+                            let _ = reply.send(shard.set_trace(filter));
                         }
                         ShardCommand::Shutdown => break,
                     }

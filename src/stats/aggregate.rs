@@ -14,8 +14,7 @@
 use super::process::ProcessSampler;
 use super::shard::ShardReport;
 use super::statsd::StatsdSender;
-use super::{Gauges, PoolClass, Series, ShardSummary, Snapshot, Stats, StatsHub};
-use crate::shard::ShardCommand;
+use super::{Collector, Gauges, PoolClass, Series, ShardSummary, Snapshot, Stats, StatsHub};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -36,7 +35,10 @@ struct SeriesState {
 /// The stats thread's state.
 pub struct Aggregator {
     hub: Arc<StatsHub>,
-    inboxes: Vec<flume::Sender<ShardCommand>>,
+    /// How each shard is asked, by index.
+    shards_asked: Vec<Collector>,
+    /// Size of one pump buffer (the pool's only size class).
+    buffer_size: usize,
     /// A request a shard has not answered yet; no new one is sent until it
     /// does, and its answer counts whenever it comes.
     pending: Vec<Option<flume::Receiver<ShardReport>>>,
@@ -64,11 +66,12 @@ fn host(ip: IpAddr) -> String {
 }
 
 impl Aggregator {
-    pub fn new(hub: Arc<StatsHub>, inboxes: Vec<flume::Sender<ShardCommand>>) -> Aggregator {
-        let n = inboxes.len();
+    pub fn new(hub: Arc<StatsHub>, shards_asked: Vec<Collector>, buffer_size: usize) -> Aggregator {
+        let n = shards_asked.len();
         Aggregator {
             hub,
-            inboxes,
+            shards_asked,
+            buffer_size,
             pending: (0..n).map(|_| None).collect(),
             last_gauges: vec![Vec::new(); n],
             shards: (0..n)
@@ -87,10 +90,10 @@ impl Aggregator {
     /// Asks every shard without a pending request, then waits up to `wait`
     /// for the answers.
     fn collect(&mut self, wait: Duration) -> Vec<ShardReport> {
-        for (slot, inbox) in self.pending.iter_mut().zip(&self.inboxes) {
+        for (slot, ask) in self.pending.iter_mut().zip(&self.shards_asked) {
             if slot.is_none() {
                 let (tx, rx) = flume::bounded(1);
-                if inbox.send(ShardCommand::CollectStats { reply: tx }).is_ok() {
+                if ask(tx) {
                     *slot = Some(rx);
                 }
             }
@@ -190,7 +193,7 @@ impl Aggregator {
         let peak: u64 = self.shards.iter().map(|s| s.buffers_peak).sum();
         self.pool_highest = self.pool_highest.max(in_use).max(peak);
         snapshot.pool.classes = vec![PoolClass {
-            size: crate::session::pool::BUFFER_SIZE,
+            size: self.buffer_size,
             current: in_use,
             highest: self.pool_highest,
         }];
@@ -239,7 +242,8 @@ impl Aggregator {
 /// to the StatsD publishers, the `STAT LISTEN` streams and `/metrics`.
 pub fn spawn(
     hub: Arc<StatsHub>,
-    inboxes: Vec<flume::Sender<ShardCommand>>,
+    shards_asked: Vec<Collector>,
+    buffer_size: usize,
     interval: Duration,
 ) -> std::io::Result<()> {
     // Long enough for a busy shard to get to its inbox, short enough that
@@ -248,7 +252,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("stats".into())
         .spawn(move || {
-            let mut aggregator = Aggregator::new(Arc::clone(&hub), inboxes);
+            let mut aggregator = Aggregator::new(Arc::clone(&hub), shards_asked, buffer_size);
             let mut statsd = StatsdSender::default();
             let mut next = Instant::now() + interval;
             loop {
@@ -297,14 +301,25 @@ mod tests {
     }
 
     /// An aggregator whose "shards" are answered by the test.
-    fn aggregator(shards: usize) -> (Aggregator, Vec<flume::Receiver<ShardCommand>>) {
+    fn aggregator(shards: usize) -> (Aggregator, Vec<flume::Receiver<flume::Sender<ShardReport>>>) {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
-        (Aggregator::new(Arc::new(StatsHub::default()), txs), rxs)
+        let asked = txs
+            .into_iter()
+            .map(
+                |tx: flume::Sender<flume::Sender<ShardReport>>| -> Collector {
+                    Box::new(move |reply| tx.send(reply).is_ok())
+                },
+            )
+            .collect();
+        (
+            Aggregator::new(Arc::new(StatsHub::default()), asked, 256 * 1024),
+            rxs,
+        )
     }
 
-    fn answer(rx: &flume::Receiver<ShardCommand>, r: ShardReport) {
+    fn answer(rx: &flume::Receiver<flume::Sender<ShardReport>>, r: ShardReport) {
         match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(ShardCommand::CollectStats { reply }) => reply.send(r).unwrap(),
+            Ok(reply) => reply.send(r).unwrap(),
             _ => panic!("no collection request"),
         }
     }

@@ -5,8 +5,8 @@
 //! Fix 6, 7, Add 5, 8).
 //!
 //! Flow: sessions count into `Cell`s written only by their shard; each tick
-//! the aggregator thread asks every shard through its inbox
-//! ([`crate::shard::ShardCommand::CollectStats`]); the shard answers with
+//! the aggregator thread asks every shard through a [`Collector`] (the
+//! shard's inbox, wired by the supervisor); the shard answers with
 //! what moved since its previous answer, grouped by (vhost, backend,
 //! source), including the sessions that ended meanwhile (counted at their
 //! end, since a finished session leaves the table at once). The aggregator
@@ -17,7 +17,9 @@
 //!
 //! Nothing here runs on the data path except the shard-side hooks in
 //! [`shard`] and [`trace`], which only read and write shard-local cells; no
-//! lock and no allocation per frame.
+//! lock and no allocation per frame. This module never imports the shard or
+//! session modules: they hand it plain values ([`shard::SessionSample`],
+//! [`ShardReport`]) that it owns.
 
 pub mod aggregate;
 pub mod format;
@@ -28,16 +30,49 @@ pub mod shard;
 pub mod statsd;
 pub mod trace;
 
-use crate::session::DirectionStats;
 use arc_swap::ArcSwapOption;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use format::{Filter, Format};
-pub use shard::ShardStats;
+pub use shard::{ShardReport, ShardStats};
+
+/// Process-wide id of a session, unique across shards, never reused; shown
+/// as its number in log lines, `CONN` and `TRACE`. Defined here, below the
+/// session module, because statistics and traces name sessions too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(SessionId)
+    }
+}
+
+/// Which way bytes move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → broker.
+    Ingress,
+    /// Broker → client.
+    Egress,
+}
+
+/// How the aggregator asks one shard for its [`ShardReport`]: hands it the
+/// reply channel; `false` once the shard is gone.
+pub type Collector = Box<dyn Fn(flume::Sender<ShardReport>) -> bool + Send>;
 
 /// What one direction of traffic moved: cumulative on a session, a delta
 /// per interval in a snapshot, a running total in a Prometheus series.
@@ -53,17 +88,6 @@ pub struct DirectionTotals {
 }
 
 impl DirectionTotals {
-    /// The current values of a session's direction.
-    pub fn of(d: &DirectionStats) -> DirectionTotals {
-        DirectionTotals {
-            bytes: d.bytes.get(),
-            frames: d.frames.get(),
-            packets: d.packets.get(),
-            writes: d.writes.get(),
-            latency_ns: d.write_latency_ns_total.get(),
-        }
-    }
-
     /// What moved between `earlier` and `self` (never negative).
     pub fn since(self, earlier: DirectionTotals) -> DirectionTotals {
         DirectionTotals {
@@ -237,6 +261,8 @@ pub struct StatsHub {
     latest: ArcSwapOption<Snapshot>,
     /// The `TRACE` filter in force, for `TRACE PRINT`.
     pub trace: Mutex<Option<trace::TraceFilter>>,
+    /// Size of one pump buffer, for `/metrics` (set at start).
+    buffer_size: AtomicUsize,
 }
 
 impl Default for StatsHub {
@@ -248,6 +274,7 @@ impl Default for StatsHub {
             per_source: AtomicBool::new(true),
             latest: ArcSwapOption::empty(),
             trace: Mutex::new(None),
+            buffer_size: AtomicUsize::new(0),
         }
     }
 }
@@ -275,6 +302,11 @@ impl StatsHub {
 
     pub fn set_per_source(&self, on: bool) {
         self.per_source.store(on, Ordering::Relaxed);
+    }
+
+    /// Size of one pump buffer, as given to [`start`].
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size.load(Ordering::Relaxed)
     }
 
     pub fn per_source(&self) -> bool {
@@ -313,16 +345,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Starts the aggregator thread (and the metrics server when a port is
 /// given). Fails only when the metrics port cannot be bound.
+/// `buffer_size` is the size of one pump buffer (the pool's only class).
 pub fn start(
     hub: Arc<StatsHub>,
-    inboxes: Vec<flume::Sender<crate::shard::ShardCommand>>,
+    shards: Vec<Collector>,
+    buffer_size: usize,
     interval: Duration,
     metrics_port: Option<u16>,
 ) -> std::io::Result<()> {
+    hub.buffer_size.store(buffer_size, Ordering::Relaxed);
     if let Some(port) = metrics_port {
         http::serve(port, Arc::clone(&hub))?;
     }
-    aggregate::spawn(hub, inboxes, interval)
+    aggregate::spawn(hub, shards, buffer_size, interval)
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ fn per_series(
 
 /// The exposition of `snapshot` (families without samples before the
 /// first tick).
-pub fn render(snapshot: Option<&Snapshot>) -> String {
+/// `buffer_size`: one pump buffer's size, shown before the first tick too.
+pub fn render(snapshot: Option<&Snapshot>, buffer_size: usize) -> String {
     let empty = Snapshot::default();
     let s = snapshot.unwrap_or(&empty);
     let mut out = String::with_capacity(4096 + s.series.len() * 1024);
@@ -181,12 +182,12 @@ pub fn render(snapshot: Option<&Snapshot>) -> String {
             (Some(("direction", "egress")), |s| s.stats.sent.latency_ns as f64 / 1e9),
         ],
     );
-    shards(&mut out, s);
+    shards(&mut out, s, buffer_size);
     process(&mut out, s);
     out
 }
 
-fn shards(out: &mut String, s: &Snapshot) {
+fn shards(out: &mut String, s: &Snapshot, buffer_size: usize) {
     type V = fn(&super::ShardSummary) -> u64;
     let families: [(&str, &str, &str, V); 5] = [
         (
@@ -237,7 +238,7 @@ fn shards(out: &mut String, s: &Snapshot) {
         out,
         "amqpprox_buffer_pool_buffer_size_bytes",
         &[],
-        crate::session::pool::BUFFER_SIZE,
+        buffer_size,
     );
 }
 
@@ -320,7 +321,7 @@ mod tests {
             shards: vec![ShardSummary::default()],
             ..Default::default()
         };
-        let text = render(Some(&s));
+        let text = render(Some(&s), 4096);
         assert!(text.contains("# TYPE amqpprox_bytes_received_total counter\n"));
         assert!(text.contains(
             "amqpprox_bytes_received_total{vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 42\n"
@@ -329,7 +330,7 @@ mod tests {
             "amqpprox_removed_connections_total{cause=\"broker\",vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 2\n"
         ));
         assert!(text.contains("amqpprox_shard_active_connections{shard=\"0\"} 0\n"));
-        let before = render(None);
+        let before = render(None, 4096);
         assert!(before.contains("# HELP amqpprox_active_connections "));
     }
 }

@@ -3,13 +3,13 @@
 //! collection: per (vhost, backend address, client IP), the gauges now and
 //! what moved since its previous answer.
 //!
+//! The shard hands each session in as a [`SessionSample`], plain values it
+//! read from its own session table; this module never sees a session.
 //! Runs only on its shard, from the session's end hook and from the
-//! `CollectStats` command; never on the data path, never blocks, and
-//! allocates per session or per collection, never per frame.
+//! collection command; never on the data path, never blocks, and allocates
+//! per session or per collection, never per frame.
 
 use super::{DirectionTotals, Stats};
-use crate::session::{Disconnect, Phase, SessionInfo};
-use crate::shard::Shard;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +37,49 @@ pub struct ShardReport {
     pub buffers_allocated: u64,
 }
 
+/// Why a session was removed, as the statistics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// An AMQP close exchange completed.
+    Graceful,
+    /// The broker's socket ended or failed first.
+    Broker,
+    /// The client's socket ended or failed first.
+    Client,
+    /// The proxy ended it.
+    Proxy,
+}
+
+/// What one session contributes to a collection, read by its shard.
+#[derive(Debug, Clone)]
+pub struct SessionSample {
+    pub key: GroupKey,
+    /// What each direction moved since the session was last sampled.
+    pub received: DirectionTotals,
+    pub sent: DirectionTotals,
+    /// Still a live connection.
+    pub active: bool,
+    pub paused: bool,
+    /// Refused by the auth service / by a connection limit.
+    pub auth_denied: bool,
+    pub limited: bool,
+}
+
+impl SessionSample {
+    fn stats(&self) -> Stats {
+        Stats {
+            received: self.received,
+            sent: self.sent,
+            gauges: super::Gauges {
+                auth_denied: u64::from(self.auth_denied),
+                limited: u64::from(self.limited),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
 /// Per-shard statistics state, owned by the shard.
 pub struct ShardStats {
     /// Sessions that ended since the last collection, already grouped, so
@@ -60,128 +103,107 @@ impl Default for ShardStats {
 
 impl ShardStats {
     /// Counts a session that has just left the shard's table: what it
-    /// moved since the last collection and why it ended. Also settles its
-    /// final cause (see [`final_cause`]).
-    pub fn session_ended(&self, info: &SessionInfo) {
-        let cause = final_cause(info);
-        info.disconnect.set(cause);
-        let mut stats = Stats::default();
-        let (received, sent) = unreported(info);
-        stats.received = received;
-        stats.sent = sent;
-        match cause {
-            Disconnect::Graceful => stats.removed.graceful = 1,
-            Disconnect::Broker => stats.removed.broker = 1,
-            Disconnect::Client => stats.removed.client = 1,
-            Disconnect::Proxy | Disconnect::NotDisconnected => stats.removed.proxy = 1,
-        }
+    /// moved since the last collection and why it ended.
+    pub fn session_ended(&self, session: SessionSample, cause: Removal) {
         // The original keeps refused sessions in its table for one more
-        // tick, so they show in these gauges once; so do they here.
-        stats.gauges.auth_denied = u64::from(info.auth_denied.get());
-        stats.gauges.limited = u64::from(info.limited.get());
+        // tick, so they show in the auth/limit gauges once; so do they
+        // here. A session that ended is no longer active nor paused.
+        let mut stats = session.stats();
+        match cause {
+            Removal::Graceful => stats.removed.graceful = 1,
+            Removal::Broker => stats.removed.broker = 1,
+            Removal::Client => stats.removed.client = 1,
+            Removal::Proxy => stats.removed.proxy = 1,
+        }
         self.ended
             .borrow_mut()
-            .entry(key_of(info))
+            .entry(session.key)
             .or_default()
             .add(&stats);
     }
-}
 
-/// The removal cause to count: the session's own, and a session still
-/// marked connected here was ended by the proxy.
-pub fn final_cause(info: &SessionInfo) -> Disconnect {
-    match info.disconnect.get() {
-        Disconnect::NotDisconnected => Disconnect::Proxy,
-        other => other,
+    /// Answers a collection: the ended sessions' totals plus, for every
+    /// live session, its gauges and what it moved since the last
+    /// collection. The buffer figures are the shard's pool's.
+    pub fn collect(
+        &self,
+        shard: usize,
+        live: impl IntoIterator<Item = SessionSample>,
+        buffers: BufferFigures,
+    ) -> ShardReport {
+        let mut groups = std::mem::take(&mut *self.ended.borrow_mut());
+        for session in live {
+            let mut stats = session.stats();
+            stats.gauges.active = u64::from(session.active);
+            stats.gauges.paused = u64::from(session.active && session.paused);
+            groups.entry(session.key).or_default().add(&stats);
+        }
+        // A quiet traced session still gets its suppressed-lines note.
+        self.tracer.roll();
+        ShardReport {
+            shard,
+            groups: groups.into_iter().collect(),
+            buffers_in_use: buffers.in_use,
+            buffers_peak: buffers.peak,
+            buffers_allocated: buffers.allocated,
+        }
     }
 }
 
-fn key_of(info: &SessionInfo) -> GroupKey {
-    GroupKey {
-        vhost: info.vhost.borrow().clone(),
-        backend: info.egress_remote.get(),
-        source: info.ingress_remote.ip(),
-    }
-}
-
-/// What the session moved since it was last reported; marks it reported.
-fn unreported(info: &SessionInfo) -> (DirectionTotals, DirectionTotals) {
-    let now = [
-        DirectionTotals::of(&info.ingress),
-        DirectionTotals::of(&info.egress),
-    ];
-    let before = info.stats_reported.replace(now);
-    (now[0].since(before[0]), now[1].since(before[1]))
-}
-
-/// Whether the session still counts as a live connection.
-pub fn is_active(info: &SessionInfo) -> bool {
-    info.disconnect.get() == Disconnect::NotDisconnected
-        && !matches!(info.phase.get(), Phase::BrokerDisconnected | Phase::Closed)
-}
-
-/// Answers a collection: the ended sessions' totals plus, for every live
-/// session, its gauges and what it moved since the last collection.
-pub fn collect(shard: &Shard) -> ShardReport {
-    let mut groups = std::mem::take(&mut *shard.stats.ended.borrow_mut());
-    for info in shard.sessions.borrow().values() {
-        let mut stats = Stats::default();
-        let (received, sent) = unreported(info);
-        stats.received = received;
-        stats.sent = sent;
-        let active = is_active(info);
-        stats.gauges.active = u64::from(active);
-        stats.gauges.paused = u64::from(active && info.control.paused());
-        stats.gauges.auth_denied = u64::from(info.auth_denied.get());
-        stats.gauges.limited = u64::from(info.limited.get());
-        groups.entry(key_of(info)).or_default().add(&stats);
-    }
-    // A quiet traced session still gets its suppressed-lines note.
-    shard.stats.tracer.roll();
-    ShardReport {
-        shard: shard.index,
-        groups: groups.into_iter().collect(),
-        buffers_in_use: shard.pool.in_use(),
-        buffers_peak: shard.pool.take_peak_in_use(),
-        buffers_allocated: shard.pool.allocated(),
-    }
+/// A shard's buffer pool at a collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferFigures {
+    pub in_use: u64,
+    /// The most lent out at once since the previous collection.
+    pub peak: u64,
+    pub allocated: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn session() -> SessionInfo {
-        SessionInfo::new(
-            7,
-            "10.0.0.1:5000".parse().unwrap(),
-            "10.0.0.2:5672".parse().unwrap(),
-        )
+    fn sample(bytes: u64) -> SessionSample {
+        SessionSample {
+            key: GroupKey {
+                vhost: "v".into(),
+                backend: None,
+                source: "10.0.0.1".parse().unwrap(),
+            },
+            received: DirectionTotals {
+                bytes,
+                ..Default::default()
+            },
+            sent: DirectionTotals::default(),
+            active: true,
+            paused: true,
+            auth_denied: false,
+            limited: true,
+        }
     }
 
     #[test]
-    fn a_session_never_marked_ended_counts_as_the_proxys() {
-        let s = session();
-        assert_eq!(final_cause(&s), Disconnect::Proxy);
-        s.disconnect.set(Disconnect::Broker);
-        assert_eq!(final_cause(&s), Disconnect::Broker);
-    }
-
-    #[test]
-    fn ended_sessions_count_what_was_not_reported_yet() {
+    fn ended_sessions_count_their_cause_and_no_live_gauges() {
         let stats = ShardStats::default();
-        let s = session();
-        s.ingress.bytes.set(100);
-        s.ingress.frames.set(2);
-        let _ = unreported(&s); // a collection happened here
-        s.ingress.bytes.set(130);
-        s.disconnect.set(Disconnect::Client);
-        stats.session_ended(&s);
+        stats.session_ended(sample(30), Removal::Client);
         let ended = stats.ended.borrow();
         let got = ended.values().next().unwrap();
         assert_eq!(got.received.bytes, 30);
-        assert_eq!(got.received.frames, 0);
         assert_eq!(got.removed.client, 1);
         assert_eq!(got.gauges.active, 0);
+        assert_eq!(got.gauges.limited, 1);
+    }
+
+    #[test]
+    fn a_collection_adds_live_sessions_to_the_ended_ones() {
+        let stats = ShardStats::default();
+        stats.session_ended(sample(5), Removal::Proxy);
+        let report = stats.collect(3, [sample(7)], BufferFigures::default());
+        assert_eq!(report.shard, 3);
+        let (_, got) = &report.groups[0];
+        assert_eq!(got.received.bytes, 12);
+        assert_eq!((got.gauges.active, got.gauges.paused), (1, 1));
+        assert_eq!(got.removed.proxy, 1);
+        assert!(stats.ended.borrow().is_empty());
     }
 }

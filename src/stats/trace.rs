@@ -10,9 +10,8 @@
 //! while a session is not traced. Runs on the shards (the hooks) and the
 //! control thread (parsing).
 
+use super::{Direction, SessionId};
 use crate::codec::FrameEvent;
-use crate::session::{Direction, DirectionStats, SessionId, SessionInfo};
-use crate::shard::Shard;
 use std::cell::Cell;
 use std::fmt;
 use std::net::IpAddr;
@@ -31,11 +30,12 @@ pub enum TraceFilter {
 }
 
 impl TraceFilter {
-    fn matches(&self, info: &SessionInfo) -> bool {
+    /// Whether the session `id` of `vhost` from `source` is traced.
+    pub fn matches(&self, id: SessionId, vhost: &str, source: IpAddr) -> bool {
         match self {
-            TraceFilter::Vhost(v) => *info.vhost.borrow() == *v,
-            TraceFilter::Source(ip) => info.ingress_remote.ip() == *ip,
-            TraceFilter::Session(id) => info.id == *id,
+            TraceFilter::Vhost(v) => vhost == v,
+            TraceFilter::Source(ip) => source == *ip,
+            TraceFilter::Session(s) => id == *s,
         }
     }
 }
@@ -109,49 +109,21 @@ pub struct TraceTarget {
     limiter: Rc<TraceLimiter>,
 }
 
-/// Turns tracing of `info` on (with the shard's limiter) or off.
-fn apply(info: &SessionInfo, limiter: Option<&Rc<TraceLimiter>>) {
-    for (stats, direction) in [
-        (&info.ingress, Direction::Ingress),
-        (&info.egress, Direction::Egress),
-    ] {
-        let target = limiter.map(|l| {
-            Rc::new(TraceTarget {
-                session: info.id,
-                vhost: info.vhost.borrow().clone(),
-                direction,
-                limiter: Rc::clone(l),
-            })
-        });
-        stats.traced.set(target.is_some());
-        *stats.trace.borrow_mut() = target;
-    }
-}
-
-/// The shard's side of `TRACE`: installs the filter for sessions to come
-/// and applies it to the sessions it has. Returns how many are traced now.
-pub fn set_filter(shard: &Shard, filter: Option<TraceFilter>) -> usize {
-    let mut traced = 0;
-    for info in shard.sessions.borrow().values() {
-        let on = filter.as_ref().is_some_and(|f| f.matches(info));
-        apply(info, on.then_some(&shard.stats.tracer));
-        traced += usize::from(on);
-    }
-    *shard.stats.trace.borrow_mut() = filter;
-    traced
-}
-
-/// Checks a session against the shard's filter when it enters
-/// pass-through (its vhost is known from then on).
-pub fn on_open(shard: &Shard, info: &SessionInfo) {
-    let on = shard
-        .stats
-        .trace
-        .borrow()
-        .as_ref()
-        .is_some_and(|f| f.matches(info));
-    if on {
-        apply(info, Some(&shard.stats.tracer));
+impl TraceTarget {
+    /// One direction of session `session` (of `vhost`), bounded by the
+    /// shard's `limiter`.
+    pub fn new(
+        session: SessionId,
+        vhost: String,
+        direction: Direction,
+        limiter: Rc<TraceLimiter>,
+    ) -> TraceTarget {
+        TraceTarget {
+            session,
+            vhost,
+            direction,
+            limiter,
+        }
     }
 }
 
@@ -159,12 +131,8 @@ pub fn on_open(shard: &Shard, info: &SessionInfo) {
 /// heartbeat frames carry no method to show).
 #[cold]
 #[inline(never)]
-pub fn frame(stats: &DirectionStats, ev: &FrameEvent) {
+pub fn frame(t: &TraceTarget, ev: &FrameEvent) {
     let Some((class, method)) = ev.method else {
-        return;
-    };
-    let target = stats.trace.borrow();
-    let Some(t) = target.as_ref() else {
         return;
     };
     if !t.limiter.admit() {
@@ -175,7 +143,7 @@ pub fn frame(stats: &DirectionStats, ev: &FrameEvent) {
         Direction::Egress => "broker->client",
     };
     log::info!(
-        vhost = t.vhost.as_str(), conn = t.session;
+        vhost = t.vhost.as_str(), conn = t.session.0;
         "Trace: {arrow} channel={} {} size={}",
         ev.channel,
         MethodName(class, method),
@@ -327,20 +295,11 @@ mod tests {
     }
 
     #[test]
-    fn tracing_is_switched_per_direction() {
-        let info = SessionInfo::new(
-            3,
-            "10.0.0.1:5000".parse().unwrap(),
-            "10.0.0.2:5672".parse().unwrap(),
-        );
-        *info.vhost.borrow_mut() = "orders".into();
-        assert!(TraceFilter::Vhost("orders".into()).matches(&info));
-        assert!(!TraceFilter::Session(4).matches(&info));
-        assert!(TraceFilter::Source("10.0.0.1".parse().unwrap()).matches(&info));
-        let limiter = Rc::new(TraceLimiter::default());
-        apply(&info, Some(&limiter));
-        assert!(info.ingress.traced.get() && info.egress.traced.get());
-        apply(&info, None);
-        assert!(!info.ingress.traced.get() && info.egress.trace.borrow().is_none());
+    fn filters_match_by_vhost_source_or_session() {
+        let source: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(TraceFilter::Vhost("orders".into()).matches(SessionId(3), "orders", source));
+        assert!(!TraceFilter::Session(SessionId(4)).matches(SessionId(3), "orders", source));
+        assert!(TraceFilter::Source(source).matches(SessionId(3), "", source));
+        assert_eq!(TraceFilter::Session(SessionId(4)).to_string(), "session 4");
     }
 }

@@ -8,48 +8,87 @@
 //! port, an unknown CA, a name the certificate does not cover, a timeout).
 //! The caller logs it once. Runs on a shard; never blocks.
 
+use crate::net;
 use crate::stream::Stream;
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use glommio::net::TcpStream;
 use log::Level;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{InvalidDnsNameError, ServerName};
 use rustls::{ClientConfig, ServerConfig};
-use std::future::Future;
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a handshake failed, and how loudly to say so.
-#[derive(Debug)]
-pub struct Failure {
-    pub level: Level,
-    pub reason: String,
+/// Why a handshake failed; [`Failure::level`] says how loudly to log it and
+/// its `Display` is the reason in the operator's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("TLS handshake not completed within {} ms", .limit.as_millis())]
+    TimedOut { limit: Duration },
+    #[error("'{host}' cannot be a TLS server name: {source}")]
+    BadServerName {
+        host: String,
+        source: InvalidDnsNameError,
+    },
+    /// The peer closed its socket before the handshake ended.
+    #[error("the {peer} closed the connection during the TLS handshake")]
+    PeerClosed { peer: Peer },
+    /// The socket failed under the handshake.
+    #[error("TLS handshake failed: {source}")]
+    Socket { peer: Peer, source: io::Error },
+    /// TLS itself said no (certificate, protocol, alert).
+    #[error("TLS handshake with the {peer} failed: {error}{}", hint(.error, *.peer))]
+    Rejected { peer: Peer, error: rustls::Error },
 }
 
-/// Which end of the handshake the proxy plays.
+impl Failure {
+    /// How loudly to log it. A backend that fails TLS is a configuration
+    /// problem to fix; a client that does is that client's problem, and a
+    /// client that leaves mid-handshake (port scans, load-balancer health
+    /// checks) is not worth a warning.
+    pub fn level(&self) -> Level {
+        match self {
+            Failure::TimedOut { .. } => Level::Warn,
+            Failure::BadServerName { .. } => Level::Error,
+            Failure::PeerClosed { peer: Peer::Client } => Level::Debug,
+            Failure::PeerClosed { peer: Peer::Broker } => Level::Warn,
+            Failure::Socket {
+                peer: Peer::Client,
+                source,
+            } if matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) =>
+            {
+                Level::Debug
+            }
+            Failure::Socket { .. } => Level::Warn,
+            Failure::Rejected {
+                peer: Peer::Broker, ..
+            } => Level::Error,
+            Failure::Rejected {
+                peer: Peer::Client, ..
+            } => Level::Warn,
+        }
+    }
+}
+
+/// Who is on the other end of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// Facing a client.
-    Server,
-    /// Facing a broker.
+pub enum Peer {
+    /// A client: the proxy plays the TLS server.
     Client,
+    /// A broker: the proxy plays the TLS client.
+    Broker,
 }
 
-async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
-}
-
-fn timed_out(limit: Duration) -> Failure {
-    Failure {
-        level: Level::Warn,
-        reason: format!(
-            "TLS handshake not completed within {} ms",
-            limit.as_millis()
-        ),
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Peer::Client => "client",
+            Peer::Broker => "broker",
+        })
     }
 }
 
@@ -59,10 +98,10 @@ pub async fn accept(
     tcp: TcpStream,
     limit: Duration,
 ) -> Result<Stream, Failure> {
-    match bounded(limit, TlsAcceptor::from(config).accept(tcp)).await {
-        None => Err(timed_out(limit)),
-        Some(Err(e)) => Err(describe(&e, Role::Server)),
-        Some(Ok(tls)) => Ok(Stream::tls_server(tls)),
+    match net::with_timeout(limit, TlsAcceptor::from(config).accept(tcp)).await {
+        Err(net::TimedOut { limit }) => Err(Failure::TimedOut { limit }),
+        Ok(Err(e)) => Err(describe(e, Peer::Client)),
+        Ok(Ok(tls)) => Ok(Stream::tls_server(tls)),
     }
 }
 
@@ -70,9 +109,9 @@ pub async fn accept(
 /// operator gave it: a DNS name (also sent as SNI) or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, Failure> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_string()).map_err(|e| Failure {
-        level: Level::Error,
-        reason: format!("'{host}' cannot be a TLS server name: {e}"),
+    ServerName::try_from(bare.to_string()).map_err(|source| Failure::BadServerName {
+        host: host.to_string(),
+        source,
     })
 }
 
@@ -84,83 +123,105 @@ pub async fn connect(
     limit: Duration,
 ) -> Result<Stream, Failure> {
     let name = server_name(host)?;
-    match bounded(limit, TlsConnector::from(config).connect(name, tcp)).await {
-        None => Err(timed_out(limit)),
-        Some(Err(e)) => Err(describe(&e, Role::Client)),
-        Some(Ok(tls)) => Ok(Stream::tls_client(tls)),
+    match net::with_timeout(limit, TlsConnector::from(config).connect(name, tcp)).await {
+        Err(net::TimedOut { limit }) => Err(Failure::TimedOut { limit }),
+        Ok(Err(e)) => Err(describe(e, Peer::Broker)),
+        Ok(Ok(tls)) => Ok(Stream::tls_client(tls)),
     }
 }
 
-/// A connected backend socket as the session uses it: TLS with the EGRESS
-/// settings in force now for a backend flagged `TLS`, bounded by
-/// `--connectTimeoutMs`; plain otherwise.
+/// A connected backend socket as the session uses it: TLS with `egress`
+/// (the EGRESS settings in force now) for a backend flagged `TLS`, bounded
+/// by `limit`; plain otherwise.
 pub async fn for_backend(
-    shard: &crate::shard::Shard,
+    egress: &crate::tls::Contexts,
     backend: &crate::config::Backend,
     tcp: TcpStream,
+    limit: Duration,
 ) -> Result<Stream, Failure> {
     if !backend.tls {
         return Ok(Stream::from(tcp));
     }
-    let config = Arc::clone(&shard.shared.tls.load().egress);
-    connect(config, &backend.host, tcp, shard.shared.connect_timeout).await
+    connect(Arc::clone(&egress.egress), &backend.host, tcp, limit).await
 }
 
-/// One line for the log: the rustls error in words, plus the usual cause.
-fn describe(e: &io::Error, role: Role) -> Failure {
-    let peer = match role {
-        Role::Server => "client",
-        Role::Client => "broker",
-    };
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        // The socket, not TLS: a peer that left mid-handshake (port scans,
-        // load-balancer health checks) is not worth a warning.
-        let level = match (role, e.kind()) {
-            (
-                Role::Server,
-                io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe,
-            ) => Level::Debug,
-            _ => Level::Warn,
+/// Sorts an I/O error out of a handshake: the socket's, or TLS's own.
+fn describe(e: io::Error, peer: Peer) -> Failure {
+    let is_tls = e
+        .get_ref()
+        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some());
+    if !is_tls {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => Failure::PeerClosed { peer },
+            _ => Failure::Socket { peer, source: e },
         };
-        let reason = match e.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                format!("the {peer} closed the connection during the TLS handshake")
-            }
-            _ => format!("TLS handshake failed: {e}"),
-        };
-        return Failure { level, reason };
-    };
+    }
+    let error = e
+        .into_inner()
+        .and_then(|i| i.downcast::<rustls::Error>().ok())
+        .map(|b| *b)
+        .expect("checked above: the inner error is a rustls::Error");
+    Failure::Rejected { peer, error }
+}
+
+/// The usual cause of a TLS error, said after it.
+fn hint(error: &rustls::Error, peer: Peer) -> &'static str {
     use rustls::Error as E;
-    let hint = match (tls, role) {
-        (E::InvalidMessage(_), Role::Server) => {
+    match (error, peer) {
+        (E::InvalidMessage(_), Peer::Client) => {
             " (is the client speaking plain AMQP to a START_SECURE port?)"
         }
-        (E::InvalidMessage(_), Role::Client) => {
+        (E::InvalidMessage(_), Peer::Broker) => {
             " (is the backend's port plain AMQP rather than TLS?)"
         }
-        (E::InvalidCertificate(_), Role::Client) => {
+        (E::InvalidCertificate(_), Peer::Broker) => {
             " (check TLS EGRESS CA_CERT_FILE and the backend's host name)"
         }
-        (E::InvalidCertificate(_), Role::Server) => " (check TLS INGRESS CA_CERT_FILE)",
-        (E::NoCertificatesPresented, Role::Server) => {
+        (E::InvalidCertificate(_), Peer::Client) => " (check TLS INGRESS CA_CERT_FILE)",
+        (E::NoCertificatesPresented, Peer::Client) => {
             " (VERIFY_MODE PEER FAIL_IF_NO_PEER_CERT requires one)"
         }
-        (E::AlertReceived(_), Role::Server) => " (the client refused the proxy's certificate?)",
-        (E::AlertReceived(_), Role::Client) => {
+        (E::AlertReceived(_), Peer::Client) => " (the client refused the proxy's certificate?)",
+        (E::AlertReceived(_), Peer::Broker) => {
             " (does the broker require a client certificate: TLS EGRESS KEY_FILE and CERT_CHAIN_FILE?)"
         }
         _ => "",
-    };
-    // A backend that fails TLS is a configuration problem to fix; a client
-    // that does is that client's problem.
-    let level = match role {
-        Role::Client => Level::Error,
-        Role::Server => Level::Warn,
-    };
-    Failure {
-        level,
-        reason: format!("TLS handshake with the {peer} failed: {tls}{hint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_reasons_read_as_before() {
+        let closed = describe(io::ErrorKind::UnexpectedEof.into(), Peer::Client);
+        assert_eq!(closed.level(), Level::Debug);
+        assert_eq!(
+            closed.to_string(),
+            "the client closed the connection during the TLS handshake"
+        );
+        let reset = describe(io::ErrorKind::ConnectionReset.into(), Peer::Broker);
+        assert_eq!(reset.level(), Level::Warn);
+        let plain = describe(
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            ),
+            Peer::Broker,
+        );
+        assert_eq!(plain.level(), Level::Error);
+        assert!(plain
+            .to_string()
+            .ends_with("(is the backend's port plain AMQP rather than TLS?)"));
+        let late = Failure::TimedOut {
+            limit: Duration::from_millis(250),
+        };
+        assert_eq!(
+            late.to_string(),
+            "TLS handshake not completed within 250 ms"
+        );
+        assert_eq!(server_name("[::1]").map(|_| ()).ok(), Some(()));
+        assert!(server_name("bad name!").is_err());
     }
 }

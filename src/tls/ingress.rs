@@ -10,15 +10,54 @@
 //! and the PROXY header sent on to a backend. A refused connection is
 //! logged once, with the reason, and closed. Runs on a shard; never blocks.
 
+use super::handshake::Failure;
+use super::Contexts;
 use crate::net;
 use crate::proxy_protocol::{self, Parsed, PARSE_WINDOW};
-use crate::shard::{ListenerKind, Shared};
 use crate::stream::Stream;
+use arc_swap::ArcSwap;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 use log::Level;
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// What a listener does before the AMQP handshake (`LISTEN START_SECURE`,
+/// `... PROXY`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerKind {
+    /// TLS server handshake with the INGRESS context.
+    pub tls: bool,
+    /// Expect a PROXY protocol v1 or v2 header first.
+    pub proxy: bool,
+}
+
+/// Why an accepted connection was refused before its session existed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("no complete PROXY protocol header before the handshake timeout")]
+    ProxyHeaderTimedOut,
+    #[error("the connection closed before a PROXY protocol header")]
+    ClosedBeforeProxyHeader,
+    #[error("reading the PROXY header: {0}")]
+    ProxyHeaderRead(io::Error),
+    #[error(transparent)]
+    ProxyHeader(proxy_protocol::Invalid),
+    #[error(transparent)]
+    Tls(Failure),
+}
+
+impl Refused {
+    /// How loudly to log it: a peer that simply left is not worth a warning.
+    pub fn level(&self) -> Level {
+        match self {
+            Refused::ProxyHeaderTimedOut | Refused::ProxyHeader(_) => Level::Warn,
+            Refused::ClosedBeforeProxyHeader | Refused::ProxyHeaderRead(_) => Level::Debug,
+            Refused::Tls(failure) => failure.level(),
+        }
+    }
+}
 
 /// A client ready for the AMQP handshake.
 pub struct Accepted {
@@ -33,10 +72,12 @@ pub struct Accepted {
 /// pieces (load balancers send it in one segment; this is the rare case).
 const PEEK_AGAIN: Duration = Duration::from_millis(5);
 
-/// Runs the listener's steps; `None` when the client was refused or left
-/// (already logged).
+/// Runs the listener's steps within `limit` (`--handshakeTimeoutMs`),
+/// with the TLS contexts in force now; `None` when the client was refused
+/// or left (already logged).
 pub async fn accept(
-    shared: &Shared,
+    tls: &ArcSwap<Contexts>,
+    limit: Duration,
     tcp: TcpStream,
     listen_port: u16,
     kind: ListenerKind,
@@ -51,7 +92,6 @@ pub async fn accept(
     if let Err(e) = net::tune_session_socket(&tcp) {
         log::warn!("Cannot set TCP_NODELAY/keepalive for {peer}: {e}");
     }
-    let limit = shared.handshake_timeout;
     let deadline = Instant::now() + limit;
     let mut tcp = tcp;
     let mut remote = peer;
@@ -59,10 +99,10 @@ pub async fn accept(
         match read_proxy_header(&mut tcp, deadline).await {
             Ok(Some(source)) => remote = net::canonical(source),
             Ok(None) => {}
-            Err((level, reason)) => {
+            Err(refused) => {
                 log::log!(
-                    level,
-                    "Refusing connection from {peer} on port {listen_port}: {reason}"
+                    refused.level(),
+                    "Refusing connection from {peer} on port {listen_port}: {refused}"
                 );
                 net::shutdown(&tcp);
                 return None;
@@ -71,7 +111,7 @@ pub async fn accept(
     }
     let stream = if kind.tls {
         // Taken per connection: new key material applies at once.
-        let Some(config) = shared.tls.load().ingress.clone() else {
+        let Some(config) = tls.load().ingress.clone() else {
             log::error!(
                 "Refusing TLS connection from {remote} on port {listen_port}: TLS INGRESS has no key and certificate"
             );
@@ -88,10 +128,10 @@ pub async fn accept(
                 stream
             }
             Err(failure) => {
+                let refused = Refused::Tls(failure);
                 log::log!(
-                    failure.level,
-                    "Refusing connection from {remote} on port {listen_port}: {}",
-                    failure.reason
+                    refused.level(),
+                    "Refusing connection from {remote} on port {listen_port}: {refused}"
                 );
                 return None;
             }
@@ -111,34 +151,19 @@ pub async fn accept(
 async fn read_proxy_header(
     tcp: &mut TcpStream,
     deadline: Instant,
-) -> Result<Option<SocketAddr>, (Level, String)> {
+) -> Result<Option<SocketAddr>, Refused> {
     let mut window = [0u8; PARSE_WINDOW];
     let header = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let peeked = futures_lite::future::or(async { Some(tcp.peek(&mut window).await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
-        .await;
-        let n = match peeked {
-            None => {
-                return Err((
-                    Level::Warn,
-                    "no complete PROXY protocol header before the handshake timeout".into(),
-                ))
-            }
-            Some(Err(e)) => return Err((Level::Debug, format!("reading the PROXY header: {e}"))),
-            Some(Ok(0)) => {
-                return Err((
-                    Level::Debug,
-                    "the connection closed before a PROXY protocol header".into(),
-                ))
-            }
-            Some(Ok(n)) => n,
+        let n = match net::with_timeout(left, tcp.peek(&mut window)).await {
+            Err(_) => return Err(Refused::ProxyHeaderTimedOut),
+            Ok(Err(e)) => return Err(Refused::ProxyHeaderRead(e.into())),
+            Ok(Ok(0)) => return Err(Refused::ClosedBeforeProxyHeader),
+            Ok(Ok(n)) => n,
         };
         match proxy_protocol::parse(&window[..n]) {
             Parsed::Header(h) => break h,
-            Parsed::Invalid(reason) => return Err((Level::Warn, reason)),
+            Parsed::Invalid(invalid) => return Err(Refused::ProxyHeader(invalid)),
             // Part of a header: peeking again at once would spin on the
             // same bytes.
             Parsed::NeedMore => glommio::timer::sleep(PEEK_AGAIN).await,
@@ -153,20 +178,12 @@ async fn read_proxy_header(
             tcp.read_exact(&mut window[..take]).await?;
             left -= take;
         }
-        Ok::<(), std::io::Error>(())
+        Ok::<(), io::Error>(())
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    match futures_lite::future::or(async { Some(consume.await) }, async {
-        glommio::timer::sleep(left).await;
-        None
-    })
-    .await
-    {
-        Some(Ok(())) => Ok(header.addresses.map(|(source, _)| source)),
-        Some(Err(e)) => Err((Level::Debug, format!("reading the PROXY header: {e}"))),
-        None => Err((
-            Level::Warn,
-            "no complete PROXY protocol header before the handshake timeout".into(),
-        )),
+    match net::with_timeout(left, consume).await {
+        Ok(Ok(())) => Ok(header.addresses.map(|(source, _)| source)),
+        Ok(Err(e)) => Err(Refused::ProxyHeaderRead(e)),
+        Err(_) => Err(Refused::ProxyHeaderTimedOut),
     }
 }

@@ -5,6 +5,7 @@
 use super::subcommand;
 use crate::control::{ControlState, Reply};
 use crate::session::control::Ending;
+use crate::session::SessionId;
 use crate::shard::{SessionAction, SessionTarget, ShardCommand};
 
 pub fn run(state: &ControlState, args: &[&str]) -> Reply {
@@ -36,7 +37,7 @@ fn act(state: &ControlState, id: u64, action: Option<SessionAction>) -> usize {
     match action {
         Some(action) => state
             .ask_shards(|reply| ShardCommand::Act {
-                target: SessionTarget::Id(id),
+                target: SessionTarget::Id(SessionId(id)),
                 action,
                 reply,
             })
@@ -45,7 +46,7 @@ fn act(state: &ControlState, id: u64, action: Option<SessionAction>) -> usize {
             .sum(),
         None => super::conn::sessions(state)
             .iter()
-            .filter(|s| s.id == id)
+            .filter(|s| s.id == SessionId(id))
             .count(),
     }
 }

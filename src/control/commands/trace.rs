@@ -89,7 +89,7 @@ mod tests {
         );
         assert_eq!(
             parse(&["session", "12"]),
-            Ok(Some(TraceFilter::Session(12)))
+            Ok(Some(TraceFilter::Session(crate::stats::SessionId(12))))
         );
         assert!(parse(&["session", "x"]).is_err());
         assert!(parse(&["vhost"]).is_err());
