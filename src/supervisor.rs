@@ -50,7 +50,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             options.handshake_timeout,
             options.connect_timeout,
         )
-        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+        .with_broker_handshake_timeout(options.broker_handshake_timeout)
+        .with_auth_timeouts(options.auth_timeouts),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 

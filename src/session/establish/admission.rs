@@ -1,0 +1,124 @@
+//! The two checks a proxied session passes at `Connection.Open`, before any
+//! broker is reached: the limits (connection rate, rate alarm, concurrent
+//! cap) and then, once the vhost is routed, the auth service (see
+//! `docs/commands.md#auth-and-limit` and `docs/sessions.md#refusals`).
+//!
+//! Owns turning the limits' and the auth service's verdicts into a session's
+//! slot, its rewritten `StartOk`, or a [`Refusal`] with the right bytes,
+//! delay and log text. Never decides a limit or an auth verdict itself
+//! (`crate::limits`, `crate::auth` do), never marks the session's counters
+//! (the driver does, once the refused session leaves). Runs on the
+//! session's shard; the only waits are the limited client's delay and the
+//! auth service's bounded request.
+
+use super::refusal::{Reason, Refusal};
+use crate::auth::{self, rewrite, AuthDecision, AuthSettings};
+use crate::codec::ConnectionMethod;
+use crate::handshake::{close_frame, ClientHello};
+use crate::limits::{LimitRefusal, Stamp};
+use crate::session::{SessionInfo, ShardContext};
+use crate::session_log;
+use log::Level;
+use std::time::Instant;
+
+/// Admits the session to its vhost's limits, keeping its slot on the
+/// session until it ends; or refuses it, after the original's delay, with
+/// a 506 Close. An alarm-only limit logs at WARN and lets it through.
+pub async fn admit(shard: &ShardContext, info: &SessionInfo, vhost: &str) -> Result<(), Refusal> {
+    let admission = shard
+        .shared
+        .limits
+        .admit(vhost, Stamp::from_instant(Instant::now()));
+    if let Some(alarm) = &admission.alarm {
+        session_log!(Level::Warn, info, "{alarm}");
+    }
+    match admission.outcome {
+        Ok(slot) => {
+            *info.admission.slot.borrow_mut() = Some(slot);
+            Ok(())
+        }
+        Err(refusal) => {
+            // The delay slows a client that reconnects in a loop; it holds
+            // no slot and no broker connection meanwhile.
+            glommio::timer::sleep(refusal.close_delay()).await;
+            Err(limited(refusal))
+        }
+    }
+}
+
+/// The refusal of a limited session: 506 and the limit's text, logged at
+/// DEBUG with the `AMQPPROX_CONNECTION_LIMIT` line as in the original.
+pub fn limited(refusal: LimitRefusal) -> Refusal {
+    Refusal::Reply {
+        bytes: close_frame(refusal.reply_code(), &refusal.close_text()),
+        level: Level::Debug,
+        reason: Reason::Limited(refusal),
+    }
+}
+
+/// Asks the session's auth interceptor (the one in force when it was
+/// accepted). ALLOW with credentials rewrites the `StartOk` the broker is
+/// sent; DENY refuses the session.
+pub async fn authorise(
+    shard: &ShardContext,
+    info: &SessionInfo,
+    hello: &mut ClientHello,
+) -> Result<(), Refusal> {
+    let settings = info.admission.auth.borrow().clone();
+    if let AuthSettings::AlwaysAllow = *settings {
+        // No request, no log line per session: the common case.
+        return Ok(());
+    }
+    let client_hostname = crate::hostnames::hostname_for(info.ingress_remote.ip())
+        .unwrap_or_else(|| info.ingress_remote.ip().to_string());
+    let vhost = hello.open.vhost.clone();
+    let decision = auth::authorise(
+        &settings,
+        &vhost,
+        &hello.start_ok,
+        &client_hostname,
+        &shard.resolver,
+        shard.shared.auth_timeouts,
+    )
+    .await;
+    match decision {
+        AuthDecision::Allow {
+            reason,
+            replacement,
+        } => {
+            session_log!(
+                Level::Debug,
+                info,
+                "Auth service allowed the connection{}: {reason}",
+                if replacement.is_some() {
+                    " with replacement credentials"
+                } else {
+                    ""
+                }
+            );
+            if let Some(credentials) = replacement {
+                rewrite::apply_replacement(&mut hello.start_ok, &credentials, &reason);
+            }
+            Ok(())
+        }
+        AuthDecision::Deny(why) => Err(denied(hello, why)),
+    }
+}
+
+/// The refusal of a denied session: a 403 Close if the client can take
+/// one, else nothing before the socket closes; logged at ERROR.
+pub fn denied(hello: &ClientHello, why: auth::DenyReason) -> Refusal {
+    let bytes = match rewrite::deny_close(&hello.start_ok, &why.to_string()) {
+        Some(close) => {
+            let mut bytes = Vec::with_capacity(64);
+            ConnectionMethod::Close(close).encode_frame(&mut bytes);
+            bytes
+        }
+        None => Vec::new(),
+    };
+    Refusal::Reply {
+        bytes,
+        level: Level::Error,
+        reason: Reason::AuthDenied(why),
+    }
+}
