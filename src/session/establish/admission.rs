@@ -122,3 +122,128 @@ pub fn denied(hello: &ClientHello, why: auth::DenyReason) -> Refusal {
         reason: Reason::AuthDenied(why),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::DenyReason;
+    use crate::codec::{
+        decode_frame, str_field, Close, FieldTable, FieldValue, Open, StartOk, Tune,
+    };
+    use crate::limits::LimitSource;
+    use std::sync::Arc;
+
+    fn hello(failure_close: bool) -> ClientHello {
+        let mut props = FieldTable::new();
+        if failure_close {
+            let mut caps = FieldTable::new();
+            caps.push("authentication_failure_close", FieldValue::Bool(true));
+            props.push("capabilities", FieldValue::Table(caps));
+        }
+        props.push("connection_name", str_field("c1"));
+        let tune = Tune {
+            channel_max: 2047,
+            frame_max: 131072,
+            heartbeat: 60,
+        };
+        ClientHello {
+            start_ok: StartOk {
+                client_properties: props,
+                mechanism: b"PLAIN".to_vec(),
+                response: b"\0u\0p".to_vec(),
+                locale: b"en_US".to_vec(),
+            },
+            tune_ok: tune,
+            open: Open {
+                vhost: "orders".into(),
+                capabilities: Vec::new(),
+                insist: false,
+            },
+            pipelined: Vec::new(),
+            legacy_header: false,
+        }
+    }
+
+    /// The one `Connection.Close` in `bytes`.
+    fn close_in(bytes: &[u8]) -> Close {
+        let (frame, used) = decode_frame(bytes, 4096).unwrap().expect("a whole frame");
+        assert_eq!(used, bytes.len());
+        match ConnectionMethod::decode(frame.payload).unwrap() {
+            ConnectionMethod::Close(close) => close,
+            other => panic!("not a Close: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_limited_session_gets_506_naming_its_vhost_and_logs_the_limiter() {
+        let refusal = limited(LimitRefusal::ConnRate {
+            vhost: Arc::from("orders"),
+            limit: 3,
+            origin: LimitSource::Default,
+        });
+        let Refusal::Reply {
+            bytes,
+            level,
+            reason,
+        } = refusal
+        else {
+            panic!("a limited session is told why");
+        };
+        let close = close_in(&bytes);
+        assert_eq!(close.reply_code, 506);
+        assert_eq!(
+            close.reply_text_lossy(),
+            "The connection for orders, is limited by proxy."
+        );
+        assert_eq!(level, Level::Debug);
+        assert_eq!(
+            reason.to_string(),
+            "AMQPPROX_CONNECTION_LIMIT: The connection request for orders is limited by default Allow average 3 number of connections per 1 seconds"
+        );
+
+        let capped = limited(LimitRefusal::ConnCount {
+            vhost: Arc::from("orders"),
+            cap: 2,
+            origin: LimitSource::Vhost,
+        });
+        let Refusal::Reply { bytes, .. } = capped else {
+            panic!("a capped session is told why");
+        };
+        assert_eq!(
+            close_in(&bytes).reply_text_lossy(),
+            "The connection for orders, is limited by proxy: at most 2 concurrent connections."
+        );
+    }
+
+    #[test]
+    fn a_denied_session_gets_403_only_if_it_can_take_it() {
+        let why = || DenyReason::Denied {
+            reason: "not on the list".into(),
+        };
+        let Refusal::Reply {
+            bytes,
+            level,
+            reason,
+        } = denied(&hello(true), why())
+        else {
+            panic!("a denied session is refused");
+        };
+        let close = close_in(&bytes);
+        assert_eq!(close.reply_code, 403);
+        assert_eq!(close.reply_text_lossy(), "not on the list");
+        assert_eq!((close.class_id, close.method_id), (10, 11));
+        assert_eq!(level, Level::Error);
+        assert_eq!(
+            reason.to_string(),
+            "Disconnecting unauthenticated/unauthorized client, reason: not on the list"
+        );
+
+        let Refusal::Reply { bytes, .. } = denied(&hello(false), why()) else {
+            panic!("a denied session is refused");
+        };
+        assert!(
+            bytes.is_empty(),
+            "no Close for a client without the capability"
+        );
+    }
+}
