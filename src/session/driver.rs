@@ -201,7 +201,7 @@ async fn establish(
     // change never switches a session already past this point. A limit or
     // an auth service may refuse the session at `Open`, before any broker
     // is reached, so either makes the session proxied
-    // (docs/sessions.md#how-a-session-goes).
+    // (docs/routing.md#handshake-modes).
     if routing::vhost_independent(&shard.shared.config.load().config)
         && !shard.shared.admission_needs_vhost()
     {
