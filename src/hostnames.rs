@@ -1,5 +1,5 @@
-//! Reverse DNS for `MAPHOSTNAME DNS` (behaviour.md §2.13, §3.6, DECISIONS
-//! Fix 10): a process-wide IP → hostname cache that never blocks a caller.
+//! Reverse DNS for `MAPHOSTNAME DNS` (see `docs/commands.md#maphostname`):
+//! a process-wide IP → hostname cache that never blocks a caller.
 //!
 //! Owns the cache and one background std thread, the resolver. A caller
 //! (a shard at accept or connect time, `CONN`, stats) asks

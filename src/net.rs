@@ -12,12 +12,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Opens one shard's listener on `addr`. Every shard binds the same port with
 /// SO_REUSEPORT, so the kernel spreads new connections across shards.
-pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+///
+/// Returns the listener's raw descriptor beside it, because glommio's listener
+/// does not expose it and [`stop_listening`] needs it.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<(TcpListener, RawFd)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -27,8 +30,22 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
+    let fd = socket.into_raw_fd();
     // SAFETY: the fd is a freshly bound, listening TCP socket we own.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+}
+
+/// Shuts a listening socket down before it is closed: pending accepts end
+/// with an error and new connects are refused from this moment, instead of
+/// whenever the reactor finishes cancelling its in-flight accept. Only for a
+/// socket this process alone owns: a shutdown acts on the socket, not on
+/// this process's descriptor.
+pub fn stop_listening(listener: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor we own and have not closed yet;
+    // failure (already shut) changes nothing we rely on.
+    unsafe {
+        libc::shutdown(listener, libc::SHUT_RDWR);
+    }
 }
 
 /// Checks that nobody else holds `port`: binds without SO_REUSEPORT, so a

@@ -1,5 +1,5 @@
 //! Routing: from a vhost to the ordered list of backends a session will try
-//! (behaviour.md §3.2-3.5, DECISIONS Fix 1).
+//! (see `docs/routing.md`).
 //!
 //! A farm's members are split into priority partitions (datacenter
 //! affinity); the round-robin selector picks the starting member of each
@@ -68,6 +68,18 @@ pub fn new_markers(config: &Config, farm: &Farm) -> Arc<Vec<AtomicUsize>> {
             .map(|_| AtomicUsize::new(0))
             .collect(),
     )
+}
+
+/// Recomputes every farm's partitions (after `DATACENTER SET`), which
+/// resets their round-robin markers as in the original.
+pub fn repartition_all(config: &mut Config) {
+    let names: Vec<String> = config.farms.keys().cloned().collect();
+    for name in names {
+        if let Some(mut farm) = config.farms.get(&name).cloned() {
+            farm.markers = new_markers(config, &farm);
+            config.farms.insert(name, farm);
+        }
+    }
 }
 
 /// Whether every vhost goes the same way, so the broker can be chosen

@@ -290,7 +290,7 @@ fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartErr
             for _ in signals.forever() {
                 let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
                 let control = &mut *guard;
-                match control.tls.reload(&control.shared.tls) {
+                match control.config.tls.reload(&control.shared.tls) {
                     Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
                     Err(e) => log::error!("SIGHUP: TLS reload failed, nothing changed: {e}"),
                 }

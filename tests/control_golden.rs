@@ -28,7 +28,7 @@ fn backend_commands_and_errors() {
         = {"backends":[]}
         > BACKEND ADD b1 dc1 127.0.0.1 5672
         > BACKEND ADD b2 dc2 127.0.0.1 5673 TLS SEND-PROXY
-        > backend add b3 dc1 127.0.0.1 5674 send-proxy-v2 extra
+        > backend add b3 dc1 127.0.0.1 5674 send-proxy-v2
         > BACKEND ADD_DNS b4 dc2 rabbit.example.com 5672 SEND-PROXY
         > BACKEND PRINT
         = b1 (dc1): 127.0.0.1 127.0.0.1:5672
@@ -448,6 +448,80 @@ fn config_file_stops_start_at_the_first_failing_line() {
         stderr.contains(&expected),
         "stderr lacks {expected:?}:\n{stderr}"
     );
+}
+
+/// Typos are errors that name the token, and change nothing (this
+/// proxy's difference from the original, which ignored them).
+#[test]
+fn typos_are_errors_that_name_the_token() {
+    let p = bare();
+    check(&p, "BACKEND ADD b1 dc1 127.0.0.1 5672", "", true);
+    let before = ctl(&p.control_socket, "CONFIG DUMP");
+    transcript(
+        &p,
+        r#"
+        ! BACKEND ADD x dc 127.0.0.1 5671 TSL
+        = Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.
+        ! BACKEND ADD x dc 127.0.0.1 5671 TLS SEND-PROXY-V3
+        = Unknown backend option 'SEND-PROXY-V3': expected SEND-PROXY, SEND-PROXY-V2 or TLS.
+        ! BACKEND DELETE b1 b2
+        = Unexpected argument 'b2' after BACKEND DELETE.
+        ! BACKEND PRINT jsn
+        = Unexpected argument 'jsn' after BACKEND PRINT.
+        ! FARM PARTITION f datacenter-affinity now
+        = Unexpected argument 'now' after FARM PARTITION.
+        ! FARM DELETE f g
+        = Unexpected argument 'g' after FARM DELETE.
+        ! MAP DEFAULT f g
+        = Unexpected argument 'g' after MAP DEFAULT.
+        ! MAP BACKEND v b1 b2
+        = Unexpected argument 'b2' after MAP BACKEND.
+        ! MAP REMOVE_DEFAULT now
+        = Unexpected argument 'now' after MAP REMOVE_DEFAULT.
+        ! DATACENTER SET dc1 dc2
+        = Unexpected argument 'dc2' after DATACENTER SET.
+        ! DATACENTER PRINT yaml
+        = Unexpected argument 'yaml' after DATACENTER PRINT.
+        ! CONFIG DUMP yaml
+        = Unexpected argument 'yaml' after CONFIG DUMP.
+        ! CONN jsno
+        = Unexpected argument 'jsno' after CONN.
+        ! LISTEN START 5999 PROXI
+        = Unknown listener option 'PROXI': expected PROXY.
+        ! LISTEN STOP 56x2
+        = Invalid port provided.
+        ! LISTEN STOP 5999 6000
+        = Unexpected argument '6000' after LISTEN STOP.
+        ! LOG CONSOLE 3 4
+        = Unexpected argument '4' after LOG.
+        ! MAPHOSTNAME DNS now
+        = Unexpected argument 'now' after MAPHOSTNAME DNS.
+        ! SESSION 1 PAUSE now
+        = Unexpected argument 'now' after SESSION.
+        ! STAT STOP SEND now
+        = Unexpected argument 'now' after STAT STOP SEND.
+        ! STAT ENABLE per-source now
+        = Unexpected argument 'now' after STAT ENABLE|DISABLE per-source.
+        ! STAT LISTEN json all now
+        = Unexpected argument 'now' after STAT LISTEN.
+        ! TLS INGRESS CA_CERT_FILE a.pem b.pem
+        = Unexpected argument 'b.pem' after TLS file.
+        ! TLS INGRESS CIPHERS PRINT all
+        = Unexpected argument 'all' after TLS CIPHERS PRINT.
+        ! TRACE VHOST v w
+        = Unexpected argument 'w' after TRACE.
+        ! TRACE OFF now
+        = Unexpected argument 'now' after TRACE OFF.
+        ! VHOST PAUSE v w
+        = Unexpected argument 'w' after VHOST.
+        ! VHOST PRINT all
+        = Unexpected argument 'all' after VHOST PRINT.
+        ! EXIT now
+        = Unexpected argument 'now' after EXIT.
+        "#,
+    );
+    assert_eq!(ctl(&p.control_socket, "CONFIG DUMP"), before);
+    assert_eq!(ctl(&p.control_socket, "VHOST PRINT"), "");
 }
 
 #[test]

@@ -1,13 +1,21 @@
-//! The configuration model: backends, farms, vhost mappings, the default farm
-//! and the proxy's datacenter (behaviour.md §3.1), and the immutable
-//! [`ConfigSnapshot`] the shards read.
+//! The configuration model: everything an operator set with control
+//! commands and `CONFIG DUMP` prints (see `docs/commands.md`): backends,
+//! farms, vhost mappings, the default farm, the proxy's datacenter, paused
+//! vhosts, listeners and TLS settings; and the immutable [`ConfigSnapshot`]
+//! the shards read.
 //!
 //! Only the control thread mutates a [`Config`]; each successful change is
 //! published as a whole new snapshot, so a session sees one consistent view.
-//! Nothing here does I/O or touches a socket.
+//! Nothing here does I/O or touches a socket: opening listeners and
+//! reading TLS files is the control verbs' work, which records the result
+//! here.
+//!
+//! A leaf: it imports nothing of the proxy but the TLS settings type
+//! (`crate::tls::TlsSettings`), and no shard, session or control type.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use crate::tls::TlsSettings;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -84,6 +92,16 @@ pub struct Farm {
     pub markers: Arc<Vec<AtomicUsize>>,
 }
 
+/// Two farms are the same configuration whatever their rotation state.
+impl PartialEq for Farm {
+    fn eq(&self, other: &Farm) -> bool {
+        self.name == other.name
+            && self.selector == other.selector
+            && self.members == other.members
+            && self.policies == other.policies
+    }
+}
+
 /// Where a vhost goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapping {
@@ -91,8 +109,54 @@ pub enum Mapping {
     Backend(String),
 }
 
-/// The whole routing configuration.
-#[derive(Debug, Clone, Default)]
+/// One port every shard listens on (`LISTEN START`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// The address asked for (`[::]:port` for a bare port, also where a
+    /// host without IPv6 made the shards bind `0.0.0.0` instead), so that
+    /// the dump asks for the same again.
+    pub addr: SocketAddr,
+    /// AMQPS with the TLS INGRESS context (`START_SECURE`).
+    pub tls: bool,
+    /// A PROXY protocol header comes first (`... PROXY`).
+    pub proxy: bool,
+}
+
+/// The files and flags of `TLS ...` commands. What they build is published
+/// to the shards separately (`Shared::tls`); this is what the operator set.
+#[derive(Clone, Default)]
+pub struct TlsConfig(pub TlsSettings);
+
+impl std::ops::Deref for TlsConfig {
+    type Target = TlsSettings;
+    fn deref(&self) -> &TlsSettings {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TlsConfig {
+    fn deref_mut(&mut self) -> &mut TlsSettings {
+        &mut self.0
+    }
+}
+
+/// Settings are the same when they recreate the same way: same files,
+/// flags and cipher list (the key material itself is not compared).
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &TlsConfig) -> bool {
+        self.0.dump_commands() == other.0.dump_commands()
+    }
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.dump_commands()).finish()
+    }
+}
+
+/// The whole configuration: what `CONFIG DUMP` prints, and what replaying
+/// that dump builds again.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub backends: BTreeMap<String, Backend>,
     pub farms: BTreeMap<String, Farm>,
@@ -100,7 +164,10 @@ pub struct Config {
     pub default_farm: Option<String>,
     pub datacenter: String,
     /// Vhosts whose new sessions are held at `Open` (`VHOST PAUSE`).
-    pub paused_vhosts: std::collections::BTreeSet<String>,
+    pub paused_vhosts: BTreeSet<String>,
+    /// Listeners by port.
+    pub listeners: BTreeMap<u16, Listener>,
+    pub tls: TlsConfig,
 }
 
 /// The view of the configuration a session takes when its vhost is known.

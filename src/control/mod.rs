@@ -1,22 +1,25 @@
-//! The control plane: the state the control thread owns, the command
-//! dispatcher, and the Unix-socket server `amqpprox_ctl` talks to
-//! (behaviour.md §2, DECISIONS Keep 2, Fix 9, 15, 16).
+//! The control plane: the state the control thread owns, the grammar of
+//! control lines, the verbs that run them, and the Unix-socket server
+//! `amqpprox_ctl` talks to (see `docs/commands.md`).
 //!
-//! Every command runs against a draft copy of the configuration; only a
-//! command that succeeds has its draft published to the shards as one new
-//! immutable snapshot, so a failing command changes nothing. Commands that
-//! touch live sessions or listeners go through the shards' inboxes and wait
-//! for their replies. Runs on std threads, never on a shard.
+//! A line is parsed first (`grammar`, pure); a line that does not parse
+//! changes nothing. Every command then runs against a draft copy of the
+//! configuration; only a command that succeeds has its draft published to
+//! the shards as one new immutable snapshot, so a failing command changes
+//! nothing. Commands that touch live sessions or listeners go through the
+//! shards' inboxes and wait for their replies. Runs on std threads, never
+//! on a shard.
 
 pub mod commands;
+pub mod grammar;
+pub mod render;
 mod server;
 
 pub use server::{serve, ControlServer};
 
 use crate::config::{Config, ConfigSnapshot};
+use crate::shard::SessionView;
 use crate::shard::{ShardCommand, ShardHandle, Shared};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +35,7 @@ pub struct Reply {
 }
 
 /// Chunks written after a reply's text, in order, until the sender is
-/// dropped or the control client goes away (behaviour.md §2.1).
+/// dropped or the control client goes away (`docs/commands.md#stat`).
 #[derive(Debug, Clone)]
 pub struct ReplyStream(pub flume::Receiver<String>);
 
@@ -75,17 +78,12 @@ impl Reply {
 
 /// Everything the control thread owns.
 pub struct ControlState {
+    /// Everything the operator set (`CONFIG DUMP` prints it).
     pub config: Config,
     pub shared: Arc<Shared>,
     pub shards: Vec<ShardHandle>,
-    /// Ports listened on by every shard, with their bind addresses.
-    pub listening: BTreeMap<u16, SocketAddr>,
-    /// What each of those listeners does first (TLS, PROXY header).
-    pub listener_kinds: BTreeMap<u16, crate::shard::ListenerKind>,
-    /// The files and flags of `TLS ...`; what they build is published in
-    /// `shared.tls`.
-    pub tls: crate::tls::TlsSettings,
-    /// Vhosts an operator paused or unpaused, for `VHOST PRINT`.
+    /// Vhosts an operator paused or unpaused, for `VHOST PRINT` (what it
+    /// lists, not configuration).
     pub touched_vhosts: std::collections::BTreeSet<String>,
     /// Statistics listeners, publishers and switches (`STAT`, `TRACE`),
     /// shared with the stats thread the supervisor starts.
@@ -101,9 +99,6 @@ impl ControlState {
             config: Config::default(),
             shared,
             shards,
-            listening: BTreeMap::new(),
-            listener_kinds: BTreeMap::new(),
-            tls: Default::default(),
             touched_vhosts: Default::default(),
             stats: Default::default(),
         }
@@ -131,22 +126,40 @@ impl ControlState {
     /// works on a draft; the draft is published only if the command succeeds.
     pub fn execute(&mut self, line: &str) -> Reply {
         let line = line.trim_end_matches(['\r', '\n']);
-        let (verb, rest) = match line.find(' ') {
-            Some(i) => (&line[..i], &line[i..]),
-            None => (line, ""),
+        let reply = match grammar::parse(line) {
+            Ok(command) => {
+                let mut draft = self.config.clone();
+                let reply = commands::dispatch(self, &mut draft, command);
+                if !reply.error {
+                    self.commit(draft);
+                }
+                reply
+            }
+            Err(error) => commands::refuse(self, error),
         };
-        let verb = verb.to_ascii_uppercase();
-        let mut draft = self.config.clone();
-        let reply = commands::dispatch(self, &mut draft, &verb, rest);
-        if !reply.error {
-            self.commit(draft);
-        }
         log::info!(
             "Control '{line}' Output (finish={}): {}",
             u8::from(reply.stream.is_none()),
             reply.text.trim_end()
         );
         reply
+    }
+
+    /// Every session of every shard, by id.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let mut all: Vec<SessionView> = self
+            .ask_shards(|reply| ShardCommand::Sessions { reply })
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Whether a session with this `CONN` id exists on any shard.
+    pub fn session_exists(&self, id: u64) -> bool {
+        self.sessions().iter().any(|s| s.id.0 == id)
     }
 
     /// Makes `draft` the configuration and publishes it to the shards.
@@ -168,5 +181,81 @@ impl ControlState {
         for shard in &self.shards {
             let _ = shard.inbox.send(ShardCommand::Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigSnapshot;
+
+    /// A control state with no shards: commands that ask shards get no
+    /// answers, which is enough to check parsing, texts and drafts.
+    fn state() -> ControlState {
+        let shared = Arc::new(Shared::new(
+            ConfigSnapshot::new(Config::default()),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ));
+        ControlState::new(shared, Vec::new())
+    }
+
+    #[test]
+    fn a_refused_line_changes_nothing() {
+        let mut s = state();
+        assert!(!s.execute("BACKEND ADD b1 dc1 127.0.0.1 5672").error);
+        let before = s.config.clone();
+        for line in [
+            "BACKEND ADD b2 dc1 127.0.0.1 5672 TSL",
+            "BACKEND DELETE b1 b2",
+            "MAP DEFAULT f extra",
+            "VHOST PAUSE v extra",
+            "DATACENTER SET a b",
+        ] {
+            let reply = s.execute(line);
+            assert!(
+                reply.error && reply.text.ends_with('\n'),
+                "{line}: {reply:?}"
+            );
+        }
+        assert_eq!(s.config, before);
+        assert_eq!(
+            s.shared.config.load().config,
+            before,
+            "the published snapshot is unchanged too"
+        );
+    }
+
+    #[test]
+    fn session_replies_keep_the_original_texts() {
+        let mut s = state();
+        for line in [
+            "SESSION",
+            "SESSION x PAUSE",
+            "SESSION 1 PAUSE",
+            "SESSION 1 NAP",
+        ] {
+            assert_eq!(
+                s.execute(line),
+                Reply::error("Session not found.\n"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn pauses_and_listeners_are_configuration() {
+        let mut s = state();
+        assert_eq!(s.execute("VHOST PAUSE v1"), Reply::empty());
+        assert_eq!(s.execute("VHOST PRINT").text, "v1 = PAUSED\n");
+        assert!(s.shared.config.load().config.paused_vhosts.contains("v1"));
+        assert_eq!(s.execute("VHOST UNPAUSE v1"), Reply::empty());
+        assert_eq!(s.execute("VHOST PRINT").text, "v1 = UNPAUSED\n");
+        assert!(s.config.paused_vhosts.is_empty());
+        assert_eq!(
+            s.execute("LISTEN STOP 56x2"),
+            Reply::error("Invalid port provided.\n")
+        );
+        assert!(s.execute("EXIT").exit);
     }
 }

@@ -1,6 +1,6 @@
 //! The control socket: a Unix stream socket (stale file replaced, mode
 //! 0600); one line in, the reply out, then the proxy closes the connection
-//! (behaviour.md §2.1), so `socat` and `amqpprox_ctl` both work. A
+//! (see `docs/commands.md`), so `socat` and `amqpprox_ctl` both work. A
 //! streaming reply (`STAT LISTEN`) writes its chunks as they come until a
 //! write fails.
 //!
@@ -11,7 +11,7 @@
 //! `amqpprox_ctl` opts in to a status trailer by sending the line
 //! [`STATUS_HELLO`] first: the reply is then followed by a NUL byte and
 //! `ok` or `error`, which it strips and turns into its exit code
-//! (DECISIONS Fix 15). Other clients see exactly the original's replies.
+//! (`docs/differences.md`). Other clients see exactly the original's replies.
 
 use super::ControlState;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -183,7 +183,8 @@ impl Shard {
         if self.listeners.borrow().contains_key(&addr.port()) {
             return Ok(());
         }
-        let listener = net::bind_listener(addr).map_err(|source| ListenError { addr, source })?;
+        let (listener, listener_fd) =
+            net::bind_listener(addr).map_err(|source| ListenError { addr, source })?;
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let context = Rc::clone(&self.context);
         let port = addr.port();
@@ -213,6 +214,12 @@ impl Shard {
                 let _ = stop_rx.recv_async().await;
             })
             .await;
+            // The dropped accept is only a cancellation request: until io_uring
+            // completes it, the kernel keeps the socket listening and may hand a
+            // new connection to the cancelled accept, where nobody owns it.
+            // Shutting the socket down first ends that accept at once and
+            // refuses further connects, so the reply below is the truth.
+            net::stop_listening(listener_fd);
             drop(listener);
             log::debug!("Shard {} stopped listening on port {port}", context.index);
         })

@@ -1,24 +1,12 @@
-//! `CONN [json]`: one line per session, gathered from every shard
-//! (behaviour.md §2.5). Idle times are seconds since each side last sent
-//! anything (DECISIONS Fix 7). `inAvgLatencyMs`/`outAvgLatencyMs` (mean
+//! `CONN [json]`: one line per session, gathered from every shard (see
+//! `docs/commands.md#conn`). Idle times are seconds since each side last
+//! sent anything. `inAvgLatencyMs`/`outAvgLatencyMs` (mean
 //! pass-through write latency, really measured) appear once a write in
-//! that direction completed (behaviour.md §14.6).
+//! that direction completed (`docs/statistics.md`).
 
 use crate::control::{ControlState, Reply};
-use crate::shard::{SessionView, ShardCommand};
+use crate::shard::SessionView;
 use std::net::SocketAddr;
-
-/// Every session of every shard, by id.
-pub fn sessions(state: &ControlState) -> Vec<SessionView> {
-    let mut all: Vec<SessionView> = state
-        .ask_shards(|reply| ShardCommand::Sessions { reply })
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    all.sort_by_key(|s| s.id);
-    all
-}
 
 fn endpoint(addr: Option<SocketAddr>) -> String {
     let addr = addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -32,7 +20,7 @@ fn latency(name: &str, ms: Option<f64>) -> String {
 }
 
 /// One `CONN` line, in the original's shape.
-pub fn line(s: &SessionView) -> String {
+fn line(s: &SessionView) -> String {
     let yn = |b: bool| if b { 'Y' } else { 'N' };
     format!(
         "id={} vhost={} disconnected={} paused={} authDenied={} ingressRemote={} ingressLocal={} egressLocal={} \
@@ -59,9 +47,9 @@ pub fn line(s: &SessionView) -> String {
     )
 }
 
-pub fn run(state: &ControlState, args: &[&str]) -> Reply {
-    let all = sessions(state);
-    if args.first().is_some_and(|a| a.eq_ignore_ascii_case("json")) {
+pub fn run(state: &ControlState, json: bool) -> Reply {
+    let all = state.sessions();
+    if json {
         return match serde_json::to_string(&all) {
             Ok(json) => Reply::ok(json + "\n"),
             Err(e) => Reply::error(format!("Cannot encode sessions: {e}\n")),

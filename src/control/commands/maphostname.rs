@@ -1,21 +1,16 @@
-//! `MAPHOSTNAME DNS` (behaviour.md §2.13, DECISIONS Fix 10): turns on the
+//! `MAPHOSTNAME DNS` (see `docs/commands.md#maphostname`): turns on the
 //! process-wide reverse-DNS mapper in [`crate::hostnames`]. Owns only the
-//! grammar and texts; it never resolves a name itself and never blocks.
+//! texts; it never resolves a name itself and never blocks.
 //!
 //! Sessions ask the mapper when they show an address, so the switch covers
 //! current sessions too, as the original's reply says. It cannot be turned
 //! off again, as in the original.
 
-use super::subcommand;
 use crate::control::Reply;
 
-pub fn run(args: &[&str]) -> Reply {
-    match subcommand(args).as_str() {
-        "DNS" => match crate::hostnames::enable() {
-            Ok(()) => Reply::ok("Hostname mapper set for all current sessions.\n"),
-            Err(e) => Reply::error(format!("Cannot start the hostname resolver: {e}\n")),
-        },
-        "" => Reply::error("No subcommand specified.\n"),
-        _ => Reply::error("Only DNS subcommand is supported.\n"),
+pub fn run() -> Reply {
+    match crate::hostnames::enable() {
+        Ok(()) => Reply::ok("Hostname mapper set for all current sessions.\n"),
+        Err(e) => Reply::error(format!("Cannot start the hostname resolver: {e}\n")),
     }
 }

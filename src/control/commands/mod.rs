@@ -1,8 +1,10 @@
-//! Control verbs: one file per verb, each a function from the tokens of a
-//! line to a [`Reply`], with the original's grammar and texts
-//! (behaviour.md §2). This file dispatches by verb and holds HELP, EXIT and
-//! LOG. Commands mutate only the draft configuration they are given; the
-//! caller decides whether it is published.
+//! Control verbs, executed: one file per verb, each taking its typed
+//! command from [`crate::control::grammar`] and running it against the
+//! control state (see `docs/commands.md`). This file dispatches and holds
+//! HELP, EXIT and LOG. Commands that change the configuration change only
+//! the draft they are given; the caller publishes it if they succeed.
+//! Verb files never import each other; what several share lives in
+//! `control::render` (JSON and text shapes) or on [`ControlState`].
 
 mod backend;
 mod config;
@@ -18,9 +20,9 @@ mod tls;
 mod trace;
 mod vhost;
 
+use super::grammar::{Command, LogTarget, ParseError};
 use super::{ControlState, Reply};
 use crate::config::Config;
-
 /// `HELP`: every verb, alphabetically, as the original lists them, plus this
 /// project's additions.
 pub const HELP: &str = "\
@@ -48,73 +50,82 @@ TRACE (VHOST vhost | SOURCE ip | SESSION id# | OFF | PRINT) - Log each AMQP meth
 VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT vhost
 ";
 
-/// Runs `verb` with the rest of the line (which keeps its leading space).
-pub fn dispatch(state: &mut ControlState, draft: &mut Config, verb: &str, rest: &str) -> Reply {
-    let args: Vec<&str> = rest.split_whitespace().collect();
-    let mut reply = match verb {
-        "BACKEND" => backend::run(draft, &args),
-        "CONFIG" => config::run(state, draft, &args),
-        "CONN" => conn::run(state, &args),
-        "DATACENTER" => datacenter::run(draft, &args),
-        "EXIT" => Reply {
+/// Runs one parsed command.
+pub fn dispatch(state: &mut ControlState, draft: &mut Config, command: Command) -> Reply {
+    let mut reply = match command {
+        Command::Help => Reply::ok(HELP),
+        Command::Exit => Reply {
             exit: true,
             ..Reply::ok("Exiting.\n")
         },
-        "FARM" => farm::run(draft, &args),
-        "LISTEN" => listen::run(state, &args),
-        "LOG" => log_verbosity(&args),
-        "MAP" => map::run(draft, &args),
-        "MAPHOSTNAME" => maphostname::run(&args),
-        "SESSION" => session::run(state, &args),
-        "TLS" => tls::run(state, &args),
-        "STAT" => stat::run(state, &args),
-        "TRACE" => trace::run(state, &args),
-        "VHOST" => vhost::run(state, draft, &args),
-        // Listed in HELP, built in later milestones: say so plainly rather
-        // than answer with the help text.
-        "AUTH" | "LIMIT" => Reply::error(format!(
-            "{verb} is not available in this version of amqpprox yet.\n"
-        )),
-        // Unknown verbs, and HELP itself, answer with the help text.
-        _ => Reply::ok(HELP),
+        Command::Backend(c) => backend::run(draft, c),
+        Command::ConfigDump { json } => config::run(draft, json),
+        Command::Conn { json } => conn::run(state, json),
+        Command::Datacenter(c) => datacenter::run(draft, c),
+        Command::Farm(c) => farm::run(draft, c),
+        Command::Listen(c) => listen::run(state, draft, c),
+        Command::Log { target, level } => log_verbosity(target, level),
+        Command::Map(c) => map::run(draft, c),
+        Command::MapHostnameDns => maphostname::run(),
+        Command::Session { id, action } => session::run(state, id, action),
+        Command::Stat(c) => stat::run(state, c),
+        Command::Tls { side, setting } => tls::run(state, draft, side, setting),
+        Command::Trace(c) => trace::run(state, c),
+        Command::Vhost(c) => vhost::run(state, draft, c),
     };
-    // Every non-empty reply ends with a newline (DECISIONS Fix 16).
-    if !reply.text.is_empty() && !reply.text.ends_with('\n') {
-        reply.text.push('\n');
-    }
+    finish(&mut reply);
     reply
 }
 
-/// Upper-cased sub-command, or "" when missing.
-fn subcommand(args: &[&str]) -> String {
-    args.first()
-        .map(|s| s.to_ascii_uppercase())
-        .unwrap_or_default()
+/// The reply to a line the grammar refused.
+pub fn refuse(state: &ControlState, error: ParseError) -> Reply {
+    let mut reply = match error {
+        // The original names a bad sub-command only for a session that
+        // exists.
+        ParseError::SessionSubcommand { id, .. } if !state.session_exists(id) => {
+            Reply::error("Session not found.\n")
+        }
+        error => Reply::error(error.to_string()),
+    };
+    finish(&mut reply);
+    reply
+}
+
+/// Every non-empty reply ends with a newline.
+fn finish(reply: &mut Reply) {
+    if !reply.text.is_empty() && !reply.text.ends_with('\n') {
+        reply.text.push('\n');
+    }
 }
 
 /// `LOG CONSOLE n` / `LOG FILE n`.
-fn log_verbosity(args: &[&str]) -> Reply {
-    let kind = subcommand(args);
-    let Some(level) = args.get(1).and_then(|l| l.parse::<i64>().ok()) else {
-        return Reply::error("Command or verbosity not found.\n");
-    };
-    // Negative silences everything but FATAL; above 5 behaves as 5.
-    let level = level.clamp(0, 5) as u8;
+fn log_verbosity(target: LogTarget, level: u8) -> Reply {
     let Some(control) = crate::logging::control() else {
         return Reply::error("Logging is not running.\n");
     };
-    match kind.as_str() {
-        "CONSOLE" => control.set_console(level),
-        "FILE" => control.set_file(level),
-        _ => return Reply::error("Type to verb is not known.\n"),
+    match target {
+        LogTarget::Console => control.set_console(level),
+        LogTarget::File => control.set_file(level),
     }
     Reply::empty()
 }
 
-/// Runs a config command's `run` on a line's whitespace-split tokens (for
-/// the commands' unit tests).
+/// Parses `line` and runs it on `config` (for the configuration verbs'
+/// unit tests, which need no shard).
 #[cfg(test)]
-fn run_tokens(run: fn(&mut Config, &[&str]) -> Reply, config: &mut Config, line: &str) -> Reply {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    run(config, &args)
+fn run_line(config: &mut Config, line: &str) -> Reply {
+    let command = match crate::control::grammar::parse(line) {
+        Ok(c) => c,
+        Err(e) => return Reply::error(e.to_string() + "\n"),
+    };
+    let mut reply = match command {
+        Command::Backend(c) => backend::run(config, c),
+        Command::Datacenter(c) => datacenter::run(config, c),
+        Command::Farm(c) => farm::run(config, c),
+        Command::Map(c) => map::run(config, c),
+        Command::ConfigDump { json } => config::run(config, json),
+        other => panic!("not a configuration command: {other}"),
+    };
+    finish(&mut reply);
+    reply
 }

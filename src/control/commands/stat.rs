@@ -1,61 +1,39 @@
 //! `STAT`: stream statistics to this control connection (`LISTEN`), send
 //! them to StatsD (`SEND`, `STOP SEND`), and switch per-source collection
-//! (`ENABLE|DISABLE per-source`), with the original's grammar and texts
-//! (behaviour.md §2.15).
+//! (`ENABLE|DISABLE per-source`), with the original's texts (see
+//! `docs/statistics.md`).
 //!
 //! Only registers listeners and publishers with the [`StatsHub`]; the
-//! stats thread does the rest. Differences (DECISIONS Fix 9): an
+//! stats thread does the rest. Differences (`docs/differences.md`): an
 //! unresolvable `SEND` host or a bad port is an error reply instead of a
 //! crash, and IPv6 StatsD hosts work when no IPv4 address exists.
 //!
 //! [`StatsHub`]: crate::stats::StatsHub
 
+use crate::control::grammar::StatCommand;
 use crate::control::{ControlState, Reply};
-use crate::stats::{Filter, Format};
 use std::net::{SocketAddr, ToSocketAddrs};
 
-const ONLY: &str = "Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported.\n";
-
-pub fn run(state: &ControlState, args: &[&str]) -> Reply {
-    match super::subcommand(args).as_str() {
-        "LISTEN" => listen(state, &args[1..]),
-        "SEND" => send(state, &args[1..]),
-        "STOP" => stop(state, &args[1..]),
-        "ENABLE" => per_source(state, &args[1..], true),
-        "DISABLE" => per_source(state, &args[1..], false),
-        _ => Reply::error(ONLY),
+pub fn run(state: &ControlState, command: StatCommand) -> Reply {
+    match command {
+        // Nothing now, one record per tick.
+        StatCommand::Listen { format, filter } => Reply::stream(state.stats.listen(format, filter)),
+        StatCommand::Send { host, port } => send(state, &host, port),
+        StatCommand::StopSend => {
+            state.stats.stop_publishers();
+            Reply::ok("Stopped sending stats.\n")
+        }
+        StatCommand::PerSource(on) => {
+            state.stats.set_per_source(on);
+            let verb = if on { "ENABLE" } else { "DISABLE" };
+            Reply::ok(format!("{verb} per-source applied.\n"))
+        }
     }
-}
-
-/// `STAT LISTEN json|human [filter]`: nothing now, one record per tick.
-fn listen(state: &ControlState, args: &[&str]) -> Reply {
-    let Some(kind) = args.first() else {
-        return Reply::error("No output type specified.\n");
-    };
-    let Some(format) = Format::parse(kind) else {
-        return Reply::error("json or human must be the type of output\n");
-    };
-    let Ok(filter) = Filter::parse(args.get(1).copied()) else {
-        return Reply::error("Filter specified incorrectly.\n");
-    };
-    Reply::stream(state.stats.listen(format, filter))
 }
 
 /// `STAT SEND host port`: the host is resolved once, now.
-fn send(state: &ControlState, args: &[&str]) -> Reply {
-    let Some(host) = args.first() else {
-        return Reply::error("No output host specified.\n");
-    };
-    let Some(port) = args.get(1) else {
-        return Reply::error("No output port specified.\n");
-    };
-    if args.len() > 2 {
-        return Reply::error("Filters aren't supported when sending metrics.\n");
-    }
-    let Ok(port) = port.parse::<u16>() else {
-        return Reply::error(format!("Invalid port '{port}' for sending stats.\n"));
-    };
-    let addrs: Vec<SocketAddr> = match (*host, port).to_socket_addrs() {
+fn send(state: &ControlState, host: &str, port: u16) -> Reply {
+    let addrs: Vec<SocketAddr> = match (host, port).to_socket_addrs() {
         Ok(addrs) => addrs.collect(),
         Err(e) => return Reply::error(format!("Cannot resolve '{host}' for sending stats: {e}\n")),
     };
@@ -72,32 +50,6 @@ fn send(state: &ControlState, args: &[&str]) -> Reply {
     };
     state.stats.add_publisher(addr);
     Reply::ok(format!("Sending stats on {host}:{port}\n"))
-}
-
-/// `STAT STOP SEND`. The word after STOP is compared as given, as in the
-/// original (`STAT STOP send` is refused).
-fn stop(state: &ControlState, args: &[&str]) -> Reply {
-    match args.first() {
-        None => Reply::error("Missing stop type.\n"),
-        Some(&"SEND") => {
-            state.stats.stop_publishers();
-            Reply::ok("Stopped sending stats.\n")
-        }
-        Some(word) => Reply::error(format!("Unrecognized argument for STOP: \"{word}\".\n")),
-    }
-}
-
-/// `STAT ENABLE|DISABLE per-source`.
-fn per_source(state: &ControlState, args: &[&str], on: bool) -> Reply {
-    match args.first() {
-        None => Reply::error("Missing enable/disable type.\n"),
-        Some(kind) if kind.eq_ignore_ascii_case("per-source") => {
-            state.stats.set_per_source(on);
-            let verb = if on { "ENABLE" } else { "DISABLE" };
-            Reply::ok(format!("{verb} per-source applied.\n"))
-        }
-        Some(_) => Reply::error(ONLY),
-    }
 }
 
 #[cfg(test)]
@@ -117,60 +69,64 @@ mod tests {
         ControlState::new(shared, Vec::new())
     }
 
-    fn text(state: &ControlState, line: &str) -> (String, bool) {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        let r = run(state, &args);
+    fn text(state: &mut ControlState, line: &str) -> (String, bool) {
+        let r = state.execute(&format!("STAT {line}"));
         (r.text, r.error)
     }
 
     #[test]
     fn replies_match_the_original() {
-        let s = state();
+        let mut s = state();
+        const ONLY: &str =
+            "Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported.\n";
         let err = |t: &str| (t.to_string(), true);
-        assert_eq!(text(&s, ""), err(ONLY));
-        assert_eq!(text(&s, "FROB"), err(ONLY));
-        assert_eq!(text(&s, "LISTEN"), err("No output type specified.\n"));
+        assert_eq!(text(&mut s, ""), err(ONLY));
+        assert_eq!(text(&mut s, "FROB"), err(ONLY));
+        assert_eq!(text(&mut s, "LISTEN"), err("No output type specified.\n"));
         assert_eq!(
-            text(&s, "LISTEN xml"),
+            text(&mut s, "LISTEN xml"),
             err("json or human must be the type of output\n")
         );
         assert_eq!(
-            text(&s, "LISTEN json nonsense"),
+            text(&mut s, "LISTEN json nonsense"),
             err("Filter specified incorrectly.\n")
         );
-        assert_eq!(text(&s, "SEND"), err("No output host specified.\n"));
-        assert_eq!(text(&s, "SEND h"), err("No output port specified.\n"));
+        assert_eq!(text(&mut s, "SEND"), err("No output host specified.\n"));
+        assert_eq!(text(&mut s, "SEND h"), err("No output port specified.\n"));
         assert_eq!(
-            text(&s, "SEND h 1 all"),
+            text(&mut s, "SEND h 1 all"),
             err("Filters aren't supported when sending metrics.\n")
         );
-        assert_eq!(text(&s, "STOP"), err("Missing stop type.\n"));
+        assert_eq!(text(&mut s, "STOP"), err("Missing stop type.\n"));
         assert_eq!(
-            text(&s, "STOP send"),
+            text(&mut s, "STOP send"),
             err("Unrecognized argument for STOP: \"send\".\n")
         );
         assert_eq!(
-            text(&s, "STOP SEND"),
+            text(&mut s, "STOP SEND"),
             ("Stopped sending stats.\n".into(), false)
         );
-        assert_eq!(text(&s, "ENABLE"), err("Missing enable/disable type.\n"));
         assert_eq!(
-            text(&s, "disable PER-SOURCE"),
+            text(&mut s, "ENABLE"),
+            err("Missing enable/disable type.\n")
+        );
+        assert_eq!(
+            text(&mut s, "disable PER-SOURCE"),
             ("DISABLE per-source applied.\n".into(), false)
         );
         assert!(!s.stats.per_source());
-        assert_eq!(text(&s, "ENABLE foo"), err(ONLY));
+        assert_eq!(text(&mut s, "ENABLE foo"), err(ONLY));
         assert_eq!(
-            text(&s, "SEND 127.0.0.1 8125"),
+            text(&mut s, "SEND 127.0.0.1 8125"),
             ("Sending stats on 127.0.0.1:8125\n".into(), false)
         );
         assert_eq!(s.stats.publishers().len(), 1);
-        let (t, e) = text(&s, "SEND no-such-host.invalid 8125");
+        let (t, e) = text(&mut s, "SEND no-such-host.invalid 8125");
         assert!(
             e && t.starts_with("Cannot resolve 'no-such-host.invalid'"),
             "{t}"
         );
-        let listen = run(&s, &["LISTEN", "JSON", "vhost=x"]);
+        let listen = s.execute("STAT LISTEN JSON vhost=x");
         assert!(listen.stream.is_some() && listen.text.is_empty() && !listen.error);
     }
 }

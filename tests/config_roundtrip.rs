@@ -1,0 +1,171 @@
+//! `CONFIG DUMP` is a rendering of the one configuration value, and
+//! replaying it (as `--config FILE` does: blank lines and `#` comments
+//! skipped, every other line a control command) builds the same value
+//! again. Covers every kind of setting: the datacenter, backends with every
+//! option, farms with partitions, vhost mappings and the default farm, TLS
+//! settings of both sides, paused vhosts and listeners of every kind.
+//!
+//! Runs the control state in-process with no shards (listeners are then
+//! only probed and recorded), so it needs no proxy process and no broker.
+
+use amqpprox::config::{Config, ConfigSnapshot};
+use amqpprox::control::ControlState;
+use amqpprox::shard::Shared;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn control_state() -> ControlState {
+    let shared = Arc::new(Shared::new(
+        ConfigSnapshot::new(Config::default()),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    ));
+    ControlState::new(shared, Vec::new())
+}
+
+/// Runs each line as `--config` would, failing on the first error reply.
+fn apply(state: &mut ControlState, text: &str) {
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let reply = state.execute(line);
+        assert!(!reply.error, "{line:?} failed: {}", reply.text);
+    }
+}
+
+/// Ports free on every address right now (the listeners are only probed,
+/// so they are released again before the commands run).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+                .or_else(|_| TcpListener::bind("0.0.0.0:0"))
+                .expect("bind an ephemeral port")
+        })
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+/// A self-signed server certificate and its key, and DH parameters (only
+/// checked for their PEM label), written into `dir`.
+fn write_tls_files(dir: &Path) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-sign");
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("dh.pem"),
+        "-----BEGIN DH PARAMETERS-----\nMAgCAQICAQI=\n-----END DH PARAMETERS-----\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn dump_replays_to_the_same_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tls_files(dir.path());
+    let d = dir.path().display();
+    let ports = free_ports(4);
+    let mut first = control_state();
+    apply(
+        &mut first,
+        &format!(
+            "
+            BACKEND ADD plain dc1 127.0.0.1 5672
+            BACKEND ADD v1 dc1 localhost 5673 SEND-PROXY
+            BACKEND ADD v2tls dc2 127.0.0.1 5674 tls send-proxy-v2
+            BACKEND ADD_DNS dns dc2 localhost 5675 SEND-PROXY TLS
+            BACKEND ADD gone dc2 127.0.0.1 5676
+            FARM ADD f round-robin v2tls plain dns gone
+            FARM PARTITION f datacenter-affinity
+            FARM PARTITION f datacenter-affinity
+            FARM ADD_MANUAL e round-robin v1
+            BACKEND DELETE gone
+            MAP FARM orders f
+            MAP BACKEND / plain
+            MAP FARM elsewhere nosuchfarm
+            MAP DEFAULT e
+            DATACENTER SET dc2
+            TLS INGRESS KEY_FILE {d}/server.key
+            TLS INGRESS CERT_CHAIN_FILE {d}/server.pem
+            TLS INGRESS CA_CERT_FILE {d}/server.pem
+            TLS INGRESS VERIFY_MODE PEER FAIL_IF_NO_PEER_CERT
+            TLS INGRESS CIPHERS SET TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256
+            TLS EGRESS CA_CERT_FILE {d}/server.pem
+            TLS EGRESS TMP_DH_FILE {d}/dh.pem
+            TLS EGRESS VERIFY_MODE PEER
+            VHOST PAUSE orders
+            VHOST PAUSE /
+            VHOST PAUSE unpaused-again
+            VHOST UNPAUSE unpaused-again
+            LISTEN START {}
+            LISTEN START_SECURE {} PROXY
+            LISTEN START 127.0.0.1:{}
+            LISTEN START 0.0.0.0:{}
+            ",
+            ports[0], ports[1], ports[2], ports[3]
+        ),
+    );
+    let dump = first.execute("CONFIG DUMP").text;
+    // Every kind of setting is in the dump, so equality below means
+    // something.
+    for prefix in [
+        "DATACENTER SET dc2\n",
+        "BACKEND ADD plain dc1 127.0.0.1 5672\n",
+        "BACKEND ADD v1 dc1 localhost 5673 SEND-PROXY\n",
+        "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\n",
+        "BACKEND ADD_DNS dns dc2 localhost 5675 SEND-PROXY TLS\n",
+        "FARM ADD e round-robin v1\n",
+        "FARM ADD f round-robin v2tls plain dns\n",
+        "FARM PARTITION f datacenter-affinity\nFARM PARTITION f datacenter-affinity\n",
+        "MAP BACKEND / plain\n",
+        "MAP FARM elsewhere nosuchfarm\n",
+        "MAP DEFAULT e\n",
+        "TLS INGRESS KEY_FILE ",
+        "TLS INGRESS CERT_CHAIN_FILE ",
+        "TLS INGRESS CA_CERT_FILE ",
+        "TLS INGRESS VERIFY_MODE PEER FAIL_IF_NO_PEER_CERT\n",
+        "TLS INGRESS CIPHERS SET ",
+        "TLS EGRESS TMP_DH_FILE ",
+        "TLS EGRESS VERIFY_MODE PEER\n",
+        "VHOST PAUSE /\nVHOST PAUSE orders\n",
+        &format!("LISTEN START {}\n", ports[0]),
+        &format!("LISTEN START_SECURE {} PROXY\n", ports[1]),
+        &format!("LISTEN START 127.0.0.1:{}\n", ports[2]),
+        &format!("LISTEN START 0.0.0.0:{}\n", ports[3]),
+    ] {
+        assert!(
+            dump.contains(prefix),
+            "CONFIG DUMP lacks {prefix:?}:\n{dump}"
+        );
+    }
+    assert!(!dump.contains("unpaused-again"), "{dump}");
+
+    let mut second = control_state();
+    apply(&mut second, &format!("# saved\n\n{dump}"));
+    // The deleted member is the one thing a dump cannot carry.
+    let mut expected = first.config.clone();
+    expected
+        .farms
+        .get_mut("f")
+        .unwrap()
+        .members
+        .retain(|m| m != "gone");
+    assert_eq!(second.config, expected);
+    assert_eq!(second.execute("CONFIG DUMP").text, dump);
+}
+
+#[test]
+fn an_empty_configuration_dumps_nothing() {
+    let mut state = control_state();
+    assert_eq!(state.execute("CONFIG DUMP").text, "");
+    assert_eq!(state.config, Config::default());
+}

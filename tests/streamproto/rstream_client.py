@@ -1,0 +1,108 @@
+"""A real Stream protocol client (rstream) for tests/streamproto_relay.rs.
+
+Owns no assertions about the proxy: it does one job against HOST:PORT and
+prints one result line the Rust test checks. Modes:
+
+  roundtrip STREAM N [lb]
+                       create STREAM, publish N messages with confirms,
+                       consume them all from the first offset, delete STREAM;
+                       prints "published N confirmed C consumed K in-order B";
+                       with lb, in load-balancer mode (HOST:PORT is a balancer)
+  create STREAM        create STREAM (on the node HOST:PORT leads to); prints
+                       "created"
+  refused USER PASS VHOST
+                       connect and expect a refusal; prints
+                       "refused <ExceptionClassName>", or "accepted"
+
+Every wait has a deadline, so a stuck handshake fails instead of hanging.
+"""
+
+import asyncio
+import sys
+
+from rstream import (
+    ConfirmationStatus,
+    Consumer,
+    ConsumerOffsetSpecification,
+    MessageContext,
+    OffsetType,
+    Producer,
+)
+
+DEADLINE = 90
+
+
+async def roundtrip(host, port, stream, n, lb):
+    confirmed = 0
+    all_confirmed = asyncio.Event()
+
+    async def on_confirm(status: ConfirmationStatus):
+        nonlocal confirmed
+        if status.is_confirmed:
+            confirmed += 1
+        if confirmed >= n:
+            all_confirmed.set()
+
+    async with Producer(
+        host, port, username="guest", password="guest", load_balancer_mode=lb
+    ) as producer:
+        await producer.create_stream(stream, exists_ok=True)
+        for i in range(n):
+            await producer.send(stream, b"m%d" % i, on_publish_confirm=on_confirm)
+        await asyncio.wait_for(all_confirmed.wait(), DEADLINE)
+
+    received = []
+    got_all = asyncio.Event()
+
+    async def on_message(body, ctx: MessageContext):
+        received.append(bytes(body))
+        if len(received) >= n:
+            got_all.set()
+
+    async with Consumer(
+        host, port, username="guest", password="guest", load_balancer_mode=lb
+    ) as consumer:
+        await consumer.subscribe(
+            stream,
+            on_message,
+            offset_specification=ConsumerOffsetSpecification(OffsetType.FIRST, None),
+        )
+        await asyncio.wait_for(got_all.wait(), DEADLINE)
+        await consumer.delete_stream(stream)
+
+    in_order = received[:n] == [b"m%d" % i for i in range(n)]
+    print(f"published {n} confirmed {confirmed} consumed {len(received)} in-order {in_order}")
+
+
+async def create(host, port, stream):
+    async with Producer(host, port, username="guest", password="guest") as producer:
+        await producer.create_stream(stream, exists_ok=False)
+    print("created")
+
+
+async def refused(host, port, user, password, vhost):
+    try:
+        async with Producer(host, port, username=user, password=password, vhost=vhost):
+            pass
+    except Exception as e:  # the class name is the result
+        print(f"refused {type(e).__name__}")
+        return
+    print("accepted")
+
+
+def main():
+    host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if mode == "roundtrip":
+        lb = sys.argv[6:7] == ["lb"]
+        job = roundtrip(host, port, sys.argv[4], int(sys.argv[5]), lb)
+    elif mode == "create":
+        job = create(host, port, sys.argv[4])
+    elif mode == "refused":
+        job = refused(host, port, sys.argv[4], sys.argv[5], sys.argv[6])
+    else:
+        sys.exit(f"unknown mode {mode}")
+    asyncio.run(asyncio.wait_for(job, DEADLINE * 2))
+
+
+if __name__ == "__main__":
+    main()
