@@ -246,4 +246,73 @@ mod tests {
             "no Close for a client without the capability"
         );
     }
+
+    #[test]
+    fn a_limit_or_an_auth_service_makes_sessions_proxied() {
+        use crate::auth::AuthService;
+        use crate::config::{Config, ConfigSnapshot};
+        use crate::limits::{LimitChange, LimitKind, LimitScope};
+        use crate::session::Shared;
+        use std::time::Duration;
+
+        let shared = Shared::new(
+            ConfigSnapshot::new(Config::default()),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(!shared.admission_needs_vhost());
+        let scope = LimitScope::Vhost("v".into());
+        let set = LimitChange::Set {
+            kind: LimitKind::DataRate,
+            scope: scope.clone(),
+            value: 10,
+        };
+        shared.limits.apply(&set).unwrap();
+        assert!(shared.admission_needs_vhost());
+        shared
+            .limits
+            .apply(&LimitChange::Disable {
+                kind: LimitKind::DataRate,
+                scope,
+            })
+            .unwrap();
+        assert!(!shared.admission_needs_vhost());
+        shared
+            .auth
+            .store(Arc::new(AuthSettings::Service(AuthService {
+                host: "h".into(),
+                port: 1,
+                target: "/".into(),
+            })));
+        assert!(shared.admission_needs_vhost());
+    }
+
+    #[test]
+    fn a_session_is_shaped_by_its_vhost_or_its_own_limit() {
+        use crate::limits::{LimitChange, LimitKind, LimitScope, Limits};
+        use crate::session::SessionAdmission;
+
+        let limits = Limits::default();
+        let admission = SessionAdmission::default();
+        assert!(!admission.is_shaped());
+        assert!(admission.data_shaper().is_none(), "not admitted yet");
+        let slot = limits.admit("v", Stamp::from_nanos(0)).outcome.unwrap();
+        *admission.slot.borrow_mut() = Some(slot);
+        assert!(!admission.is_shaped());
+        admission.shaping.set_rate(Some(100));
+        assert!(admission.is_shaped());
+        admission.shaping.set_rate(None);
+        limits
+            .apply(&LimitChange::Set {
+                kind: LimitKind::DataRate,
+                scope: LimitScope::Default,
+                value: 5,
+            })
+            .unwrap();
+        assert!(admission.is_shaped(), "a live change reaches the session");
+        assert!(admission.data_shaper().is_some());
+        assert_eq!(limits.live_connections("v"), 1);
+        admission.slot.borrow_mut().take();
+        assert_eq!(limits.live_connections("v"), 0, "the slot ends the count");
+    }
 }
