@@ -12,10 +12,12 @@
 
 mod display;
 mod error;
+mod limit;
 #[cfg(test)]
 mod tests;
 
 pub use error::ParseError;
+pub use limit::{AuthCommand, LimitCommand};
 
 use crate::config::{BackendSelector, PartitionPolicy, ProxyHeader};
 use crate::shard::ListenerKind;
@@ -30,6 +32,7 @@ pub enum Command {
     /// `HELP`, and any verb this proxy does not know.
     Help,
     Exit,
+    Auth(AuthCommand),
     Backend(BackendCommand),
     /// `CONFIG DUMP [json]`.
     ConfigDump {
@@ -42,6 +45,7 @@ pub enum Command {
     Datacenter(DatacenterCommand),
     Farm(FarmCommand),
     Listen(ListenCommand),
+    Limit(LimitCommand),
     Log {
         target: LogTarget,
         level: u8,
@@ -148,6 +152,9 @@ pub enum SessionVerb {
     Unpause,
     DisconnectGraceful,
     ForceDisconnect,
+    /// `LIMIT DATA_RATE n` (`Some`) or `LIMIT DISABLE DATA_RATE`: the
+    /// session's own data rate.
+    Limit(Option<u64>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,9 +244,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "TLS" => tls(&args),
         "TRACE" => trace(&args).map(Command::Trace),
         "VHOST" => vhost(&args).map(Command::Vhost),
-        // Listed in HELP, not built yet: say so plainly.
-        "AUTH" => Err(ParseError::NotAvailable { verb: "AUTH" }),
-        "LIMIT" => Err(ParseError::NotAvailable { verb: "LIMIT" }),
+        "AUTH" => limit::auth(&args).map(Command::Auth),
+        "LIMIT" => limit::limit(&args).map(Command::Limit),
         // HELP itself, and unknown verbs, answer with the help text.
         _ => Ok(Command::Help),
     }
@@ -563,6 +569,12 @@ fn session(args: &[&str]) -> Result<Command, ParseError> {
         "UNPAUSE" => SessionVerb::Unpause,
         "DISCONNECT_GRACEFUL" => SessionVerb::DisconnectGraceful,
         "FORCE_DISCONNECT" => SessionVerb::ForceDisconnect,
+        "LIMIT" => {
+            return Ok(Command::Session {
+                id,
+                action: SessionVerb::Limit(limit::session_limit(&args[2..])?),
+            })
+        }
         other => {
             return Err(ParseError::SessionSubcommand {
                 id,
