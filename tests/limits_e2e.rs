@@ -271,6 +271,69 @@ fn a_concurrent_cap_holds_across_shards_and_lowering_it_keeps_sessions() {
     }
 }
 
+/// The shard of the proxy's session whose client is `conn`, from `CONN
+/// json`.
+fn shard_of(proxy: &ProxyProcess, conn: &RawConn) -> u64 {
+    let local = conn.local_addr().to_string();
+    let views: serde_json::Value =
+        serde_json::from_str(&control(proxy, "CONN json")).expect("CONN json parses");
+    views
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|v| v["ingress_remote"].as_str() == Some(local.as_str()))
+        .and_then(|v| v["shard"].as_u64())
+        .unwrap_or_else(|| panic!("no session from {local}: {views}"))
+}
+
+#[test]
+fn the_cap_counts_the_sessions_of_both_shards() {
+    let proxy = admission::proxy(&[]);
+    let vhost = TempVhost::create(&unique_name("cap-shards"));
+    let v = vhost.name.as_str();
+    // Any limit makes sessions proxied, hence admitted and counted.
+    control(&proxy, &format!("LIMIT CONN_COUNT VHOST {v} 1000"));
+    // One session on each shard (the kernel spreads connections).
+    let mut by_shard: [Option<RawConn>; 2] = [None, None];
+    for attempt in 0..40 {
+        if by_shard.iter().all(Option::is_some) {
+            break;
+        }
+        let conn = raw_session(&proxy, v, &format!("spread-{attempt}"), 0);
+        let shard = shard_of(&proxy, &conn) as usize;
+        match &by_shard[shard] {
+            None => by_shard[shard] = Some(conn),
+            Some(_) => close_session(conn),
+        }
+    }
+    let [Some(a), Some(b)] = by_shard else {
+        panic!("40 connections all landed on one shard");
+    };
+    // Two live, one on each shard: a cap of 2 is full for both shards, so
+    // every new session is refused whichever shard takes it. A count kept
+    // per shard would admit them.
+    control(&proxy, &format!("LIMIT CONN_COUNT VHOST {v} 2"));
+    for answer in open_together(&proxy, v, 6) {
+        let close = answer
+            .closed()
+            .unwrap_or_else(|| panic!("admitted over the cap: {}", answer.describe()))
+            .clone();
+        assert_eq!(close.code, 506);
+    }
+    close_session(a);
+    let answer =
+        support::poll_until(
+            support::deadline_in(Duration::from_secs(10)),
+            || match open_session(&proxy, v, &guest("freed"), 0) {
+                Answer::Open(conn) => Some(conn),
+                _ => None,
+            },
+        )
+        .expect("a place freed on the other shard is taken");
+    close_session(answer);
+    close_session(b);
+}
+
 /// A lapin connection straight to RabbitMQ (not through the proxy), on its
 /// own runtime: the broker's side of the measurements.
 struct Direct {
