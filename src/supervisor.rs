@@ -130,10 +130,6 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             error,
         }
     })?;
-    // Held until the command line's configuration is applied: the control
-    // socket answers from now on, and a command it serves must see all of
-    // that configuration or none of it (a client's commands wait).
-    let mut starting = state.lock().unwrap_or_else(|p| p.into_inner());
     {
         let state = Arc::clone(&state);
         let events_tx = events_tx.clone();
@@ -151,10 +147,13 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     forward_termination(events_tx.clone())?;
 
     if options.console_verbosity > 0 {
-        starting.execute(&format!("LOG CONSOLE {}", options.console_verbosity));
+        run_internal(
+            &state,
+            &format!("LOG CONSOLE {}", options.console_verbosity),
+        );
     }
     if let Some(file) = &options.config_file {
-        apply_config_file(&mut starting, file)?;
+        apply_config_file(&state, file)?;
     }
     if let Some(simple) = &options.simple_mode {
         // Simple mode is expressed as control commands, as in the original.
@@ -167,7 +166,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             "MAP DEFAULT default".to_string(),
             format!("LISTEN START {}", simple.listen_port),
         ] {
-            let reply = starting.execute(&line);
+            let reply = run_internal(&state, &line);
             print!("{}", reply.text);
             if reply.error {
                 return Err(StartError::SimpleMode(format!(
@@ -177,8 +176,6 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             }
         }
     }
-
-    drop(starting);
 
     let code = loop {
         match events_rx.recv() {
@@ -303,10 +300,18 @@ fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartErr
     Ok(())
 }
 
+fn run_internal(state: &Mutex<ControlState>, line: &str) -> control::Reply {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    state.execute(line)
+}
+
 /// Applies a file of control commands (as `CONFIG DUMP` prints them);
 /// blank lines and `#` comments are skipped; the first failing line stops
 /// the start with its number and reason.
-fn apply_config_file(state: &mut ControlState, file: &std::path::Path) -> Result<(), StartError> {
+fn apply_config_file(
+    state: &Mutex<ControlState>,
+    file: &std::path::Path,
+) -> Result<(), StartError> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|error| StartError::ConfigRead {
         file: name.clone(),
@@ -317,7 +322,7 @@ fn apply_config_file(state: &mut ControlState, file: &std::path::Path) -> Result
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let reply = state.execute(line);
+        let reply = run_internal(state, line);
         if reply.error {
             return Err(StartError::ConfigFile {
                 file: name,
