@@ -461,9 +461,9 @@ fn a_vhost_data_rate_holds_at_the_broker_both_ways_and_heartbeats_flow() {
     let (inbound, outbound) = ("limits-in", "limits-out");
     direct.declare(inbound);
     direct.declare(outbound);
-    // Enough for the whole run toward the client, with RabbitMQ's and the
-    // sockets' buffers filled first.
-    direct.fill(outbound, 2000, BODY);
+    // Enough for three windows toward the client (49 MB at 1 MB/s), with
+    // RabbitMQ's and the sockets' buffers filled first.
+    direct.fill(outbound, 3000, BODY);
 
     assert_eq!(
         control(&proxy, &format!("LIMIT DATA_RATE VHOST {v} {RATE}")),
@@ -540,57 +540,68 @@ fn a_vhost_data_rate_holds_at_the_broker_both_ways_and_heartbeats_flow() {
         })
     };
 
-    // Warm up (buffers fill), then measure over 10 s: long enough that
-    // RabbitMQ's own lag in counting what arrived (it varies with the
-    // machine's load) is small beside the window.
+    // Warm up (buffers fill), then measure windows of 10 s, each long
+    // enough that RabbitMQ's own lag in counting what arrived is small
+    // beside it. No window may exceed the limit. A machine loaded enough to
+    // starve the proxy or RabbitMQ can make a window fall short, so up to
+    // three are measured and one must reach the limit in every direction.
     let warm_until = Instant::now() + Duration::from_millis(2000);
     support::wait_until(warm_until + Duration::from_secs(1), || {
         Instant::now() >= warm_until
     });
-    let (in0, out0, got0, t0) = (
-        direct.depth(inbound),
-        direct.depth(outbound),
-        received.load(Ordering::Relaxed),
-        Instant::now(),
-    );
-    let window_end = t0 + Duration::from_secs(10);
-    support::wait_until(window_end + Duration::from_secs(1), || {
-        Instant::now() >= window_end
-    });
-    let (in1, out1, got1, secs) = (
-        direct.depth(inbound),
-        direct.depth(outbound),
-        received.load(Ordering::Relaxed),
-        t0.elapsed().as_secs_f64(),
-    );
-    stop.store(true, Ordering::Relaxed);
-
-    let into_broker = (in1 - in0) as f64 * per_message_in / secs;
-    let to_client = (got1 - got0) as f64 / secs;
     // A delivery on the wire: basic.deliver, the content header, the body.
     let deliver = 8 + 4 + (1 + "limits-e2e".len()) + 8 + 1 + 1 + (1 + outbound.len());
     let per_message_out = (deliver + 8 + 14 + 8 + BODY) as f64;
-    let out_of_queue = (out0 - out1) as f64 * per_message_out / secs;
-    println!(
-        "client to broker {into_broker:.0} B/s, broker to client {to_client:.0} B/s \
-         (the queue drained {out_of_queue:.0} B/s) over {secs:.2} s"
-    );
-    let within = |rate: f64| (0.9 * RATE as f64..=1.1 * RATE as f64).contains(&rate);
-    assert!(
-        within(into_broker),
-        "client to broker at the broker: {into_broker:.0} B/s for a limit of {RATE}"
-    );
-    assert!(
-        within(to_client),
-        "broker to client: {to_client:.0} B/s for a limit of {RATE}"
-    );
-    // The broker's queue lost messages at about that rate too; RabbitMQ's
-    // own buffers between the queue and its socket are still filling at the
-    // start of the window, so this is looser than the client's count.
-    assert!(
-        (0.8 * RATE as f64..=1.2 * RATE as f64).contains(&out_of_queue),
-        "broker to client at the broker: {out_of_queue:.0} B/s for a limit of {RATE}"
-    );
+    let ceiling = 1.1 * RATE as f64;
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let (in0, out0, got0, t0) = (
+            direct.depth(inbound),
+            direct.depth(outbound),
+            received.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        let window_end = t0 + Duration::from_secs(10);
+        support::wait_until(window_end + Duration::from_secs(1), || {
+            Instant::now() >= window_end
+        });
+        let (in1, out1, got1, secs) = (
+            direct.depth(inbound),
+            direct.depth(outbound),
+            received.load(Ordering::Relaxed),
+            t0.elapsed().as_secs_f64(),
+        );
+        let into_broker = (in1 - in0) as f64 * per_message_in / secs;
+        let to_client = (got1 - got0) as f64 / secs;
+        let out_of_queue = (out0 - out1) as f64 * per_message_out / secs;
+        let window = format!(
+            "client to broker {into_broker:.0} B/s, broker to client {to_client:.0} B/s \
+             (the queue drained {out_of_queue:.0} B/s) over {secs:.2} s"
+        );
+        println!("{window}");
+        // Never above the limit: the client's count is exact, the broker's
+        // counts lag a little behind (hence the queue's looser bound).
+        assert!(
+            into_broker <= ceiling && to_client <= ceiling && out_of_queue <= 1.2 * RATE as f64,
+            "over the limit of {RATE}: {window}"
+        );
+        windows.push(window);
+        // At the limit: client to broker counted by the broker's queue,
+        // broker to client by the client; the queue drained about as fast
+        // (RabbitMQ's buffers between the queue and its socket fill at the
+        // start, so that bound is looser).
+        if into_broker >= 0.9 * RATE as f64
+            && to_client >= 0.9 * RATE as f64
+            && out_of_queue >= 0.8 * RATE as f64
+        {
+            break;
+        }
+        assert!(
+            windows.len() < 3,
+            "no window reached the limit of {RATE}: {windows:#?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
 
     let beating = beater.join().expect("the heartbeat client stayed up");
     assert!(
