@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `--drainTimeoutMs` when not given.
+pub const DEFAULT_MOVE_GRACE: Duration = Duration::from_secs(30);
+
 /// `--brokerHandshakeTimeoutMs` when not given.
 pub const DEFAULT_BROKER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,6 +53,9 @@ pub struct Shared {
     pub auth: ArcSwap<AuthSettings>,
     /// `--authConnectTimeoutMs`, `--authResponseTimeoutMs`.
     pub auth_timeouts: AuthTimeouts,
+    /// How long a session told to leave its backend (`BACKEND DRAIN`) may
+    /// take to answer before both its sides are closed (`--drainTimeoutMs`).
+    pub move_grace: Duration,
     next_session: AtomicU64,
 }
 
@@ -69,8 +75,15 @@ impl Shared {
             limits: Limits::default(),
             auth: ArcSwap::from_pointee(AuthSettings::default()),
             auth_timeouts: AuthTimeouts::default(),
+            move_grace: DEFAULT_MOVE_GRACE,
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The same, with `--drainTimeoutMs` as the grace of a moved session.
+    pub fn with_move_grace(mut self, grace: Duration) -> Shared {
+        self.move_grace = grace;
+        self
     }
 
     /// The same, with `--brokerHandshakeTimeoutMs`.
