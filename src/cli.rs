@@ -26,6 +26,9 @@ pub struct Options {
     /// started (transparent) or finished (proxied) its handshake by then is
     /// skipped for the next member.
     pub broker_handshake_timeout: Duration,
+    /// `--authConnectTimeoutMs` and `--authResponseTimeoutMs`: the bounds
+    /// on one auth service request (a DENY when either passes).
+    pub auth_timeouts: crate::auth::AuthTimeouts,
     pub config_file: Option<PathBuf>,
     /// `--spinBeforeParkUs`: how long an idle shard polls before sleeping.
     pub spin_before_park: Duration,
@@ -154,6 +157,20 @@ pub fn command() -> Command {
                 .help(
                     "Try the next broker when one sends nothing (or closes) before its handshake ends within this time",
                 ),
+        )
+        .arg(
+            Arg::new("authConnectTimeoutMs")
+                .long("authConnectTimeoutMs")
+                .default_value("5000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Deny a session when the auth service cannot be connected to within this time"),
+        )
+        .arg(
+            Arg::new("authResponseTimeoutMs")
+                .long("authResponseTimeoutMs")
+                .default_value("10000")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Deny a session when the auth service has not answered within this time after connecting"),
         )
         .arg(
             Arg::new("spinBeforeParkUs")
@@ -337,6 +354,14 @@ where
                 .get_one::<u64>("brokerHandshakeTimeoutMs")
                 .unwrap_or(&5_000),
         ),
+        auth_timeouts: crate::auth::AuthTimeouts::from_millis(
+            *matches
+                .get_one::<u64>("authConnectTimeoutMs")
+                .unwrap_or(&5_000),
+            *matches
+                .get_one::<u64>("authResponseTimeoutMs")
+                .unwrap_or(&10_000),
+        ),
         config_file: matches.get_one::<PathBuf>("config").cloned(),
         spin_before_park: Duration::from_micros(
             *matches.get_one::<u64>("spinBeforeParkUs").unwrap_or(&0),
@@ -401,6 +426,19 @@ mod tests {
         assert_eq!(o.handshake_timeout, Duration::from_secs(10));
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.broker_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(o.auth_timeouts, crate::auth::AuthTimeouts::default());
+        let o = parse([
+            "amqpprox",
+            "--authConnectTimeoutMs",
+            "250",
+            "--authResponseTimeoutMs",
+            "1500",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.auth_timeouts,
+            crate::auth::AuthTimeouts::from_millis(250, 1500)
+        );
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
         assert_eq!(o.dns_recheck, Duration::from_secs(30));
         assert_eq!(o.spin_before_park, Duration::ZERO);

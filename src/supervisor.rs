@@ -91,6 +91,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             options.connect_timeout,
         )
         .with_broker_handshake_timeout(options.broker_handshake_timeout)
+        .with_auth_timeouts(options.auth_timeouts)
         .with_move_grace(options.drain_timeout),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();

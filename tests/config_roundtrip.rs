@@ -3,7 +3,8 @@
 //! skipped, every other line a control command) builds the same value
 //! again. Covers every kind of setting: the datacenter, backends with every
 //! option, farms with partitions, vhost mappings and the default farm, TLS
-//! settings of both sides, paused vhosts and listeners of every kind.
+//! settings of both sides, paused vhosts, limits, the auth service and
+//! listeners of every kind.
 //!
 //! Runs the control state in-process with no shards (listeners are then
 //! only probed and recorded), so it needs no proxy process and no broker.
@@ -109,6 +110,14 @@ fn dump_replays_to_the_same_configuration() {
             VHOST PAUSE /
             VHOST PAUSE unpaused-again
             VHOST UNPAUSE unpaused-again
+            LIMIT CONN_RATE DEFAULT 50
+            LIMIT CONN_RATE_ALARM VHOST orders 9
+            LIMIT CONN_COUNT VHOST orders 200
+            LIMIT DATA_RATE DEFAULT 1048576
+            LIMIT DATA_RATE_ALARM VHOST / 65536
+            LIMIT DATA_RATE VHOST gone 1
+            LIMIT DISABLE DATA_RATE VHOST gone
+            AUTH SERVICE auth.local 8080 /auth?tier=dev
             LISTEN START {}
             LISTEN START_SECURE {} PROXY
             LISTEN START 127.0.0.1:{}
@@ -141,6 +150,9 @@ fn dump_replays_to_the_same_configuration() {
         "TLS EGRESS TMP_DH_FILE ",
         "TLS EGRESS VERIFY_MODE PEER\n",
         "VHOST PAUSE /\nVHOST PAUSE orders\n",
+        "LIMIT CONN_RATE DEFAULT 50\nLIMIT CONN_RATE_ALARM VHOST orders 9\nLIMIT CONN_COUNT VHOST orders 200\n\
+         LIMIT DATA_RATE DEFAULT 1048576\nLIMIT DATA_RATE_ALARM VHOST / 65536\n",
+        "AUTH SERVICE auth.local 8080 /auth?tier=dev\n",
         &format!("LISTEN START {}\n", ports[0]),
         &format!("LISTEN START_SECURE {} PROXY\n", ports[1]),
         &format!("LISTEN START 127.0.0.1:{}\n", ports[2]),
@@ -152,6 +164,7 @@ fn dump_replays_to_the_same_configuration() {
         );
     }
     assert!(!dump.contains("unpaused-again"), "{dump}");
+    assert!(!dump.contains("gone 1"), "{dump}");
 
     let mut second = control_state();
     apply(&mut second, &format!("# saved\n\n{dump}"));

@@ -171,6 +171,10 @@ pub struct Config {
     /// Listeners by port.
     pub listeners: BTreeMap<u16, Listener>,
     pub tls: TlsConfig,
+    /// `LIMIT` settings; the shards' live limiters follow them.
+    pub limits: crate::limits::LimitSettings,
+    /// `AUTH`: the interceptor sessions accepted from now on use.
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// The view of the configuration a session takes when its vhost is known.

@@ -189,6 +189,12 @@ impl ControlState {
         self.shared
             .config
             .store(ConfigSnapshot::new(self.config.clone()));
+        // The live limiters follow the settings (idempotent: only what
+        // changed is touched), and new sessions take the auth setting.
+        self.shared.limits.configure(self.config.limits.clone());
+        if **self.shared.auth.load() != self.config.auth {
+            self.shared.auth.store(Arc::new(self.config.auth.clone()));
+        }
         if routing_changed {
             self.stats.set_backends(
                 self.config

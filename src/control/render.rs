@@ -276,6 +276,11 @@ pub fn dump(config: &Config) -> String {
         lines.push(Command::Map(MapCommand::Default { farm: farm.clone() }).to_string());
     }
     lines.extend(config.tls.dump_commands());
+    // Limits and the auth service are in place before any listener opens.
+    lines.extend(crate::limits::render::dump(&config.limits));
+    if config.auth != crate::auth::AuthSettings::AlwaysAllow {
+        lines.push(config.auth.command());
+    }
     lines.extend(config.paused_vhosts.iter().map(|vhost| {
         Command::Vhost(VhostCommand::Act {
             vhost: vhost.clone(),

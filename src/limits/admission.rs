@@ -142,6 +142,14 @@ impl ConnectionSlot {
     pub fn data_shaper(&self, session: Arc<SessionShaping>) -> DataShaper {
         DataShaper::new(self.limiter.clone(), session)
     }
+
+    /// Whether a pump with this slot and `session`'s own limit shapes
+    /// either direction now.
+    pub fn is_shaped(&self, session: &SessionShaping) -> bool {
+        self.limiter.to_broker.shaping.is_limited()
+            || self.limiter.to_client.shaping.is_limited()
+            || session.rate().is_some()
+    }
 }
 
 impl Drop for ConnectionSlot {

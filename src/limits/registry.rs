@@ -265,6 +265,11 @@ impl Limits {
         self.read().settings.clone()
     }
 
+    /// Whether any limit is set, for any vhost (without copying them).
+    pub fn is_configured(&self) -> bool {
+        !self.read().settings.is_empty()
+    }
+
     /// Replaces every setting (`--config`, or a whole new configuration
     /// published by the control thread). Idempotent: a connection-rate
     /// limiter starts afresh only where its effective limit changed, so

@@ -194,6 +194,15 @@ impl LimitSettings {
         Ok(())
     }
 
+    /// Whether nothing is limited, for any vhost.
+    pub fn is_empty(&self) -> bool {
+        self.conn_rate.is_empty()
+            && self.conn_rate_alarm.is_empty()
+            && self.conn_count.is_empty()
+            && self.data_rate.is_empty()
+            && self.data_rate_alarm.is_empty()
+    }
+
     /// Whether any setting names this vhost itself.
     pub fn names_vhost(&self, vhost: &str) -> bool {
         self.conn_rate.vhosts.contains_key(vhost)

@@ -10,7 +10,9 @@
 
 use super::pool::BufferPool;
 use super::{Direction, Disconnect, Phase, SessionId, SessionInfo};
+use crate::auth::{AuthSettings, AuthTimeouts};
 use crate::config::ConfigSnapshot;
+use crate::limits::Limits;
 use crate::net::Resolver;
 use crate::stats::shard::{BufferFigures, GroupKey, Removal, SessionSample};
 use crate::stats::trace::{TraceFilter, TraceTarget};
@@ -43,6 +45,14 @@ pub struct Shared {
     pub hostname: String,
     /// The TLS configurations new connections use (`TLS` command, SIGHUP).
     pub tls: ArcSwap<crate::tls::Contexts>,
+    /// Connection limits and data shaping, for all shards together
+    /// (`LIMIT`): a limit of N holds for the process, not per shard.
+    pub limits: Limits,
+    /// The auth interceptor new sessions use (`AUTH`); a session keeps the
+    /// one it loaded at `Open`.
+    pub auth: ArcSwap<AuthSettings>,
+    /// `--authConnectTimeoutMs`, `--authResponseTimeoutMs`.
+    pub auth_timeouts: AuthTimeouts,
     /// How long a session told to leave its backend (`BACKEND DRAIN`) may
     /// take to answer before both its sides are closed (`--drainTimeoutMs`).
     pub move_grace: Duration,
@@ -62,6 +72,9 @@ impl Shared {
             broker_handshake_timeout: DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
             hostname: local_hostname(),
             tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
+            limits: Limits::default(),
+            auth: ArcSwap::from_pointee(AuthSettings::default()),
+            auth_timeouts: AuthTimeouts::default(),
             move_grace: DEFAULT_MOVE_GRACE,
             next_session: AtomicU64::new(1),
         }
@@ -77,6 +90,19 @@ impl Shared {
     pub fn with_broker_handshake_timeout(mut self, limit: Duration) -> Shared {
         self.broker_handshake_timeout = limit;
         self
+    }
+
+    /// The same, with the auth service's timeouts.
+    pub fn with_auth_timeouts(mut self, timeouts: AuthTimeouts) -> Shared {
+        self.auth_timeouts = timeouts;
+        self
+    }
+
+    /// Whether a session must name its vhost before a broker is chosen
+    /// for it: a limit or an auth service may refuse it at `Open`, and the
+    /// transparent handshake would already have connected it to a broker.
+    pub fn admission_needs_vhost(&self) -> bool {
+        self.limits.is_configured() || matches!(**self.auth.load(), AuthSettings::Service(_))
     }
 
     /// The next process-wide session id (starts at 1, never reused).

@@ -55,6 +55,8 @@ pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, k
         remote,
         local,
     ));
+    // The auth interceptor in force at accept is the session's.
+    *info.admission.auth.borrow_mut() = shard.shared.auth.load_full();
     shard
         .sessions
         .borrow_mut()
@@ -99,6 +101,12 @@ pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, k
                 let _ = net::with_timeout(CLOSE_OK_WAIT, await_close_ok(&mut client)).await;
             }
             net::shutdown(client.tcp());
+            // Marked as it leaves, so the statistics count it once.
+            match reason {
+                Reason::Limited(_) => info.limited.set(true),
+                Reason::AuthDenied(_) => info.auth_denied.set(true),
+                _ => {}
+            }
         }
         Err(Refusal::ClientGone(reason)) => {
             session_log!(
@@ -115,6 +123,8 @@ pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, k
         }
     }
     info.phase.set(Phase::Closed);
+    // Its place in the vhost's concurrent count ends with it.
+    info.admission.slot.borrow_mut().take();
     shard.sessions.borrow_mut().remove(&info.id);
     // Counted now, in the interval it ended in: it has left the table.
     shard.session_ended(&info);
@@ -192,8 +202,13 @@ async fn establish(
         })?;
     let mut unreachable = false;
     // Decided once per session, when its header arrives: a configuration
-    // change never switches a session already past this point.
-    if routing::vhost_independent(&shard.shared.config.load().config) {
+    // change never switches a session already past this point. A limit or
+    // an auth service may refuse the session at `Open`, before any broker
+    // is reached, so either makes the session proxied
+    // (docs/routing.md#handshake-modes).
+    if routing::vhost_independent(&shard.shared.config.load().config)
+        && !shard.shared.admission_needs_vhost()
+    {
         match super::transparent::establish(shard, info, client, listen_port, deadline).await {
             Ok(established) => return Ok(established),
             Err(Fallback::Refused(refusal)) => return Err(refusal),

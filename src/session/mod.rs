@@ -181,6 +181,41 @@ pub struct SessionInfo {
     pub ingress: std::rc::Rc<DirectionStats>,
     pub egress: std::rc::Rc<DirectionStats>,
     pub control: std::rc::Rc<control::SessionControl>,
+    /// The session's place in the limits and its auth interceptor.
+    pub admission: SessionAdmission,
+}
+
+/// What the limits and the auth service hold of one session
+/// (docs/commands.md#auth-and-limit).
+#[derive(Debug, Default)]
+pub struct SessionAdmission {
+    /// The auth interceptor in force when the session was accepted: a
+    /// later `AUTH` changes only sessions accepted after it.
+    pub auth: RefCell<std::sync::Arc<crate::auth::AuthSettings>>,
+    /// Its vhost's concurrent count and data budget, once admitted at
+    /// `Open`; dropped when the session ends.
+    pub slot: RefCell<Option<crate::limits::ConnectionSlot>>,
+    /// Its own data-rate limit (`SESSION id LIMIT`), which the pump obeys
+    /// beside the vhost's.
+    pub shaping: std::sync::Arc<crate::limits::SessionShaping>,
+}
+
+impl SessionAdmission {
+    /// Whether the pump shapes either direction of the session now (`CONN`).
+    pub fn is_shaped(&self) -> bool {
+        self.slot
+            .borrow()
+            .as_ref()
+            .is_some_and(|slot| slot.is_shaped(&self.shaping))
+    }
+
+    /// The data shaper for the pump, if the session was admitted.
+    pub fn data_shaper(&self) -> Option<crate::limits::DataShaper> {
+        self.slot
+            .borrow()
+            .as_ref()
+            .map(|slot| slot.data_shaper(self.shaping.clone()))
+    }
 }
 
 impl SessionInfo {
@@ -207,6 +242,7 @@ impl SessionInfo {
             ingress: Default::default(),
             egress: Default::default(),
             control: Default::default(),
+            admission: Default::default(),
         }
     }
 }

@@ -66,7 +66,8 @@ pub(super) async fn run(
         Rc::clone(&info.ingress),
         Rc::clone(&info.egress),
         heartbeat,
-    );
+    )
+    .with_shaper(info.admission.data_shaper());
     // A client that agreed a larger frame-max with the broker itself (the
     // transparent handshake) may send frames up to it.
     let max_frame = PASS_THROUGH_MAX_FRAME.max(frame_max.saturating_add(8));

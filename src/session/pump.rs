@@ -11,7 +11,11 @@
 //! oversized frame. Operator actions take effect at a frame boundary: a
 //! paused ingress stops reading and keeps the broker's heartbeat
 //! expectations met; a graceful end runs the Close/CloseOk exchange with both
-//! sides. Runs on a shard; never blocks.
+//! sides. A direction under a data-rate limit reads at most what its
+//! [`DataShaper`] grants and otherwise waits on a timer without reading, so
+//! the sender's TCP window fills and pushes back: nothing spins and nothing
+//! is buffered beyond one read (docs/commands.md#auth-and-limit). Runs on a
+//! shard; never blocks.
 
 use super::control::{Ending, SessionControl};
 use super::pool::{BufferPool, PooledBuffer};
@@ -20,6 +24,7 @@ use crate::codec::{
     method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS, HEARTBEAT_FRAME,
 };
 use crate::handshake::close_frame;
+use crate::limits::{self, Allowance, DataShaper, Stamp};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -149,20 +154,26 @@ pub struct Pump<C, B> {
     /// The egress side has sent the client our `Connection.Close`; from then
     /// on it never writes to the client again.
     close_sent_to_client: Cell<bool>,
+    /// The session's data limits (its vhost's and its own), if it was
+    /// admitted through the limits.
+    shaper: Option<DataShaper>,
 }
 
 /// One direction's own state.
 struct Leg {
     stats: Rc<DirectionStats>,
+    /// Which budget the leg's reads are charged to.
+    direction: limits::Direction,
     /// The stream this leg writes is between frames (for the ingress leg:
     /// the egress side may then inject a `CloseOk` toward the broker).
     at_boundary: Cell<bool>,
 }
 
 impl Leg {
-    fn new(stats: Rc<DirectionStats>) -> Leg {
+    fn new(stats: Rc<DirectionStats>, direction: limits::Direction) -> Leg {
         Leg {
             stats,
+            direction,
             at_boundary: Cell::new(true),
         }
     }
@@ -198,10 +209,58 @@ where
             broker,
             pool,
             control,
-            up: Leg::new(ingress),
-            down: Leg::new(egress),
+            up: Leg::new(ingress, limits::Direction::ClientToBroker),
+            down: Leg::new(egress, limits::Direction::BrokerToClient),
             heartbeat,
             close_sent_to_client: Cell::new(false),
+            shaper: None,
+        }
+    }
+
+    /// The same pump, obeying `shaper`'s data limits.
+    pub fn with_shaper(mut self, shaper: Option<DataShaper>) -> Self {
+        self.shaper = shaper;
+        self
+    }
+
+    /// How much `leg` may read now (at most `limit`): waits while its data
+    /// budget is spent, asking again when the shaper says or when the
+    /// session's control flags change (`None`: the caller looks at them
+    /// first). A limit raised or removed is seen at the next question,
+    /// which is never more than a quarter second away.
+    async fn shaped_limit(&self, leg: &Leg, limit: usize, generation: u64) -> Option<usize> {
+        let Some(shaper) = &self.shaper else {
+            return Some(limit);
+        };
+        loop {
+            if !shaper.is_shaped(leg.direction) {
+                return Some(limit);
+            }
+            let now = Stamp::from_instant(Instant::now());
+            match shaper.allowance(leg.direction, now, limit) {
+                Allowance::Read(n) => return Some(n),
+                Allowance::Wait(wait) => {
+                    let changed =
+                        crate::net::with_timeout(wait, self.control.changed_since(generation));
+                    if changed.await.is_ok() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Charges `n` bytes just read by `leg` to its budgets; logs a data
+    /// rate alarm when one is due.
+    fn charge(&self, leg: &Leg, n: usize, read_at: Instant) {
+        let Some(shaper) = &self.shaper else {
+            return;
+        };
+        if !shaper.is_metered(leg.direction) {
+            return;
+        }
+        if let Some(alarm) = shaper.charge(leg.direction, Stamp::from_instant(read_at), n) {
+            log::info!("{alarm}");
         }
     }
 
@@ -302,6 +361,9 @@ where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let Some(limit) = self.shaped_limit(leg, limit, generation).await else {
+            return Ok(());
+        };
         let (buf, n) = match self.next_chunk(from, limit, generation).await {
             None => return Ok(()),
             Some(Ok((_, 0))) => return Err(DirectionEnd::Eof),
@@ -314,6 +376,7 @@ where
         leg.at_boundary.set(false);
         // One clock reading serves as the read's time and the write's start.
         let read_at = Instant::now();
+        self.charge(leg, n, read_at);
         to.write_all(&buf[..n])
             .await
             .map_err(DirectionEnd::WriteError)?;

@@ -127,6 +127,8 @@ pub enum SessionAction {
     Pause,
     Unpause,
     End(Ending),
+    /// The session's own data rate (`SESSION id LIMIT`), or none.
+    DataRate(Option<u64>),
 }
 
 /// A copy of one session's state, made on its shard for the control thread.
@@ -141,6 +143,8 @@ pub struct SessionView {
     pub disconnected: bool,
     pub paused: bool,
     pub auth_denied: bool,
+    /// A data-rate limit (its vhost's or its own) applies to it now.
+    pub shaped: bool,
     pub ingress_remote: SocketAddr,
     pub ingress_local: SocketAddr,
     pub egress_local: Option<SocketAddr>,
@@ -179,6 +183,7 @@ impl SessionView {
                 || s.phase.get() == crate::session::Phase::BrokerDisconnected,
             paused: s.control.paused(),
             auth_denied: s.auth_denied.get(),
+            shaped: s.admission.is_shaped(),
             ingress_remote: s.ingress_remote,
             ingress_local: s.ingress_local,
             egress_local: s.egress_local.get(),
@@ -493,6 +498,7 @@ impl Shard {
                 SessionAction::Pause => session.control.set_paused(true),
                 SessionAction::Unpause => session.control.set_paused(false),
                 SessionAction::End(how) => session.control.end(how),
+                SessionAction::DataRate(rate) => session.admission.shaping.set_rate(rate),
             }
         }
         matching.len()

@@ -13,13 +13,15 @@
 //! `VHOST FORCE_DISCONNECT`, ...) did their work at start and are not run
 //! again: a reload converges on a state, it does not replay actions.
 
+use crate::auth::AuthSettings;
 use crate::config::{Config, ConfigSnapshot, Listener};
 use crate::control::grammar::{
-    self, BackendCommand, Command, DatacenterCommand, FarmCommand, ListenCommand, MapCommand,
-    StatCommand, TraceCommand, VhostAction, VhostCommand,
+    self, AuthCommand, BackendCommand, Command, DatacenterCommand, FarmCommand, LimitCommand,
+    ListenCommand, MapCommand, StatCommand, TraceCommand, VhostAction, VhostCommand,
 };
 use crate::control::render::{backend_command, farm_commands};
 use crate::control::{commands, ControlState};
+use crate::limits::LimitChange;
 use crate::shard::{ListenerKind, Shared};
 use crate::tls::{NotReady, Side};
 use std::collections::BTreeSet;
@@ -69,12 +71,16 @@ fn role(command: &Command) -> Role {
         }
         | Command::ConfigDump { .. }
         | Command::Conn { .. }
+        | Command::Auth(AuthCommand::Print)
+        | Command::Limit(LimitCommand::Print { .. })
         | Command::Help => Role::Query,
         Command::Backend(_)
         | Command::Datacenter(_)
         | Command::Farm(_)
         | Command::Map(_)
         | Command::Listen(_)
+        | Command::Auth(_)
+        | Command::Limit(_)
         | Command::Tls { .. }
         | Command::Vhost(VhostCommand::Act {
             action: VhostAction::Pause | VhostAction::Unpause,
@@ -324,6 +330,32 @@ pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
             run(Command::Map(MapCommand::Default { farm: farm.clone() }));
         }
     }
+    // Limits: off where the file no longer sets one, then every setting
+    // that differs (setting one resets only its own counters).
+    let had = current.limits.changes();
+    let wanted = target.limits.changes();
+    for change in &had {
+        if !wanted
+            .iter()
+            .any(|w| w.kind() == change.kind() && w.scope() == change.scope())
+        {
+            run(Command::Limit(LimitCommand::Change(LimitChange::Disable {
+                kind: change.kind(),
+                scope: change.scope().clone(),
+            })));
+        }
+    }
+    for change in wanted {
+        if !had.contains(&change) {
+            run(Command::Limit(LimitCommand::Change(change)));
+        }
+    }
+    if current.auth != target.auth {
+        run(Command::Auth(match &target.auth {
+            AuthSettings::AlwaysAllow => AuthCommand::AlwaysAllow,
+            AuthSettings::Service(service) => AuthCommand::Service(service.clone()),
+        }));
+    }
     steps.push(Step::Tls);
     let mut run = |c: Command| steps.push(Step::Run(c));
     for vhost in target.paused_vhosts.difference(&current.paused_vhosts) {
@@ -488,6 +520,30 @@ mod tests {
                 "LISTEN START 1 PROXY",
             ]
         );
+    }
+
+    #[test]
+    fn limits_and_auth_follow_the_file() {
+        let current = built(
+            "LIMIT CONN_RATE VHOST a 5
+LIMIT CONN_COUNT DEFAULT 3
+AUTH SERVICE auth.local 8080 /auth
+",
+        );
+        let target = built("LIMIT CONN_COUNT DEFAULT 4
+LIMIT DATA_RATE VHOST b 1000
+");
+        let steps = lines(&plan(&current, &target));
+        let expected = [
+            "LIMIT DISABLE CONN_RATE VHOST a",
+            "LIMIT CONN_COUNT DEFAULT 4",
+            "LIMIT DATA_RATE VHOST b 1000",
+            "AUTH ALWAYS_ALLOW",
+        ];
+        for line in expected {
+            assert!(steps.iter().any(|s| s == line), "{line} missing from {steps:?}");
+        }
+        assert_eq!(lines(&plan(&target, &target)), ["<tls>"]);
     }
 
     #[test]

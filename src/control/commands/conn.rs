@@ -23,13 +23,14 @@ fn latency(name: &str, ms: Option<f64>) -> String {
 fn line(s: &SessionView) -> String {
     let yn = |b: bool| if b { 'Y' } else { 'N' };
     format!(
-        "id={} vhost={} disconnected={} paused={} authDenied={} ingressRemote={} ingressLocal={} egressLocal={} \
+        "id={} vhost={} disconnected={} paused={} authDenied={}{} ingressRemote={} ingressLocal={} egressLocal={} \
          egressRemote={} inBytes={} inFrames={} inPackets={}{} outBytes={} outFrames={} outPackets={}{} {:.3}:{:.3}\n",
         s.id,
         s.vhost,
         yn(s.disconnected),
         yn(s.paused),
         yn(s.auth_denied),
+        if s.shaped { " shaped=Y" } else { "" },
         endpoint(Some(s.ingress_remote)),
         crate::hostnames::hostname_for(s.ingress_local.ip()).unwrap_or_else(|| s.ingress_local.ip().to_string()),
         endpoint(s.egress_local),

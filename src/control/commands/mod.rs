@@ -6,11 +6,13 @@
 //! Verb files never import each other; what several share lives in
 //! `control::render` (JSON and text shapes) or on [`ControlState`].
 
+mod auth;
 mod backend;
 mod config;
 mod conn;
 mod datacenter;
 mod farm;
+mod limit;
 mod listen;
 mod map;
 mod maphostname;
@@ -36,6 +38,7 @@ FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT) 
 HELP Print this help text.
 LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming clients connections
 LIMIT (DATA_RATE_ALARM | DATA_RATE) (DEFAULT | VHOST vhostName) BytesPerSecond - Configure data rate limits or alarms for incoming client data
+LIMIT CONN_COUNT (VHOST vhostName numberOfConnections | DEFAULT numberOfConnections) - Configure the most concurrent connections of each vhost (LIMIT DISABLE CONN_COUNT to remove)
 LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE) (VHOST vhostName | DEFAULT) - Disable configured limit thresholds
 LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits
 LISTEN START port | START_SECURE port | STOP [port]
@@ -43,6 +46,7 @@ LOG CONSOLE verbosity | FILE verbosity
 MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers
 MAPHOSTNAME DNS - Set up mapping of IPs to hostnames
 SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a particular session
+SESSION id# LIMIT (DATA_RATE BytesPerSecond | DISABLE DATA_RATE) - Limit the data rate of a particular session
 STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|backend=bar|source=baz|all|process|bufferpool)) - Output statistics
 STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source statistics. Applies to all send/listeners
 TLS (INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET ciphersuite(:ciphersuite)*))
@@ -59,11 +63,13 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, command: Command) 
             exit: true,
             ..Reply::ok("Exiting.\n")
         },
+        Command::Auth(c) => auth::run(draft, c),
         Command::Backend(c) => backend::run(draft, c),
         Command::ConfigDump { json } => config::run(draft, json),
         Command::Conn { json } => conn::run(state, json),
         Command::Datacenter(c) => datacenter::run(draft, c),
         Command::Farm(c) => farm::run(draft, c),
+        Command::Limit(c) => limit::run(state, draft, c),
         Command::Listen(c) => listen::run(state, draft, c),
         Command::Log { target, level } => log_verbosity(target, level),
         Command::Map(c) => map::run(draft, c),

@@ -14,6 +14,7 @@ pub fn run(state: &ControlState, id: u64, verb: SessionVerb) -> Reply {
         SessionVerb::Unpause => SessionAction::Unpause,
         SessionVerb::DisconnectGraceful => SessionAction::End(Ending::Graceful),
         SessionVerb::ForceDisconnect => SessionAction::End(Ending::Force),
+        SessionVerb::Limit(rate) => SessionAction::DataRate(rate),
     };
     let acted: usize = state
         .ask_shards(|reply| ShardCommand::Act {

@@ -29,6 +29,8 @@ impl Display for Command {
             Command::Exit => f.write_str("EXIT"),
             Command::Upgrade(UpgradeStep::Handoff) => f.write_str("UPGRADE HANDOFF"),
             Command::Upgrade(UpgradeStep::Release) => f.write_str("UPGRADE RELEASE"),
+            Command::Auth(c) => c.fmt(f),
+            Command::Limit(c) => c.fmt(f),
             Command::Backend(c) => c.fmt(f),
             Command::ConfigDump { json: j } => write!(f, "CONFIG DUMP{}", json(*j)),
             Command::Conn { json: j } => write!(f, "CONN{}", json(*j)),
@@ -58,6 +60,10 @@ impl Display for Command {
                     SessionVerb::Unpause => "UNPAUSE",
                     SessionVerb::DisconnectGraceful => "DISCONNECT_GRACEFUL",
                     SessionVerb::ForceDisconnect => "FORCE_DISCONNECT",
+                    SessionVerb::Limit(Some(rate)) => {
+                        return write!(f, "SESSION {id} LIMIT DATA_RATE {rate}")
+                    }
+                    SessionVerb::Limit(None) => "LIMIT DISABLE DATA_RATE",
                 };
                 write!(f, "SESSION {id} {action}")
             }

@@ -13,8 +13,11 @@ pub enum ParseError {
         command: &'static str,
         token: String,
     },
-    #[error("{verb} is not available in this version of amqpprox yet.")]
-    NotAvailable { verb: &'static str },
+    // AUTH and LIMIT: the original's texts.
+    #[error("{0}")]
+    Auth(crate::auth::AuthUsageError),
+    #[error("{0}")]
+    Limit(crate::limits::render::LimitUsageError),
 
     // BACKEND and FARM
     #[error("Subcommand '{word}' not recognized.")]
@@ -77,6 +80,8 @@ pub enum ParseError {
     /// caller does that (`Session not found.` otherwise).
     #[error("Session subcommand not found.")]
     SessionSubcommand { id: u64, word: String },
+    #[error("Usage: SESSION id LIMIT (DATA_RATE bytesPerSecond | DISABLE DATA_RATE)")]
+    SessionLimitUsage,
 
     // STAT
     #[error("Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported.")]

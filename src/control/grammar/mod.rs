@@ -12,10 +12,12 @@
 
 mod display;
 mod error;
+mod limit;
 #[cfg(test)]
 mod tests;
 
 pub use error::ParseError;
+pub use limit::{AuthCommand, LimitCommand};
 
 use crate::config::{BackendSelector, PartitionPolicy, ProxyHeader};
 use crate::shard::ListenerKind;
@@ -30,6 +32,7 @@ pub enum Command {
     /// `HELP`, and any verb this proxy does not know.
     Help,
     Exit,
+    Auth(AuthCommand),
     Backend(BackendCommand),
     /// `CONFIG DUMP [json]`.
     ConfigDump {
@@ -42,6 +45,7 @@ pub enum Command {
     Datacenter(DatacenterCommand),
     Farm(FarmCommand),
     Listen(ListenCommand),
+    Limit(LimitCommand),
     Log {
         target: LogTarget,
         level: u8,
@@ -85,6 +89,8 @@ impl Command {
             Command::Datacenter(c) => matches!(c, DatacenterCommand::Set { .. }),
             Command::Farm(c) => !matches!(c, FarmCommand::Print { .. }),
             Command::Listen(_) => true,
+            Command::Auth(c) => !matches!(c, AuthCommand::Print),
+            Command::Limit(c) => !matches!(c, LimitCommand::Print { .. }),
             Command::Map(c) => !matches!(c, MapCommand::Print { .. }),
             Command::Tls { setting, .. } => !matches!(setting, TlsCommand::CiphersPrint),
             Command::Vhost(VhostCommand::Act { action, .. }) => {
@@ -203,6 +209,9 @@ pub enum SessionVerb {
     Unpause,
     DisconnectGraceful,
     ForceDisconnect,
+    /// `LIMIT DATA_RATE n` (`Some`) or `LIMIT DISABLE DATA_RATE`: the
+    /// session's own data rate.
+    Limit(Option<u64>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,9 +302,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "TRACE" => trace(&args).map(Command::Trace),
         "UPGRADE" => upgrade(&args).map(Command::Upgrade),
         "VHOST" => vhost(&args).map(Command::Vhost),
-        // Listed in HELP, not built yet: say so plainly.
-        "AUTH" => Err(ParseError::NotAvailable { verb: "AUTH" }),
-        "LIMIT" => Err(ParseError::NotAvailable { verb: "LIMIT" }),
+        "AUTH" => limit::auth(&args).map(Command::Auth),
+        "LIMIT" => limit::limit(&args).map(Command::Limit),
         // HELP itself, and unknown verbs, answer with the help text.
         _ => Ok(Command::Help),
     }
@@ -634,6 +642,12 @@ fn session(args: &[&str]) -> Result<Command, ParseError> {
         "UNPAUSE" => SessionVerb::Unpause,
         "DISCONNECT_GRACEFUL" => SessionVerb::DisconnectGraceful,
         "FORCE_DISCONNECT" => SessionVerb::ForceDisconnect,
+        "LIMIT" => {
+            return Ok(Command::Session {
+                id,
+                action: SessionVerb::Limit(limit::session_limit(&args[2..])?),
+            })
+        }
         other => {
             return Err(ParseError::SessionSubcommand {
                 id,

@@ -8,11 +8,12 @@
 //! ([`replay`]), the client properties the proxy adds to `StartOk`, the
 //! "Starting connection" log line, and the paused-vhost hold at `Open`.
 //! The two handshake paths (`session::driver`, `session::transparent`) call
-//! into this module; it never calls back into them. Later admission checks
-//! (limits, auth) belong before [`connect::Candidates::next`], and a
-//! per-backend outcome hook beside its skip log. Runs on the session's
-//! shard; never blocks.
+//! into this module; it never calls back into them. The limits and the auth
+//! service ([`admission`]) run before [`connect::Candidates::next`]; a
+//! per-backend outcome hook belongs beside its skip log. Runs on the
+//! session's shard; never blocks.
 
+pub mod admission;
 pub mod connect;
 pub mod refusal;
 pub mod replay;

@@ -29,6 +29,12 @@ pub enum Reason {
     /// `SESSION ... FORCE_DISCONNECT` before the session was established.
     #[error("force disconnected by the operator")]
     Forced,
+    /// A connection limit refused the session (506 after a delay).
+    #[error("{0}")]
+    Limited(crate::limits::LimitRefusal),
+    /// The auth service denied the session (or could not be asked).
+    #[error("{}", .0.log_line())]
+    AuthDenied(crate::auth::DenyReason),
 }
 
 /// How the client left during the handshake.

@@ -1,6 +1,6 @@
 //! The broker side of a session whose client handshake the proxy answered
-//! itself (or that was held at `Open` by a pause): hold while paused, route
-//! the vhost, connect, replay the client's handshake to the broker and
+//! itself (or that was held at `Open` by a pause): hold while paused, admit
+//! through the limits, route the vhost, ask the auth service, connect, replay the client's handshake to the broker and
 //! hand the client the broker's `OpenOk` (docs/sessions.md). Runs on the
 //! session's shard; never blocks.
 
@@ -33,7 +33,7 @@ pub async fn broker_side(
     info: &Rc<SessionInfo>,
     client: &mut Stream,
     listen_port: u16,
-    hello: ClientHello,
+    mut hello: ClientHello,
     no_broker: bool,
 ) -> Result<Established, Refusal> {
     let vhost = hello.open.vhost.clone();
@@ -41,6 +41,9 @@ pub async fn broker_side(
     info.phase.set(Phase::Connecting);
 
     hold_at_open(info, vhost_paused(shard, &vhost)).await?;
+    // Limits first, as in the original (a paused session is checked once
+    // unpaused), then the route, then the auth service.
+    super::admission::admit(shard, info, &vhost).await?;
     // The mapping in force now, after any pause.
     let snapshot = shard.shared.config.load_full();
     let route = routing::route(&snapshot, &vhost).map_err(|e| {
@@ -70,6 +73,8 @@ pub async fn broker_side(
             "Selected directly: {b} For vhost={vhost}"
         ),
     }
+
+    super::admission::authorise(shard, info, &mut hello).await?;
 
     // Each member in turn until one reaches OpenOk; one that closes or
     // says nothing first is skipped, since the client has not seen a byte
