@@ -60,6 +60,9 @@ pub fn describe(b: &Backend) -> String {
     if b.tls {
         line.push_str(" TLS");
     }
+    if b.stream_port != crate::config::DEFAULT_STREAM_PORT {
+        line.push_str(&format!(" STREAM-PORT={}", b.stream_port));
+    }
     line
 }
 
@@ -75,6 +78,7 @@ pub struct BackendJson<'a> {
     dns: bool,
     proxy_protocol: Option<&'static str>,
     tls: bool,
+    stream_port: u16,
 }
 
 /// Every backend, sorted by name, in their JSON shape.
@@ -95,6 +99,7 @@ pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
                 ProxyHeader::V2 => Some("v2"),
             },
             tls: b.tls,
+            stream_port: b.stream_port,
         })
         .collect()
 }
@@ -191,6 +196,7 @@ pub fn backend_command(b: &Backend) -> Command {
         dns: b.is_dns(),
         proxy_header: b.proxy_header,
         tls: b.tls,
+        stream_port: b.stream_port,
     }))
 }
 
@@ -275,11 +281,20 @@ pub fn dump(config: &Config) -> String {
         .to_string()
     }));
     lines.extend(config.listeners.values().map(|listener| {
-        Command::Listen(ListenCommand::Start {
-            addr: listener.addr,
-            kind: ListenerKind {
-                tls: listener.tls,
-                proxy: listener.proxy,
+        let kind = ListenerKind {
+            tls: listener.tls,
+            proxy: listener.proxy,
+            stream: listener.stream.is_some(),
+        };
+        Command::Listen(match &listener.stream {
+            None => ListenCommand::Start {
+                addr: listener.addr,
+                kind,
+            },
+            Some(endpoint) => ListenCommand::StartStream {
+                addr: listener.addr,
+                kind,
+                endpoint: endpoint.clone(),
             },
         })
         .to_string()

@@ -207,6 +207,7 @@ mod tests {
             kind: ListenerKind {
                 tls: shard % 2 == 1,
                 proxy: false,
+                stream: false,
             },
             shard,
         }

@@ -14,8 +14,11 @@
 //!   original keeps a dangling reference); re-adding the name brings it back.
 //! * `PRINT` lists backends sorted by name (the original's order is hash
 //!   order). `PRINT json`: `{"backends":[{"name","datacenter","host","ip",
-//!   "port","dns","proxyProtocol","tls"}]}` where `ip` is `null` for
-//!   `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`.
+//!   "port","dns","proxyProtocol","tls","streamPort"}]}` where `ip` is
+//!   `null` for `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or
+//!   `"v2"`.
+//! * `STREAM-PORT=<port>` sets the node's RabbitMQ Stream port (default
+//!   5552), where stream sessions routed to the backend connect.
 
 use crate::config::{Backend, Config};
 use crate::control::grammar::{BackendCommand, NewBackend};
@@ -77,6 +80,7 @@ fn add(config: &mut Config, new: NewBackend) -> Reply {
         port: new.port,
         proxy_header: new.proxy_header,
         tls: new.tls,
+        stream_port: new.stream_port,
     };
     if config.backends.contains_key(&backend.name) {
         return Reply::error(format!(
@@ -179,7 +183,7 @@ mod tests {
         assert_eq!(
             run_line(&mut c, "BACKEND ADD x dc 127.0.0.1 5671 TSL"),
             Reply::error(
-                "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"
+                "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>.\n"
             )
         );
         assert_eq!(c.backends.len(), 1);
