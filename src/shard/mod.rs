@@ -86,6 +86,8 @@ pub struct SessionView {
     pub phase: String,
     /// `proxied` or `transparent`.
     pub handshake: &'static str,
+    /// `amqp` or `stream`.
+    pub protocol: &'static str,
     pub disconnected: bool,
     pub paused: bool,
     pub auth_denied: bool,
@@ -116,6 +118,7 @@ impl SessionView {
             vhost: s.vhost.borrow().clone(),
             phase: format!("{:?}", s.phase.get()),
             handshake: s.handshake.get().name(),
+            protocol: s.protocol.get().name(),
             disconnected: s.disconnect.get() != crate::session::Disconnect::NotDisconnected
                 || s.phase.get() == crate::session::Phase::BrokerDisconnected,
             paused: s.control.paused(),
@@ -193,13 +196,23 @@ impl Shard {
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            glommio::spawn_local(session::run(
-                                Rc::clone(&context),
-                                stream,
-                                port,
-                                kind,
-                            ))
-                            .detach();
+                            if kind.stream {
+                                glommio::spawn_local(session::stream::run(
+                                    Rc::clone(&context),
+                                    stream,
+                                    port,
+                                    kind,
+                                ))
+                                .detach();
+                            } else {
+                                glommio::spawn_local(session::run(
+                                    Rc::clone(&context),
+                                    stream,
+                                    port,
+                                    kind,
+                                ))
+                                .detach();
+                            }
                         }
                         Err(e) => {
                             // Out of file descriptors, mostly: back off
