@@ -1,4 +1,5 @@
-"""A real Stream protocol client (rstream) for tests/streamproto_relay.rs.
+"""A real Stream protocol client (rstream) for tests/streamproto_relay.rs and
+tests/stream_proxy.rs.
 
 Owns no assertions about the proxy: it does one job against HOST:PORT and
 prints one result line the Rust test checks. Modes:
@@ -13,11 +14,18 @@ prints one result line the Rust test checks. Modes:
   refused USER PASS VHOST
                        connect and expect a refusal; prints
                        "refused <ExceptionClassName>", or "accepted"
+  hold STREAM [lb]     publish one message (confirmed) to the existing
+                       STREAM and consume it, then print "ready" and keep the
+                       producer and the consumer connected until stdin ends;
+                       prints "done"
+
+The vhost is $RSTREAM_VHOST, "/" by default.
 
 Every wait has a deadline, so a stuck handshake fails instead of hanging.
 """
 
 import asyncio
+import os
 import sys
 
 from rstream import (
@@ -30,6 +38,7 @@ from rstream import (
 )
 
 DEADLINE = 90
+VHOST = os.environ.get("RSTREAM_VHOST", "/")
 
 
 async def roundtrip(host, port, stream, n, lb):
@@ -44,7 +53,7 @@ async def roundtrip(host, port, stream, n, lb):
             all_confirmed.set()
 
     async with Producer(
-        host, port, username="guest", password="guest", load_balancer_mode=lb
+        host, port, username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb
     ) as producer:
         await producer.create_stream(stream, exists_ok=True)
         for i in range(n):
@@ -60,7 +69,7 @@ async def roundtrip(host, port, stream, n, lb):
             got_all.set()
 
     async with Consumer(
-        host, port, username="guest", password="guest", load_balancer_mode=lb
+        host, port, username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb
     ) as consumer:
         await consumer.subscribe(
             stream,
@@ -75,7 +84,9 @@ async def roundtrip(host, port, stream, n, lb):
 
 
 async def create(host, port, stream):
-    async with Producer(host, port, username="guest", password="guest") as producer:
+    async with Producer(
+        host, port, username="guest", password="guest", vhost=VHOST
+    ) as producer:
         await producer.create_stream(stream, exists_ok=False)
     print("created")
 
@@ -90,18 +101,49 @@ async def refused(host, port, user, password, vhost):
     print("accepted")
 
 
+async def hold(host, port, stream, lb):
+    confirmed = asyncio.Event()
+    received = asyncio.Event()
+
+    async def on_confirm(status: ConfirmationStatus):
+        if status.is_confirmed:
+            confirmed.set()
+
+    async def on_message(body, ctx: MessageContext):
+        received.set()
+
+    args = dict(username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb)
+    async with Producer(host, port, **args) as producer:
+        await producer.send(stream, b"held", on_publish_confirm=on_confirm)
+        await asyncio.wait_for(confirmed.wait(), DEADLINE)
+        async with Consumer(host, port, **args) as consumer:
+            await consumer.subscribe(
+                stream,
+                on_message,
+                offset_specification=ConsumerOffsetSpecification(OffsetType.FIRST, None),
+            )
+            await asyncio.wait_for(received.wait(), DEADLINE)
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    print("done", flush=True)
+
+
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "roundtrip":
         lb = sys.argv[6:7] == ["lb"]
         job = roundtrip(host, port, sys.argv[4], int(sys.argv[5]), lb)
+    elif mode == "hold":
+        job = hold(host, port, sys.argv[4], sys.argv[5:6] == ["lb"])
     elif mode == "create":
         job = create(host, port, sys.argv[4])
     elif mode == "refused":
         job = refused(host, port, sys.argv[4], sys.argv[5], sys.argv[6])
     else:
         sys.exit(f"unknown mode {mode}")
-    asyncio.run(asyncio.wait_for(job, DEADLINE * 2))
+    # hold waits for its stdin as long as the test needs it.
+    limit = None if mode == "hold" else DEADLINE * 2
+    asyncio.run(asyncio.wait_for(job, limit))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,462 @@
+//! RabbitMQ Streams through the real proxy (`LISTEN START_STREAM`), with a
+//! real client (Python's rstream) and the private stream nodes that
+//! `ci/ensure-rabbitmq-stream.sh --cluster` starts (a standalone node on
+//! 127.0.0.20 and a three-node cluster on 127.0.0.21-23, each with the
+//! Stream protocol on port 5552).
+//!
+//! Owns the end-to-end contract of stream sessions: 10,000 messages
+//! published with confirms and consumed through the proxy; the handshake as
+//! the broker receives it (`amqpprox_client` among the client properties);
+//! vhost routing to two farms; the codes a client sees for a wrong
+//! password, an unknown vhost, a vhost the proxy cannot route and a dead
+//! farm; locality on the cluster (the publisher on the stream's leader,
+//! the consumer on a member, every connection through the proxy, checked
+//! with `rabbitmq-streams`); a client in load-balancer mode converging;
+//! sessions in `CONN` with their protocol. Never skips: a missing node or
+//! client fails the test with the script to run.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use support::control::{ctl, ctl_bin};
+use support::proxy::{free_port, ProxyProcess};
+
+const STANDALONE: &str = "127.0.0.20";
+const STANDALONE_NODE: &str = "amqpprox_stream@localhost";
+const STANDALONE_AMQP: u16 = 5700;
+const CLUSTER: [&str; 3] = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+const CLUSTER_NODES: [&str; 3] = [
+    "amqpprox_sc1@localhost",
+    "amqpprox_sc2@localhost",
+    "amqpprox_sc3@localhost",
+];
+const CLUSTER_AMQP: [u16; 3] = [5701, 5702, 5703];
+const STREAM_PORT: u16 = 5552;
+
+/// Panics unless the stream node at `host` accepts connections.
+fn require_node(host: &str) {
+    let addr: SocketAddr = format!("{host}:{STREAM_PORT}").parse().unwrap();
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+        panic!(
+            "cannot reach the stream node at {addr} ({e}): run ci/ensure-rabbitmq-stream.sh --cluster"
+        );
+    }
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("AMQPPROX_TEST_STREAM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stream-venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "no Python with rstream at {}: run ci/ensure-stream-clients.sh",
+        path.display()
+    );
+    path
+}
+
+fn client_command(addr: SocketAddr, vhost: &str, args: &[&str]) -> Command {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
+    let mut command = Command::new(python());
+    command
+        .arg(script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(args)
+        .env("RSTREAM_VHOST", vhost);
+    command
+}
+
+/// Runs the rstream client to its end; returns its result line.
+fn run_client(addr: SocketAddr, vhost: &str, args: &[&str]) -> String {
+    let output = client_command(addr, vhost, args)
+        .output()
+        .expect("run the rstream client");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "rstream client {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.trim().to_string()
+}
+
+/// A client holding a producer and a consumer open (`hold` mode) until
+/// dropped.
+struct Held {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Held {
+    fn start(addr: SocketAddr, vhost: &str, args: &[&str]) -> Held {
+        let mut child = client_command(addr, vhost, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the rstream client");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        // The client bounds its own waits (90 s each), so this read ends.
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the client's first line");
+        assert_eq!(line.trim(), "ready", "the held client did not get ready");
+        Held { child, stdin }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"");
+        }
+        // Closing stdin ends the client; kill it if it lingers.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rabbitmq-streams` (or `rabbitmqctl` with `ctl`) against a private
+/// node, as the rabbitmq user (its Erlang cookie), bounded.
+fn node_cli(tool: &str, node: &str, args: &[&str]) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/rabbitmq-stream")
+        .join(node.split('@').next().unwrap());
+    let plugins = if dir.exists() {
+        dir.join("enabled_plugins")
+    } else {
+        PathBuf::from("/var/lib/rabbitmq/amqpprox-stream")
+            .join(node.split('@').next().unwrap())
+            .join("enabled_plugins")
+    };
+    let output = Command::new("runuser")
+        .args(["-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq"])
+        .arg(format!("RABBITMQ_ENABLED_PLUGINS_FILE={}", plugins.display()))
+        .args(["timeout", "-k", "5", "60"])
+        .arg(format!("/usr/lib/rabbitmq/bin/{tool}"))
+        .args(["-q", "-n", node])
+        .args(args)
+        .output()
+        .expect("run the RabbitMQ CLI");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{tool} -n {node} {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn unique(prefix: &str) -> String {
+    support::unique_name(prefix)
+}
+
+/// A proxy with no configuration, two shards.
+fn proxy() -> ProxyProcess {
+    ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(2)
+        .connect_timeout_ms(3000)
+        .start()
+}
+
+fn configure(proxy: &ProxyProcess, lines: &[String]) {
+    for line in lines {
+        let (reply, code) = ctl_bin(&proxy.control_socket, line);
+        assert_eq!((reply.as_str(), code), ("", 0), "control line {line:?}");
+    }
+}
+
+/// A stream listener on 127.0.0.1; returns its address.
+fn listen(proxy: &ProxyProcess, options: &str) -> SocketAddr {
+    let port = free_port();
+    configure(
+        proxy,
+        &[format!("LISTEN START_STREAM 127.0.0.1:{port} {options}")
+            .trim_end()
+            .to_string()],
+    );
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The standalone node behind farm `fs`, the default farm; returns the
+/// entry listener.
+fn standalone_proxy() -> (ProxyProcess, SocketAddr) {
+    require_node(STANDALONE);
+    let proxy = proxy();
+    configure(
+        &proxy,
+        &[
+            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
+            "FARM ADD fs round-robin s1".into(),
+            "MAP DEFAULT fs".into(),
+        ],
+    );
+    let entry = listen(&proxy, "");
+    (proxy, entry)
+}
+
+/// The cluster's nodes as backends c1-c3 in farm `fc`, each with a stream
+/// listener of its own; returns the listeners.
+fn cluster_backends(proxy: &ProxyProcess) -> Vec<SocketAddr> {
+    for host in CLUSTER {
+        require_node(host);
+    }
+    let mut lines: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "BACKEND ADD c{} dc1 {} {}",
+                i + 1,
+                CLUSTER[i],
+                CLUSTER_AMQP[i]
+            )
+        })
+        .collect();
+    lines.push("FARM ADD fc round-robin c1 c2 c3".into());
+    configure(proxy, &lines);
+    (0..3)
+        .map(|i| listen(proxy, &format!("BACKEND=c{}", i + 1)))
+        .collect()
+}
+
+#[test]
+fn rstream_publishes_and_consumes_10000_messages_through_the_proxy() {
+    let (proxy, entry) = standalone_proxy();
+    let stream = unique("amqpprox-proxy");
+    let line = run_client(entry, "/", &["roundtrip", &stream, "10000"]);
+    assert_eq!(
+        line,
+        "published 10000 confirmed 10000 consumed 10000 in-order True"
+    );
+    let logs = proxy.settled_log_files();
+    // The client followed the rewritten addresses back to the proxy (a
+    // locator, a producer and a consumer connection at least).
+    assert!(
+        logs.matches("Starting connection for:").count() >= 2,
+        "{logs}"
+    );
+    assert!(!logs.contains("not mapped"), "{logs}");
+    assert!(!logs.contains("could not be mapped"), "{logs}");
+}
+
+#[test]
+fn the_broker_sees_the_replayed_handshake_and_conn_shows_stream_sessions() {
+    let (proxy, entry) = standalone_proxy();
+    let stream = unique("amqpprox-held");
+    assert_eq!(
+        run_client(
+            SocketAddr::from(([127, 0, 0, 20], STREAM_PORT)),
+            "/",
+            &["create", &stream]
+        ),
+        "created"
+    );
+    let held = Held::start(entry, "/", &["hold", &stream]);
+
+    let connections = node_cli(
+        "rabbitmq-streams",
+        STANDALONE_NODE,
+        &["list_stream_connections", "client_properties"],
+    );
+    assert!(
+        connections.contains("amqpprox_client") && connections.contains("127.0.0.1:"),
+        "the broker's view of the stream connections:\n{connections}"
+    );
+    let conn = ctl(&proxy.control_socket, "CONN");
+    assert!(
+        conn.lines()
+            .filter(|l| l.contains("vhost=/ protocol=stream"))
+            .count()
+            >= 2,
+        "CONN:\n{conn}"
+    );
+    let json = ctl(&proxy.control_socket, "CONN json");
+    assert!(json.contains("\"protocol\":\"stream\""), "{json}");
+    drop(held);
+}
+
+#[test]
+fn refusals_reach_the_client_as_protocol_codes() {
+    let (proxy, entry) = standalone_proxy();
+    assert_eq!(
+        run_client(entry, "/", &["refused", "guest", "wrong-password", "/"]),
+        "refused AuthenticationFailure"
+    );
+    // Mapped (the default farm) but unknown to the broker.
+    let unknown = unique("amqpprox-no-such-vhost");
+    assert_eq!(
+        run_client(entry, "/", &["refused", "guest", "guest", &unknown]),
+        "refused VirtualHostAccessFailure"
+    );
+    // A farm whose only member is dead: a clear code, not a bare close.
+    let dead_port = free_port();
+    configure(
+        &proxy,
+        &[
+            format!("BACKEND ADD dead dc1 127.0.0.1 {dead_port} STREAM-PORT={dead_port}"),
+            "FARM ADD fdead round-robin dead".into(),
+            "MAP FARM deadvhost fdead".into(),
+        ],
+    );
+    assert_eq!(
+        run_client(entry, "/", &["refused", "guest", "guest", "deadvhost"]),
+        "refused StreamNotAvailable"
+    );
+    // A vhost the proxy cannot route at all.
+    ctl(&proxy.control_socket, "MAP REMOVE_DEFAULT");
+    assert_eq!(
+        run_client(entry, "/", &["refused", "guest", "guest", "unmapped"]),
+        "refused VirtualHostAccessFailure"
+    );
+    let logs = proxy.settled_log_files();
+    assert!(logs.contains("no broker could be reached for vhost deadvhost"), "{logs}");
+    assert!(logs.contains("no route for vhost unmapped"), "{logs}");
+}
+
+#[test]
+fn vhosts_route_to_two_farms() {
+    let (proxy, entry) = standalone_proxy();
+    cluster_backends(&proxy);
+    // A vhost that exists only on the cluster.
+    let vhost = unique("amqpprox-stream-vhost");
+    node_cli("rabbitmqctl", CLUSTER_NODES[0], &["add_vhost", &vhost]);
+    node_cli(
+        "rabbitmqctl",
+        CLUSTER_NODES[0],
+        &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
+    );
+    configure(&proxy, &[format!("MAP FARM {vhost} fc")]);
+    let routed = std::panic::catch_unwind(|| {
+        let stream = unique("amqpprox-two-farms");
+        assert_eq!(
+            run_client(entry, &vhost, &["roundtrip", &stream, "500"]),
+            "published 500 confirmed 500 consumed 500 in-order True"
+        );
+        // The same vhost sent to the standalone node is unknown there.
+        configure(&proxy, &[format!("MAP FARM {vhost} fs")]);
+        assert_eq!(
+            run_client(entry, "/", &["refused", "guest", "guest", &vhost]),
+            "refused VirtualHostAccessFailure"
+        );
+        // And "/" still goes to the standalone node.
+        let stream = unique("amqpprox-default-farm");
+        assert_eq!(
+            run_client(entry, "/", &["roundtrip", &stream, "100"]),
+            "published 100 confirmed 100 consumed 100 in-order True"
+        );
+    });
+    node_cli("rabbitmqctl", CLUSTER_NODES[0], &["delete_vhost", &vhost]);
+    if let Err(panic) = routed {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Which node each publisher and consumer of `stream` is connected to,
+/// from the cluster's own listing.
+fn placements(stream: &str) -> (Vec<String>, Vec<String>) {
+    let node_of = |listing: String| -> Vec<String> {
+        listing
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(stream))
+            .filter_map(|l| {
+                // A pid prints as <node.x.y.z>: the node is up to the first
+                // dot after the '@'.
+                let pid = l.split_whitespace().next()?;
+                let pid = pid.trim_start_matches('<');
+                let at = pid.find('@')?;
+                let end = pid[at..].find('.').map_or(pid.len(), |d| at + d);
+                Some(pid[..end].to_string())
+            })
+            .collect()
+    };
+    let publishers = node_of(node_cli(
+        "rabbitmq-streams",
+        CLUSTER_NODES[0],
+        &["list_stream_publishers", "connection_pid", "stream"],
+    ));
+    let consumers = node_of(node_cli(
+        "rabbitmq-streams",
+        CLUSTER_NODES[0],
+        &["list_stream_consumers", "connection_pid", "stream"],
+    ));
+    (publishers, consumers)
+}
+
+/// Every stream connection on every cluster node came through the proxy.
+fn assert_all_through_the_proxy() {
+    for node in CLUSTER_NODES {
+        let listing = node_cli(
+            "rabbitmq-streams",
+            node,
+            &["list_stream_connections", "client_properties"],
+        );
+        for line in listing.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                line.contains("amqpprox_client"),
+                "a connection on {node} bypassed the proxy: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plain_client_follows_metadata_to_the_leader_and_a_member() {
+    let proxy = proxy();
+    cluster_backends(&proxy);
+    configure(&proxy, &["MAP DEFAULT fc".into()]);
+    let entry = listen(&proxy, "");
+    // Created directly on the third node, which places the leader there;
+    // the client starts at the entry and must follow Metadata to it.
+    let stream = unique("amqpprox-locality");
+    let third = SocketAddr::from(([127, 0, 0, 23], STREAM_PORT));
+    assert_eq!(run_client(third, "/", &["create", &stream]), "created");
+    let held = Held::start(entry, "/", &["hold", &stream]);
+    let (publishers, consumers) = placements(&stream);
+    assert_all_through_the_proxy();
+    drop(held);
+    assert_eq!(publishers, vec![CLUSTER_NODES[2].to_string()]);
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
+    assert!(CLUSTER_NODES.contains(&consumers[0].as_str()));
+}
+
+#[test]
+fn a_load_balancer_mode_client_converges_within_the_farm() {
+    let proxy = proxy();
+    cluster_backends(&proxy);
+    configure(&proxy, &["MAP DEFAULT fc".into()]);
+    let entry = listen(&proxy, "");
+    let stream = unique("amqpprox-lb");
+    let second = SocketAddr::from(([127, 0, 0, 22], STREAM_PORT));
+    assert_eq!(run_client(second, "/", &["create", &stream]), "created");
+    let held = Held::start(entry, "/", &["hold", &stream, "lb"]);
+    let (publishers, consumers) = placements(&stream);
+    assert_all_through_the_proxy();
+    drop(held);
+    assert_eq!(publishers, vec![CLUSTER_NODES[1].to_string()]);
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
+    // Each of the producer and the consumer (and a locator each) finds its
+    // node within one round of the three-node farm.
+    let logs = proxy.settled_log_files();
+    let started = logs.matches("Starting connection for:").count();
+    assert!(started <= 4 * 3, "{started} broker connections:\n{logs}");
+}
