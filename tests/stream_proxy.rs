@@ -20,7 +20,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use support::control::{ctl, ctl_bin};
@@ -95,6 +95,9 @@ fn run_client(addr: SocketAddr, vhost: &str, args: &[&str]) -> String {
 struct Held {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Kept open until the client has exited, so its last line has
+    /// somewhere to go.
+    _stdout: BufReader<ChildStdout>,
 }
 
 impl Held {
@@ -108,12 +111,17 @@ impl Held {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         // The client bounds its own waits (90 s each), so this read ends.
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the client's first line");
         assert_eq!(line.trim(), "ready", "the held client did not get ready");
-        Held { child, stdin }
+        Held {
+            child,
+            stdin,
+            _stdout: stdout,
+        }
     }
 }
 
@@ -150,7 +158,10 @@ fn node_cli(tool: &str, node: &str, args: &[&str]) -> String {
     };
     let output = Command::new("runuser")
         .args(["-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq"])
-        .arg(format!("RABBITMQ_ENABLED_PLUGINS_FILE={}", plugins.display()))
+        .arg(format!(
+            "RABBITMQ_ENABLED_PLUGINS_FILE={}",
+            plugins.display()
+        ))
         .args(["timeout", "-k", "5", "60"])
         .arg(format!("/usr/lib/rabbitmq/bin/{tool}"))
         .args(["-q", "-n", node])
@@ -329,7 +340,10 @@ fn refusals_reach_the_client_as_protocol_codes() {
         "refused VirtualHostAccessFailure"
     );
     let logs = proxy.settled_log_files();
-    assert!(logs.contains("no broker could be reached for vhost deadvhost"), "{logs}");
+    assert!(
+        logs.contains("no broker could be reached for vhost deadvhost"),
+        "{logs}"
+    );
     assert!(logs.contains("no route for vhost unmapped"), "{logs}");
 }
 
@@ -371,52 +385,87 @@ fn vhosts_route_to_two_farms() {
     }
 }
 
-/// Which node each publisher and consumer of `stream` is connected to,
-/// from the cluster's own listing.
-fn placements(stream: &str) -> (Vec<String>, Vec<String>) {
-    let node_of = |listing: String| -> Vec<String> {
-        listing
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some(stream))
-            .filter_map(|l| {
-                // A pid prints as <node.x.y.z>: the node is up to the first
-                // dot after the '@'.
-                let pid = l.split_whitespace().next()?;
-                let pid = pid.trim_start_matches('<');
-                let at = pid.find('@')?;
-                let end = pid[at..].find('.').map_or(pid.len(), |d| at + d);
-                Some(pid[..end].to_string())
-            })
-            .collect()
-    };
-    let publishers = node_of(node_cli(
-        "rabbitmq-streams",
-        CLUSTER_NODES[0],
-        &["list_stream_publishers", "connection_pid", "stream"],
-    ));
-    let consumers = node_of(node_cli(
-        "rabbitmq-streams",
-        CLUSTER_NODES[0],
-        &["list_stream_consumers", "connection_pid", "stream"],
-    ));
-    (publishers, consumers)
+/// One stream connection as the cluster lists it.
+#[derive(Debug)]
+struct NodeConnection {
+    /// The node's stream address the connection is on (`host:port`).
+    node: String,
+    /// The client's `connection_name` property.
+    name: String,
+    /// It came through the proxy (`amqpprox_client` is among its
+    /// properties).
+    via_proxy: bool,
 }
 
-/// Every stream connection on every cluster node came through the proxy.
-fn assert_all_through_the_proxy() {
-    for node in CLUSTER_NODES {
-        let listing = node_cli(
-            "rabbitmq-streams",
-            node,
-            &["list_stream_connections", "client_properties"],
-        );
-        for line in listing.lines().filter(|l| !l.trim().is_empty()) {
-            assert!(
-                line.contains("amqpprox_client"),
-                "a connection on {node} bypassed the proxy: {line}"
-            );
-        }
-    }
+/// Every stream connection of the cluster (any node lists them all).
+fn cluster_connections() -> Vec<NodeConnection> {
+    let json = node_cli(
+        "rabbitmq-streams",
+        CLUSTER_NODES[0],
+        &[
+            "list_stream_connections",
+            "--formatter",
+            "json",
+            "conn_name",
+            "client_properties",
+        ],
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad listing ({e}):\n{json}"));
+    rows.iter()
+        .map(|row| {
+            let conn_name = row["conn_name"].as_str().unwrap_or_default();
+            let property = |key: &str| {
+                row["client_properties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p[0] == key)
+                    .and_then(|p| p[2].as_str().map(str::to_string))
+            };
+            NodeConnection {
+                node: conn_name
+                    .split(" -> ")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string(),
+                name: property("connection_name").unwrap_or_default(),
+                via_proxy: property("amqpprox_client").is_some(),
+            }
+        })
+        .collect()
+}
+
+/// The cluster's connections while a held client runs: every one came
+/// through the proxy, the producer's is on `leader`, the consumer's on a
+/// node of the cluster (every node hosts a member: streams declared over
+/// the Stream protocol span the cluster).
+fn assert_placed(leader: &str) {
+    let connections = cluster_connections();
+    assert!(
+        connections.iter().all(|c| c.via_proxy),
+        "a connection bypassed the proxy: {connections:?}"
+    );
+    let on = |name: &str| -> Vec<&str> {
+        connections
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.node.as_str())
+            .collect()
+    };
+    assert_eq!(
+        on("rstream-producer"),
+        vec![format!("{leader}:{STREAM_PORT}").as_str()],
+        "{connections:?}"
+    );
+    let consumer = on("rstream-consumer");
+    assert_eq!(consumer.len(), 1, "{connections:?}");
+    assert!(
+        CLUSTER
+            .iter()
+            .any(|h| consumer[0] == format!("{h}:{STREAM_PORT}")),
+        "{connections:?}"
+    );
 }
 
 #[test]
@@ -431,12 +480,8 @@ fn a_plain_client_follows_metadata_to_the_leader_and_a_member() {
     let third = SocketAddr::from(([127, 0, 0, 23], STREAM_PORT));
     assert_eq!(run_client(third, "/", &["create", &stream]), "created");
     let held = Held::start(entry, "/", &["hold", &stream]);
-    let (publishers, consumers) = placements(&stream);
-    assert_all_through_the_proxy();
+    assert_placed(CLUSTER[2]);
     drop(held);
-    assert_eq!(publishers, vec![CLUSTER_NODES[2].to_string()]);
-    assert_eq!(consumers.len(), 1, "{consumers:?}");
-    assert!(CLUSTER_NODES.contains(&consumers[0].as_str()));
 }
 
 #[test]
@@ -449,11 +494,8 @@ fn a_load_balancer_mode_client_converges_within_the_farm() {
     let second = SocketAddr::from(([127, 0, 0, 22], STREAM_PORT));
     assert_eq!(run_client(second, "/", &["create", &stream]), "created");
     let held = Held::start(entry, "/", &["hold", &stream, "lb"]);
-    let (publishers, consumers) = placements(&stream);
-    assert_all_through_the_proxy();
+    assert_placed(CLUSTER[1]);
     drop(held);
-    assert_eq!(publishers, vec![CLUSTER_NODES[1].to_string()]);
-    assert_eq!(consumers.len(), 1, "{consumers:?}");
     // Each of the producer and the consumer (and a locator each) finds its
     // node within one round of the three-node farm.
     let logs = proxy.settled_log_files();
