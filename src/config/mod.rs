@@ -42,7 +42,7 @@ pub struct Backend {
     pub proxy_header: ProxyHeader,
     pub tls: bool,
     /// The node's RabbitMQ Stream port (`STREAM-PORT=`), where stream
-    /// sessions routed to this backend connect (docs/routing.md).
+    /// sessions routed to this backend connect (docs/routing.md#rabbitmq-streams).
     pub stream_port: u16,
 }
 
@@ -131,7 +131,7 @@ pub struct Listener {
     pub stream: Option<StreamEndpoint>,
 }
 
-/// What a stream listener stands for (docs/routing.md): the entry point
+/// What a stream listener stands for (docs/routing.md#one-endpoint-per-node): the entry point
 /// that routes by vhost (no backend), or one broker node's endpoint, the
 /// address the proxy gives clients for that node in Open and Metadata
 /// responses.

@@ -1,7 +1,7 @@
 //! The RabbitMQ Stream protocol (the binary protocol of the broker's
 //! `rabbitmq_stream` plugin, port 5552), sans I/O: framing, the commands
 //! the proxy reads or writes, the two connection handshakes and the
-//! rewriting of broker addresses. See `docs/routing.md` for how stream
+//! rewriting of broker addresses. See `docs/routing.md#rabbitmq-streams` for how stream
 //! sessions are routed.
 //!
 //! * [`frame`]: the frame layout, a whole-frame splitter and a pass-through

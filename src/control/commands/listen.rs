@@ -12,7 +12,7 @@
 //!
 //! `START_STREAM` / `START_STREAM_SECURE [addr:]port [PROXY]
 //! [BACKEND=name] [ADVERTISE=host]` listen for the RabbitMQ Stream protocol
-//! (`session::stream`, docs/routing.md): without `BACKEND` the listener
+//! (`session::stream`, docs/routing.md#rabbitmq-streams): without `BACKEND` the listener
 //! routes by vhost like an AMQP one; with it, it is that node's endpoint,
 //! the address clients are given for the node. The backend must exist
 //! (a typo would otherwise only show when a client connects).

@@ -1,5 +1,5 @@
-//! Which proxy endpoint stands for which broker node (docs/routing.md,
-//! "RabbitMQ Streams"): the address map a stream session rewrites Open and
+//! Which proxy endpoint stands for which broker node
+//! (docs/routing.md#one-endpoint-per-node): the address map a stream session rewrites Open and
 //! Metadata responses through, so that clients reach every node through
 //! the proxy and still land on the node they want (a stream's leader for
 //! a publisher, a member for a consumer).

@@ -1,5 +1,5 @@
 //! A RabbitMQ Stream session (a `LISTEN START_STREAM` listener; see
-//! docs/routing.md "RabbitMQ Streams"): one client connection and one
+//! docs/routing.md#rabbitmq-streams): one client connection and one
 //! broker connection to a node's stream port, driven from accept to close.
 //!
 //! accept (PROXY header, TLS) → the proxy answers the client's handshake

@@ -7,7 +7,7 @@
 //! read until the previous chunk is written, so a slow side stalls its
 //! writer instead of growing memory. Heartbeats pass end to end.
 //!
-//! Operator actions (docs/sessions.md), at frame boundaries: `PAUSE` stops
+//! Operator actions (docs/routing.md#operating-stream-sessions), at frame boundaries: `PAUSE` stops
 //! reading the client and keeps the broker's heartbeat expectation met;
 //! `DISCONNECT_GRACEFUL` and a drain send each side a Close request and
 //! give the client a moment to answer; `FORCE_DISCONNECT` and
