@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use amqpprox::streamproto::{key, response_code, split_frame, MetadataQuery, Tune, RESPONSE_FLAG};
 use support::control::{ctl, ctl_bin};
 use support::proxy::{free_port, ProxyProcess};
 
@@ -501,4 +502,209 @@ fn a_load_balancer_mode_client_converges_within_the_farm() {
     let logs = proxy.settled_log_files();
     let started = logs.matches("Starting connection for:").count();
     assert!(started <= 4 * 3, "{started} broker connections:\n{logs}");
+}
+
+/// A minimal Stream protocol client for the operator tests: it does the
+/// handshake with the crate's own encoders and then reads whole frames.
+struct RawClient {
+    socket: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects, authenticates as guest, agrees `heartbeat` seconds and
+    /// opens `vhost`; panics unless the Open response is OK.
+    fn open(addr: SocketAddr, vhost: &str, heartbeat: u32) -> RawClient {
+        use amqpprox::streamproto::{
+            OpenRequest, PeerPropertiesRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+        };
+        let socket = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut client = RawClient {
+            socket,
+            pending: Vec::new(),
+        };
+        let mut out = Vec::new();
+        PeerPropertiesRequest {
+            correlation_id: 1,
+            properties: vec![("connection_name".into(), "raw-operator-test".into())],
+        }
+        .encode(&mut out);
+        client.send(&out);
+        client.expect(key::PEER_PROPERTIES | RESPONSE_FLAG);
+        out.clear();
+        SaslHandshakeRequest { correlation_id: 2 }.encode(&mut out);
+        client.send(&out);
+        client.expect(key::SASL_HANDSHAKE | RESPONSE_FLAG);
+        out.clear();
+        SaslAuthenticateRequest {
+            correlation_id: 3,
+            mechanism: "PLAIN".into(),
+            data: Some(b"\0guest\0guest".to_vec()),
+        }
+        .encode(&mut out);
+        client.send(&out);
+        client.expect(key::SASL_AUTHENTICATE | RESPONSE_FLAG);
+        client.expect(key::TUNE);
+        out.clear();
+        Tune {
+            frame_max: 1_048_576,
+            heartbeat,
+        }
+        .encode_response(&mut out);
+        OpenRequest {
+            correlation_id: 4,
+            vhost: vhost.into(),
+        }
+        .encode(&mut out);
+        client.send(&out);
+        let body = client.expect(key::OPEN | RESPONSE_FLAG);
+        assert_eq!(
+            &body[4..6],
+            &response_code::OK.to_be_bytes(),
+            "Open refused"
+        );
+        client
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).expect("write to the proxy");
+    }
+
+    /// The next frame other than a heartbeat within `limit`: `Ok(None)` at
+    /// the end of the connection, `Err(())` when none came in time.
+    fn next_frame(&mut self, limit: Duration) -> Result<Option<(u16, Vec<u8>)>, ()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            while let Some((frame, used)) = split_frame(&self.pending, u32::MAX).expect("framing") {
+                let item = (frame.header.key, frame.body.to_vec());
+                self.pending.drain(..used);
+                if item.0 != key::HEARTBEAT {
+                    return Ok(Some(item));
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(());
+            }
+            let mut buf = [0u8; 4096];
+            match std::io::Read::read(&mut self.socket, &mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// The next frame, which must have `wanted` as its key; its body.
+    fn expect(&mut self, wanted: u16) -> Vec<u8> {
+        match self.next_frame(Duration::from_secs(30)) {
+            Ok(Some((k, body))) if k == wanted => body,
+            other => panic!("expected key 0x{wanted:04x}, got {other:?}"),
+        }
+    }
+
+    fn metadata_query(&mut self, correlation_id: u32) {
+        let mut out = Vec::new();
+        MetadataQuery {
+            correlation_id,
+            streams: vec!["amqpprox-no-such-stream".into()],
+        }
+        .encode(&mut out);
+        self.send(&out);
+    }
+}
+
+/// The id of the only stream session in `CONN`.
+fn only_stream_session(proxy: &ProxyProcess) -> String {
+    let conn = ctl(&proxy.control_socket, "CONN");
+    let ids: Vec<&str> = conn
+        .lines()
+        .filter(|l| l.contains("protocol=stream"))
+        .filter_map(|l| l.strip_prefix("id=")?.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 1, "CONN:\n{conn}");
+    ids[0].to_string()
+}
+
+#[test]
+fn a_silent_client_is_closed_by_the_broker() {
+    // The control for the pause test below: without heartbeats from the
+    // proxy, the broker ends a connection whose client says nothing.
+    require_node(STANDALONE);
+    let mut client = RawClient::open(SocketAddr::from(([127, 0, 0, 20], STREAM_PORT)), "/", 1);
+    let mut ended = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(None) = client.next_frame(Duration::from_millis(500)) {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the broker kept a silent connection for 30 s");
+}
+
+#[test]
+fn a_paused_session_is_kept_alive_and_a_graceful_disconnect_closes_both_sides() {
+    let (proxy, entry) = standalone_proxy();
+    // A one-second heartbeat: the broker would close a silent client
+    // within a few seconds (the test above).
+    let mut client = RawClient::open(entry, "/", 1);
+    let id = only_stream_session(&proxy);
+    client.metadata_query(10);
+    client.expect(key::METADATA | RESPONSE_FLAG);
+
+    assert_eq!(
+        ctl(&proxy.control_socket, &format!("SESSION {id} PAUSE")),
+        ""
+    );
+    client.metadata_query(11);
+    // Held while paused, for well over the broker's heartbeat timeout.
+    assert_eq!(
+        client.next_frame(Duration::from_secs(8)),
+        Err(()),
+        "a paused session's request was answered"
+    );
+    assert_eq!(
+        ctl(&proxy.control_socket, &format!("SESSION {id} UNPAUSE")),
+        ""
+    );
+    client.expect(key::METADATA | RESPONSE_FLAG);
+
+    assert_eq!(
+        ctl(
+            &proxy.control_socket,
+            &format!("SESSION {id} DISCONNECT_GRACEFUL")
+        ),
+        ""
+    );
+    let close = client.expect(key::CLOSE);
+    assert_eq!(&close[4..6], &response_code::OK.to_be_bytes());
+    assert_eq!(
+        client.next_frame(Duration::from_secs(30)),
+        Ok(None),
+        "the connection ends after the proxy's Close"
+    );
+    assert!(proxy.log_contains_within("Stream session ended (Proxy)", Duration::from_secs(30)));
+}
+
+#[test]
+fn a_forced_disconnect_closes_the_client() {
+    let (proxy, entry) = standalone_proxy();
+    let mut client = RawClient::open(entry, "/", 60);
+    let id = only_stream_session(&proxy);
+    assert_eq!(
+        ctl(
+            &proxy.control_socket,
+            &format!("SESSION {id} FORCE_DISCONNECT")
+        ),
+        ""
+    );
+    assert_eq!(client.next_frame(Duration::from_secs(30)), Ok(None));
 }
