@@ -272,6 +272,27 @@ fn rstream_publishes_and_consumes_10000_messages_through_the_proxy() {
 }
 
 #[test]
+fn deliver_chunks_larger_than_the_frame_size_pass_through() {
+    // The broker's chunks are not bound by the agreed frame size (1 MiB);
+    // 20,000 messages of 1 KiB published at once make chunks above it.
+    let (proxy, entry) = standalone_proxy();
+    let stream = unique("amqpprox-big-chunks");
+    let output = client_command(entry, "/", &["roundtrip", &stream, "20000"])
+        .env("RSTREAM_SIZE", "1024")
+        .output()
+        .expect("run the rstream client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "published 20000 confirmed 20000 consumed 20000 in-order True",
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let logs = proxy.settled_log_files();
+    assert!(!logs.contains("bad frame"), "{logs}");
+}
+
+#[test]
 fn the_broker_sees_the_replayed_handshake_and_conn_shows_stream_sessions() {
     let (proxy, entry) = standalone_proxy();
     let stream = unique("amqpprox-held");

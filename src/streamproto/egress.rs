@@ -16,6 +16,11 @@ use super::frame::{check_size, FrameHeader, StreamFrameError, FRAME_HEADER_SIZE,
 use super::key;
 use super::rewrite::{rewrite_metadata_frame, AddressMap, RewriteCount};
 
+/// The largest Metadata response collected for rewriting (the only frame
+/// held whole): far above any real one, which lists a few brokers and
+/// streams.
+pub const METADATA_MAX: u32 = 16 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Between frames, or inside a header (`header_len` bytes of it held).
@@ -60,7 +65,10 @@ enum Kind {
 }
 
 impl EgressFilter {
-    /// `max` bounds each whole frame on the wire, size field included.
+    /// `max` bounds each whole frame on the wire, size field included (a
+    /// Metadata response also by [`METADATA_MAX`]). The broker's Deliver
+    /// frames are not bound by the negotiated frame size: a chunk goes out
+    /// whole, however large (1052729 bytes was seen with a 1048576 limit).
     pub fn new(max: u32) -> Self {
         EgressFilter {
             max,
@@ -115,12 +123,18 @@ impl EgressFilter {
         Ok((header, kind))
     }
 
-    fn start_collecting(&mut self, raw: &[u8], header: FrameHeader) {
+    fn start_collecting(
+        &mut self,
+        raw: &[u8],
+        header: FrameHeader,
+    ) -> Result<(), StreamFrameError> {
+        check_size(header.size, self.max.min(METADATA_MAX)).map_err(|e| self.poison(e))?;
         self.collected.clear();
         self.collected.extend_from_slice(raw);
         self.state = State::Collect {
             left: header.body_len(),
         };
+        Ok(())
     }
 
     /// The next piece of `chunk` (from `*pos` on) to write to the client,
@@ -174,7 +188,7 @@ impl EgressFilter {
                     let raw = self.header;
                     let (header, kind) = self.classify(raw)?;
                     match kind {
-                        Kind::Metadata => self.start_collecting(&raw, header),
+                        Kind::Metadata => self.start_collecting(&raw, header)?,
                         Kind::Pass => {
                             self.state = body_state(header.body_len());
                             // None of the header went out yet.
@@ -224,7 +238,7 @@ impl EgressFilter {
                     match kind {
                         Kind::Pass => self.state = body_state(header.body_len()),
                         Kind::Metadata => {
-                            self.start_collecting(&raw, header);
+                            self.start_collecting(&raw, header)?;
                             return Ok(end);
                         }
                     }
@@ -381,6 +395,26 @@ mod tests {
                 unmapped: 0
             }
         );
+    }
+
+    #[test]
+    fn a_metadata_response_beyond_its_own_limit_is_refused_before_its_body() {
+        let mut f = EgressFilter::new(u32::MAX);
+        let mut header = Vec::new();
+        header.extend_from_slice(&(METADATA_MAX + 100).to_be_bytes());
+        header.extend_from_slice(&(key::METADATA | RESPONSE_FLAG).to_be_bytes());
+        header.extend_from_slice(&1u16.to_be_bytes());
+        header.extend_from_slice(&[0; 16]);
+        let mut pos = 0;
+        assert!(matches!(
+            f.next(&header, &mut pos, &map()),
+            Err(StreamFrameError::TooLarge { .. })
+        ));
+        // A Deliver of the same size passes.
+        let mut f = EgressFilter::new(u32::MAX);
+        header[4..6].copy_from_slice(&key::DELIVER.to_be_bytes());
+        let mut pos = 0;
+        assert_eq!(f.next(&header, &mut pos, &map()), Ok(Some(&header[..])));
     }
 
     #[test]

@@ -19,7 +19,8 @@ prints one result line the Rust test checks. Modes:
                        producer and the consumer connected until stdin ends;
                        prints "done"
 
-The vhost is $RSTREAM_VHOST, "/" by default.
+The vhost is $RSTREAM_VHOST, "/" by default; roundtrip's message bodies are
+padded to $RSTREAM_SIZE bytes (default: unpadded, a few bytes).
 
 Every wait has a deadline, so a stuck handshake fails instead of hanging.
 """
@@ -39,6 +40,11 @@ from rstream import (
 
 DEADLINE = 90
 VHOST = os.environ.get("RSTREAM_VHOST", "/")
+SIZE = int(os.environ.get("RSTREAM_SIZE", "0"))
+
+
+def body(i):
+    return (b"m%d" % i).ljust(SIZE, b".")
 
 
 async def roundtrip(host, port, stream, n, lb):
@@ -57,7 +63,7 @@ async def roundtrip(host, port, stream, n, lb):
     ) as producer:
         await producer.create_stream(stream, exists_ok=True)
         for i in range(n):
-            await producer.send(stream, b"m%d" % i, on_publish_confirm=on_confirm)
+            await producer.send(stream, body(i), on_publish_confirm=on_confirm)
         await asyncio.wait_for(all_confirmed.wait(), DEADLINE)
 
     received = []
@@ -79,7 +85,7 @@ async def roundtrip(host, port, stream, n, lb):
         await asyncio.wait_for(got_all.wait(), DEADLINE)
         await consumer.delete_stream(stream)
 
-    in_order = received[:n] == [b"m%d" % i for i in range(n)]
+    in_order = received[:n] == [body(i) for i in range(n)]
     print(f"published {n} confirmed {confirmed} consumed {len(received)} in-order {in_order}")
 
 

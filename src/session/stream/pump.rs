@@ -25,7 +25,7 @@ use crate::session_log;
 use crate::stream::Stream;
 use crate::streamproto::{
     key, response_code, AddressMap, CloseRequest, EgressFilter, StreamFrameError,
-    StreamFrameScanner, HANDSHAKE_MAX_FRAME, HEARTBEAT_FRAME,
+    StreamFrameScanner, HEARTBEAT_FRAME,
 };
 use futures_lite::AsyncWriteExt;
 use log::Level;
@@ -95,12 +95,11 @@ pub(super) async fn run(
         map,
     } = established;
     info.phase.set(Phase::Open);
-    // Frames up to the agreed size, and never less than the broker's
-    // default (what the handshakes accept).
-    let max_frame = match tune.frame_max {
-        0 => u32::MAX,
-        n => n.max(HANDSHAKE_MAX_FRAME),
-    };
+    // No bound on passing frames: they are never held, the broker enforces
+    // its own limit on the client's, and the broker's Deliver chunks may
+    // exceed the agreed frame size (seen: 1052729 bytes with 1048576).
+    // Only a Metadata response is held, under its own bound.
+    let max_frame = u32::MAX;
     let pump = Pump {
         client: SharedStream::new(client),
         broker: SharedStream::new(broker),
