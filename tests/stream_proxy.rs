@@ -102,8 +102,11 @@ struct Held {
 }
 
 impl Held {
-    fn start(addr: SocketAddr, vhost: &str, args: &[&str]) -> Held {
+    /// Starts `hold` with its connections named `name`-producer and
+    /// `name`-consumer.
+    fn start(addr: SocketAddr, vhost: &str, name: &str, args: &[&str]) -> Held {
         let mut child = client_command(addr, vhost, args)
+            .env("RSTREAM_NAME", name)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -304,7 +307,7 @@ fn the_broker_sees_the_replayed_handshake_and_conn_shows_stream_sessions() {
         ),
         "created"
     );
-    let held = Held::start(entry, "/", &["hold", &stream]);
+    let held = Held::start(entry, "/", &stream, &["hold", &stream]);
 
     let connections = node_cli(
         "rabbitmq-streams",
@@ -458,12 +461,16 @@ fn cluster_connections() -> Vec<NodeConnection> {
         .collect()
 }
 
-/// The cluster's connections while a held client runs: every one came
-/// through the proxy, the producer's is on `leader`, the consumer's on a
-/// node of the cluster (every node hosts a member: streams declared over
-/// the Stream protocol span the cluster).
-fn assert_placed(leader: &str) {
-    let connections = cluster_connections();
+/// The connections of the held client `name` while it runs: every one
+/// came through the proxy, the producer's is on `leader`, the consumer's
+/// on a node of the cluster (every node hosts a member: streams declared
+/// over the Stream protocol span the cluster). Other tests' connections
+/// (running at the same time) are told apart by name.
+fn assert_placed(name: &str, leader: &str) {
+    let connections: Vec<NodeConnection> = cluster_connections()
+        .into_iter()
+        .filter(|c| c.name.contains(name))
+        .collect();
     assert!(
         connections.iter().all(|c| c.via_proxy),
         "a connection bypassed the proxy: {connections:?}"
@@ -476,11 +483,11 @@ fn assert_placed(leader: &str) {
             .collect()
     };
     assert_eq!(
-        on("rstream-producer"),
+        on(&format!("{name}-producer")),
         vec![format!("{leader}:{STREAM_PORT}").as_str()],
         "{connections:?}"
     );
-    let consumer = on("rstream-consumer");
+    let consumer = on(&format!("{name}-consumer"));
     assert_eq!(consumer.len(), 1, "{connections:?}");
     assert!(
         CLUSTER
@@ -501,8 +508,8 @@ fn a_plain_client_follows_metadata_to_the_leader_and_a_member() {
     let stream = unique("amqpprox-locality");
     let third = SocketAddr::from(([127, 0, 0, 23], STREAM_PORT));
     assert_eq!(run_client(third, "/", &["create", &stream]), "created");
-    let held = Held::start(entry, "/", &["hold", &stream]);
-    assert_placed(CLUSTER[2]);
+    let held = Held::start(entry, "/", &stream, &["hold", &stream]);
+    assert_placed(&stream, CLUSTER[2]);
     drop(held);
 }
 
@@ -515,8 +522,8 @@ fn a_load_balancer_mode_client_converges_within_the_farm() {
     let stream = unique("amqpprox-lb");
     let second = SocketAddr::from(([127, 0, 0, 22], STREAM_PORT));
     assert_eq!(run_client(second, "/", &["create", &stream]), "created");
-    let held = Held::start(entry, "/", &["hold", &stream, "lb"]);
-    assert_placed(CLUSTER[1]);
+    let held = Held::start(entry, "/", &stream, &["hold", &stream, "lb"]);
+    assert_placed(&stream, CLUSTER[1]);
     drop(held);
     // Each of the producer and the consumer (and a locator each) finds its
     // node within one round of the three-node farm.

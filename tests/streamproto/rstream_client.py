@@ -20,7 +20,9 @@ prints one result line the Rust test checks. Modes:
                        prints "done"
 
 The vhost is $RSTREAM_VHOST, "/" by default; roundtrip's message bodies are
-padded to $RSTREAM_SIZE bytes (default: unpadded, a few bytes).
+padded to $RSTREAM_SIZE bytes (default: unpadded, a few bytes); hold names
+its connections $RSTREAM_NAME-producer and $RSTREAM_NAME-consumer (default:
+rstream's own names).
 
 Every wait has a deadline, so a stuck handshake fails instead of hanging.
 """
@@ -41,6 +43,7 @@ from rstream import (
 DEADLINE = 90
 VHOST = os.environ.get("RSTREAM_VHOST", "/")
 SIZE = int(os.environ.get("RSTREAM_SIZE", "0"))
+NAME = os.environ.get("RSTREAM_NAME", "")
 
 
 def body(i):
@@ -119,10 +122,13 @@ async def hold(host, port, stream, lb):
         received.set()
 
     args = dict(username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb)
-    async with Producer(host, port, **args) as producer:
+    names = {"producer": "", "consumer": ""}
+    if NAME:
+        names = {role: f"{NAME}-{role}" for role in names}
+    async with Producer(host, port, connection_name=names["producer"], **args) as producer:
         await producer.send(stream, b"held", on_publish_confirm=on_confirm)
         await asyncio.wait_for(confirmed.wait(), DEADLINE)
-        async with Consumer(host, port, **args) as consumer:
+        async with Consumer(host, port, connection_name=names["consumer"], **args) as consumer:
             await consumer.subscribe(
                 stream,
                 on_message,
