@@ -26,7 +26,14 @@ const ORDER: &[&str] = &[
 ];
 
 /// Pure parts: no sockets, no executor. Their tests feed them bytes.
-const SANS_IO: &[&str] = &["codec", "handshake", "config", "routing", "proxy_protocol"];
+const SANS_IO: &[&str] = &[
+    "codec",
+    "handshake",
+    "config",
+    "routing",
+    "proxy_protocol",
+    "streamproto",
+];
 
 /// Names that mean I/O or the executor.
 const IO_NAMES: &[&str] = &[

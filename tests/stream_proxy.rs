@@ -295,9 +295,29 @@ fn deliver_chunks_larger_than_the_frame_size_pass_through() {
     assert!(!logs.contains("bad frame"), "{logs}");
 }
 
+/// `STAT LISTEN json all` records as they arrive, read on a thread.
+fn stat_records(proxy: &ProxyProcess) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let mut socket =
+        std::os::unix::net::UnixStream::connect(&proxy.control_socket).expect("control socket");
+    socket.write_all(b"STAT LISTEN json all\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(socket).lines().map_while(Result::ok) {
+            let Ok(record) = serde_json::from_str(&line) else {
+                continue;
+            };
+            if tx.send(record).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[test]
-fn the_broker_sees_the_replayed_handshake_and_conn_shows_stream_sessions() {
+fn the_broker_sees_the_replayed_handshake_and_conn_and_stat_show_stream_sessions() {
     let (proxy, entry) = standalone_proxy();
+    let stats = stat_records(&proxy);
     let stream = unique("amqpprox-held");
     assert_eq!(
         run_client(
@@ -328,6 +348,22 @@ fn the_broker_sees_the_replayed_handshake_and_conn_shows_stream_sessions() {
     );
     let json = ctl(&proxy.control_socket, "CONN json");
     assert!(json.contains("\"protocol\":\"stream\""), "{json}");
+    // The vhost's statistics count the stream sessions and their bytes.
+    let (mut active, mut received, mut sent) = (0, 0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (active < 2 || received == 0 || sent == 0) && std::time::Instant::now() < deadline {
+        let Ok(record) = stats.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let vhost = &record["vhosts"]["/"];
+        active = active.max(vhost["activeConnectionCount"].as_u64().unwrap_or(0));
+        received += vhost["bytesReceived"].as_u64().unwrap_or(0);
+        sent += vhost["bytesSent"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        active >= 2 && received > 0 && sent > 0,
+        "vhost / in STAT: active {active}, received {received}, sent {sent}"
+    );
     drop(held);
 }
 
