@@ -15,7 +15,7 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -24,6 +24,12 @@ ci/ensure-rabbitmq.sh
 
 step "Extra RabbitMQ nodes (TLS, PROXY protocol) and test certificates"
 ci/ensure-rabbitmq-extra.sh
+
+step "Private RabbitMQ nodes with the stream plugin (one standalone, one three-node cluster)"
+ci/ensure-rabbitmq-stream.sh --cluster
+
+step "rstream for the Stream protocol tests"
+ci/ensure-stream-clients.sh
 
 step "pika for the client-compatibility tests"
 # tests/transparent.rs checks how Python's pika reports refusals; it runs

@@ -60,7 +60,7 @@ affinity, failover) and then forwards the connection. It is configured at run ti
 the control socket with amqpprox_ctl, or started in simple mode with --listenPort, \
 --destinationDNS and --destinationPort.";
 
-fn command() -> Command {
+pub fn command() -> Command {
     let cores = default_shards();
     Command::new("amqpprox")
         .about(ABOUT)

@@ -129,18 +129,6 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             error,
         }
     })?;
-    {
-        let state = Arc::clone(&state);
-        let events_tx = events_tx.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                control::serve(server, state, move || {
-                    let _ = events_tx.send(Event::Exit);
-                })
-            })
-            .map_err(StartError::Thread)?;
-    }
 
     reload_tls_on_sighup(&state)?;
     forward_termination(events_tx.clone())?;
@@ -174,6 +162,22 @@ pub fn run(options: Options) -> Result<i32, StartError> {
                 )));
             }
         }
+    }
+
+    // Served only now: the socket exists from the start (a client that
+    // connects early waits in its backlog), but nobody sees a half-applied
+    // --config or simple mode.
+    {
+        let state = Arc::clone(&state);
+        let events_tx = events_tx.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                control::serve(server, state, move || {
+                    let _ = events_tx.send(Event::Exit);
+                })
+            })
+            .map_err(StartError::Thread)?;
     }
 
     let code = loop {
