@@ -772,3 +772,81 @@ fn a_forced_disconnect_closes_the_client() {
     );
     assert_eq!(client.next_frame(Duration::from_secs(30)), Ok(None));
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed, as PEM files in
+/// `dir`: `ca.pem`, `server.pem`, `server.key`.
+fn write_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    // Names of their own: a leaf whose issuer reads as its subject would
+    // look self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "amqpprox stream test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("self-sign the CA");
+    let key = KeyPair::generate().expect("server key");
+    let mut server_params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("server params");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "amqpprox stream test server");
+    let server = server_params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("sign the server certificate");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn a_secure_stream_listener_serves_tls() {
+    require_node(STANDALONE);
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let proxy = proxy();
+    for line in [
+        format!(
+            "TLS INGRESS KEY_FILE {}",
+            dir.path().join("server.key").display()
+        ),
+        format!(
+            "TLS INGRESS CERT_CHAIN_FILE {}",
+            dir.path().join("server.pem").display()
+        ),
+    ] {
+        let reply = ctl(&proxy.control_socket, &line);
+        assert!(
+            reply.is_empty() || reply.contains("not in force yet"),
+            "reply to {line:?}: {reply:?}"
+        );
+    }
+    configure(
+        &proxy,
+        &[
+            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
+            "FARM ADD fs round-robin s1".into(),
+            "MAP DEFAULT fs".into(),
+        ],
+    );
+    let port = free_port();
+    configure(
+        &proxy,
+        &[format!("LISTEN START_STREAM_SECURE 127.0.0.1:{port}")],
+    );
+    let entry = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = unique("amqpprox-tls");
+    let output = client_command(entry, "/", &["roundtrip", &stream, "1000"])
+        .env("RSTREAM_CAFILE", dir.path().join("ca.pem"))
+        .output()
+        .expect("run the rstream client");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "published 1000 confirmed 1000 consumed 1000 in-order True",
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let logs = proxy.settled_log_files();
+    assert!(logs.contains("tlsEnabled=secured"), "{logs}");
+}

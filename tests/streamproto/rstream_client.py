@@ -22,13 +22,15 @@ prints one result line the Rust test checks. Modes:
 The vhost is $RSTREAM_VHOST, "/" by default; roundtrip's message bodies are
 padded to $RSTREAM_SIZE bytes (default: unpadded, a few bytes); hold names
 its connections $RSTREAM_NAME-producer and $RSTREAM_NAME-consumer (default:
-rstream's own names).
+rstream's own names). With $RSTREAM_CAFILE, roundtrip connects with TLS,
+trusting that CA.
 
 Every wait has a deadline, so a stuck handshake fails instead of hanging.
 """
 
 import asyncio
 import os
+import ssl
 import sys
 
 from rstream import (
@@ -44,6 +46,8 @@ DEADLINE = 90
 VHOST = os.environ.get("RSTREAM_VHOST", "/")
 SIZE = int(os.environ.get("RSTREAM_SIZE", "0"))
 NAME = os.environ.get("RSTREAM_NAME", "")
+CAFILE = os.environ.get("RSTREAM_CAFILE")
+TLS = ssl.create_default_context(cafile=CAFILE) if CAFILE else None
 
 
 def body(i):
@@ -62,7 +66,13 @@ async def roundtrip(host, port, stream, n, lb):
             all_confirmed.set()
 
     async with Producer(
-        host, port, username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb
+        host,
+        port,
+        username="guest",
+        password="guest",
+        vhost=VHOST,
+        load_balancer_mode=lb,
+        ssl_context=TLS,
     ) as producer:
         await producer.create_stream(stream, exists_ok=True)
         for i in range(n):
@@ -78,7 +88,13 @@ async def roundtrip(host, port, stream, n, lb):
             got_all.set()
 
     async with Consumer(
-        host, port, username="guest", password="guest", vhost=VHOST, load_balancer_mode=lb
+        host,
+        port,
+        username="guest",
+        password="guest",
+        vhost=VHOST,
+        load_balancer_mode=lb,
+        ssl_context=TLS,
     ) as consumer:
         await consumer.subscribe(
             stream,
