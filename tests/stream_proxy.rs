@@ -850,3 +850,49 @@ fn a_secure_stream_listener_serves_tls() {
     let logs = proxy.settled_log_files();
     assert!(logs.contains("tlsEnabled=secured"), "{logs}");
 }
+
+#[test]
+fn sigterm_drains_a_stream_session_with_a_close() {
+    require_node(STANDALONE);
+    let mut proxy = ProxyProcess::builder("unused", 1)
+        .without_simple_mode()
+        .shards(2)
+        .arg("--drainTimeoutMs")
+        .arg("20000")
+        .start();
+    configure(
+        &proxy,
+        &[
+            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
+            "FARM ADD fs round-robin s1".into(),
+            "MAP DEFAULT fs".into(),
+        ],
+    );
+    let entry = listen(&proxy, "");
+    let mut client = RawClient::open(entry, "/", 60);
+    client.metadata_query(10);
+    client.expect(key::METADATA | RESPONSE_FLAG);
+
+    // SAFETY: kill(2) on the proxy child's pid.
+    assert_eq!(unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) }, 0);
+    let close = client.expect(key::CLOSE);
+    assert_eq!(&close[4..6], &response_code::OK.to_be_bytes());
+    assert!(
+        String::from_utf8_lossy(&close[8..]).contains("shutting down"),
+        "{close:?}"
+    );
+    assert_eq!(client.next_frame(Duration::from_secs(30)), Ok(None));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = proxy.try_exit_status() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit once drained:\n{}",
+            proxy.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+}
