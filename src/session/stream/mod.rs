@@ -37,7 +37,7 @@ use crate::streamproto::rewrite::rewrite_open;
 use crate::streamproto::server::ServerConfig;
 use crate::streamproto::{
     response_code, AddressMap, BrokerReplay, BrokerReplayError, ClientHello, Endpoint,
-    ReplayProgress, ServerHandshake, ServerHandshakeError, ServerProgress, Tune,
+    OpenResponse, ReplayProgress, ServerHandshake, ServerHandshakeError, ServerProgress, Tune,
 };
 use crate::tls::ingress::ListenerKind;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -379,14 +379,11 @@ async fn establish(
             }
         }
     };
-    let ReplayProgress::Open {
+    let Opened {
         mut response,
         tune,
         from_broker,
-    } = opened
-    else {
-        unreachable!("replay returns only an opened progress");
-    };
+    } = opened;
 
     let mut map = locality::address_map(config, &shard.shared.hostname);
     let advertised = property(&response.properties, ADVERTISED_HOST)
@@ -484,12 +481,20 @@ enum Attempt {
     Unfit(Unfit),
 }
 
+/// What a broker that accepted Open said.
+struct Opened {
+    response: OpenResponse,
+    tune: Tune,
+    /// Its bytes after the Open response, owed to the client.
+    from_broker: Vec<u8>,
+}
+
 /// Replays the client's handshake to one broker, up to its Open response.
 async fn replay(
     broker: &mut Stream,
     hello: &ClientHello,
     additions: &[(String, String)],
-) -> Result<ReplayProgress, Attempt> {
+) -> Result<Opened, Attempt> {
     let stage = Stage::StreamOpen;
     let mut out = Vec::with_capacity(512);
     let mut replay = BrokerReplay::start(hello, additions, &mut out);
@@ -509,12 +514,20 @@ async fn replay(
         };
         match replay.receive(&buf[..n], &mut out) {
             Ok(ReplayProgress::NeedMore) => {}
-            Ok(opened @ ReplayProgress::Open { .. }) => {
+            Ok(ReplayProgress::Open {
+                response,
+                tune,
+                from_broker,
+            }) => {
                 // What the replay still owes the broker (nothing, normally).
                 if !out.is_empty() {
                     let _ = broker.write_all(&out).await;
                 }
-                return Ok(opened);
+                return Ok(Opened {
+                    response,
+                    tune,
+                    from_broker,
+                });
             }
             Err(e) => return Err(Attempt::Refused(e)),
         }
