@@ -6,7 +6,7 @@
 //!
 //! `CONFIG DUMP` prints, one command a line, in an order that replays:
 //! `DATACENTER SET` (when set), `BACKEND ADD`/`ADD_DNS` (sorted by name),
-//! per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
+//! `BACKEND DRAIN`s, per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
 //! order applied, the `MAP BACKEND`/`MAP FARM` lines (sorted by vhost),
 //! `MAP DEFAULT`, the `TLS` settings, `VHOST PAUSE`s, and last the
 //! `LISTEN`s, so that a replay serves clients only once routing and TLS are
@@ -45,7 +45,7 @@ pub fn datacenter(config: &Config) -> Option<&str> {
 
 /// The `BACKEND PRINT` line of one backend (also in the duplicate-name
 /// error): `<name> (<dc>): <host> <ip>:<port>[ PROXY PROTOCOL V1 ENABLED |
-/// PROXY PROTOCOL V2 ENABLED][ TLS]`.
+/// PROXY PROTOCOL V2 ENABLED][ TLS][ STREAM-PORT=<port>]`.
 pub fn describe(b: &Backend) -> String {
     let ip = b.address.map(|a| a.to_string()).unwrap_or_default();
     let mut line = format!(
@@ -79,6 +79,8 @@ pub struct BackendJson<'a> {
     proxy_protocol: Option<&'static str>,
     tls: bool,
     stream_port: u16,
+    /// `BACKEND DRAIN`: left out of routing, its sessions moved.
+    drained: bool,
 }
 
 /// Every backend, sorted by name, in their JSON shape.
@@ -100,6 +102,7 @@ pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
             },
             tls: b.tls,
             stream_port: b.stream_port,
+            drained: config.drained.contains(&b.name),
         })
         .collect()
 }
@@ -245,6 +248,12 @@ pub fn dump(config: &Config) -> String {
             .backends
             .values()
             .map(|b| backend_command(b).to_string()),
+    );
+    lines.extend(
+        config
+            .drained
+            .iter()
+            .map(|name| Command::Backend(BackendCommand::Drain { name: name.clone() }).to_string()),
     );
     for f in config.farms.values() {
         match farm_commands(config, f) {

@@ -29,6 +29,8 @@ pub enum ParseError {
     InvalidStreamPort { value: String },
     #[error("DELETE requires a name argument")]
     BackendDeleteName,
+    #[error("{sub} requires a name argument")]
+    BackendName { sub: String },
     #[error("Farm name and selector must be provided.")]
     FarmNameAndSelector,
     #[error("Selector '{selector}' not found")]
