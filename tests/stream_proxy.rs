@@ -896,3 +896,43 @@ fn sigterm_drains_a_stream_session_with_a_close() {
     };
     assert_eq!(status.code(), Some(0), "{}", proxy.output());
 }
+
+#[test]
+fn draining_the_backend_moves_a_stream_session_with_a_close() {
+    // Two members, so that draining one leaves the farm a route.
+    require_node(STANDALONE);
+    require_node(CLUSTER[0]);
+    let proxy = proxy();
+    configure(
+        &proxy,
+        &[
+            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
+            format!("BACKEND ADD c1 dc1 {} {}", CLUSTER[0], CLUSTER_AMQP[0]),
+            "FARM ADD both round-robin s1 c1".into(),
+            "MAP DEFAULT both".into(),
+        ],
+    );
+    let entry = listen(&proxy, "");
+    let mut client = RawClient::open(entry, "/", 60);
+    client.metadata_query(10);
+    client.expect(key::METADATA | RESPONSE_FLAG);
+    let conn: serde_json::Value =
+        serde_json::from_str(&ctl(&proxy.control_socket, "CONN json")).expect("CONN json");
+    let backend = conn
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["protocol"] == "stream"))
+        .and_then(|s| s["backend"].as_str())
+        .unwrap_or_else(|| panic!("no stream session in {conn}"))
+        .to_string();
+    assert_eq!(
+        ctl(&proxy.control_socket, &format!("BACKEND DRAIN {backend}")),
+        ""
+    );
+    let close = client.expect(key::CLOSE);
+    assert_eq!(&close[4..6], &response_code::OK.to_be_bytes());
+    assert!(
+        String::from_utf8_lossy(&close[8..]).contains("reconnect"),
+        "{close:?}"
+    );
+    assert_eq!(client.next_frame(Duration::from_secs(30)), Ok(None));
+}

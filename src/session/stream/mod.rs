@@ -171,7 +171,12 @@ pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, k
         forced(&info),
     );
     match establishing.await {
-        Ok(established) => pump::run(&shard, &info, client, established).await,
+        Ok(established) => {
+            // A routing change made while it connected may already have
+            // moved its backend out of its route.
+            shard.move_if_misplaced(&info);
+            pump::run(&shard, &info, client, established).await
+        }
         Err(StreamRefusal::Reply {
             bytes,
             level,
@@ -327,6 +332,8 @@ async fn establish(
         "Selected {:?} for stream vhost={vhost}",
         route.via
     );
+    // What decides whether a routing change moves the session later.
+    *info.via.borrow_mut() = Some(route.via.clone());
 
     let limit = shard.shared.broker_handshake_timeout;
     let mut candidates_left = Candidates::new(&candidates);

@@ -9,8 +9,8 @@
 //!
 //! Operator actions (docs/routing.md#operating-stream-sessions), at frame boundaries: `PAUSE` stops
 //! reading the client and keeps the broker's heartbeat expectation met;
-//! `DISCONNECT_GRACEFUL` and a drain send each side a Close request and
-//! give the client a moment to answer; `FORCE_DISCONNECT` and
+//! `DISCONNECT_GRACEFUL`, a drain and a move off a drained backend send
+//! each side a Close request and give the client a moment to answer; `FORCE_DISCONNECT` and
 //! `BACKEND_DISCONNECT` close both sockets (a stream client has nothing to
 //! do on a connection without its broker). Runs on the session's shard;
 //! never blocks.
@@ -337,7 +337,9 @@ impl Pump<'_> {
             let paused = self.control.paused();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful | Ending::Drain) => return End::AtBoundary,
+                    Some(Ending::Graceful | Ending::Drain | Ending::Move) => {
+                        return End::AtBoundary
+                    }
                     Some(_) => return End::Stopped,
                     None if paused => {
                         if let Err(e) = self.hold_paused(generation).await {
@@ -389,7 +391,9 @@ impl Pump<'_> {
             let ending = self.control.ending();
             if filter.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful | Ending::Drain) => return End::AtBoundary,
+                    Some(Ending::Graceful | Ending::Drain | Ending::Move) => {
+                        return End::AtBoundary
+                    }
                     Some(_) => return End::Stopped,
                     None => {}
                 }
@@ -445,6 +449,7 @@ impl Pump<'_> {
     async fn close_both(&self, how: Ending) {
         let reason = match how {
             Ending::Drain => "amqpprox is shutting down; reconnect",
+            Ending::Move => "the broker is leaving this route; reconnect",
             _ => "closed by the amqpprox operator",
         };
         let mut out = Vec::with_capacity(64);
