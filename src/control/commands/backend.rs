@@ -232,7 +232,8 @@ mod tests {
         );
         let json = run_line(&mut c, "BACKEND PRINT json").text;
         assert!(
-            json.contains(r#""name":"b1","#) && json.contains(r#""tls":false,"drained":true}"#),
+            json.contains(r#""name":"b1","#)
+                && json.contains(r#""streamPort":5552,"drained":true}"#),
             "{json}"
         );
         assert!(
