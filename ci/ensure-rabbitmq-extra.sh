@@ -59,7 +59,10 @@ as_rabbitmq() {
     fi
 }
 
-ctl() { as_root timeout 60 rabbitmqctl --quiet "$@"; }
+# Bounded; -k 5 kills a CLI Erlang VM that outlives the TERM (one hung on a
+# node still in its boot), rather than leaving it holding a CLI distribution
+# port.
+ctl() { as_root timeout -k 5 60 rabbitmqctl --quiet "$@"; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 

@@ -388,12 +388,13 @@ fn take_over(
     // would take connections at once, and had the takeover failed, closing
     // it would have reset them.
     for (port, addr) in handed_ports {
-        let Some(listener) = state.config.listeners.get(&port).copied() else {
+        let Some(listener) = state.config.listeners.get(&port) else {
             continue;
         };
         let kind = shard::ListenerKind {
             tls: listener.tls,
             proxy: listener.proxy,
+            stream: listener.stream.is_some(),
         };
         for (index, reply) in state
             .ask_shards(|reply| ShardCommand::Listen { addr, kind, reply })

@@ -4,7 +4,8 @@
 //! again. Covers every kind of setting: the datacenter, backends with every
 //! option, farms with partitions, vhost mappings and the default farm, TLS
 //! settings of both sides, paused vhosts, limits, the auth service and
-//! listeners of every kind.
+//! listeners of every kind (RabbitMQ Stream listeners with their node and
+//! advertised host, and backends' stream ports, included).
 //!
 //! Runs the control state in-process with no shards (listeners are then
 //! only probed and recorded), so it needs no proxy process and no broker.
@@ -74,7 +75,7 @@ fn dump_replays_to_the_same_configuration() {
     let dir = tempfile::tempdir().unwrap();
     write_tls_files(dir.path());
     let d = dir.path().display();
-    let ports = free_ports(4);
+    let ports = free_ports(7);
     let mut first = control_state();
     apply(
         &mut first,
@@ -85,6 +86,8 @@ fn dump_replays_to_the_same_configuration() {
             BACKEND ADD v2tls dc2 127.0.0.1 5674 tls send-proxy-v2
             BACKEND ADD_DNS dns dc2 localhost 5675 SEND-PROXY TLS
             BACKEND ADD gone dc2 127.0.0.1 5676
+            BACKEND ADD node1 dc1 127.0.0.1 5677 STREAM-PORT=5553
+            BACKEND ADD node2 dc1 127.0.0.1 5678 stream-port=5552
             FARM ADD f round-robin v2tls plain dns gone
             FARM PARTITION f datacenter-affinity
             FARM PARTITION f datacenter-affinity
@@ -122,8 +125,11 @@ fn dump_replays_to_the_same_configuration() {
             LISTEN START_SECURE {} PROXY
             LISTEN START 127.0.0.1:{}
             LISTEN START 0.0.0.0:{}
+            LISTEN START_STREAM {}
+            LISTEN START_STREAM 127.0.0.1:{} BACKEND=node1 ADVERTISE=proxy.example
+            LISTEN START_STREAM_SECURE 127.0.0.1:{} PROXY BACKEND=node2
             ",
-            ports[0], ports[1], ports[2], ports[3]
+            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
         ),
     );
     let dump = first.execute("CONFIG DUMP").text;
@@ -157,6 +163,18 @@ fn dump_replays_to_the_same_configuration() {
         &format!("LISTEN START_SECURE {} PROXY\n", ports[1]),
         &format!("LISTEN START 127.0.0.1:{}\n", ports[2]),
         &format!("LISTEN START 0.0.0.0:{}\n", ports[3]),
+        "BACKEND ADD node1 dc1 127.0.0.1 5677 STREAM-PORT=5553\n",
+        // The default stream port is implied.
+        "BACKEND ADD node2 dc1 127.0.0.1 5678\n",
+        &format!("LISTEN START_STREAM {}\n", ports[4]),
+        &format!(
+            "LISTEN START_STREAM 127.0.0.1:{} BACKEND=node1 ADVERTISE=proxy.example\n",
+            ports[5]
+        ),
+        &format!(
+            "LISTEN START_STREAM_SECURE 127.0.0.1:{} PROXY BACKEND=node2\n",
+            ports[6]
+        ),
     ] {
         assert!(
             dump.contains(prefix),
@@ -185,4 +203,19 @@ fn an_empty_configuration_dumps_nothing() {
     let mut state = control_state();
     assert_eq!(state.execute("CONFIG DUMP").text, "");
     assert_eq!(state.config, Config::default());
+}
+
+#[test]
+fn a_stream_listener_for_an_unknown_backend_is_refused() {
+    let mut state = control_state();
+    let port = free_ports(1)[0];
+    let reply = state.execute(&format!(
+        "LISTEN START_STREAM 127.0.0.1:{port} BACKEND=nosuch"
+    ));
+    assert!(reply.error);
+    assert_eq!(
+        reply.text,
+        format!("Cannot listen for streams on port {port}: no backend 'nosuch'.\n")
+    );
+    assert!(state.config.listeners.is_empty());
 }

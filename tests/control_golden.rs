@@ -36,7 +36,7 @@ fn backend_commands_and_errors() {
         = b3 (dc1): 127.0.0.1 127.0.0.1:5674 PROXY PROTOCOL V2 ENABLED
         = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
         > BACKEND PRINT json
-        = {"backends":[{"name":"b1","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5672,"dns":false,"proxyProtocol":null,"tls":false,"drained":false},{"name":"b2","datacenter":"dc2","host":"127.0.0.1","ip":"127.0.0.1","port":5673,"dns":false,"proxyProtocol":"v1","tls":true,"drained":false},{"name":"b3","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5674,"dns":false,"proxyProtocol":"v2","tls":false,"drained":false},{"name":"b4","datacenter":"dc2","host":"rabbit.example.com","ip":null,"port":5672,"dns":true,"proxyProtocol":"v1","tls":false,"drained":false}]}
+        = {"backends":[{"name":"b1","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5672,"dns":false,"proxyProtocol":null,"tls":false,"streamPort":5552,"drained":false},{"name":"b2","datacenter":"dc2","host":"127.0.0.1","ip":"127.0.0.1","port":5673,"dns":false,"proxyProtocol":"v1","tls":true,"streamPort":5552,"drained":false},{"name":"b3","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5674,"dns":false,"proxyProtocol":"v2","tls":false,"streamPort":5552,"drained":false},{"name":"b4","datacenter":"dc2","host":"rabbit.example.com","ip":null,"port":5672,"dns":true,"proxyProtocol":"v1","tls":false,"streamPort":5552,"drained":false}]}
         ! BACKEND ADD b1 dc9 127.0.0.1 1
         = Failed to insert backend: 'b1 (dc9): 127.0.0.1 127.0.0.1:1', error code: 1
         ! BACKEND ADD b5 dc1 127.0.0.1
@@ -476,9 +476,9 @@ fn typos_are_errors_that_name_the_token() {
         &p,
         r#"
         ! BACKEND ADD x dc 127.0.0.1 5671 TSL
-        = Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.
+        = Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>.
         ! BACKEND ADD x dc 127.0.0.1 5671 TLS SEND-PROXY-V3
-        = Unknown backend option 'SEND-PROXY-V3': expected SEND-PROXY, SEND-PROXY-V2 or TLS.
+        = Unknown backend option 'SEND-PROXY-V3': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>.
         ! BACKEND DELETE b1 b2
         = Unexpected argument 'b2' after BACKEND DELETE.
         ! BACKEND PRINT jsn

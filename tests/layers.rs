@@ -27,7 +27,14 @@ const ORDER: &[&str] = &[
 ];
 
 /// Pure parts: no sockets, no executor. Their tests feed them bytes.
-const SANS_IO: &[&str] = &["codec", "handshake", "config", "routing", "proxy_protocol"];
+const SANS_IO: &[&str] = &[
+    "codec",
+    "handshake",
+    "config",
+    "routing",
+    "proxy_protocol",
+    "streamproto",
+];
 
 /// Pure modules that may name one ordered module, and why. The
 /// configuration holds the operator's TLS settings (files already read and

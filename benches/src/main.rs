@@ -15,6 +15,8 @@
 //! amqpprox-bench --quick              the same, ~10x smaller (smoke run)
 //! amqpprox-bench --scenario large     one scenario (comma list allowed)
 //! amqpprox-bench --rabbitmq           lapin publishes to RabbitMQ at :5672
+//! amqpprox-bench --rabbitmq --scenario stream
+//!                                     Stream protocol publish + consume
 //! amqpprox-bench --micro              scanner and handshake micro-benchmarks
 //! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5780
 //! amqpprox-bench dummy-broker --port 5790 --mode echo
@@ -32,6 +34,7 @@ mod procs;
 mod rabbit;
 mod report;
 mod scenarios;
+mod stream;
 mod tls;
 
 use amqpprox_testkit::load::broker::{self, Mode};
@@ -290,6 +293,14 @@ fn preflight(plan: &Plan, rabbitmq: bool) -> Result<()> {
             "proxy binary {} not found: run `cargo build --release -j2 --workspace` (or pass --proxy-bin)",
             plan.layout.proxy_bin.display()
         );
+    }
+    if plan.scenarios.contains(&Scenario::Stream) {
+        let addr = stream::node_addr();
+        std::net::TcpStream::connect(addr).with_context(|| {
+            format!(
+                "the stream node is not listening on {addr} (start it: ci/ensure-rabbitmq-stream.sh)"
+            )
+        })?;
     }
     if rabbitmq {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], plan.rabbit_port));

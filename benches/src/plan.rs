@@ -15,6 +15,7 @@ use crate::procs::{self, Layout, Target, TargetKind, Upstream};
 use crate::rabbit::{self, RabbitLoad};
 use crate::report::{RunRecord, DIRECT};
 use crate::scenarios::{self, Connections, Latency, Metrics, Probe, Throughput};
+use crate::stream;
 use amqpprox_testkit::load::broker::Mode;
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub enum Scenario {
     Idle,
     RabbitPublish,
     RabbitConfirm,
+    /// RabbitMQ Stream protocol publish and consume (`stream`), opt-in:
+    /// it needs the private stream node.
+    Stream,
 }
 
 impl Scenario {
@@ -55,19 +59,21 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::RabbitPublish => "rabbit-publish",
             Scenario::RabbitConfirm => "rabbit-confirm",
+            Scenario::Stream => "stream",
         }
     }
 
     pub fn parse(name: &str) -> Result<Scenario> {
-        Scenario::LOAD.into_iter().chain(Scenario::RABBIT).find(|s| s.name() == name).ok_or_else(|| {
+        Scenario::LOAD.into_iter().chain(Scenario::RABBIT).chain([Scenario::Stream]).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm"
+                "unknown scenario {name:?}; known: large, small, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm, stream"
             )
         })
     }
 
+    /// Runs against a real broker (`--rabbitmq`), not the dummy one.
     pub fn is_rabbit(self) -> bool {
-        Scenario::RABBIT.contains(&self)
+        Scenario::RABBIT.contains(&self) || self == Scenario::Stream
     }
 
     /// True when the dummy broker speaks TLS.
@@ -227,10 +233,18 @@ pub fn run(plan: &Plan) -> Vec<RunRecord> {
 fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> Result<Metrics> {
     let run_label = format!("{}-{}", scenario.name(), repeat + 1);
     let layout = &plan.layout;
-    let (broker, upstream) = if scenario.is_rabbit() {
+    let (broker, upstream) = if scenario == Scenario::Stream {
+        let upstream = Upstream {
+            port: stream::STREAM_NODE_AMQP_PORT,
+            tls_ca: None,
+            stream_node: Some(stream::STREAM_NODE.into()),
+        };
+        (None, upstream)
+    } else if scenario.is_rabbit() {
         let upstream = Upstream {
             port: plan.rabbit_port,
             tls_ca: None,
+            stream_node: None,
         };
         (None, upstream)
     } else {
@@ -248,7 +262,10 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
         (Some(ca), TargetKind::Direct) => Some(crate::tls::client_config(ca)?),
         _ => None,
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = match (scenario, &target.kind) {
+        (Scenario::Stream, TargetKind::Direct) => stream::node_addr(),
+        _ => SocketAddr::from(([127, 0, 0, 1], port)),
+    };
     let probe = Probe {
         pid: proc.as_ref().map(|p| p.pid()),
         broker: broker.as_ref().map(|b| b.pid()),
@@ -265,6 +282,7 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
         Scenario::Idle => scenarios::idle(addr, s.idle_sessions, probe),
         Scenario::RabbitPublish => rabbit::publish(port, s.rabbit, false, probe),
         Scenario::RabbitConfirm => rabbit::publish(port, s.rabbit, true, probe),
+        Scenario::Stream => stream::roundtrip(addr, s.rabbit, probe),
     };
     let output = procs::output_path(layout, target, &run_label);
     if let Some(p) = proc.as_mut() {
@@ -290,6 +308,11 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
         Scenario::Small | Scenario::RabbitPublish | Scenario::RabbitConfirm => {
             format!("{:.0} msg/s", v("msgs_per_s"))
         }
+        Scenario::Stream => format!(
+            "publish {:.0} msg/s, consume {:.0} msg/s",
+            v("msgs_per_s"),
+            v("consume_msgs_per_s")
+        ),
         Scenario::Connections | Scenario::ConnectionsTls => {
             format!("{:.0} conn/s", v("conns_per_s"))
         }

@@ -111,6 +111,9 @@ fn wait_port_free(port: u16) {
 pub struct Upstream {
     pub port: u16,
     pub tls_ca: Option<PathBuf>,
+    /// A RabbitMQ stream node (its host; `port` is its AMQP port): the
+    /// proxy then listens with `LISTEN START_STREAM`.
+    pub stream_node: Option<String>,
 }
 
 /// The directory a TLS dummy broker writes its key material into.
@@ -138,6 +141,7 @@ pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Ups
     let upstream = Upstream {
         port: layout.broker_port,
         tls_ca,
+        stream_node: None,
     };
     Ok((proc, upstream))
 }
@@ -156,6 +160,19 @@ fn proxy_tls_config(layout: &Layout, upstream_port: u16, ca: &Path) -> String {
          LISTEN START {port}\n",
         ca = ca.display(),
         host = crate::tls::BROKER_HOST,
+        port = layout.proxy_port,
+    )
+}
+
+/// The `--config` file of amqpprox in front of a stream node: the node as
+/// the default route, a stream listener on the proxy port.
+fn proxy_stream_config(layout: &Layout, node: &str, amqp_port: u16) -> String {
+    format!(
+        "# amqpprox-bench: RabbitMQ Stream protocol to a stream node\n\
+         BACKEND ADD bench-stream bench {node} {amqp_port}\n\
+         FARM ADD bench round-robin bench-stream\n\
+         MAP DEFAULT bench\n\
+         LISTEN START_STREAM 127.0.0.1:{port}\n",
         port = layout.proxy_port,
     )
 }
@@ -191,7 +208,14 @@ pub fn start_target(
             let socket = layout
                 .work_dir
                 .join(format!("control-{}.sock", layout.proxy_port));
-            if let Some(ca) = &upstream.tls_ca {
+            if let Some(node) = &upstream.stream_node {
+                let file = layout
+                    .work_dir
+                    .join(format!("proxy-stream-{}.conf", layout.proxy_port));
+                std::fs::write(&file, proxy_stream_config(layout, node, upstream_port))
+                    .with_context(|| format!("write {}", file.display()))?;
+                cmd.arg("--config").arg(file);
+            } else if let Some(ca) = &upstream.tls_ca {
                 // Simple mode cannot make a TLS backend.
                 let file = layout
                     .work_dir

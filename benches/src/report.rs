@@ -180,6 +180,15 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                     row.cpu = cpu("cpu_us_per_msg", "us/msg");
                 }
             }
+            "stream" => {
+                row.value = format!(
+                    "publish {} msg/s, consume {} msg/s",
+                    fmt_num(get(m, "msgs_per_s").unwrap_or(f64::NAN)),
+                    fmt_num(get(m, "consume_msgs_per_s").unwrap_or(f64::NAN))
+                );
+                row.ratio = ratio_of("msgs_per_s");
+                row.cpu = cpu("cpu_us_per_msg", "us/msg");
+            }
             "connections" => {
                 row.value = format!(
                     "{} conn/s",
@@ -310,7 +319,7 @@ pub fn cpu_table(rows: &[Row]) -> String {
                 "connections" | "connections-tls" => ("us_per_conn", "us/conn"),
                 "latency" => ("us_per_rt", "us/rt"),
                 "idle" => ("us_per_session", "us/sess"),
-                "rabbit-publish" | "rabbit-confirm" => ("us_per_msg", "us/msg"),
+                "rabbit-publish" | "rabbit-confirm" | "stream" => ("us_per_msg", "us/msg"),
                 _ => return None,
             };
             let parts =

@@ -41,7 +41,13 @@ pub struct Backend {
     pub port: u16,
     pub proxy_header: ProxyHeader,
     pub tls: bool,
+    /// The node's RabbitMQ Stream port (`STREAM-PORT=`), where stream
+    /// sessions routed to this backend connect (docs/routing.md#rabbitmq-streams).
+    pub stream_port: u16,
 }
+
+/// The stream plugin's own default port.
+pub const DEFAULT_STREAM_PORT: u16 = 5552;
 
 impl Backend {
     pub fn is_dns(&self) -> bool {
@@ -110,7 +116,7 @@ pub enum Mapping {
 }
 
 /// One port every shard listens on (`LISTEN START`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// The address asked for (`[::]:port` for a bare port, also where a
     /// host without IPv6 made the shards bind `0.0.0.0` instead), so that
@@ -120,6 +126,23 @@ pub struct Listener {
     pub tls: bool,
     /// A PROXY protocol header comes first (`... PROXY`).
     pub proxy: bool,
+    /// A RabbitMQ Stream listener (`START_STREAM`), and which node it
+    /// stands for; `None` for AMQP 0-9-1.
+    pub stream: Option<StreamEndpoint>,
+}
+
+/// What a stream listener stands for (docs/routing.md#one-endpoint-per-node): the entry point
+/// that routes by vhost (no backend), or one broker node's endpoint, the
+/// address the proxy gives clients for that node in Open and Metadata
+/// responses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamEndpoint {
+    /// `BACKEND=name`: sessions here go to this backend only.
+    pub backend: Option<String>,
+    /// `ADVERTISE=host`: the host clients are told to connect to for this
+    /// node; by default the listener's address, or the proxy's host name
+    /// when it listens on every address.
+    pub advertise: Option<String>,
 }
 
 /// The files and flags of `TLS ...` commands. What they build is published

@@ -45,7 +45,7 @@ pub fn datacenter(config: &Config) -> Option<&str> {
 
 /// The `BACKEND PRINT` line of one backend (also in the duplicate-name
 /// error): `<name> (<dc>): <host> <ip>:<port>[ PROXY PROTOCOL V1 ENABLED |
-/// PROXY PROTOCOL V2 ENABLED][ TLS]`.
+/// PROXY PROTOCOL V2 ENABLED][ TLS][ STREAM-PORT=<port>]`.
 pub fn describe(b: &Backend) -> String {
     let ip = b.address.map(|a| a.to_string()).unwrap_or_default();
     let mut line = format!(
@@ -59,6 +59,9 @@ pub fn describe(b: &Backend) -> String {
     }
     if b.tls {
         line.push_str(" TLS");
+    }
+    if b.stream_port != crate::config::DEFAULT_STREAM_PORT {
+        line.push_str(&format!(" STREAM-PORT={}", b.stream_port));
     }
     line
 }
@@ -75,6 +78,7 @@ pub struct BackendJson<'a> {
     dns: bool,
     proxy_protocol: Option<&'static str>,
     tls: bool,
+    stream_port: u16,
     /// `BACKEND DRAIN`: left out of routing, its sessions moved.
     drained: bool,
 }
@@ -97,6 +101,7 @@ pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
                 ProxyHeader::V2 => Some("v2"),
             },
             tls: b.tls,
+            stream_port: b.stream_port,
             drained: config.drained.contains(&b.name),
         })
         .collect()
@@ -194,6 +199,7 @@ pub fn backend_command(b: &Backend) -> Command {
         dns: b.is_dns(),
         proxy_header: b.proxy_header,
         tls: b.tls,
+        stream_port: b.stream_port,
     }))
 }
 
@@ -289,11 +295,20 @@ pub fn dump(config: &Config) -> String {
         .to_string()
     }));
     lines.extend(config.listeners.values().map(|listener| {
-        Command::Listen(ListenCommand::Start {
-            addr: listener.addr,
-            kind: ListenerKind {
-                tls: listener.tls,
-                proxy: listener.proxy,
+        let kind = ListenerKind {
+            tls: listener.tls,
+            proxy: listener.proxy,
+            stream: listener.stream.is_some(),
+        };
+        Command::Listen(match &listener.stream {
+            None => ListenCommand::Start {
+                addr: listener.addr,
+                kind,
+            },
+            Some(endpoint) => ListenCommand::StartStream {
+                addr: listener.addr,
+                kind,
+                endpoint: endpoint.clone(),
             },
         })
         .to_string()

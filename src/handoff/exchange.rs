@@ -215,6 +215,7 @@ mod tests {
             kind: ListenerKind {
                 tls: shard % 2 == 1,
                 proxy: false,
+                stream: false,
             },
             shard,
         }

@@ -98,24 +98,33 @@ pub enum DescriptionError {
 
 /// The kind as the description spells it.
 pub fn kind_name(kind: ListenerKind) -> &'static str {
-    match (kind.tls, kind.proxy) {
-        (false, false) => "plain",
-        (true, false) => "tls",
-        (false, true) => "proxy",
-        (true, true) => "tls+proxy",
+    match (kind.stream, kind.tls, kind.proxy) {
+        (false, false, false) => "plain",
+        (false, true, false) => "tls",
+        (false, false, true) => "proxy",
+        (false, true, true) => "tls+proxy",
+        (true, false, false) => "stream",
+        (true, true, false) => "stream+tls",
+        (true, false, true) => "stream+proxy",
+        (true, true, true) => "stream+tls+proxy",
     }
 }
 
 /// The kind named by [`kind_name`].
 pub fn parse_kind(name: &str) -> Option<ListenerKind> {
-    let (tls, proxy) = match name {
-        "plain" => (false, false),
+    let (stream, rest) = match name.strip_prefix("stream") {
+        Some("") => (true, "plain"),
+        Some(rest) => (true, rest.strip_prefix('+')?),
+        None => (false, name),
+    };
+    let (tls, proxy) = match rest {
+        "plain" if !stream || name == "stream" => (false, false),
         "tls" => (true, false),
         "proxy" => (false, true),
         "tls+proxy" => (true, true),
         _ => return None,
     };
-    Some(ListenerKind { tls, proxy })
+    Some(ListenerKind { tls, proxy, stream })
 }
 
 impl Handoff {
@@ -312,6 +321,7 @@ mod tests {
                     kind: ListenerKind {
                         tls: true,
                         proxy: true,
+                        stream: false,
                     },
                     shard: 1,
                 },
@@ -368,10 +378,14 @@ mod tests {
     fn every_kind_has_a_name_that_parses_back() {
         for tls in [false, true] {
             for proxy in [false, true] {
-                let kind = ListenerKind { tls, proxy };
-                assert_eq!(parse_kind(kind_name(kind)), Some(kind));
+                for stream in [false, true] {
+                    let kind = ListenerKind { tls, proxy, stream };
+                    assert_eq!(parse_kind(kind_name(kind)), Some(kind));
+                }
             }
         }
+        assert_eq!(parse_kind("stream+plain"), None);
+        assert_eq!(parse_kind("streamtls"), None);
         assert_eq!(parse_kind("TLS"), None);
     }
 
@@ -480,7 +494,11 @@ mod tests {
         )
             .prop_map(|(ip, port, tls, proxy, shard)| HandedListener {
                 addr: SocketAddr::new(ip, port),
-                kind: ListenerKind { tls, proxy },
+                kind: ListenerKind {
+                    tls,
+                    proxy,
+                    stream: false,
+                },
                 shard,
             })
     }

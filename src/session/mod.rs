@@ -19,6 +19,7 @@ pub mod moving;
 mod passthrough;
 pub mod pool;
 pub mod pump;
+pub mod stream;
 mod transparent;
 
 pub use context::{ShardContext, Shared};
@@ -141,6 +142,23 @@ impl HandshakeKind {
     }
 }
 
+/// Which protocol a session speaks (`CONN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Amqp,
+    /// RabbitMQ Stream (`LISTEN START_STREAM`; [`stream`]).
+    Stream,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Amqp => "amqp",
+            Protocol::Stream => "stream",
+        }
+    }
+}
+
 /// Why a session ended (docs/statistics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
@@ -170,6 +188,7 @@ pub struct SessionInfo {
     pub via: RefCell<Option<crate::config::Mapping>>,
     pub phase: Cell<Phase>,
     pub handshake: Cell<HandshakeKind>,
+    pub protocol: Cell<Protocol>,
     pub disconnect: Cell<Disconnect>,
     /// Refused by the auth service / by a connection limit (the `STAT`
     /// gauges `authDeniedConnectionCount`, `limitedConnectionCount`).
@@ -235,6 +254,7 @@ impl SessionInfo {
             via: RefCell::new(None),
             phase: Cell::new(Phase::ClientHandshake),
             handshake: Cell::new(HandshakeKind::Proxied),
+            protocol: Cell::new(Protocol::Amqp),
             disconnect: Cell::new(Disconnect::NotDisconnected),
             auth_denied: Cell::new(false),
             limited: Cell::new(false),

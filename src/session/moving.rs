@@ -159,6 +159,7 @@ mod tests {
             port: 5672,
             proxy_header: ProxyHeader::None,
             tls: false,
+            stream_port: crate::config::DEFAULT_STREAM_PORT,
         }
     }
 

@@ -140,6 +140,8 @@ pub struct SessionView {
     pub phase: String,
     /// `proxied` or `transparent`.
     pub handshake: &'static str,
+    /// `amqp` or `stream`.
+    pub protocol: &'static str,
     pub disconnected: bool,
     pub paused: bool,
     pub auth_denied: bool,
@@ -179,6 +181,7 @@ impl SessionView {
             vhost: s.vhost.borrow().clone(),
             phase: format!("{:?}", s.phase.get()),
             handshake: s.handshake.get().name(),
+            protocol: s.protocol.get().name(),
             disconnected: s.disconnect.get() != crate::session::Disconnect::NotDisconnected
                 || s.phase.get() == crate::session::Phase::BrokerDisconnected,
             paused: s.control.paused(),
@@ -418,7 +421,11 @@ impl Shard {
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
                                     glommio::spawn_local(async move {
-                                        session::run(context, stream, port, kind).await;
+                                        if kind.stream {
+                                            session::stream::run(context, stream, port, kind).await;
+                                        } else {
+                                            session::run(context, stream, port, kind).await;
+                                        }
                                         connections.set(connections.get() - 1);
                                     })
                                     .detach();

@@ -57,7 +57,7 @@ impl FrameHeader {
         u64::from(self.size) + 4
     }
 
-    fn parse(h: [u8; FRAME_HEADER_SIZE], max: u32) -> Result<Self, StreamFrameError> {
+    pub(super) fn parse(h: [u8; FRAME_HEADER_SIZE], max: u32) -> Result<Self, StreamFrameError> {
         let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
         check_size(size, max)?;
         Ok(FrameHeader {
@@ -68,7 +68,7 @@ impl FrameHeader {
     }
 }
 
-fn check_size(size: u32, max: u32) -> Result<(), StreamFrameError> {
+pub(super) fn check_size(size: u32, max: u32) -> Result<(), StreamFrameError> {
     if size < 4 {
         return Err(StreamFrameError::TooSmall { size });
     }

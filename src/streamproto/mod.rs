@@ -1,7 +1,7 @@
 //! The RabbitMQ Stream protocol (the binary protocol of the broker's
 //! `rabbitmq_stream` plugin, port 5552), sans I/O: framing, the commands
 //! the proxy reads or writes, the two connection handshakes and the
-//! rewriting of broker addresses. See `docs/routing.md` for how stream
+//! rewriting of broker addresses. See `docs/routing.md#rabbitmq-streams` for how stream
 //! sessions are routed.
 //!
 //! * [`frame`]: the frame layout, a whole-frame splitter and a pass-through
@@ -11,6 +11,8 @@
 //! * [`client`]: the proxy replays the client's handshake toward a broker.
 //! * [`rewrite`]: maps the broker addresses in Open and Metadata responses
 //!   to the proxy's endpoints.
+//! * [`egress`]: the broker→client data path's walker, which passes every
+//!   frame untouched except Metadata responses, rewritten.
 //!
 //! Nothing here touches a socket, a clock or a task, and nothing panics on
 //! input: malformed bytes are a [`StreamDecodeError`] or a
@@ -18,6 +20,7 @@
 
 pub mod client;
 pub mod command;
+pub mod egress;
 pub mod frame;
 pub mod rewrite;
 pub mod server;
@@ -25,6 +28,7 @@ mod wire;
 
 pub use client::{BrokerReplay, BrokerReplayError, ReplayProgress};
 pub use command::*;
+pub use egress::EgressFilter;
 pub use frame::{
     split_frame, Frame, FrameHeader, HeaderEvent, StreamFrameError, StreamFrameScanner,
     FRAME_HEADER_SIZE, RESPONSE_FLAG,

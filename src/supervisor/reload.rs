@@ -174,27 +174,36 @@ fn record_listener(
     listen: ListenCommand,
 ) -> crate::control::Reply {
     use crate::control::Reply;
-    match listen {
-        ListenCommand::Start { addr, kind } => {
-            if kind.tls && scratch.shared.tls.load().ingress.is_none() {
-                return Reply::error(format!(
-                    "Cannot listen securely on port {}: TLS INGRESS is not ready ({}).",
-                    addr.port(),
-                    crate::tls::build_reason(&draft.tls.ingress)
-                ));
-            }
-            // As LISTEN does: a second START of a port keeps the first.
-            draft.listeners.entry(addr.port()).or_insert(Listener {
-                addr,
-                tls: kind.tls,
-                proxy: kind.proxy,
-            });
-        }
+    let (addr, kind, stream) = match listen {
+        ListenCommand::Start { addr, kind } => (addr, kind, None),
+        ListenCommand::StartStream {
+            addr,
+            kind,
+            endpoint,
+        } => (addr, kind, Some(endpoint)),
         ListenCommand::Stop { port: Some(port) } => {
             draft.listeners.remove(&port);
+            return Reply::empty();
         }
-        ListenCommand::Stop { port: None } => draft.listeners.clear(),
+        ListenCommand::Stop { port: None } => {
+            draft.listeners.clear();
+            return Reply::empty();
+        }
+    };
+    if kind.tls && scratch.shared.tls.load().ingress.is_none() {
+        return Reply::error(format!(
+            "Cannot listen securely on port {}: TLS INGRESS is not ready ({}).",
+            addr.port(),
+            crate::tls::build_reason(&draft.tls.ingress)
+        ));
     }
+    // As LISTEN does: a second START of a port keeps the first.
+    draft.listeners.entry(addr.port()).or_insert(Listener {
+        addr,
+        tls: kind.tls,
+        proxy: kind.proxy,
+        stream,
+    });
     Reply::empty()
 }
 
@@ -363,11 +372,20 @@ pub fn plan(current: &Config, target: &Config) -> Vec<Step> {
     }
     for (port, listener) in &target.listeners {
         if current.listeners.get(port) != Some(listener) {
-            run(Command::Listen(ListenCommand::Start {
-                addr: listener.addr,
-                kind: ListenerKind {
-                    tls: listener.tls,
-                    proxy: listener.proxy,
+            let kind = ListenerKind {
+                tls: listener.tls,
+                proxy: listener.proxy,
+                stream: listener.stream.is_some(),
+            };
+            run(Command::Listen(match &listener.stream {
+                None => ListenCommand::Start {
+                    addr: listener.addr,
+                    kind,
+                },
+                Some(endpoint) => ListenCommand::StartStream {
+                    addr: listener.addr,
+                    kind,
+                    endpoint: endpoint.clone(),
                 },
             }));
         }
@@ -530,9 +548,11 @@ LIMIT CONN_COUNT DEFAULT 3
 AUTH SERVICE auth.local 8080 /auth
 ",
         );
-        let target = built("LIMIT CONN_COUNT DEFAULT 4
+        let target = built(
+            "LIMIT CONN_COUNT DEFAULT 4
 LIMIT DATA_RATE VHOST b 1000
-");
+",
+        );
         let steps = lines(&plan(&current, &target));
         let expected = [
             "LIMIT DISABLE CONN_RATE VHOST a",
@@ -541,7 +561,10 @@ LIMIT DATA_RATE VHOST b 1000
             "AUTH ALWAYS_ALLOW",
         ];
         for line in expected {
-            assert!(steps.iter().any(|s| s == line), "{line} missing from {steps:?}");
+            assert!(
+                steps.iter().any(|s| s == line),
+                "{line} missing from {steps:?}"
+            );
         }
         assert_eq!(lines(&plan(&target, &target)), ["<tls>"]);
     }

@@ -31,6 +31,9 @@ pub struct ListenerKind {
     pub tls: bool,
     /// Expect a PROXY protocol v1 or v2 header first.
     pub proxy: bool,
+    /// The RabbitMQ Stream protocol instead of AMQP 0-9-1
+    /// (`START_STREAM`; `session::stream`).
+    pub stream: bool,
 }
 
 /// Why an accepted connection was refused before its session existed.

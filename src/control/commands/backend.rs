@@ -23,8 +23,10 @@
 //! * `PRINT` lists backends sorted by name (the original's order is hash
 //!   order), a drained one with ` DRAINED` at the end. `PRINT json`:
 //!   `{"backends":[{"name","datacenter","host","ip","port","dns",
-//!   "proxyProtocol","tls","drained"}]}` where `ip` is `null` for
-//!   `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`.
+//!   "proxyProtocol","tls","streamPort","drained"}]}` where `ip` is `null`
+//!   for `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`.
+//! * `STREAM-PORT=<port>` sets the node's RabbitMQ Stream port (default
+//!   5552), where stream sessions routed to the backend connect.
 
 use crate::config::{Backend, Config};
 use crate::control::grammar::{BackendCommand, NewBackend};
@@ -107,6 +109,7 @@ fn add(config: &mut Config, new: NewBackend) -> Reply {
         port: new.port,
         proxy_header: new.proxy_header,
         tls: new.tls,
+        stream_port: new.stream_port,
     };
     if config.backends.contains_key(&backend.name) {
         return Reply::error(format!(
@@ -209,7 +212,7 @@ mod tests {
         assert_eq!(
             run_line(&mut c, "BACKEND ADD x dc 127.0.0.1 5671 TSL"),
             Reply::error(
-                "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"
+                "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>.\n"
             )
         );
         assert_eq!(c.backends.len(), 1);
@@ -229,7 +232,8 @@ mod tests {
         );
         let json = run_line(&mut c, "BACKEND PRINT json").text;
         assert!(
-            json.contains(r#""name":"b1","#) && json.contains(r#""tls":false,"drained":true}"#),
+            json.contains(r#""name":"b1","#)
+                && json.contains(r#""streamPort":5552,"drained":true}"#),
             "{json}"
         );
         assert!(

@@ -22,11 +22,18 @@ fn latency(name: &str, ms: Option<f64>) -> String {
 /// One `CONN` line, in the original's shape.
 fn line(s: &SessionView) -> String {
     let yn = |b: bool| if b { 'Y' } else { 'N' };
+    // AMQP lines keep the original's shape; only other protocols say theirs.
+    let protocol = if s.protocol == "amqp" {
+        String::new()
+    } else {
+        format!(" protocol={}", s.protocol)
+    };
     format!(
-        "id={} vhost={} disconnected={} paused={} authDenied={}{} ingressRemote={} ingressLocal={} egressLocal={} \
+        "id={} vhost={}{} disconnected={} paused={} authDenied={}{} ingressRemote={} ingressLocal={} egressLocal={} \
          egressRemote={} inBytes={} inFrames={} inPackets={}{} outBytes={} outFrames={} outPackets={}{} {:.3}:{:.3}\n",
         s.id,
         s.vhost,
+        protocol,
         yn(s.disconnected),
         yn(s.paused),
         yn(s.auth_denied),

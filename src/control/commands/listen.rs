@@ -9,8 +9,15 @@
 //! while that context has no key and certificate (the original listened and
 //! then failed every handshake). `PROXY` makes the listener expect a PROXY
 //! protocol v1 or v2 header from a load balancer first (`tls::ingress`).
+//!
+//! `START_STREAM` / `START_STREAM_SECURE [addr:]port [PROXY]
+//! [BACKEND=name] [ADVERTISE=host]` listen for the RabbitMQ Stream protocol
+//! (`session::stream`, docs/routing.md#rabbitmq-streams): without `BACKEND` the listener
+//! routes by vhost like an AMQP one; with it, it is that node's endpoint,
+//! the address clients are given for the node. The backend must exist
+//! (a typo would otherwise only show when a client connects).
 
-use crate::config::{Config, Listener};
+use crate::config::{Config, Listener, StreamEndpoint};
 use crate::control::grammar::ListenCommand;
 use crate::control::{ControlState, Reply};
 use crate::shard::{ListenerKind, ShardCommand};
@@ -26,7 +33,29 @@ pub fn run(state: &mut ControlState, draft: &mut Config, command: ListenCommand)
                     addr.port()
                 ));
             }
-            start(state, draft, addr, kind)
+            start(state, draft, addr, kind, None)
+        }
+        ListenCommand::StartStream {
+            addr,
+            kind,
+            endpoint,
+        } => {
+            if kind.tls && state.shared.tls.load().ingress.is_none() {
+                let why = crate::tls::build_reason(&draft.tls.ingress);
+                return Reply::error(format!(
+                    "Cannot listen securely on port {}: TLS INGRESS is not ready ({why}).\n",
+                    addr.port()
+                ));
+            }
+            if let Some(name) = &endpoint.backend {
+                if !draft.backends.contains_key(name) {
+                    return Reply::error(format!(
+                        "Cannot listen for streams on port {}: no backend '{name}'.\n",
+                        addr.port()
+                    ));
+                }
+            }
+            start(state, draft, addr, kind, Some(endpoint))
         }
         ListenCommand::Stop { port } => {
             let _ = state.ask_shards(|reply| ShardCommand::StopListening { port, reply });
@@ -49,6 +78,7 @@ fn adopt(
     draft: &mut Config,
     addr: SocketAddr,
     kind: ListenerKind,
+    stream: Option<StreamEndpoint>,
     per_shard: Vec<Vec<std::os::fd::OwnedFd>>,
 ) -> Reply {
     // Asked in shard order, so the n-th list goes to shard n.
@@ -73,6 +103,7 @@ fn adopt(
             addr,
             tls: kind.tls,
             proxy: kind.proxy,
+            stream,
         },
     );
     log::info!(
@@ -88,6 +119,7 @@ fn start(
     draft: &mut Config,
     mut addr: SocketAddr,
     kind: ListenerKind,
+    stream: Option<StreamEndpoint>,
 ) -> Reply {
     let asked = addr;
     if draft.listeners.contains_key(&addr.port()) {
@@ -102,7 +134,7 @@ fn start(
         .as_mut()
         .and_then(|a| a.take_port(addr.port()))
     {
-        return adopt(state, draft, asked, kind, per_shard);
+        return adopt(state, draft, asked, kind, stream, per_shard);
     }
     // Checked here, once, so that a port held elsewhere is refused before
     // any shard opens it, and a host without IPv6 falls back to IPv4.
@@ -137,10 +169,16 @@ fn start(
             addr: asked,
             tls: kind.tls,
             proxy: kind.proxy,
+            stream,
         },
     );
     log::info!(
-        "Listening on {addr}{}{} on {} shards",
+        "Listening on {addr}{}{}{} on {} shards",
+        if kind.stream {
+            " (RabbitMQ Stream)"
+        } else {
+            ""
+        },
         if kind.tls { " (TLS)" } else { "" },
         if kind.proxy { " (PROXY protocol)" } else { "" },
         state.shards.len()

@@ -8,7 +8,8 @@ use super::{
     SessionVerb, StatCommand, TlsCommand, TraceCommand, UpgradeStep, VerifyMode, VhostAction,
     VhostCommand,
 };
-use crate::config::ProxyHeader;
+use crate::config::{ProxyHeader, DEFAULT_STREAM_PORT};
+use crate::shard::ListenerKind;
 use crate::stats::{Filter, Format};
 use std::fmt::{self, Display, Formatter};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -93,6 +94,9 @@ impl Display for BackendCommand {
                 if b.tls {
                     f.write_str(" TLS")?;
                 }
+                if b.stream_port != DEFAULT_STREAM_PORT {
+                    write!(f, " STREAM-PORT={}", b.stream_port)?;
+                }
                 Ok(())
             }
             BackendCommand::Delete { name } => write!(f, "BACKEND DELETE {name}"),
@@ -128,19 +132,48 @@ impl Display for FarmCommand {
     }
 }
 
+/// `LISTEN <verb> <addr>[ PROXY]`.
+fn listen_start(
+    f: &mut Formatter<'_>,
+    verb: &str,
+    addr: SocketAddr,
+    kind: ListenerKind,
+) -> fmt::Result {
+    // A bare port is what parses to every address.
+    if addr == SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port()) {
+        write!(f, "LISTEN {verb} {}", addr.port())?;
+    } else {
+        write!(f, "LISTEN {verb} {addr}")?;
+    }
+    if kind.proxy {
+        f.write_str(" PROXY")?;
+    }
+    Ok(())
+}
+
 impl Display for ListenCommand {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             ListenCommand::Start { addr, kind } => {
                 let verb = if kind.tls { "START_SECURE" } else { "START" };
-                // A bare port is what parses to every address.
-                if *addr == SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port()) {
-                    write!(f, "LISTEN {verb} {}", addr.port())?;
+                listen_start(f, verb, *addr, *kind)
+            }
+            ListenCommand::StartStream {
+                addr,
+                kind,
+                endpoint,
+            } => {
+                let verb = if kind.tls {
+                    "START_STREAM_SECURE"
                 } else {
-                    write!(f, "LISTEN {verb} {addr}")?;
+                    "START_STREAM"
+                };
+                listen_start(f, verb, *addr, *kind)?;
+                if let Some(backend) = &endpoint.backend {
+                    write!(f, " BACKEND={backend}")?;
                 }
-                if kind.proxy {
-                    f.write_str(" PROXY")?;
+                if let Some(host) = &endpoint.advertise {
+                    write!(f, " ADVERTISE={host}")?;
                 }
                 Ok(())
             }

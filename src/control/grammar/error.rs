@@ -24,8 +24,12 @@ pub enum ParseError {
     SubcommandNotRecognized { word: String },
     #[error("Arguments not correctly provided")]
     BackendArguments,
-    #[error("Unknown backend option '{option}': expected SEND-PROXY, SEND-PROXY-V2 or TLS.")]
+    #[error(
+        "Unknown backend option '{option}': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>."
+    )]
     UnknownBackendOption { option: String },
+    #[error("Invalid stream port '{value}': expected STREAM-PORT=<1-65535>.")]
+    InvalidStreamPort { value: String },
     #[error("DELETE requires a name argument")]
     BackendDeleteName,
     #[error("{sub} requires a name argument")]
@@ -50,6 +54,10 @@ pub enum ParseError {
     InvalidPort,
     #[error("Unknown listener option '{option}': expected PROXY.")]
     UnknownListenerOption { option: String },
+    #[error(
+        "Unknown stream listener option '{option}': expected PROXY, BACKEND=<name> or ADVERTISE=<host>."
+    )]
+    UnknownStreamListenerOption { option: String },
 
     // LOG
     #[error("Command or verbosity not found.")]

@@ -19,7 +19,9 @@ mod tests;
 pub use error::ParseError;
 pub use limit::{AuthCommand, LimitCommand};
 
-use crate::config::{BackendSelector, PartitionPolicy, ProxyHeader};
+use crate::config::{
+    BackendSelector, PartitionPolicy, ProxyHeader, StreamEndpoint, DEFAULT_STREAM_PORT,
+};
 use crate::shard::ListenerKind;
 use crate::stats::{Filter, Format};
 use crate::tls::Side;
@@ -122,6 +124,8 @@ pub struct NewBackend {
     pub dns: bool,
     pub proxy_header: ProxyHeader,
     pub tls: bool,
+    /// `STREAM-PORT=<port>`: the node's RabbitMQ Stream port.
+    pub stream_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +185,13 @@ pub enum ListenCommand {
     Start {
         addr: SocketAddr,
         kind: ListenerKind,
+    },
+    /// `START_STREAM` / `START_STREAM_SECURE`: a RabbitMQ Stream listener
+    /// (`kind.stream` is set).
+    StartStream {
+        addr: SocketAddr,
+        kind: ListenerKind,
+        endpoint: StreamEndpoint,
     },
     /// One port, or every listener.
     Stop { port: Option<u16> },
@@ -363,9 +374,22 @@ fn backend(args: &[&str]) -> Result<BackendCommand, ParseError> {
             };
             let mut proxy_header = ProxyHeader::None;
             let mut tls = false;
+            let mut stream_port = DEFAULT_STREAM_PORT;
             for option in &args[5..] {
+                let upper = option.to_ascii_uppercase();
+                if let Some(value) = upper.strip_prefix("STREAM-PORT=") {
+                    stream_port = match value.parse::<u16>() {
+                        Ok(p) if p != 0 => p,
+                        _ => {
+                            return Err(ParseError::InvalidStreamPort {
+                                value: value.to_string(),
+                            })
+                        }
+                    };
+                    continue;
+                }
                 // The last PROXY flag given wins.
-                match option.to_ascii_uppercase().as_str() {
+                match upper.as_str() {
                     "SEND-PROXY" => proxy_header = ProxyHeader::V1,
                     "SEND-PROXY-V2" => proxy_header = ProxyHeader::V2,
                     "TLS" => tls = true,
@@ -384,6 +408,7 @@ fn backend(args: &[&str]) -> Result<BackendCommand, ParseError> {
                 dns,
                 proxy_header,
                 tls,
+                stream_port,
             }))
         }
         "DELETE" => {
@@ -521,6 +546,7 @@ fn listen(args: &[&str]) -> Result<ListenCommand, ParseError> {
             let mut kind = ListenerKind {
                 tls: verb == "START_SECURE",
                 proxy: false,
+                stream: false,
             };
             for option in &args[2..] {
                 if option.eq_ignore_ascii_case("PROXY") {
@@ -532,6 +558,38 @@ fn listen(args: &[&str]) -> Result<ListenCommand, ParseError> {
                 }
             }
             Ok(ListenCommand::Start { addr, kind })
+        }
+        verb @ ("START_STREAM" | "START_STREAM_SECURE") => {
+            let Some(addr) = args.get(1).and_then(|p| parse_listen_addr(p)) else {
+                return Err(ParseError::InvalidPort);
+            };
+            let mut kind = ListenerKind {
+                tls: verb == "START_STREAM_SECURE",
+                proxy: false,
+                stream: true,
+            };
+            let mut endpoint = StreamEndpoint::default();
+            for option in &args[2..] {
+                let upper = option.to_ascii_uppercase();
+                // Names and hosts keep the case the operator gave them.
+                let value = || option[option.find('=').map_or(0, |i| i + 1)..].to_string();
+                if upper == "PROXY" {
+                    kind.proxy = true;
+                } else if upper.starts_with("BACKEND=") && option.len() > "BACKEND=".len() {
+                    endpoint.backend = Some(value());
+                } else if upper.starts_with("ADVERTISE=") && option.len() > "ADVERTISE=".len() {
+                    endpoint.advertise = Some(value());
+                } else {
+                    return Err(ParseError::UnknownStreamListenerOption {
+                        option: option.to_string(),
+                    });
+                }
+            }
+            Ok(ListenCommand::StartStream {
+                addr,
+                kind,
+                endpoint,
+            })
         }
         "STOP" => {
             let port = match args.get(1) {

@@ -89,7 +89,29 @@ fn backend() {
             dns: false,
             proxy_header: ProxyHeader::V2,
             tls: true,
+            stream_port: 5552,
         }))
+    );
+    assert_eq!(
+        ok("backend add b1 dc1 h 5672 stream-port=5553 tls").to_string(),
+        "BACKEND ADD b1 dc1 h 5672 TLS STREAM-PORT=5553"
+    );
+    // The default stream port is not written back.
+    assert_eq!(
+        ok("BACKEND ADD b1 dc1 h 5672 STREAM-PORT=5552").to_string(),
+        "BACKEND ADD b1 dc1 h 5672"
+    );
+    assert_eq!(
+        err("BACKEND ADD b1 dc1 h 5672 STREAM-PORT=0"),
+        "Invalid stream port '0': expected STREAM-PORT=<1-65535>."
+    );
+    assert_eq!(
+        err("BACKEND ADD b1 dc1 h 5672 STREAM-PORT=55x2"),
+        "Invalid stream port '55X2': expected STREAM-PORT=<1-65535>."
+    );
+    assert_eq!(
+        err("BACKEND ADD b1 dc1 h 5672 STREAM_PORT=5553"),
+        "Unknown backend option 'STREAM_PORT=5553': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>."
     );
     assert_eq!(
         ok("BACKEND ADD_DNS b h 1 2").to_string(),
@@ -97,11 +119,11 @@ fn backend() {
     );
     assert_eq!(
         err("BACKEND ADD x dc host 5671 TSL"),
-        "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS."
+        "Unknown backend option 'TSL': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>."
     );
     assert_eq!(
         err("BACKEND ADD x dc host 5671 SEND-PROXY-V3"),
-        "Unknown backend option 'SEND-PROXY-V3': expected SEND-PROXY, SEND-PROXY-V2 or TLS."
+        "Unknown backend option 'SEND-PROXY-V3': expected SEND-PROXY, SEND-PROXY-V2, TLS or STREAM-PORT=<port>."
     );
     for line in [
         "BACKEND ADD a b c",
@@ -180,6 +202,39 @@ fn listen() {
         "Unknown listener option 'PROXI': expected PROXY."
     );
     assert_eq!(err("LISTEN STOP 56x2"), "Invalid port provided.");
+    assert_eq!(
+        ok("listen start_stream 127.0.0.1:15552 backend=Node1 advertise=Proxy.example proxy"),
+        Command::Listen(ListenCommand::StartStream {
+            addr: "127.0.0.1:15552".parse().unwrap(),
+            kind: ListenerKind {
+                tls: false,
+                proxy: true,
+                stream: true,
+            },
+            endpoint: crate::config::StreamEndpoint {
+                backend: Some("Node1".into()),
+                advertise: Some("Proxy.example".into()),
+            },
+        })
+    );
+    assert_eq!(
+        ok("listen start_stream 127.0.0.1:15552 backend=Node1 advertise=Proxy.example proxy")
+            .to_string(),
+        "LISTEN START_STREAM 127.0.0.1:15552 PROXY BACKEND=Node1 ADVERTISE=Proxy.example"
+    );
+    assert_eq!(
+        ok("LISTEN START_STREAM_SECURE 5551").to_string(),
+        "LISTEN START_STREAM_SECURE 5551"
+    );
+    assert_eq!(err("LISTEN START_STREAM 0"), "Invalid port provided.");
+    assert_eq!(
+        err("LISTEN START_STREAM 5552 BAKEND=n1"),
+        "Unknown stream listener option 'BAKEND=n1': expected PROXY, BACKEND=<name> or ADVERTISE=<host>."
+    );
+    assert_eq!(
+        err("LISTEN START_STREAM 5552 BACKEND="),
+        "Unknown stream listener option 'BACKEND=': expected PROXY, BACKEND=<name> or ADVERTISE=<host>."
+    );
     assert_eq!(
         ok("LISTEN STOP"),
         Command::Listen(ListenCommand::Stop { port: None })

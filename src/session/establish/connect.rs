@@ -70,6 +70,8 @@ pub enum Stage {
     Start,
     /// Proxied: the broker's `Connection.OpenOk` to the replayed handshake.
     OpenOk,
+    /// RabbitMQ Stream: the broker's Open response (`session::stream`).
+    StreamOpen,
 }
 
 impl std::fmt::Display for Stage {
@@ -77,6 +79,7 @@ impl std::fmt::Display for Stage {
         f.write_str(match self {
             Stage::Start => "Connection.Start",
             Stage::OpenOk => "Connection.OpenOk",
+            Stage::StreamOpen => "stream Open response",
         })
     }
 }
