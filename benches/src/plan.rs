@@ -26,6 +26,8 @@ use std::time::Instant;
 pub enum Scenario {
     Large,
     Small,
+    Trickle,
+    TrickleConfirm,
     Connections,
     ConnectionsTls,
     Latency,
@@ -35,9 +37,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const LOAD: [Scenario; 6] = [
+    pub const LOAD: [Scenario; 8] = [
         Scenario::Large,
         Scenario::Small,
+        Scenario::Trickle,
+        Scenario::TrickleConfirm,
         Scenario::Connections,
         Scenario::ConnectionsTls,
         Scenario::Latency,
@@ -49,6 +53,8 @@ impl Scenario {
         match self {
             Scenario::Large => "large",
             Scenario::Small => "small",
+            Scenario::Trickle => "trickle",
+            Scenario::TrickleConfirm => "trickle-confirm",
             Scenario::Connections => "connections",
             Scenario::ConnectionsTls => "connections-tls",
             Scenario::Latency => "latency",
@@ -61,7 +67,7 @@ impl Scenario {
     pub fn parse(name: &str) -> Result<Scenario> {
         Scenario::LOAD.into_iter().chain(Scenario::RABBIT).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm"
+                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm"
             )
         })
     }
@@ -76,10 +82,10 @@ impl Scenario {
     }
 
     fn broker_mode(self) -> Mode {
-        if self == Scenario::Latency {
-            Mode::Echo
-        } else {
-            Mode::Discard
+        match self {
+            Scenario::Latency => Mode::Echo,
+            Scenario::TrickleConfirm => Mode::Confirm,
+            _ => Mode::Discard,
         }
     }
 }
@@ -89,6 +95,8 @@ impl Scenario {
 pub struct Sizes {
     pub large: Throughput,
     pub small: Throughput,
+    pub trickle: Throughput,
+    pub trickle_confirm: Throughput,
     pub connections: Connections,
     pub connections_tls: Connections,
     pub latency: Latency,
@@ -100,7 +108,8 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 impl Sizes {
-    /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB, 20k
+    /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB,
+    /// trickle 4 x 50k x 1 KiB (with one confirm in flight: 4 x 10k), 20k
     /// connections 100 at a time (plain, and with egress TLS), 20k round
     /// trips, 10k idle sessions.
     pub fn full() -> Sizes {
@@ -113,6 +122,16 @@ impl Sizes {
             small: Throughput {
                 clients: 10,
                 messages: 100_000,
+                size: KIB,
+            },
+            trickle: Throughput {
+                clients: 4,
+                messages: 50_000,
+                size: KIB,
+            },
+            trickle_confirm: Throughput {
+                clients: 4,
+                messages: 10_000,
                 size: KIB,
             },
             connections: Connections {
@@ -147,6 +166,14 @@ impl Sizes {
             small: Throughput {
                 messages: 10_000,
                 ..full.small
+            },
+            trickle: Throughput {
+                messages: 5_000,
+                ..full.trickle
+            },
+            trickle_confirm: Throughput {
+                messages: 1_000,
+                ..full.trickle_confirm
             },
             connections: Connections {
                 total: 2_000,
@@ -257,6 +284,8 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
     let result = match scenario {
         Scenario::Large => scenarios::throughput(addr, s.large, probe),
         Scenario::Small => scenarios::throughput(addr, s.small, probe),
+        Scenario::Trickle => scenarios::trickle(addr, s.trickle, false, probe),
+        Scenario::TrickleConfirm => scenarios::trickle(addr, s.trickle_confirm, true, probe),
         Scenario::Connections => scenarios::connections(addr, s.connections, None, probe),
         Scenario::ConnectionsTls => {
             scenarios::connections(addr, s.connections_tls, client_tls, probe)
@@ -287,7 +316,11 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
     let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
     match scenario {
         Scenario::Large => format!("{:.0} MB/s", v("mb_per_s")),
-        Scenario::Small | Scenario::RabbitPublish | Scenario::RabbitConfirm => {
+        Scenario::Small
+        | Scenario::Trickle
+        | Scenario::TrickleConfirm
+        | Scenario::RabbitPublish
+        | Scenario::RabbitConfirm => {
             format!("{:.0} msg/s", v("msgs_per_s"))
         }
         Scenario::Connections | Scenario::ConnectionsTls => {
