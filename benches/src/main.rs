@@ -87,7 +87,8 @@ struct RunArgs {
     rabbitmq: bool,
     /// Scenarios to run (comma-separated): large, small, trickle,
     /// trickle-confirm, connections,
-    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm.
+    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm,
+    /// rabbit-pika, rabbit-pika-confirm.
     /// Default: all of the mode's.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
@@ -226,6 +227,11 @@ fn sizes(args: &RunArgs) -> Sizes {
     s.rabbit.clients = args.clients.unwrap_or(s.rabbit.clients);
     s.rabbit.messages = args.messages.unwrap_or(s.rabbit.messages);
     s.rabbit.size = args.size.unwrap_or(s.rabbit.size);
+    for p in [&mut s.pika, &mut s.pika_confirm] {
+        p.clients = args.clients.unwrap_or(p.clients);
+        p.messages = args.messages.unwrap_or(p.messages);
+        p.size = args.size.unwrap_or(p.size);
+    }
     for c in [&mut s.connections, &mut s.connections_tls] {
         c.total = args.connections.unwrap_or(c.total);
         c.parallel = args.parallel.unwrap_or(c.parallel);

@@ -34,6 +34,8 @@ pub enum Scenario {
     Idle,
     RabbitPublish,
     RabbitConfirm,
+    RabbitPika,
+    RabbitPikaConfirm,
 }
 
 impl Scenario {
@@ -47,7 +49,12 @@ impl Scenario {
         Scenario::Latency,
         Scenario::Idle,
     ];
-    pub const RABBIT: [Scenario; 2] = [Scenario::RabbitPublish, Scenario::RabbitConfirm];
+    pub const RABBIT: [Scenario; 4] = [
+        Scenario::RabbitPublish,
+        Scenario::RabbitConfirm,
+        Scenario::RabbitPika,
+        Scenario::RabbitPikaConfirm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -61,13 +68,15 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::RabbitPublish => "rabbit-publish",
             Scenario::RabbitConfirm => "rabbit-confirm",
+            Scenario::RabbitPika => "rabbit-pika",
+            Scenario::RabbitPikaConfirm => "rabbit-pika-confirm",
         }
     }
 
     pub fn parse(name: &str) -> Result<Scenario> {
         Scenario::LOAD.into_iter().chain(Scenario::RABBIT).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm"
+                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm, rabbit-pika, rabbit-pika-confirm"
             )
         })
     }
@@ -102,6 +111,8 @@ pub struct Sizes {
     pub latency: Latency,
     pub idle_sessions: usize,
     pub rabbit: RabbitLoad,
+    pub pika: RabbitLoad,
+    pub pika_confirm: RabbitLoad,
 }
 
 const KIB: usize = 1024;
@@ -152,6 +163,16 @@ impl Sizes {
                 messages: 25_000,
                 size: KIB,
             },
+            pika: RabbitLoad {
+                clients: 2,
+                messages: 20_000,
+                size: KIB,
+            },
+            pika_confirm: RabbitLoad {
+                clients: 2,
+                messages: 4_000,
+                size: KIB,
+            },
         }
     }
 
@@ -191,6 +212,14 @@ impl Sizes {
             rabbit: RabbitLoad {
                 messages: 2_500,
                 ..full.rabbit
+            },
+            pika: RabbitLoad {
+                messages: 2_000,
+                ..full.pika
+            },
+            pika_confirm: RabbitLoad {
+                messages: 400,
+                ..full.pika_confirm
             },
         }
     }
@@ -294,6 +323,8 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
         Scenario::Idle => scenarios::idle(addr, s.idle_sessions, probe),
         Scenario::RabbitPublish => rabbit::publish(port, s.rabbit, false, probe),
         Scenario::RabbitConfirm => rabbit::publish(port, s.rabbit, true, probe),
+        Scenario::RabbitPika => rabbit::pika(port, s.pika, false, probe),
+        Scenario::RabbitPikaConfirm => rabbit::pika(port, s.pika_confirm, true, probe),
     };
     let output = procs::output_path(layout, target, &run_label);
     if let Some(p) = proc.as_mut() {
@@ -320,7 +351,9 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
         | Scenario::Trickle
         | Scenario::TrickleConfirm
         | Scenario::RabbitPublish
-        | Scenario::RabbitConfirm => {
+        | Scenario::RabbitConfirm
+        | Scenario::RabbitPika
+        | Scenario::RabbitPikaConfirm => {
             format!("{:.0} msg/s", v("msgs_per_s"))
         }
         Scenario::Connections | Scenario::ConnectionsTls => {

@@ -161,7 +161,12 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
             }
         };
         match scenario.as_str() {
-            "large" | "small" | "rabbit-publish" | "rabbit-confirm" => {
+            "large"
+            | "small"
+            | "rabbit-publish"
+            | "rabbit-confirm"
+            | "rabbit-pika"
+            | "rabbit-pika-confirm" => {
                 let (mbs, mps) = (
                     get(m, "mb_per_s").unwrap_or(f64::NAN),
                     get(m, "msgs_per_s").unwrap_or(f64::NAN),
@@ -330,9 +335,12 @@ pub fn cpu_table(rows: &[Row]) -> String {
                 "connections" | "connections-tls" => ("us_per_conn", "us/conn"),
                 "latency" => ("us_per_rt", "us/rt"),
                 "idle" => ("us_per_session", "us/sess"),
-                "trickle" | "trickle-confirm" | "rabbit-publish" | "rabbit-confirm" => {
-                    ("us_per_msg", "us/msg")
-                }
+                "trickle"
+                | "trickle-confirm"
+                | "rabbit-publish"
+                | "rabbit-confirm"
+                | "rabbit-pika"
+                | "rabbit-pika-confirm" => ("us_per_msg", "us/msg"),
                 _ => return None,
             };
             let parts =
