@@ -161,12 +161,7 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
             }
         };
         match scenario.as_str() {
-            "large"
-            | "small"
-            | "rabbit-publish"
-            | "rabbit-confirm"
-            | "rabbit-pika"
-            | "rabbit-pika-confirm" => {
+            "large" | "small" | "rabbit-publish" | "rabbit-confirm" => {
                 let (mbs, mps) = (
                     get(m, "mb_per_s").unwrap_or(f64::NAN),
                     get(m, "msgs_per_s").unwrap_or(f64::NAN),
@@ -185,7 +180,8 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                     row.cpu = cpu("cpu_us_per_msg", "us/msg");
                 }
             }
-            "trickle" | "trickle-confirm" => {
+            // pika writes each publish on its own: trickle from a real client.
+            "trickle" | "trickle-confirm" | "rabbit-pika" | "rabbit-pika-confirm" => {
                 let rate = get(m, "msgs_per_s").unwrap_or(f64::NAN);
                 row.value = format!("{} msg/s", fmt_num(rate));
                 row.ratio = ratio_of("msgs_per_s");
