@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: makes sure RabbitMQ runs, then checks
 # formatting and lints, builds, and runs every test of the workspace,
-# including the end-to-end tests that put the proxy in front of RabbitMQ.
+# including the end-to-end tests that put the proxy in front of RabbitMQ;
+# last, builds the Debian package and checks it installed (ci/deb.sh --check).
 #
 # Owns the order and strictness of those steps and the closing summary. Never
 # installs Rust toolchains, never cleans the build directory, never skips the
@@ -15,7 +16,7 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak drain_e2e)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -24,6 +25,12 @@ ci/ensure-rabbitmq.sh
 
 step "Extra RabbitMQ nodes (TLS, PROXY protocol) and test certificates"
 ci/ensure-rabbitmq-extra.sh
+
+step "Private RabbitMQ nodes with the stream plugin (one standalone, one three-node cluster)"
+ci/ensure-rabbitmq-stream.sh --cluster
+
+step "rstream for the Stream protocol tests"
+ci/ensure-stream-clients.sh
 
 step "pika for the client-compatibility tests"
 # tests/transparent.rs checks how Python's pika reports refusals; it runs
@@ -103,4 +110,11 @@ if (( missing != 0 )); then
     printf '\nFAILED: RabbitMQ end-to-end tests missing from the run\n'
     exit 1
 fi
+
+step "Debian package: release build, install, a session through it, purge (ci/deb.sh --check)"
+# Last, because it is the slowest step (a release build) and the tests above
+# say more when they fail. Its time is printed so CI's budget can be watched.
+deb_started=$SECONDS
+ci/deb.sh --check
+printf '  ci/deb.sh --check took %s s\n' "$((SECONDS - deb_started))"
 printf '\nOK: all checks and tests passed (RabbitMQ tests via %s)\n' "$AMQPPROX_TEST_TARGET"

@@ -2,13 +2,21 @@
 //! io_uring into one clear message), the control thread and simple mode,
 //! then watches for `EXIT` or a shard that died, which fails the process.
 //!
+//! It tells systemd (`Type=notify`, docs/deployment.md#systemd) when the
+//! proxy is ready, reloading and stopping, and how many sessions it
+//! carries. SIGHUP re-applies `--config` (`reload`).
+//!
 //! Runs on the main thread; it owns no session and touches no socket
 //! besides binding the control socket.
+
+mod reload;
 
 use crate::cli::Options;
 use crate::config::ConfigSnapshot;
 use crate::control::{self, ControlServer, ControlState};
 use crate::shard::{self, ShardEvent, Shared};
+use crate::stats::StatsHub;
+use crate::systemd;
 use std::sync::{Arc, Mutex};
 
 /// What the main thread waits for.
@@ -52,7 +60,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             options.handshake_timeout,
             options.connect_timeout,
         )
-        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+        .with_broker_handshake_timeout(options.broker_handshake_timeout)
+        .with_move_grace(options.drain_timeout),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 
@@ -118,10 +127,16 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             }) as crate::stats::Collector
         })
         .collect();
+    crate::dns_watch::start(
+        Arc::clone(&shared),
+        handles.iter().map(|h| h.inbox.clone()).collect(),
+        options.dns_recheck,
+    )
+    .map_err(StartError::Thread)?;
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
     crate::stats::start(
-        hub,
+        Arc::clone(&hub),
         collectors,
         crate::session::pool::BUFFER_SIZE,
         options.cleanup_interval,
@@ -137,6 +152,42 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             error,
         }
     })?;
+
+    // Caught from here on (the default action would kill the proxy), but
+    // handled only once start-up is done: a reload racing the --config
+    // replay would fail it.
+    let sighup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(StartError::Thread)?;
+    forward_termination(events_tx.clone())?;
+
+    if options.console_verbosity > 0 {
+        run_internal(
+            &state,
+            &format!("LOG CONSOLE {}", options.console_verbosity),
+        );
+    }
+    if let Some(file) = &options.config_file {
+        apply_config_file(&state, file)?;
+    }
+    let simple_lines = options
+        .simple_mode
+        .as_ref()
+        .map(simple_mode_lines)
+        .unwrap_or_default();
+    for line in &simple_lines {
+        let reply = run_internal(&state, line);
+        print!("{}", reply.text);
+        if reply.error {
+            return Err(StartError::SimpleMode(format!(
+                "'{line}' failed: {}",
+                reply.text.trim_end()
+            )));
+        }
+    }
+
+    // Served only now: the socket exists from the start (a client that
+    // connects early waits in its backlog), but nobody sees a half-applied
+    // --config or simple mode.
     {
         let state = Arc::clone(&state);
         let events_tx = events_tx.clone();
@@ -150,43 +201,29 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             .map_err(StartError::Thread)?;
     }
 
-    reload_tls_on_sighup(&state)?;
-    forward_termination(events_tx.clone())?;
-
-    if options.console_verbosity > 0 {
-        run_internal(
-            &state,
-            &format!("LOG CONSOLE {}", options.console_verbosity),
-        );
-    }
-    if let Some(file) = &options.config_file {
-        apply_config_file(&state, file)?;
-    }
-    if let Some(simple) = &options.simple_mode {
-        // Simple mode is expressed as control commands, as in the original.
-        for line in [
-            format!(
-                "BACKEND ADD_DNS default-backend none {} {}",
-                simple.destination_dns, simple.destination_port
-            ),
-            "FARM ADD default round-robin default-backend".to_string(),
-            "MAP DEFAULT default".to_string(),
-            format!("LISTEN START {}", simple.listen_port),
-        ] {
-            let reply = run_internal(&state, &line);
-            print!("{}", reply.text);
-            if reply.error {
-                return Err(StartError::SimpleMode(format!(
-                    "'{line}' failed: {}",
-                    reply.text.trim_end()
-                )));
-            }
-        }
-    }
+    reload_on_sighup(
+        sighup,
+        &state,
+        Recipe {
+            file: options.config_file.clone(),
+            simple: simple_lines,
+        },
+        Arc::clone(&hub),
+    )?;
+    // Everything start-up asked for is in place and listening.
+    systemd::ready(sessions(&hub));
+    systemd::report_status_every(options.cleanup_interval, {
+        let hub = Arc::clone(&hub);
+        move || sessions(&hub)
+    })
+    .map_err(StartError::Thread)?;
 
     let code = loop {
         match events_rx.recv() {
-            Ok(Event::Exit) => break 0,
+            Ok(Event::Exit) => {
+                systemd::stopping(sessions(&hub));
+                break 0;
+            }
             Ok(Event::Terminate) => {
                 drain(&state, &events_rx, options.drain_timeout);
                 break 0;
@@ -253,6 +290,7 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
             .into_iter()
             .flatten()
             .sum();
+        systemd::stopping(asked);
         log::info!(
             "Draining: stopped listening, asked {asked} sessions to reconnect elsewhere; waiting up to {} ms",
             limit.as_millis()
@@ -284,27 +322,106 @@ fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: st
     }
 }
 
-/// SIGHUP re-reads every TLS file (the default action would kill the
-/// proxy). A signal handler cannot take the control lock, so a thread
-/// waits for the signal and reloads under it, as a control command would.
-fn reload_tls_on_sighup(state: &Arc<Mutex<ControlState>>) -> Result<(), StartError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(StartError::Thread)?;
+/// Simple mode expressed as control commands, as in the original.
+fn simple_mode_lines(simple: &crate::cli::SimpleMode) -> Vec<String> {
+    vec![
+        format!(
+            "BACKEND ADD_DNS default-backend none {} {}",
+            simple.destination_dns, simple.destination_port
+        ),
+        "FARM ADD default round-robin default-backend".to_string(),
+        "MAP DEFAULT default".to_string(),
+        format!("LISTEN START {}", simple.listen_port),
+    ]
+}
+
+/// Sessions at the last statistics tick (none before the first): cheap,
+/// it asks no shard.
+fn sessions(hub: &StatsHub) -> usize {
+    hub.latest().map_or(0, |s| {
+        usize::try_from(s.overall.gauges.active).unwrap_or(usize::MAX)
+    })
+}
+
+/// What start-up configured from, for SIGHUP to apply again.
+struct Recipe {
+    file: Option<std::path::PathBuf>,
+    /// The simple-mode commands, applied after the file.
+    simple: Vec<String>,
+}
+
+/// SIGHUP, caught by `signals`: with `--config`, the
+/// file and simple mode are applied again and the running configuration
+/// is brought to what they build (`reload`), TLS files read afresh; without
+/// it, every TLS file is re-read. A signal handler cannot take the control
+/// lock, so a thread waits for the signal and works under the lock, as a
+/// control command would; the file is read and checked before the lock is
+/// taken. systemd hears `RELOADING=1` first and `READY=1` when done.
+fn reload_on_sighup(
+    mut signals: signal_hook::iterator::Signals,
+    state: &Arc<Mutex<ControlState>>,
+    recipe: Recipe,
+    hub: Arc<StatsHub>,
+) -> Result<(), StartError> {
     let state = Arc::clone(state);
     std::thread::Builder::new()
         .name("sighup".into())
         .spawn(move || {
             for _ in signals.forever() {
-                let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
-                let control = &mut *guard;
-                match control.config.tls.reload(&control.shared.tls) {
-                    Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
-                    Err(e) => log::error!("SIGHUP: TLS reload failed, nothing changed: {e}"),
+                systemd::reloading();
+                match &recipe.file {
+                    Some(file) => reapply(&state, file, &recipe.simple),
+                    None => {
+                        let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let control = &mut *guard;
+                        match control.config.tls.reload(&control.shared.tls) {
+                            Ok(()) => log::info!("SIGHUP: TLS files reloaded"),
+                            Err(e) => {
+                                log::error!("SIGHUP: TLS reload failed, nothing changed: {e}")
+                            }
+                        }
+                    }
                 }
+                systemd::ready(sessions(&hub));
             }
         })
         .map_err(StartError::Thread)?;
     Ok(())
+}
+
+/// One SIGHUP with `--config`: see `reload`. Logs what it did; a file that
+/// cannot be read or has a failing line changes nothing.
+fn reapply(state: &Mutex<ControlState>, file: &std::path::Path, simple: &[String]) {
+    let (target, skipped) = match reload::target(file, simple) {
+        Ok(built) => built,
+        Err(e) => {
+            log::error!("SIGHUP: configuration not re-applied, nothing changed: {e}");
+            return;
+        }
+    };
+    for line in skipped {
+        log::info!("SIGHUP: '{line}' is not configuration; not run again");
+    }
+    let mut control = state.lock().unwrap_or_else(|p| p.into_inner());
+    let steps = reload::plan(&control.config, &target);
+    let outcome = reload::apply(&mut control, &target, steps);
+    for (line, reason) in &outcome.failures {
+        log::error!("SIGHUP: '{line}' failed: {reason}");
+    }
+    if outcome.failures.is_empty() {
+        log::info!(
+            "SIGHUP: re-applied '{}': {} changes, TLS files read again",
+            file.display(),
+            outcome.changes
+        );
+    } else {
+        log::error!(
+            "SIGHUP: re-applied '{}' with {} of {} changes failed (above); the rest is in force",
+            file.display(),
+            outcome.failures.len(),
+            outcome.changes
+        );
+    }
 }
 
 fn run_internal(state: &Mutex<ControlState>, line: &str) -> control::Reply {
@@ -324,12 +441,15 @@ fn apply_config_file(
         file: name.clone(),
         error,
     })?;
+    // One lock for the whole file: no command from another thread (a
+    // control client, a signal) lands in the middle of it.
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let reply = run_internal(state, line);
+        let reply = state.execute(line);
         if reply.error {
             return Err(StartError::ConfigFile {
                 file: name,

@@ -1,7 +1,9 @@
 //! Replays the cargo-fuzz seed corpus (`tests/fuzz/corpus/<target>/`) and
 //! any crash artifacts (`tests/fuzz/artifacts/<target>/`) through the same
 //! checks the fuzz targets run, so every `cargo test` on stable re-proves
-//! the codec's invariants (AMQP 0-9-1 §4.2.3-§4.2.5) on them.
+//! the codec's invariants (AMQP 0-9-1 §4.2.3-§4.2.5), the handshakes'
+//! independence from how reads are split, and the PROXY header parser's
+//! (`amqpprox::fuzzing`) on them.
 //!
 //! Also owns the seed corpus itself: it is derived from the handshake
 //! fixtures by `seed_corpus()` below; `cargo test --test fuzz_corpus --
@@ -16,21 +18,45 @@ use amqpprox::codec::{
     decode_frame, str_field, ConnectionMethod, FieldTable, FieldValue, Open, FRAME_BODY,
     FRAME_HEARTBEAT, HEARTBEAT_FRAME,
 };
+use amqpprox::fuzzing;
 
-const TARGETS: [&str; 2] = ["frame_decode", "method_decode"];
+/// A fuzz target's check: panics when an invariant is broken.
+type Check = fn(&[u8]);
+
+/// Every target and the check it runs.
+const CHECKS: [(&str, Check); 9] = [
+    ("frame_decode", frame_decode),
+    ("method_decode", method_decode),
+    ("frame_scanner", fuzzing::frame_scanner),
+    ("field_table", fuzzing::field_table),
+    ("client_handshake", fuzzing::client_handshake),
+    ("broker_handshake", fuzzing::broker_handshake),
+    ("transparent_handshake", fuzzing::transparent_handshake),
+    ("proxy_header", fuzzing::proxy_header),
+    ("control_grammar", amqpprox::control::grammar::fuzz_check),
+];
+
+/// The fewest seeds a target's corpus must hold: the codec's two have many
+/// frames per fixture; the others one or a few inputs per fixture.
+fn min_corpus(target: &str) -> usize {
+    match target {
+        "frame_decode" | "method_decode" => 50,
+        _ => 10,
+    }
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
 fn run_target(target: &str, data: &[u8]) {
-    match target {
-        "frame_decode" => frame_decode(data),
-        "method_decode" => method_decode(data),
+    match CHECKS.iter().find(|(name, _)| *name == target) {
+        Some((_, check)) => check(data),
         // An artifact filed under an unknown name: run everything.
-        _ => {
-            frame_decode(data);
-            method_decode(data);
+        None => {
+            for (_, check) in CHECKS {
+                check(data);
+            }
         }
     }
 }
@@ -59,9 +85,10 @@ fn replay_dir(target: &str, dir: &Path) -> usize {
 
 #[test]
 fn replay_corpus_and_artifacts() {
-    for target in TARGETS {
+    for (target, _) in CHECKS {
         let n = replay_dir(target, &root().join("fuzz/corpus").join(target));
-        assert!(n >= 50, "only {n} corpus files for {target}");
+        let min = min_corpus(target);
+        assert!(n >= min, "only {n} corpus files for {target}, {min} wanted");
     }
     // cargo-fuzz files crashes under artifacts/<target>/; absent normally.
     if let Ok(dirs) = std::fs::read_dir(root().join("fuzz/artifacts")) {
@@ -69,6 +96,30 @@ fn replay_corpus_and_artifacts() {
             let dir = dir.expect("directory entry").path();
             let target = dir.file_name().unwrap().to_string_lossy().into_owned();
             replay_dir(&target, &dir);
+        }
+    }
+}
+
+/// The handshake seeds from successful captures reach `Open` and those from
+/// refused logins the broker's close: the split checks run over whole
+/// handshakes, not only over inputs that stop early.
+#[test]
+fn handshake_seeds_reach_the_end_of_the_handshake() {
+    let seeds = seed_corpus();
+    for target in ["client_handshake", "transparent_handshake"] {
+        for (name, data) in &seeds[target] {
+            let ending = fuzzing::handshake_ending(target, data);
+            // A refused login's client stops after StartOk; relayed, the
+            // broker's Close ends it (pika asks for one; amqprs does not, and
+            // RabbitMQ only drops its socket).
+            let expected = match name.as_str() {
+                n if n.starts_with("cut-") => "stalled",
+                n if n.contains("wrong-password") && target == "client_handshake" => "stalled",
+                "pika-wrong-password" => "closed",
+                "amqprs-wrong-password" => "stalled",
+                _ => "opened",
+            };
+            assert_eq!(ending, expected, "{target}/{name}");
         }
     }
 }
@@ -160,6 +211,12 @@ fn seed_corpus() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     frames.add("oversize".into(), &[FRAME_BODY, 0, 1, 0, 2, 0x49, 0xf0]);
     frames.add("empty".into(), &[]);
     frames.add("http".into(), b"GET / HTTP/1.1\r\n\r\n");
+    // Found by fuzzing: a header announcing u32::MAX payload bytes, whose
+    // saturated size equals a u32::MAX limit.
+    frames.add(
+        "size-u32-max".into(),
+        &[FRAME_BODY, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff],
+    );
     let mut two = HEARTBEAT_FRAME.to_vec();
     amqpprox::codec::encode_frame(FRAME_HEARTBEAT, 0, &[], &mut two);
     two.extend_from_slice(&[FRAME_BODY, 0, 1, 0, 0]);
@@ -229,7 +286,115 @@ fn seed_corpus() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         m.encode_payload(&mut p);
         methods.add(format!("method-{}", m.name().replace('.', "-")), &p);
     }
-    BTreeMap::from([("frame_decode", frames.0), ("method_decode", methods.0)])
+    let mut all = BTreeMap::from([("frame_decode", frames.0), ("method_decode", methods.0)]);
+    all.extend(new_target_seeds(&fixtures, &all["method_decode"]));
+    all
+}
+
+/// Seeds for the targets of `amqpprox::fuzzing`, from the handshake
+/// fixtures (each client's stream, each broker's, and the pairs) and a few
+/// synthetic inputs. The first byte of most inputs picks the read split.
+fn new_target_seeds(
+    fixtures: &Path,
+    methods: &BTreeMap<String, Vec<u8>>,
+) -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
+    let (mut scanner, mut tables, mut client, mut broker, mut relay, mut proxy) = (
+        Seeds::default(),
+        Seeds::default(),
+        Seeds::default(),
+        Seeds::default(),
+        Seeds::default(),
+        Seeds::default(),
+    );
+    let with_seed = |seed: u8, parts: &[&[u8]]| -> Vec<u8> {
+        let mut v = vec![seed];
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    for (i, path) in files_in(fixtures)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".client.bin"))
+        .enumerate()
+    {
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".client.bin", "");
+        let from_client = std::fs::read(&path).expect("fixture");
+        let from_broker =
+            std::fs::read(path.with_file_name(format!("{name}.broker.bin"))).expect("fixture pair");
+        let seed = 1 + i as u8 * 17;
+        scanner.add(
+            format!("client-{name}"),
+            &with_seed(seed, &[&from_client[8..]]),
+        );
+        scanner.add(format!("broker-{name}"), &with_seed(seed, &[&from_broker]));
+        client.add(name.clone(), &with_seed(seed, &[&from_client]));
+        // A client cut short in the middle of its handshake.
+        client.add(
+            format!("cut-{name}"),
+            &with_seed(seed, &[&from_client[..from_client.len() / 3]]),
+        );
+        broker.add(name.clone(), &with_seed(seed, &[&from_broker]));
+        let client_part = &from_client[8..];
+        let len = u16::try_from(client_part.len()).expect("small fixture");
+        relay.add(
+            name.clone(),
+            &with_seed(seed, &[&len.to_be_bytes(), client_part, &from_broker]),
+        );
+    }
+    for (name, bytes) in methods.iter().filter(|(n, _)| n.starts_with("table-")) {
+        tables.add(name.clone(), bytes);
+    }
+    let v4 = |a: [u8; 4], p: u16| std::net::SocketAddr::from((a, p));
+    let v6: std::net::SocketAddr = "[2001:db8::1]:5672".parse().unwrap();
+    for (name, bytes) in [
+        (
+            "v1-tcp4",
+            amqpprox::proxy_protocol::v1(v4([10, 0, 0, 1], 40000), v4([10, 0, 0, 2], 5672)),
+        ),
+        (
+            "v2-tcp4",
+            amqpprox::proxy_protocol::v2(v4([10, 0, 0, 1], 40000), v4([10, 0, 0, 2], 5672)),
+        ),
+        ("v1-tcp6", amqpprox::proxy_protocol::v1(v6, v6)),
+        (
+            "v2-mixed",
+            amqpprox::proxy_protocol::v2(v4([192, 168, 1, 1], 1), v6),
+        ),
+        ("v1-unknown", b"PROXY UNKNOWN\r\n".to_vec()),
+        ("v2-local", b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec()),
+        (
+            "v1-then-amqp",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1000 5672\r\nAMQP\x00\x00\x09\x01".to_vec(),
+        ),
+        (
+            "v1-leading-zero-port",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n".to_vec(),
+        ),
+        ("v2-tlv", {
+            let mut h = amqpprox::proxy_protocol::v2(v4([1, 1, 1, 1], 1), v4([2, 2, 2, 2], 2));
+            h[15] += 3;
+            h.extend_from_slice(&[0x04, 0x00, 0x00]);
+            h
+        }),
+        ("amqp-header", b"AMQP\x00\x00\x09\x01".to_vec()),
+        ("tls-hello", vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01]),
+        ("addresses-37", (0u8..40).collect()),
+    ] {
+        proxy.add(name.to_string(), &bytes);
+    }
+    BTreeMap::from([
+        ("frame_scanner", scanner.0),
+        ("field_table", tables.0),
+        ("client_handshake", client.0),
+        ("broker_handshake", broker.0),
+        ("transparent_handshake", relay.0),
+        ("proxy_header", proxy.0),
+    ])
 }
 
 #[derive(Default)]

@@ -21,12 +21,19 @@ const ORDER: &[&str] = &[
     "stats",
     "session",
     "shard",
+    "dns_watch",
     "control",
     "supervisor",
 ];
 
 /// Pure parts: no sockets, no executor. Their tests feed them bytes.
 const SANS_IO: &[&str] = &["codec", "handshake", "config", "routing", "proxy_protocol"];
+
+/// Pure modules that may name one ordered module, and why. The
+/// configuration holds the operator's TLS settings (files already read and
+/// checked), whose type lives in `tls`; `tls` never names the configuration,
+/// so there is no cycle (checked above).
+const PURE_MAY_NAME: &[(&str, &str)] = &[("config", "tls")];
 
 /// Names that mean I/O or the executor.
 const IO_NAMES: &[&str] = &[
@@ -231,10 +238,10 @@ fn imports_follow_the_declared_order() {
         }
     }
     // The sans-I/O modules sit below everything: they name none of the
-    // ordered ones.
+    // ordered ones, but for the exceptions listed in `PURE_MAY_NAME`.
     for module in SANS_IO {
         for dep in graph.get(*module).into_iter().flatten() {
-            if rank(dep).is_some() {
+            if rank(dep).is_some() && !PURE_MAY_NAME.contains(&(*module, dep.as_str())) {
                 upward.push(format!("{module} names {dep}"));
             }
         }

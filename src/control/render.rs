@@ -6,7 +6,7 @@
 //!
 //! `CONFIG DUMP` prints, one command a line, in an order that replays:
 //! `DATACENTER SET` (when set), `BACKEND ADD`/`ADD_DNS` (sorted by name),
-//! per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
+//! `BACKEND DRAIN`s, per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
 //! order applied, the `MAP BACKEND`/`MAP FARM` lines (sorted by vhost),
 //! `MAP DEFAULT`, the `TLS` settings, `VHOST PAUSE`s, and last the
 //! `LISTEN`s, so that a replay serves clients only once routing and TLS are
@@ -75,6 +75,8 @@ pub struct BackendJson<'a> {
     dns: bool,
     proxy_protocol: Option<&'static str>,
     tls: bool,
+    /// `BACKEND DRAIN`: left out of routing, its sessions moved.
+    drained: bool,
 }
 
 /// Every backend, sorted by name, in their JSON shape.
@@ -95,6 +97,7 @@ pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
                 ProxyHeader::V2 => Some("v2"),
             },
             tls: b.tls,
+            drained: config.drained.contains(&b.name),
         })
         .collect()
 }
@@ -239,6 +242,12 @@ pub fn dump(config: &Config) -> String {
             .backends
             .values()
             .map(|b| backend_command(b).to_string()),
+    );
+    lines.extend(
+        config
+            .drained
+            .iter()
+            .map(|name| Command::Backend(BackendCommand::Drain { name: name.clone() }).to_string()),
     );
     for f in config.farms.values() {
         match farm_commands(config, f) {

@@ -9,7 +9,7 @@
 //! `OpenOk` frame and whatever followed it are returned raw for the client.
 //! Sans-I/O: no sockets, no clock.
 
-use super::{ClientHello, HANDSHAKE_MAX_FRAME};
+use super::{ClientHello, HangUp, HANDSHAKE_MAX_FRAME};
 use crate::codec::{
     decode_frame, method_ids, Close, ConnectionMethod, DecodeError, FieldValue, Open,
     CONNECTION_CLASS, FRAME_METHOD, PROTOCOL_HEADER,
@@ -107,6 +107,17 @@ impl BrokerHandshake {
             input: Vec::new(),
             start_ok: start_ok_frame,
             tune_ok_and_open,
+        }
+    }
+
+    /// What the broker closing its socket now most likely means: after the
+    /// `StartOk` (waiting for `Tune`) it is a probable refused login.
+    pub fn hang_up(&self) -> HangUp {
+        match self.state {
+            State::Tune => HangUp::AfterLogin,
+            state => HangUp::Before {
+                expected: state.expected(),
+            },
         }
     }
 
@@ -285,6 +296,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(out, frame_of(ConnectionMethod::CloseOk));
+    }
+
+    #[test]
+    fn hang_up_is_a_probable_refused_login_only_after_the_start_ok() {
+        let mut out = Vec::new();
+        let mut hs = BrokerHandshake::start(&hello(), &[], &mut out);
+        assert_eq!(
+            hs.hang_up(),
+            HangUp::Before {
+                expected: "connection.start"
+            }
+        );
+        hs.receive(&broker_start(), &mut out).unwrap();
+        assert_eq!(hs.hang_up(), HangUp::AfterLogin);
+        let tune = frame_of(ConnectionMethod::Tune(Tune {
+            channel_max: 0,
+            frame_max: 131_072,
+            heartbeat: 60,
+        }));
+        hs.receive(&tune, &mut out).unwrap();
+        assert_eq!(
+            hs.hang_up(),
+            HangUp::Before {
+                expected: "connection.open-ok"
+            }
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod refusal;
 pub mod transparent;
 
 pub use broker::{BrokerHandshake, BrokerHandshakeError, BrokerProgress};
@@ -19,6 +20,7 @@ pub use client::{
     check_protocol_header, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress,
     HeaderCheck,
 };
+pub use refusal::{broker_close_frame, is_hang_up, HangUp};
 pub use transparent::{Side, TransparentError, TransparentHandshake, TransparentProgress};
 
 use crate::codec::{Close, ConnectionMethod};

@@ -11,7 +11,7 @@
 //! clock.
 
 use super::client::{ClientHandshakeError, ClientHello};
-use super::HANDSHAKE_MAX_FRAME;
+use super::{HangUp, HANDSHAKE_MAX_FRAME};
 use crate::codec::{
     decode_frame, method_ids, Close, ConnectionMethod, FieldValue, Frame, Open, StartOk, Tune,
     CONNECTION_CLASS, FRAME_HEARTBEAT, FRAME_METHOD,
@@ -124,6 +124,18 @@ impl TransparentHandshake {
             tune_ok: None,
             open: None,
             held_open: Vec::new(),
+        }
+    }
+
+    /// What the broker closing its socket now most likely means: after the
+    /// client's `StartOk` or `SecureOk` went to it (waiting for `Secure` or
+    /// `Tune`) it is a probable refused login.
+    pub fn hang_up(&self) -> HangUp {
+        match self.state {
+            State::SecureOrTune => HangUp::AfterLogin,
+            state => HangUp::Before {
+                expected: state.expected(),
+            },
         }
     }
 
@@ -391,6 +403,21 @@ mod tests {
         )
         .unwrap();
         (hs, to_client, to_broker)
+    }
+
+    #[test]
+    fn hang_up_is_a_probable_refused_login_only_after_the_start_ok() {
+        let fresh = TransparentHandshake::new(Vec::new());
+        assert_eq!(
+            fresh.hang_up(),
+            HangUp::Before {
+                expected: "connection.start"
+            }
+        );
+        let (hs, _, _) = past_start_ok();
+        assert_eq!(hs.hang_up(), HangUp::AfterLogin);
+        let (hs, _, _) = up_to_open();
+        assert!(!hs.hang_up().is_probable_refused_login());
     }
 
     const BROKER_TUNE: Tune = Tune {

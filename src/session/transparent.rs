@@ -14,7 +14,7 @@
 
 use super::establish::connect::{Stage, Unfit};
 use super::establish::{
-    handshake_timed_out, log_starting, refuse, replay, start_ok_additions, vhost_paused,
+    handshake_timed_out, hung_up, log_starting, refuse, replay, start_ok_additions, vhost_paused,
     Candidates, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
 };
 use super::{HandshakeKind, Phase, SessionInfo, ShardContext};
@@ -62,6 +62,7 @@ pub(super) async fn establish(
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });
     };
+    *info.via.borrow_mut() = Some(route.via.clone());
     // Each member in turn until one sends its Connection.Start: one that
     // closes or says nothing first is skipped, since nothing of it has
     // reached the client yet.
@@ -184,7 +185,10 @@ async fn relay(
         let n = match (read, side) {
             (Ok(0), Side::Client) => return Err(ClientGone::ClosedDuringRelay.into()),
             (Err(e), Side::Client) => return Err(ClientGone::FailedDuringRelay(e).into()),
-            (Ok(0), Side::Broker) => return Err(broker_failed("closed the connection")),
+            (Ok(0), Side::Broker) => return Err(hung_up(handshake.hang_up(), None)),
+            (Err(e), Side::Broker) if crate::handshake::is_hang_up(&e) => {
+                return Err(hung_up(handshake.hang_up(), None))
+            }
             (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
             (Ok(n), _) => n,
         };

@@ -90,7 +90,7 @@ fn route(request_line: &str, hub: &StatsHub) -> (&'static str, String) {
             let snapshot = hub.latest();
             (
                 "200 OK",
-                super::prometheus::render(snapshot.as_deref(), hub.buffer_size()),
+                super::prometheus::render(snapshot.as_deref(), hub.buffer_size(), &hub.backends()),
             )
         }
         ("GET" | "HEAD", _) => ("404 Not Found", "Not found: try /metrics\n".into()),

@@ -116,7 +116,14 @@ pub(super) fn client(d: &Direction) -> Result<Arc<ClientConfig>, NotReady> {
         .with_protocol_versions(&versions(d))
         .map_err(inconsistent("the cipher list"))?;
     let builder = if d.verify.peer {
-        builder.with_root_certificates(roots(d)?)
+        builder.dangerous().with_custom_certificate_verifier(
+            super::verify::BrokerVerifier::new(
+                roots(d)?,
+                d.ca.as_ref().map_or(&[][..], |ca| &ca.value[..]),
+                Arc::clone(&provider),
+            )
+            .map_err(|e| NotReady::Inconsistent(e.to_string()))?,
+        )
     } else {
         // The original's default: encrypt, but take any certificate.
         builder

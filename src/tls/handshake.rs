@@ -130,19 +130,28 @@ pub async fn connect(
     }
 }
 
+/// What [`for_backend`] needs to know of a backend: whether it is flagged
+/// `TLS`, and the host name to send as SNI and to verify. Passed as plain
+/// values so this module never names the configuration (which names it).
+#[derive(Debug, Clone, Copy)]
+pub struct BackendTls<'a> {
+    pub tls: bool,
+    pub host: &'a str,
+}
+
 /// A connected backend socket as the session uses it: TLS with `egress`
 /// (the EGRESS settings in force now) for a backend flagged `TLS`, bounded
 /// by `limit`; plain otherwise.
 pub async fn for_backend(
     egress: &crate::tls::Contexts,
-    backend: &crate::config::Backend,
+    backend: BackendTls<'_>,
     tcp: TcpStream,
     limit: Duration,
 ) -> Result<Stream, Failure> {
     if !backend.tls {
         return Ok(Stream::from(tcp));
     }
-    connect(Arc::clone(&egress.egress), &backend.host, tcp, limit).await
+    connect(Arc::clone(&egress.egress), backend.host, tcp, limit).await
 }
 
 /// Sorts an I/O error out of a handshake: the socket's, or TLS's own.

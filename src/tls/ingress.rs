@@ -88,8 +88,7 @@ pub async fn accept(
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d;
     // operators and brokers expect a.b.c.d.
     let (peer, local) = (net::canonical(peer), net::canonical(local));
-    // TCP_NODELAY (Nagle would hold back TLS flights) and keepalive come
-    // from the listener: see net::bind_listener.
+    // TCP_NODELAY and keepalive came from the listener (net::tune_listener).
     let deadline = Instant::now() + limit;
     let mut tcp = tcp;
     let mut remote = peer;

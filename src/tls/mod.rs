@@ -20,6 +20,7 @@ pub mod ciphers;
 pub mod files;
 pub mod handshake;
 pub mod ingress;
+pub mod verify;
 
 use arc_swap::ArcSwap;
 use files::{FileError, KeyKind};

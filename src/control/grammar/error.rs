@@ -25,6 +25,8 @@ pub enum ParseError {
     UnknownBackendOption { option: String },
     #[error("DELETE requires a name argument")]
     BackendDeleteName,
+    #[error("{sub} requires a name argument")]
+    BackendName { sub: String },
     #[error("Farm name and selector must be provided.")]
     FarmNameAndSelector,
     #[error("Selector '{selector}' not found")]

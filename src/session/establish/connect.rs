@@ -229,14 +229,21 @@ async fn attempt(
     let egress_local = stream.local_addr().ok();
     // TLS after the PROXY header, which goes in clear.
     let tls = shard.shared.tls.load();
-    let stream =
-        crate::tls::handshake::for_backend(&tls, backend, stream, shard.shared.connect_timeout)
-            .await
-            .map_err(|source| Skipped::Tls {
-                backend: backend.name.clone(),
-                addr,
-                source,
-            })?;
+    let stream = crate::tls::handshake::for_backend(
+        &tls,
+        crate::tls::handshake::BackendTls {
+            tls: backend.tls,
+            host: &backend.host,
+        },
+        stream,
+        shard.shared.connect_timeout,
+    )
+    .await
+    .map_err(|source| Skipped::Tls {
+        backend: backend.name.clone(),
+        addr,
+        source,
+    })?;
     info.egress_local.set(egress_local);
     info.egress_remote.set(Some(addr));
     *info.backend.borrow_mut() = backend.name.clone();

@@ -18,7 +18,7 @@ pub mod refusal;
 pub mod replay;
 
 pub use connect::Candidates;
-pub use refusal::{handshake_timed_out, refuse, ClientGone, Reason, Refusal};
+pub use refusal::{handshake_timed_out, hung_up, refuse, ClientGone, Reason, Refusal};
 
 use super::control::Ending;
 use super::{HandshakeKind, SessionInfo, ShardContext};

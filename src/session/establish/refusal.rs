@@ -3,7 +3,7 @@
 //! [`Refusal`] into the client's `Connection.Close`, the log line and the
 //! disconnect cause (docs/sessions.md); nothing here does I/O.
 
-use crate::handshake::{close_frame, ClientHandshakeError};
+use crate::handshake::{close_frame, ClientHandshakeError, HangUp};
 use log::Level;
 use std::io;
 use std::time::Duration;
@@ -93,6 +93,13 @@ pub fn refuse(code: u16, text: String, level: Level) -> Refusal {
         level,
         reason: Reason::Close { code, text },
     }
+}
+
+/// The broker closed its socket mid-handshake: a probable refused login
+/// after the `StartOk` (WARN, 403), else a broker failure (ERROR, 320).
+pub fn hung_up(hang_up: HangUp, vhost: Option<&str>) -> Refusal {
+    let (code, text) = hang_up.reply(vhost);
+    refuse(code, text, hang_up.level())
 }
 
 /// A refusal for a client that broke its handshake: its own reply, if the

@@ -5,7 +5,7 @@
 //! session's shard; never blocks.
 
 use super::connect::{Stage, Unfit};
-use super::refusal::{refuse, ClientGone, Reason, Refusal};
+use super::refusal::{hung_up, refuse, ClientGone, Reason, Refusal};
 use super::{
     hold_at_open, log_starting, start_ok_additions, vhost_paused, Candidates, Established,
     HANDSHAKE_READ,
@@ -13,7 +13,8 @@ use super::{
 use crate::codec::reply_code;
 use crate::config::Mapping;
 use crate::handshake::{
-    close_frame, BrokerHandshake, BrokerHandshakeError, BrokerProgress, ClientHello,
+    broker_close_frame, is_hang_up, BrokerHandshake, BrokerHandshakeError, BrokerProgress,
+    ClientHello,
 };
 use crate::net;
 use crate::routing::{self, RouteError};
@@ -60,6 +61,7 @@ pub async fn broker_side(
             Level::Error,
         )
     })?;
+    *info.via.borrow_mut() = Some(route.via.clone());
     match &route.via {
         Mapping::Farm(f) => session_log!(Level::Info, info, "Selected farm: {f} For vhost={vhost}"),
         Mapping::Backend(b) => session_log!(
@@ -155,6 +157,20 @@ enum Attempt {
     Unfit(Unfit, Refusal),
 }
 
+/// The broker closed its socket: right after the login that is its answer
+/// to the login (RabbitMQ's to a wrong password), which another member of
+/// the farm would give too, so the client is told at once; anywhere else
+/// the broker failed and the next member is tried.
+fn hang_up(handshake: &BrokerHandshake, vhost: &str, unfit: Unfit) -> Attempt {
+    let hang_up = handshake.hang_up();
+    let refusal = hung_up(hang_up, Some(vhost));
+    if hang_up.is_probable_refused_login() {
+        Attempt::Refused(refusal)
+    } else {
+        Attempt::Unfit(unfit, refusal)
+    }
+}
+
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).
 async fn broker_handshake(
@@ -186,10 +202,12 @@ async fn broker_handshake(
             out.clear();
         }
         let n = match broker.read(&mut buf).await {
-            Ok(0) => {
-                return Err(gone(
-                    "closed the connection".into(),
-                    Unfit::Closed { stage },
+            Ok(0) => return Err(hang_up(&handshake, vhost, Unfit::Closed { stage })),
+            Err(e) if is_hang_up(&e) => {
+                return Err(hang_up(
+                    &handshake,
+                    vhost,
+                    Unfit::Failed { stage, source: e },
                 ))
             }
             Ok(n) => n,
@@ -207,7 +225,7 @@ async fn broker_handshake(
                 let _ = broker.write_all(&out).await;
                 let text = close.reply_text_lossy();
                 return Err(Attempt::Refused(Refusal::Reply {
-                    bytes: close_frame(close.reply_code, &text),
+                    bytes: broker_close_frame(&close),
                     level: Level::Warn,
                     reason: Reason::BrokerRefused {
                         code: close.reply_code,

@@ -1,0 +1,11 @@
+//! Fuzz target `client_handshake`: see `amqpprox::fuzzing::client_handshake` for the input layout
+//! and the invariants. Holds no logic of its own (never diverges from the
+//! stable replay in tests/fuzz_corpus.rs): it only calls that function,
+//! which panics on a broken invariant.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    amqpprox::fuzzing::client_handshake(data);
+});
