@@ -5,11 +5,13 @@
 #
 #   ci/bench.sh                     full run (several minutes)
 #   ci/bench.sh --quick             smoke run, ~10x smaller (under a minute)
-#   ci/bench.sh --scenario large    one scenario (large, small, connections,
-#                                   connections-tls,
-#                                   latency, idle)
-#   ci/bench.sh --rabbitmq          lapin publishes to RabbitMQ at :5672,
-#                                   with and without confirms
+#   ci/bench.sh --scenario large    one scenario (large, small, trickle,
+#                                   trickle-confirm, connections,
+#                                   connections-tls, latency, idle)
+#   ci/bench.sh --rabbitmq          lapin and pika publish to RabbitMQ at
+#                                   :5672, with and without confirms
+#   ci/bench.sh --no-haproxy        leave out HAProxy (otherwise the
+#                                   `external` target whenever installed)
 #   ci/bench.sh --micro             frame scanner / handshake micro-benchmarks
 #   ci/bench.sh --help              every option
 #

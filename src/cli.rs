@@ -1,5 +1,5 @@
 //! The `amqpprox` command line: the original's flags, defaults, messages and
-//! exit codes (docs/flags.md#flags), plus this project's `--shards`,
+//! exit codes (docs/flags.md#flags), plus this project's `--shards`, `--cpus`,
 //! `--handshakeTimeoutMs`, `--connectTimeoutMs`, `--metricsPort` and
 //! `--version`.
 //!
@@ -46,6 +46,80 @@ pub struct Options {
     /// `--upgradeGraceMs`: once a new process has taken over, how long
     /// this one lets its connections end on their own before it drains.
     pub upgrade_grace: Duration,
+    /// `--cpus`: where the shard threads run.
+    pub cpus: CpuPlacement,
+}
+
+/// Where shard threads run (`--cpus`, docs/flags.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuPlacement {
+    /// The default: shard i pinned to the i-th CPU this process may use
+    /// (round robin when there are more shards than CPUs).
+    Usable,
+    /// Shard i pinned to the i-th CPU of the list (round robin).
+    List(Vec<usize>),
+    /// `none`: no pinning; the kernel moves shard threads where it likes,
+    /// which suits a machine whose cores other busy processes share.
+    Unpinned,
+}
+
+impl CpuPlacement {
+    /// The CPU shard `index` is pinned to, given the CPUs this process may
+    /// use; `None` leaves it unpinned.
+    pub fn cpu_for(&self, index: usize, usable: &[usize]) -> Option<usize> {
+        match self {
+            CpuPlacement::Usable if !usable.is_empty() => Some(usable[index % usable.len()]),
+            CpuPlacement::Usable | CpuPlacement::Unpinned => None,
+            CpuPlacement::List(cpus) => cpus.get(index % cpus.len().max(1)).copied(),
+        }
+    }
+}
+
+/// Why a `--cpus` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuListError {
+    #[error("--cpus: {0:?} is not a CPU number or a range like 2-5")]
+    NotACpu(String),
+    #[error("--cpus: the range {first}-{last} runs backwards")]
+    Backwards { first: usize, last: usize },
+    #[error("--cpus: CPU {0} is listed twice")]
+    Repeated(usize),
+    #[error("--cpus: give a list such as 0,2-3, or none")]
+    Empty,
+}
+
+/// Parses `--cpus`: `none`, or a comma list of CPU numbers and inclusive
+/// ranges (`0,2-3`), kept in the order given (shard i takes the i-th).
+pub fn parse_cpus(text: &str) -> Result<CpuPlacement, CpuListError> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(CpuPlacement::Unpinned);
+    }
+    let number = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| CpuListError::NotACpu(t.trim().to_string()))
+    };
+    let mut cpus = Vec::new();
+    for item in text.split(',').filter(|i| !i.trim().is_empty()) {
+        let (first, last) = match item.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(item)?, number(item)?),
+        };
+        if last < first {
+            return Err(CpuListError::Backwards { first, last });
+        }
+        for cpu in first..=last {
+            if cpus.contains(&cpu) {
+                return Err(CpuListError::Repeated(cpu));
+            }
+            cpus.push(cpu);
+        }
+    }
+    if cpus.is_empty() {
+        return Err(CpuListError::Empty);
+    }
+    Ok(CpuPlacement::List(cpus))
 }
 
 /// `--listenPort --destinationDNS --destinationPort`: every vhost goes to one
@@ -134,6 +208,12 @@ pub fn command() -> Command {
                 .long("shards")
                 .value_parser(clap::value_parser!(u16).range(1..))
                 .help(format!("Number of data-path shards, one thread per core (default: usable cores, here {cores})")),
+        )
+        .arg(
+            Arg::new("cpus")
+                .long("cpus")
+                .value_parser(clap::builder::NonEmptyStringValueParser::new())
+                .help("CPUs the shards are pinned to, e.g. 0,2-3 (shard i on the i-th; --shards defaults to their number), or none: unpinned (default: every usable CPU)"),
         )
         .arg(
             Arg::new("handshakeTimeoutMs")
@@ -314,6 +394,14 @@ where
             code: 3,
         });
     }
+    let cpus = match matches.get_one::<String>("cpus") {
+        None => CpuPlacement::Usable,
+        Some(text) => parse_cpus(text).map_err(|e| CliExit {
+            message: e.to_string(),
+            to_stdout: false,
+            code: 1,
+        })?,
+    };
 
     Ok(Options {
         log_directory: PathBuf::from(
@@ -340,7 +428,10 @@ where
         shards: matches
             .get_one::<u16>("shards")
             .map(|n| usize::from(*n))
-            .unwrap_or_else(default_shards),
+            .unwrap_or(match &cpus {
+                CpuPlacement::List(list) => list.len(),
+                _ => default_shards(),
+            }),
         handshake_timeout: Duration::from_millis(
             *matches
                 .get_one::<u64>("handshakeTimeoutMs")
@@ -380,6 +471,7 @@ where
         upgrade_grace: Duration::from_millis(
             *matches.get_one::<u64>("upgradeGraceMs").unwrap_or(&10_000),
         ),
+        cpus,
     })
 }
 
@@ -444,6 +536,7 @@ mod tests {
         assert_eq!(o.spin_before_park, Duration::ZERO);
         assert_eq!(o.shards, default_shards());
         assert_eq!(o.metrics_port, None);
+        assert_eq!(o.cpus, CpuPlacement::Usable);
         let o = parse(["amqpprox", "--metricsPort", "9187"]).unwrap();
         assert_eq!(o.metrics_port, Some(9187));
     }
@@ -485,6 +578,36 @@ mod tests {
             let e = exit_of(&[&["--takeover", "/tmp/old"][..], extra].concat());
             assert_eq!(e.code, 1);
             assert!(e.message.contains("--takeover"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn cpus_pick_the_shard_cores_or_leave_them_unpinned() {
+        let o = parse(["amqpprox", "--cpus", "3,0-1"]).unwrap();
+        assert_eq!(o.cpus, CpuPlacement::List(vec![3, 0, 1]));
+        assert_eq!(o.shards, 3, "--shards defaults to the list's length");
+        let o = parse(["amqpprox", "--cpus", "1", "--shards", "2"]).unwrap();
+        assert_eq!(
+            (o.cpus.cpu_for(0, &[]), o.cpus.cpu_for(1, &[])),
+            (Some(1), Some(1))
+        );
+        let o = parse(["amqpprox", "--cpus", "none"]).unwrap();
+        assert_eq!(
+            (o.cpus.clone(), o.shards),
+            (CpuPlacement::Unpinned, default_shards())
+        );
+        assert_eq!(o.cpus.cpu_for(0, &[0, 1]), None);
+        assert_eq!(CpuPlacement::Usable.cpu_for(3, &[4, 6]), Some(6));
+        assert_eq!(CpuPlacement::Usable.cpu_for(0, &[]), None);
+        for (bad, why) in [
+            ("0,x", CpuListError::NotACpu("x".into())),
+            ("3-1", CpuListError::Backwards { first: 3, last: 1 }),
+            ("0,0-1", CpuListError::Repeated(0)),
+            (",", CpuListError::Empty),
+        ] {
+            assert_eq!(parse_cpus(bad), Err(why.clone()), "{bad}");
+            let e = exit_of(&["--cpus", bad]);
+            assert_eq!((e.code, e.message), (1, why.to_string()));
         }
     }
 

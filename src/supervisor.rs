@@ -74,6 +74,8 @@ pub enum StartError {
         text: String,
         reason: String,
     },
+    #[error("--cpus: CPU {cpu} is not one this process may run on (usable: {usable:?})")]
+    CpuNotUsable { cpu: usize, usable: Vec<usize> },
 }
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
@@ -98,10 +100,16 @@ pub fn run(options: Options) -> Result<i32, StartError> {
 
     // Shards first: without io_uring there is nothing to run.
     let cpus = shard::usable_cpus();
+    if let crate::cli::CpuPlacement::List(list) = &options.cpus {
+        // Checked here, not by the executor, so the refusal names the CPU.
+        if let Some(&cpu) = list.iter().find(|c| !cpus.is_empty() && !cpus.contains(c)) {
+            return Err(StartError::CpuNotUsable { cpu, usable: cpus });
+        }
+    }
     let (shard_tx, shard_rx) = flume::unbounded::<ShardEvent>();
     let mut handles = Vec::with_capacity(options.shards);
     for index in 0..options.shards {
-        let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+        let cpu = options.cpus.cpu_for(index, &cpus);
         handles.push(
             shard::spawn(
                 index,

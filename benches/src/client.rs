@@ -28,6 +28,7 @@ struct Fixed {
     start_ok: Vec<u8>,
     tune_ok_open: Vec<u8>,
     channel_open: Vec<u8>,
+    confirm_select: Vec<u8>,
     close: Vec<u8>,
 }
 
@@ -37,6 +38,7 @@ fn fixed() -> &'static Fixed {
         start_ok: frames::start_ok(),
         tune_ok_open: frames::tune_ok_and_open(),
         channel_open: frames::channel_open(1),
+        confirm_select: frames::confirm_select(1),
         close: frames::close(1),
     })
 }
@@ -139,6 +141,24 @@ impl Session {
     /// Writes bytes (pre-encoded messages) as they are.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).context("write to target")
+    }
+
+    /// Puts channel 1 in publisher-confirm mode (`Confirm.Select`, then
+    /// waits for `SelectOk`).
+    pub fn select_confirms(&mut self) -> Result<()> {
+        self.stream.write_all(&fixed().confirm_select)?;
+        self.reader
+            .expect(&mut self.stream, frames::CONFIRM_SELECT_OK)
+            .map(drop)
+    }
+
+    /// Writes one pre-encoded publish and waits for its `Basic.Ack`: a
+    /// client with one confirm in flight (pika's `BlockingConnection`).
+    pub fn publish_confirmed(&mut self, msg: &[u8]) -> Result<()> {
+        self.stream.write_all(msg).context("write to target")?;
+        self.reader
+            .expect(&mut self.stream, frames::BASIC_ACK)
+            .map(drop)
     }
 
     /// Writes `msg` and reads the same number of bytes back (echo broker).

@@ -88,8 +88,10 @@ struct RunArgs {
     /// of the dummy-broker scenarios.
     #[arg(long)]
     rabbitmq: bool,
-    /// Scenarios to run (comma-separated): large, small, connections,
-    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm.
+    /// Scenarios to run (comma-separated): large, small, trickle,
+    /// trickle-confirm, connections,
+    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm,
+    /// rabbit-pika, rabbit-pika-confirm.
     /// Default: all of the mode's.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
@@ -104,11 +106,17 @@ struct RunArgs {
     #[arg(long)]
     shards: Option<usize>,
     /// An external proxy command, started per run via `sh -c 'exec CMD'`.
-    /// `{port}` and `{broker_port}` are replaced, and BENCH_LISTEN_PORT and
+    /// `{port}`, `{broker_port}` and `{haproxy_cfg}` are replaced, and
+    /// BENCH_LISTEN_PORT and
     /// BENCH_BROKER_PORT are set; it must forward --external-port to the
     /// broker port.
     #[arg(long)]
     external: Option<String>,
+    /// Leave HAProxy out: without `--external`, a `haproxy` on the PATH is
+    /// the external target (`haproxy -db -f benches/haproxy.cfg`, or
+    /// `haproxy-tls.cfg` in front of a TLS broker).
+    #[arg(long)]
+    no_haproxy: bool,
     /// The port the external command listens on.
     #[arg(long, default_value_t = 5780)]
     external_port: u16,
@@ -134,13 +142,13 @@ struct RunArgs {
     /// WORK_DIR/micro.json with --micro).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Override: clients of large/small/rabbit.
+    /// Override: clients of large/small/trickle/rabbit.
     #[arg(long)]
     clients: Option<usize>,
-    /// Override: messages per client of large/small/rabbit.
+    /// Override: messages per client of large/small/trickle/rabbit.
     #[arg(long)]
     messages: Option<usize>,
-    /// Override: message body bytes of large/small/latency/rabbit.
+    /// Override: message body bytes of large/small/trickle/latency/rabbit.
     #[arg(long)]
     size: Option<usize>,
     /// Override: total connections of `connections` and `connections-tls`.
@@ -209,7 +217,12 @@ fn sizes(args: &RunArgs) -> Sizes {
     } else {
         Sizes::full()
     };
-    for t in [&mut s.large, &mut s.small] {
+    for t in [
+        &mut s.large,
+        &mut s.small,
+        &mut s.trickle,
+        &mut s.trickle_confirm,
+    ] {
         t.clients = args.clients.unwrap_or(t.clients);
         t.messages = args.messages.unwrap_or(t.messages);
         t.size = args.size.unwrap_or(t.size);
@@ -217,6 +230,11 @@ fn sizes(args: &RunArgs) -> Sizes {
     s.rabbit.clients = args.clients.unwrap_or(s.rabbit.clients);
     s.rabbit.messages = args.messages.unwrap_or(s.rabbit.messages);
     s.rabbit.size = args.size.unwrap_or(s.rabbit.size);
+    for p in [&mut s.pika, &mut s.pika_confirm] {
+        p.clients = args.clients.unwrap_or(p.clients);
+        p.messages = args.messages.unwrap_or(p.messages);
+        p.size = args.size.unwrap_or(p.size);
+    }
     for c in [&mut s.connections, &mut s.connections_tls] {
         c.total = args.connections.unwrap_or(c.total);
         c.parallel = args.parallel.unwrap_or(c.parallel);
@@ -246,10 +264,10 @@ fn build_plan(args: &RunArgs) -> Result<Plan> {
     let shards = args
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut targets = plan::default_targets(
-        shards,
-        args.external.clone().map(|c| (c, args.external_port)),
-    );
+    let external = args.external.clone().or_else(|| {
+        (!args.no_haproxy && procs::haproxy_installed()).then(|| procs::HAPROXY_COMMAND.into())
+    });
+    let mut targets = plan::default_targets(shards, external.map(|c| (c, args.external_port)));
     if !args.targets.is_empty() {
         for name in &args.targets {
             if !targets.iter().any(|t| &t.name == name) {

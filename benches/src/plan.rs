@@ -27,6 +27,8 @@ use std::time::Instant;
 pub enum Scenario {
     Large,
     Small,
+    Trickle,
+    TrickleConfirm,
     Connections,
     ConnectionsTls,
     Latency,
@@ -36,23 +38,34 @@ pub enum Scenario {
     /// RabbitMQ Stream protocol publish and consume (`stream`), opt-in:
     /// it needs the private stream node.
     Stream,
+    RabbitPika,
+    RabbitPikaConfirm,
 }
 
 impl Scenario {
-    pub const LOAD: [Scenario; 6] = [
+    pub const LOAD: [Scenario; 8] = [
         Scenario::Large,
         Scenario::Small,
+        Scenario::Trickle,
+        Scenario::TrickleConfirm,
         Scenario::Connections,
         Scenario::ConnectionsTls,
         Scenario::Latency,
         Scenario::Idle,
     ];
-    pub const RABBIT: [Scenario; 2] = [Scenario::RabbitPublish, Scenario::RabbitConfirm];
+    pub const RABBIT: [Scenario; 4] = [
+        Scenario::RabbitPublish,
+        Scenario::RabbitConfirm,
+        Scenario::RabbitPika,
+        Scenario::RabbitPikaConfirm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Large => "large",
             Scenario::Small => "small",
+            Scenario::Trickle => "trickle",
+            Scenario::TrickleConfirm => "trickle-confirm",
             Scenario::Connections => "connections",
             Scenario::ConnectionsTls => "connections-tls",
             Scenario::Latency => "latency",
@@ -60,13 +73,15 @@ impl Scenario {
             Scenario::RabbitPublish => "rabbit-publish",
             Scenario::RabbitConfirm => "rabbit-confirm",
             Scenario::Stream => "stream",
+            Scenario::RabbitPika => "rabbit-pika",
+            Scenario::RabbitPikaConfirm => "rabbit-pika-confirm",
         }
     }
 
     pub fn parse(name: &str) -> Result<Scenario> {
         Scenario::LOAD.into_iter().chain(Scenario::RABBIT).chain([Scenario::Stream]).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm, stream"
+                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm, rabbit-pika, rabbit-pika-confirm, stream"
             )
         })
     }
@@ -82,10 +97,10 @@ impl Scenario {
     }
 
     fn broker_mode(self) -> Mode {
-        if self == Scenario::Latency {
-            Mode::Echo
-        } else {
-            Mode::Discard
+        match self {
+            Scenario::Latency => Mode::Echo,
+            Scenario::TrickleConfirm => Mode::Confirm,
+            _ => Mode::Discard,
         }
     }
 }
@@ -95,18 +110,23 @@ impl Scenario {
 pub struct Sizes {
     pub large: Throughput,
     pub small: Throughput,
+    pub trickle: Throughput,
+    pub trickle_confirm: Throughput,
     pub connections: Connections,
     pub connections_tls: Connections,
     pub latency: Latency,
     pub idle_sessions: usize,
     pub rabbit: RabbitLoad,
+    pub pika: RabbitLoad,
+    pub pika_confirm: RabbitLoad,
 }
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 impl Sizes {
-    /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB, 20k
+    /// The targets table: 10 x 50 x 10 MiB, 10 x 100k x 1 KiB,
+    /// trickle 4 x 50k x 1 KiB (with one confirm in flight: 4 x 10k), 20k
     /// connections 100 at a time (plain, and with egress TLS), 20k round
     /// trips, 10k idle sessions.
     pub fn full() -> Sizes {
@@ -119,6 +139,16 @@ impl Sizes {
             small: Throughput {
                 clients: 10,
                 messages: 100_000,
+                size: KIB,
+            },
+            trickle: Throughput {
+                clients: 4,
+                messages: 50_000,
+                size: KIB,
+            },
+            trickle_confirm: Throughput {
+                clients: 4,
+                messages: 10_000,
                 size: KIB,
             },
             connections: Connections {
@@ -139,6 +169,16 @@ impl Sizes {
                 messages: 25_000,
                 size: KIB,
             },
+            pika: RabbitLoad {
+                clients: 2,
+                messages: 20_000,
+                size: KIB,
+            },
+            pika_confirm: RabbitLoad {
+                clients: 2,
+                messages: 4_000,
+                size: KIB,
+            },
         }
     }
 
@@ -153,6 +193,14 @@ impl Sizes {
             small: Throughput {
                 messages: 10_000,
                 ..full.small
+            },
+            trickle: Throughput {
+                messages: 5_000,
+                ..full.trickle
+            },
+            trickle_confirm: Throughput {
+                messages: 1_000,
+                ..full.trickle_confirm
             },
             connections: Connections {
                 total: 2_000,
@@ -170,6 +218,14 @@ impl Sizes {
             rabbit: RabbitLoad {
                 messages: 2_500,
                 ..full.rabbit
+            },
+            pika: RabbitLoad {
+                messages: 2_000,
+                ..full.pika
+            },
+            pika_confirm: RabbitLoad {
+                messages: 400,
+                ..full.pika_confirm
             },
         }
     }
@@ -274,6 +330,8 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
     let result = match scenario {
         Scenario::Large => scenarios::throughput(addr, s.large, probe),
         Scenario::Small => scenarios::throughput(addr, s.small, probe),
+        Scenario::Trickle => scenarios::trickle(addr, s.trickle, false, probe),
+        Scenario::TrickleConfirm => scenarios::trickle(addr, s.trickle_confirm, true, probe),
         Scenario::Connections => scenarios::connections(addr, s.connections, None, probe),
         Scenario::ConnectionsTls => {
             scenarios::connections(addr, s.connections_tls, client_tls, probe)
@@ -283,6 +341,8 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
         Scenario::RabbitPublish => rabbit::publish(port, s.rabbit, false, probe),
         Scenario::RabbitConfirm => rabbit::publish(port, s.rabbit, true, probe),
         Scenario::Stream => stream::roundtrip(addr, s.rabbit, probe),
+        Scenario::RabbitPika => rabbit::pika(port, s.pika, false, probe),
+        Scenario::RabbitPikaConfirm => rabbit::pika(port, s.pika_confirm, true, probe),
     };
     let output = procs::output_path(layout, target, &run_label);
     if let Some(p) = proc.as_mut() {
@@ -305,7 +365,13 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
     let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
     match scenario {
         Scenario::Large => format!("{:.0} MB/s", v("mb_per_s")),
-        Scenario::Small | Scenario::RabbitPublish | Scenario::RabbitConfirm => {
+        Scenario::Small
+        | Scenario::Trickle
+        | Scenario::TrickleConfirm
+        | Scenario::RabbitPublish
+        | Scenario::RabbitConfirm
+        | Scenario::RabbitPika
+        | Scenario::RabbitPikaConfirm => {
             format!("{:.0} msg/s", v("msgs_per_s"))
         }
         Scenario::Stream => format!(

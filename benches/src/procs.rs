@@ -236,7 +236,7 @@ pub fn start_target(
             cmd
         }
         TargetKind::External { command, port } => {
-            let command = expand(command, *port, upstream_port);
+            let command = expand(command, *port, upstream_port, upstream.tls_ca.is_some());
             let mut cmd = Command::new("sh");
             cmd.arg("-c").arg(format!("exec {command}"));
             cmd.env("BENCH_LISTEN_PORT", port.to_string())
@@ -264,11 +264,39 @@ pub fn listen_port(layout: &Layout, target: &Target) -> u16 {
     }
 }
 
-/// `{port}` and `{broker_port}` in an external command.
-fn expand(command: &str, port: u16, broker_port: u16) -> String {
+/// `{port}`, `{broker_port}` and `{haproxy_cfg}` (this crate's
+/// `haproxy.cfg`, or `haproxy-tls.cfg` in front of a TLS broker) in an
+/// external command.
+fn expand(command: &str, port: u16, broker_port: u16, tls: bool) -> String {
     command
         .replace("{port}", &port.to_string())
         .replace("{broker_port}", &broker_port.to_string())
+        .replace("{haproxy_cfg}", &haproxy_cfg(tls).display().to_string())
+}
+
+/// The HAProxy configuration this crate ships for a plain or TLS broker.
+pub fn haproxy_cfg(tls: bool) -> PathBuf {
+    let file = if tls {
+        "haproxy-tls.cfg"
+    } else {
+        "haproxy.cfg"
+    };
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
+}
+
+/// The external command used when none is given and HAProxy is installed:
+/// HAProxy in the foreground with this crate's configuration.
+pub const HAPROXY_COMMAND: &str = "haproxy -db -f {haproxy_cfg}";
+
+/// Whether an executable `haproxy` is on the PATH.
+pub fn haproxy_installed() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join("haproxy"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 fn spawn_ready(mut cmd: Command, name: &str, port: u16) -> Result<Proc> {
@@ -421,8 +449,18 @@ mod tests {
     #[test]
     fn external_command_placeholders() {
         assert_eq!(
-            expand("socat TCP-L:{port} TCP:127.0.0.1:{broker_port}", 1, 2),
+            expand(
+                "socat TCP-L:{port} TCP:127.0.0.1:{broker_port}",
+                1,
+                2,
+                false
+            ),
             "socat TCP-L:1 TCP:127.0.0.1:2"
         );
+        let plain = expand(HAPROXY_COMMAND, 1, 2, false);
+        let tls = expand(HAPROXY_COMMAND, 1, 2, true);
+        assert!(plain.ends_with("benches/haproxy.cfg"), "{plain}");
+        assert!(tls.ends_with("benches/haproxy-tls.cfg"), "{tls}");
+        assert!(haproxy_cfg(false).is_file() && haproxy_cfg(true).is_file());
     }
 }

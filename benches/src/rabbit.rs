@@ -1,6 +1,9 @@
 //! The real-RabbitMQ scenarios (`--rabbitmq`): lapin clients publish to a
 //! queue of their own on the broker at 127.0.0.1:5672 (guest/guest), with
-//! and without publisher confirms, straight or through a target.
+//! and without publisher confirms, straight or through a target; and the
+//! same with pika (`rabbit-pika`, `rabbit-pika-confirm`), a real client that
+//! writes each publish on its own, one Python process per client
+//! (`benches/pika_publish.py`, run with the test venv's Python).
 //!
 //! Owns the lapin connections of one run and the queues they declare (one
 //! per client, purged and deleted at the end). Never touches other queues or
@@ -15,6 +18,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Unconfirmed messages one client keeps in flight with confirms on.
@@ -130,4 +136,108 @@ async fn publisher(
             .await?;
     }
     Ok(())
+}
+
+/// The Python that has pika: `AMQPPROX_BENCH_PYTHON`, or the test venv
+/// (`target/test-venv`, made by the test scripts).
+fn pika_python() -> std::path::PathBuf {
+    std::env::var_os("AMQPPROX_BENCH_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python"),
+        Into::into,
+    )
+}
+
+/// `load.clients` pika processes publish `load.messages` each through
+/// `port`; the clock runs from "go" (all connected) until the last "done".
+pub fn pika(port: u16, load: RabbitLoad, confirms: bool, probe: Probe) -> Result<Metrics> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pika_publish.py");
+    let python = pika_python();
+    let mut children = Vec::with_capacity(load.clients);
+    for _ in 0..load.clients {
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script)
+            .arg(port.to_string())
+            .arg(load.messages.to_string())
+            .arg(load.size.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if confirms {
+            cmd.arg("--confirms");
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {} (set AMQPPROX_BENCH_PYTHON)", python.display()))?;
+        children.push(Publisher::new(child));
+    }
+    for c in &mut children {
+        c.expect("ready")?;
+    }
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    for c in &mut children {
+        c.go()?;
+    }
+    for c in &mut children {
+        c.expect("done")?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    for c in children {
+        c.finish()?;
+    }
+    let messages = (load.clients * load.messages) as f64;
+    let mut m = Metrics::new();
+    m.insert("secs".into(), secs);
+    m.insert("msgs_per_s".into(), messages / secs);
+    m.insert("mb_per_s".into(), messages * load.size as f64 / 1e6 / secs);
+    used.record(&mut m);
+    used.record_per(&mut m, "us_per_msg", messages / 1e6);
+    Ok(m)
+}
+
+/// One pika process and the line protocol of `pika_publish.py`; killed if
+/// dropped before it finished.
+struct Publisher {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Publisher {
+    fn new(mut child: std::process::Child) -> Publisher {
+        let stdout = child.stdout.take().expect("piped stdout");
+        Publisher {
+            child,
+            lines: std::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// Waits for the line `want` (bounded: the script's sockets time out).
+    fn expect(&mut self, want: &str) -> Result<()> {
+        match self.lines.next() {
+            Some(Ok(line)) if line.trim() == want => Ok(()),
+            other => anyhow::bail!("pika publisher: expected {want:?}, got {other:?}"),
+        }
+    }
+
+    fn go(&mut self) -> Result<()> {
+        let stdin = self.child.stdin.as_mut().context("pika stdin")?;
+        stdin.write_all(b"go\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "pika publisher exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

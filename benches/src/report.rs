@@ -189,6 +189,27 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 row.ratio = ratio_of("msgs_per_s");
                 row.cpu = cpu("cpu_us_per_msg", "us/msg");
             }
+            // pika writes each publish on its own: trickle from a real client.
+            "trickle" | "trickle-confirm" | "rabbit-pika" | "rabbit-pika-confirm" => {
+                let rate = get(m, "msgs_per_s").unwrap_or(f64::NAN);
+                row.value = format!("{} msg/s", fmt_num(rate));
+                row.ratio = ratio_of("msgs_per_s");
+                row.cpu = cpu("cpu_us_per_msg", "us/msg");
+                if proxy_shards(target).is_some() {
+                    row.goal = match median_of(scenario, EXTERNAL) {
+                        Some(e) => {
+                            let vs = |k: &str| Some(get(m, k)? / get(&e, k)?);
+                            let (r, c) = (vs("msgs_per_s"), vs("cpu_us_per_msg"));
+                            if let (Some(r), Some(c)) = (r, c) {
+                                row.pass = Some(r >= 1.0 && c <= 1.0);
+                            }
+                            let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
+                            format!("vs external: rate {} >= 1, CPU/msg {} <= 1", x(r), x(c))
+                        }
+                        None => "rate >= external, CPU/msg <= external: no external run".into(),
+                    };
+                }
+            }
             "connections" => {
                 row.value = format!(
                     "{} conn/s",
@@ -319,7 +340,13 @@ pub fn cpu_table(rows: &[Row]) -> String {
                 "connections" | "connections-tls" => ("us_per_conn", "us/conn"),
                 "latency" => ("us_per_rt", "us/rt"),
                 "idle" => ("us_per_session", "us/sess"),
-                "rabbit-publish" | "rabbit-confirm" | "stream" => ("us_per_msg", "us/msg"),
+                "trickle"
+                | "trickle-confirm"
+                | "rabbit-publish"
+                | "rabbit-confirm"
+                | "rabbit-pika"
+                | "rabbit-pika-confirm"
+                | "stream" => ("us_per_msg", "us/msg"),
                 _ => return None,
             };
             let parts =
@@ -475,6 +502,32 @@ mod tests {
         assert_eq!((rows[3].goal.as_str(), rows[3].pass), ("-", None));
         let alone = super::rows(&[c("proxy-2", 1400.0)]);
         assert_eq!(alone[0].goal, ">= 1.30x external: no external run");
+    }
+
+    #[test]
+    fn trickle_goal_is_rate_and_cpu_against_external() {
+        let t = |target: &str, rate: f64, cpu: f64| {
+            run(
+                "trickle",
+                target,
+                &[("msgs_per_s", rate), ("cpu_us_per_msg", cpu)],
+            )
+        };
+        let runs = vec![
+            t(DIRECT, 100.0, 0.0),
+            t("proxy-1", 90.0, 9.0),
+            t("proxy-2", 80.0, 11.0),
+            t(EXTERNAL, 85.0, 10.0),
+        ];
+        let rows = rows(&runs);
+        assert_eq!(
+            rows[1].goal,
+            "vs external: rate 1.06x >= 1, CPU/msg 0.90x <= 1"
+        );
+        assert_eq!(rows[1].pass, Some(true));
+        assert_eq!(rows[2].pass, Some(false), "slower and dearer than external");
+        assert_eq!((rows[3].goal.as_str(), rows[3].pass), ("-", None));
+        assert!(cpu_table(&rows).contains("us/msg"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The load scenarios against one running target: throughput (`large`,
-//! `small`), `connections` (also `connections-tls`, whose clients speak TLS
+//! `small`), `trickle` (one write per publish, with or without waiting for
+//! each confirm), `connections` (also `connections-tls`, whose clients speak TLS
 //! only when they go straight to the TLS broker), `latency` and `idle`,
 //! each returning its
 //! metrics, with the target process's CPU time and memory read around the
@@ -182,6 +183,66 @@ pub fn throughput(addr: SocketAddr, t: Throughput, probe: Probe) -> Result<Metri
     put(&mut m, "msgs_per_s", messages / secs);
     used.record(&mut m);
     used.record_per(&mut m, "s_per_gb", bytes / 1e9);
+    used.record_per(&mut m, "us_per_msg", messages / 1e6);
+    Ok(m)
+}
+
+/// Trickle traffic: C clients each publish N messages of S bytes with one
+/// `write` per message, as pika, the Java and the Go clients do (each
+/// publish leaves as its own small segment, so the target wakes for each
+/// rather than reading a batch). With `confirm`, channel 1 is in confirm
+/// mode and each client waits for every message's `Basic.Ack` before the
+/// next (pika's `BlockingConnection`: one confirm in flight). The clock runs
+/// from the moment all are connected until the last `CloseOk`.
+pub fn trickle(addr: SocketAddr, t: Throughput, confirm: bool, probe: Probe) -> Result<Metrics> {
+    let (one, _) = frames::message_batch(t.size, 1);
+    let one = Arc::new(one);
+    let ready = Arc::new(Barrier::new(t.clients + 1));
+    let go = Arc::new(Barrier::new(t.clients + 1));
+    let handles: Vec<_> = (0..t.clients)
+        .map(|_| {
+            let (one, ready, go) = (one.clone(), ready.clone(), go.clone());
+            spawn_load(move || -> Result<()> {
+                // Both barriers are always reached, as in `throughput`.
+                let session = Session::open(addr).and_then(|mut s| {
+                    if confirm {
+                        s.select_confirms()?;
+                    }
+                    Ok(s)
+                });
+                ready.wait();
+                go.wait();
+                let mut session = session?;
+                for _ in 0..t.messages {
+                    if confirm {
+                        session.publish_confirmed(&one)?;
+                    } else {
+                        session.write(&one)?;
+                    }
+                }
+                session.close()
+            })
+        })
+        .collect();
+    ready.wait();
+    let cpu0 = probe.cpu();
+    let t0 = Instant::now();
+    go.wait();
+    let results: Vec<Result<()>> = handles
+        .into_iter()
+        .map(|h| h.join().expect("load thread panicked"))
+        .collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let used = probe.cpu().since(&cpu0);
+    for r in results {
+        r.context("trickle publisher")?;
+    }
+    let messages = (t.clients * t.messages) as f64;
+    let mut m = Metrics::new();
+    put(&mut m, "secs", secs);
+    put(&mut m, "msgs_per_s", messages / secs);
+    put(&mut m, "mb_per_s", messages * t.size as f64 / 1e6 / secs);
+    used.record(&mut m);
     used.record_per(&mut m, "us_per_msg", messages / 1e6);
     Ok(m)
 }
@@ -427,6 +488,17 @@ mod end_to_end {
             idle(sink, 3, NO_PROBE).is_err(),
             "idle needs a process to weigh"
         );
+
+        let t = Throughput {
+            clients: 2,
+            messages: 300,
+            size: 1024,
+        };
+        let m = trickle(sink, t, false, NO_PROBE).unwrap();
+        assert!(m["msgs_per_s"] > 0.0);
+        let confirming = broker(Mode::Confirm);
+        let m = trickle(confirming, t, true, NO_PROBE).unwrap();
+        assert!(m["msgs_per_s"] > 0.0);
 
         let echo = broker(Mode::Echo);
         let m = latency(

@@ -12,7 +12,9 @@
 //! buffered), never sends heartbeats, never resumes TLS sessions, and never
 //! validates more than framing: it is a load sink, not a broker.
 
-use crate::load::frames::{self, ids, FRAME_HEARTBEAT, FRAME_METHOD};
+use crate::load::frames::{
+    self, ids, BASIC_ACK, CONFIRM_SELECT, CONFIRM_SELECT_OK, FRAME_HEARTBEAT, FRAME_METHOD,
+};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -22,11 +24,6 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-/// Confirm.Select and its answer (class 85).
-const CONFIRM_SELECT: (u16, u16) = (85, 10);
-const CONFIRM_SELECT_OK: (u16, u16) = (85, 11);
-/// Basic.Ack, the publisher confirm.
-const BASIC_ACK: (u16, u16) = (60, 80);
 /// The highest channel number the broker's Tune allows.
 const CHANNEL_MAX: usize = 2047;
 

@@ -43,6 +43,17 @@ pub fn channel_open(channel: u16) -> Vec<u8> {
     wire::channel_open(channel)
 }
 
+/// `Confirm.Select` and its answer (class 85), and `Basic.Ack`, the
+/// publisher confirm.
+pub const CONFIRM_SELECT: (u16, u16) = (85, 10);
+pub const CONFIRM_SELECT_OK: (u16, u16) = (85, 11);
+pub const BASIC_ACK: (u16, u16) = (60, 80);
+
+/// `Confirm.Select` (no-wait off) on `channel`.
+pub fn confirm_select(channel: u16) -> Vec<u8> {
+    reply(channel, CONFIRM_SELECT, &[0])
+}
+
 /// `Channel.Close` on `channel` (if non-zero) then `Connection.Close`, both
 /// 200 "bye".
 pub fn close(channel: u16) -> Vec<u8> {
