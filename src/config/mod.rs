@@ -168,6 +168,8 @@ pub struct Config {
     /// Listeners by port.
     pub listeners: BTreeMap<u16, Listener>,
     pub tls: TlsConfig,
+    /// How backends are health-checked (`BACKEND HEALTH`).
+    pub health: crate::health::HealthPolicy,
 }
 
 /// The view of the configuration a session takes when its vhost is known.

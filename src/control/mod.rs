@@ -168,6 +168,18 @@ impl ControlState {
         self.shared
             .config
             .store(ConfigSnapshot::new(self.config.clone()));
+        // The registry follows every committed configuration: new backends
+        // start unknown, changed ones start over, removed ones are gone.
+        let health = &self.shared.health;
+        if health.policy() != self.config.health {
+            health.set_policy(self.config.health);
+        }
+        health.sync(
+            self.config
+                .backends
+                .values()
+                .map(crate::health::ProbeTarget::from),
+        );
     }
 
     /// Publishes `draft` now, for a command that must have the shards see

@@ -40,6 +40,9 @@ pub struct Shared {
     pub hostname: String,
     /// The TLS configurations new connections use (`TLS` command, SIGHUP).
     pub tls: ArcSwap<crate::tls::Contexts>,
+    /// Every backend's health: routing skips the down ones; the control
+    /// thread keeps it in step with the configuration.
+    pub health: Arc<crate::health::HealthRegistry>,
     next_session: AtomicU64,
 }
 
@@ -56,6 +59,7 @@ impl Shared {
             broker_handshake_timeout: DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
             hostname: local_hostname(),
             tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
+            health: Arc::new(crate::health::HealthRegistry::new(Default::default())),
             next_session: AtomicU64::new(1),
         }
     }
