@@ -57,6 +57,21 @@ impl Default for HealthPolicy {
 }
 
 impl HealthPolicy {
+    /// `BACKEND HEALTH OFF`: no probe and no passive mark; every member is
+    /// always tried.
+    pub fn off(self) -> HealthPolicy {
+        HealthPolicy {
+            interval: None,
+            passive_fall: 0,
+            ..self
+        }
+    }
+
+    /// Whether nothing checks backends, so none is ever skipped.
+    pub fn is_off(&self) -> bool {
+        self.interval.is_none() && self.passive_fall == 0
+    }
+
     /// `Some(down_hold)` when nothing else would bring a down backend back.
     pub fn down_hold_without_probe(&self) -> Option<Duration> {
         match self.interval {

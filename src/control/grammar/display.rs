@@ -88,6 +88,7 @@ impl Display for BackendCommand {
             }
             BackendCommand::Delete { name } => write!(f, "BACKEND DELETE {name}"),
             BackendCommand::Print { json: j } => write!(f, "BACKEND PRINT{}", json(*j)),
+            BackendCommand::Health(c) => c.fmt(f),
         }
     }
 }

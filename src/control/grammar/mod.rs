@@ -12,10 +12,12 @@
 
 mod display;
 mod error;
+mod health;
 #[cfg(test)]
 mod tests;
 
 pub use error::ParseError;
+pub use health::{HealthCommand, HealthSetting, HealthSettings};
 
 use crate::config::{BackendSelector, PartitionPolicy, ProxyHeader};
 use crate::shard::ListenerKind;
@@ -80,6 +82,7 @@ pub enum BackendCommand {
     Add(NewBackend),
     Delete { name: String },
     Print { json: bool },
+    Health(HealthCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +337,7 @@ fn backend(args: &[&str]) -> Result<BackendCommand, ParseError> {
         "PRINT" => Ok(BackendCommand::Print {
             json: json_at(args, 1, "BACKEND PRINT")?,
         }),
+        "HEALTH" => health::parse(&args[1..]).map(BackendCommand::Health),
         other => Err(ParseError::SubcommandNotRecognized {
             word: other.to_string(),
         }),
