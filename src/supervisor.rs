@@ -44,6 +44,8 @@ pub enum StartError {
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
 pub fn run(options: Options) -> Result<i32, StartError> {
+    // Before anything opens a socket; logged once the verbosity is set.
+    let nofile = crate::fdlimit::raise_to_hard();
     let shared = Arc::new(
         Shared::new(
             ConfigSnapshot::new(Default::default()),
@@ -139,6 +141,10 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             &format!("LOG CONSOLE {}", options.console_verbosity),
         );
     }
+    match &nofile {
+        Ok(raise) => log::info!("Start: {raise}"),
+        Err(e) => log::warn!("Start: {e}"),
+    }
     if let Some(file) = &options.config_file {
         apply_config_file(&state, file)?;
     }
@@ -163,6 +169,13 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             }
         }
     }
+
+    // The probe follows the registry the control thread keeps in step with
+    // each committed configuration; it idles while the policy has no
+    // interval (docs/reliability.md#health-checks).
+    let _prober =
+        crate::health::Prober::spawn(Arc::clone(&shared.health), Arc::new(log_probe_change))
+            .map_err(StartError::Thread)?;
 
     // Served only now: the socket exists from the start (a client that
     // connects early waits in its backlog), but nobody sees a half-applied
@@ -200,6 +213,26 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(code)
+}
+
+/// A probe changed a backend's state: one line, naming it and why.
+fn log_probe_change(
+    name: &str,
+    recorded: crate::health::Recorded,
+    error: Option<&crate::health::ProbeError>,
+) {
+    match error {
+        Some(e) => log::warn!(
+            "Backend '{name}' is {} (was {}): probe failed: {e}",
+            recorded.after,
+            recorded.before
+        ),
+        None => log::warn!(
+            "Backend '{name}' is {} (was {}): probe succeeded",
+            recorded.after,
+            recorded.before
+        ),
+    }
 }
 
 /// SIGTERM and SIGINT start a drain instead of killing the process.
