@@ -204,12 +204,19 @@ impl Candidates<'_> {
         if let Some((backend, _)) = self.connected.take() {
             if let Some(recorded) = shard.shared.health.session_succeeded(&backend.name) {
                 if recorded.changed() {
+                    // Coming back from down is news; a first success is not.
+                    let level = if recorded.before == crate::health::HealthState::Down {
+                        Level::Warn
+                    } else {
+                        Level::Info
+                    };
                     session_log!(
-                        Level::Warn,
+                        level,
                         info,
-                        "Backend '{}' is {} again: a session reached Connection.OpenOk",
+                        "Backend '{}' is {} (was {}): a session reached Connection.OpenOk",
                         backend.name,
-                        recorded.after
+                        recorded.after,
+                        recorded.before
                     );
                 }
             }
@@ -257,8 +264,9 @@ fn report_skipped(shard: &ShardContext, info: &SessionInfo, skipped: &Skipped) {
             session_log!(
                 Level::Warn,
                 info,
-                "Backend '{name}' is {} after {} consecutive failures seen by sessions; last: {skipped}",
+                "Backend '{name}' is {} (was {}) after {} consecutive failures seen by sessions; last: {skipped}",
                 recorded.after,
+                recorded.before,
                 shard.shared.health.policy().passive_fall
             );
         }
