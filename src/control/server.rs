@@ -6,7 +6,16 @@
 //!
 //! Each control client gets its own thread with a read timeout, so a slow or
 //! silent client never blocks the proxy or other control clients; commands
-//! themselves run one at a time under the state's lock.
+//! themselves run one at a time under the state's lock. At most
+//! [`MAX_CLIENTS`] are served at once: past that a client gets
+//! [`TOO_MANY_CLIENTS`] and is closed.
+//!
+//! At the open-files limit the operator must still get in
+//! (docs/reliability.md#resource-limits): the server holds a few spare
+//! descriptors, gives one back to accept a client when `accept` fails for
+//! lack of them and takes it again when that client is done; without a
+//! spare it backs off (doubling, at most a second) and logs only some of
+//! the failures.
 //!
 //! `amqpprox_ctl` opts in to a status trailer by sending the line
 //! [`STATUS_HELLO`] first: the reply is then followed by a NUL byte and
@@ -14,6 +23,7 @@
 //! (`docs/differences.md`). Other clients see exactly the original's replies.
 
 use super::ControlState;
+use crate::fdlimit::{is_descriptor_exhaustion, AcceptBackoff, ClientSlots, DescriptorReserve};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -30,10 +40,22 @@ const MAX_LINE: u64 = 64 * 1024;
 /// How long a control client may take to send its line.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Control clients served at once.
+pub const MAX_CLIENTS: usize = 32;
+
+/// The reply to a client past [`MAX_CLIENTS`].
+pub const TOO_MANY_CLIENTS: &str =
+    "Too many control clients at once (at most 32); try again when one has finished.\n";
+
+/// Spare descriptors held for accepting control clients at the limit.
+const RESERVED_DESCRIPTORS: usize = 4;
+
 /// A bound control socket.
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Taken at bind, while descriptors are still to be had.
+    reserve: DescriptorReserve,
 }
 
 impl ControlServer {
@@ -49,6 +71,7 @@ impl ControlServer {
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
+            reserve: DescriptorReserve::new(RESERVED_DESCRIPTORS)?,
         })
     }
 
@@ -65,28 +88,97 @@ pub fn serve(
     on_exit: impl Fn() + Send + Sync + 'static,
 ) {
     let on_exit = Arc::new(on_exit);
-    for stream in server.listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
+    let reserve = Arc::new(Mutex::new(server.reserve));
+    let slots = ClientSlots::new(MAX_CLIENTS);
+    let mut backoff = AcceptBackoff::default();
+    // Refusals in a row, for logging only some of them.
+    let mut refused = 0u32;
+    loop {
+        let stream = match accept(&server.listener, &reserve) {
+            Ok(s) => {
+                if let Some(failures) = backoff.on_success() {
+                    log::info!("Control socket accepting again after {failures} failed accepts");
+                }
+                s
+            }
             Err(e) => {
-                log::warn!("Control socket accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                let step = backoff.on_failure();
+                if step.log {
+                    log::warn!(
+                        "Control socket accept failed: {e} ({} in a row; next try in {} ms)",
+                        step.failures,
+                        step.delay.as_millis()
+                    );
+                }
+                std::thread::sleep(step.delay);
                 continue;
             }
         };
+        let Some(slot) = slots.try_acquire() else {
+            refused = refused.saturating_add(1);
+            refuse_busy(
+                stream,
+                crate::fdlimit::should_log(refused).then_some(refused),
+            );
+            continue;
+        };
+        refused = 0;
         let state = Arc::clone(&state);
         let on_exit = Arc::clone(&on_exit);
+        let reserve = Arc::clone(&reserve);
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
                 if let Err(e) = handle(stream, &state, &*on_exit) {
                     log::debug!("Control client ended: {e}");
                 }
+                drop(slot);
+                // Its descriptor is closed now: take back any spare given.
+                reserve.lock().unwrap_or_else(|p| p.into_inner()).refill();
             });
         if let Err(e) = spawned {
             log::error!("Cannot start a control client thread: {e}");
         }
     }
+}
+
+/// Accepts one client; out of descriptors, gives back a spare and tries
+/// once more.
+fn accept(listener: &UnixListener, reserve: &Mutex<DescriptorReserve>) -> io::Result<UnixStream> {
+    match listener.accept() {
+        Ok((stream, _)) => Ok(stream),
+        Err(e) if is_descriptor_exhaustion(&e) => {
+            let mut reserve = reserve.lock().unwrap_or_else(|p| p.into_inner());
+            if !reserve.release() {
+                return Err(e);
+            }
+            listener.accept().map(|(stream, _)| stream)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Tells a client past the bound why it is closed (never waiting on it);
+/// `log`: the refusals in a row, when this one is to be logged.
+fn refuse_busy(mut stream: UnixStream, log: Option<u32>) {
+    if let Some(n) = log {
+        log::warn!(
+            "Control client refused: {MAX_CLIENTS} clients are being served ({n} refused in a row)"
+        );
+    }
+    // `amqpprox_ctl` sends its hello at once: when it is already here, the
+    // refusal gets the error trailer (best effort; the loop never waits).
+    let mut first = [0u8; STATUS_HELLO.len()];
+    let wants_status = stream.set_nonblocking(true).is_ok()
+        && matches!(stream.read(&mut first), Ok(n) if first[..n] == *STATUS_HELLO.as_bytes());
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let mut reply = TOO_MANY_CLIENTS.as_bytes().to_vec();
+    if wants_status {
+        reply.extend_from_slice(b"\0error");
+    }
+    let _ = stream.write_all(&reply);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
@@ -102,7 +194,9 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
 
 fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // Reads through a borrow, not a dup: a client costs one descriptor,
+    // which matters at the open-files limit.
+    let mut reader = BufReader::new(&stream);
     let Some(mut line) = read_line(&mut reader)? else {
         return Ok(());
     };

@@ -190,9 +190,15 @@ impl Shard {
         let port = addr.port();
         let task = glommio::spawn_local(async move {
             let accept_loop = async {
+                let mut backoff = crate::fdlimit::AcceptBackoff::default();
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
+                            if let Some(failures) = backoff.on_success() {
+                                log::info!(
+                                    "Accepting on port {port} again after {failures} failed accepts"
+                                );
+                            }
                             glommio::spawn_local(session::run(
                                 Rc::clone(&context),
                                 stream,
@@ -203,9 +209,19 @@ impl Shard {
                         }
                         Err(e) => {
                             // Out of file descriptors, mostly: back off
-                            // instead of spinning, keep serving the rest.
-                            log::warn!("Accept on port {port} failed: {e}");
-                            glommio::timer::sleep(Duration::from_millis(50)).await;
+                            // (doubling, at most 1 s) and log only some
+                            // failures, so the log is not flooded while the
+                            // sessions already here keep being served
+                            // (docs/reliability.md#resource-limits).
+                            let step = backoff.on_failure();
+                            if step.log {
+                                log::warn!(
+                                    "Accept on port {port} failed: {e} ({} in a row; next try in {} ms)",
+                                    step.failures,
+                                    step.delay.as_millis()
+                                );
+                            }
+                            glommio::timer::sleep(step.delay).await;
                         }
                     }
                 }
