@@ -90,6 +90,7 @@ pub fn serve(
     let on_exit = Arc::new(on_exit);
     let reserve = Arc::new(Mutex::new(server.reserve));
     let slots = ClientSlots::new(MAX_CLIENTS);
+    let refuser = start_refuser();
     let mut backoff = AcceptBackoff::default();
     // Refusals in a row, for logging only some of them.
     let mut refused = 0u32;
@@ -116,10 +117,15 @@ pub fn serve(
         };
         let Some(slot) = slots.try_acquire() else {
             refused = refused.saturating_add(1);
-            refuse_busy(
-                stream,
-                crate::fdlimit::should_log(refused).then_some(refused),
-            );
+            if crate::fdlimit::should_log(refused) {
+                log::warn!(
+                    "Control client refused: {MAX_CLIENTS} clients are being served ({refused} refused in a row)"
+                );
+            }
+            // A full queue means a flood: those are just closed.
+            if let Some(refuser) = &refuser {
+                let _ = refuser.try_send(stream);
+            }
             continue;
         };
         refused = 0;
@@ -158,23 +164,58 @@ fn accept(listener: &UnixListener, reserve: &Mutex<DescriptorReserve>) -> io::Re
     }
 }
 
-/// Tells a client past the bound why it is closed (never waiting on it);
-/// `log`: the refusals in a row, when this one is to be logged.
-fn refuse_busy(mut stream: UnixStream, log: Option<u32>) {
-    if let Some(n) = log {
-        log::warn!(
-            "Control client refused: {MAX_CLIENTS} clients are being served ({n} refused in a row)"
-        );
+/// How long a refused client may take to send its request, which is read
+/// before the refusal so that closing never resets the connection.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Refused clients waiting for the refusing thread; more are just closed.
+const REFUSAL_QUEUE: usize = 64;
+
+/// Starts the thread that answers clients past the bound, one at a time,
+/// so the accept loop never waits on them.
+fn start_refuser() -> Option<flume::Sender<UnixStream>> {
+    let (tx, rx) = flume::bounded::<UnixStream>(REFUSAL_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("control-refuse".into())
+        .spawn(move || {
+            for stream in rx.iter() {
+                refuse_busy(stream);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            log::error!("Cannot start the control refusal thread: {e}");
+            None
+        }
     }
-    // `amqpprox_ctl` sends its hello at once: when it is already here, the
-    // refusal gets the error trailer (best effort; the loop never waits).
-    let mut first = [0u8; STATUS_HELLO.len()];
-    let wants_status = stream.set_nonblocking(true).is_ok()
-        && matches!(stream.read(&mut first), Ok(n) if first[..n] == *STATUS_HELLO.as_bytes());
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+}
+
+/// Reads the client's request (its hello and line, or what comes within
+/// the timeout), then says why it is closed; the error trailer when it
+/// asked for one.
+fn refuse_busy(mut stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(REFUSAL_READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(REFUSAL_READ_TIMEOUT));
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 256];
+    let wanted_lines = |request: &[u8]| {
+        if request.starts_with(STATUS_HELLO.as_bytes()) {
+            2
+        } else {
+            1
+        }
+    };
+    while request.iter().filter(|b| **b == b'\n').count() < wanted_lines(&request)
+        && (request.len() as u64) < MAX_LINE
+    {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+        }
+    }
     let mut reply = TOO_MANY_CLIENTS.as_bytes().to_vec();
-    if wants_status {
+    if request.starts_with(STATUS_HELLO.as_bytes()) {
         reply.extend_from_slice(b"\0error");
     }
     let _ = stream.write_all(&reply);
