@@ -114,6 +114,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         .collect();
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
+    hub.set_health(Arc::clone(&shared.health));
     crate::stats::start(
         hub,
         collectors,

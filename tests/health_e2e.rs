@@ -11,12 +11,13 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::control::ctl_bin;
 use support::dummy_broker::{AfterOpen, DummyBroker, Script};
-use support::proxy::ProxyProcess;
+use support::proxy::{free_port, ProxyBuilder, ProxyProcess};
 use support::raw::{self, RawConn};
 use support::wait::{deadline_in, poll_until, wait_until};
 
@@ -54,12 +55,32 @@ impl DeadPort {
 }
 
 fn proxy() -> ProxyProcess {
-    ProxyProcess::builder("unused", 1)
-        .shards(2)
-        .without_simple_mode()
-        .handshake_timeout_ms(30_000)
-        .connect_timeout_ms(5_000)
-        .start()
+    proxy_with(|b| b)
+}
+
+fn proxy_with(customise: impl FnOnce(ProxyBuilder) -> ProxyBuilder) -> ProxyProcess {
+    customise(
+        ProxyProcess::builder("unused", 1)
+            .shards(2)
+            .without_simple_mode()
+            .handshake_timeout_ms(30_000)
+            .connect_timeout_ms(5_000),
+    )
+    .start()
+}
+
+/// The body of `GET /metrics` on `port`.
+fn metrics(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    text
 }
 
 fn configure(proxy: &ProxyProcess, lines: &[String]) {
@@ -145,7 +166,8 @@ fn sessions_to(log: &str, backend: &str) -> usize {
 fn the_probe_marks_a_dead_member_down_skips_it_and_brings_it_back() {
     let mut dead = DeadPort::new();
     let alive = DummyBroker::start(Script::new(AfterOpen::Hold));
-    let proxy = proxy();
+    let metrics_port = free_port();
+    let proxy = proxy_with(|b| b.arg("--metricsPort").arg(metrics_port.to_string()));
     farm(
         &proxy,
         dead.addr.port(),
@@ -175,6 +197,13 @@ fn the_probe_marks_a_dead_member_down_skips_it_and_brings_it_back() {
         .unwrap();
     assert_eq!(dead_json["health"]["state"], "down", "{json}");
     assert_eq!(dead_json["health"]["lastError"]["by"], "probe", "{json}");
+    let text = metrics(metrics_port);
+    for line in [
+        "amqpprox_backend_health{backend=\"dead\",state=\"down\"} 1",
+        "amqpprox_backend_health{backend=\"alive\",state=\"up\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 
     // Round-robin would give the dead member every other session: none
     // goes there, not even a connect attempt.
@@ -197,6 +226,21 @@ fn the_probe_marks_a_dead_member_down_skips_it_and_brings_it_back() {
         "no session tried the dead member:\n{}",
         proxy.log_files()
     );
+
+    // A live session's backend health is in CONN json.
+    let mut held = RawConn::connect_local(proxy.port);
+    let open_ok = raw::client_handshake(&mut held, "health-held", "/");
+    assert!(open_ok.is_method(0, 10, 41), "{}", open_ok.describe());
+    let (json, code) = ctl_bin(&proxy.control_socket, "CONN json");
+    assert_eq!(code, 0, "{json}");
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&json).expect("CONN json");
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["backend"] == "alive" && s["backend_health"] == "up"),
+        "{json}"
+    );
+    drop(held);
 
     // Alive again: RISE probes bring it back and sessions reach it.
     let revived = dead.revive();

@@ -8,6 +8,7 @@
 //! shard, never touches a session's sockets, and never decides a route by
 //! itself: routing asks it which members to skip.
 
+pub mod metrics;
 pub mod probe;
 pub mod registry;
 pub mod state;

@@ -98,10 +98,11 @@ fn route(request_line: &str, hub: &StatsHub) -> (&'static str, String) {
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let snapshot = hub.latest();
-            (
-                "200 OK",
-                super::prometheus::render(snapshot.as_deref(), hub.buffer_size()),
-            )
+            let mut body = super::prometheus::render(snapshot.as_deref(), hub.buffer_size());
+            if let Some(health) = hub.health() {
+                body.push_str(&crate::health::metrics::render_prometheus(health));
+            }
+            ("200 OK", body)
         }
         ("GET" | "HEAD", _) => ("404 Not Found", "Not found: try /metrics\n".into()),
         _ => ("405 Method Not Allowed", "Only GET and HEAD\n".into()),
