@@ -109,4 +109,7 @@ if (( missing != 0 )); then
     printf '\nFAILED: RabbitMQ end-to-end tests missing from the run\n'
     exit 1
 fi
+
+step "ci/fuzz.sh 10 (every fuzz target for 10 s; says why and passes where nightly or cargo-fuzz is missing)"
+ci/fuzz.sh 10
 printf '\nOK: all checks and tests passed (RabbitMQ tests via %s)\n' "$AMQPPROX_TEST_TARGET"
