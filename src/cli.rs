@@ -31,6 +31,9 @@ pub struct Options {
     pub spin_before_park: Duration,
     /// `--drainTimeoutMs`: how long a SIGTERM drain waits for clients.
     pub drain_timeout: Duration,
+    /// `--dnsRecheckMs`: how often DNS backends are looked up again to move
+    /// sessions off addresses that left their answer (zero: never).
+    pub dns_recheck: Duration,
     /// `--metricsPort`: Prometheus `/metrics` on this port (off when unset
     /// or 0).
     pub metrics_port: Option<u16>,
@@ -159,6 +162,13 @@ pub fn command() -> Command {
                 .default_value("30000")
                 .value_parser(clap::value_parser!(u64))
                 .help("On SIGTERM or SIGINT: stop accepting, ask every client to reconnect (Connection.Close 320), exit once they have gone or after this time"),
+        )
+        .arg(
+            Arg::new("dnsRecheckMs")
+                .long("dnsRecheckMs")
+                .default_value("30000")
+                .value_parser(clap::value_parser!(u64))
+                .help("Look up every ADD_DNS backend's host this often and move sessions off addresses that have left its answer (0: never)"),
         )
         .arg(
             Arg::new("metricsPort")
@@ -302,6 +312,9 @@ where
         drain_timeout: Duration::from_millis(
             *matches.get_one::<u64>("drainTimeoutMs").unwrap_or(&30_000),
         ),
+        dns_recheck: Duration::from_millis(
+            *matches.get_one::<u64>("dnsRecheckMs").unwrap_or(&30_000),
+        ),
         metrics_port: matches
             .get_one::<u16>("metricsPort")
             .copied()
@@ -353,6 +366,7 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.broker_handshake_timeout, Duration::from_secs(5));
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
+        assert_eq!(o.dns_recheck, Duration::from_secs(30));
         assert_eq!(o.spin_before_park, Duration::ZERO);
         assert_eq!(o.shards, default_shards());
         assert_eq!(o.metrics_port, None);

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod dns_watch;
 pub mod fdlimit;
 pub mod fuzzing;
 pub mod handoff;

@@ -1,5 +1,6 @@
 //! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
-//! made with socket2, TCP_NODELAY and keepalive on every session socket,
+//! made with socket2, TCP_NODELAY and keepalive on every session socket (set
+//! once on a listener, inherited by what it accepts; per broker socket),
 //! name resolution off the shard, connects bounded by a timeout, and the one
 //! timeout race ([`with_timeout`]) every bounded step uses.
 //!
@@ -12,11 +13,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Opens one shard's listener on `addr`. Every shard binds the same port with
 /// SO_REUSEPORT, so the kernel spreads new connections across shards.
+///
+/// The listener carries the session socket options ([`tune_listener`]), so
+/// the sockets it accepts need no `setsockopt` of their own.
 ///
 /// Returns the listener's raw descriptor beside it, because glommio's listener
 /// does not expose it and [`stop_listening`] needs it.
@@ -24,6 +28,7 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<(TcpListener, RawFd)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    tune_listener(&socket)?;
     if addr.is_ipv6() {
         // `[::]` serves IPv4 too unless the operator asked for v6 only.
         socket.set_only_v6(false)?;
@@ -58,11 +63,23 @@ pub fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// TCP_NODELAY (clients that wait for each confirm slow down 15-35x
-/// without it) and keepalive, on a session socket.
+/// without it) and keepalive, on a broker socket.
 pub fn tune_session_socket(stream: &TcpStream) -> io::Result<()> {
     // SAFETY: the fd stays open for the duration of the borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = SockRef::from(&fd);
+    session_options(SockRef::from(&fd))
+}
+
+/// The session socket options on a listening socket. Linux copies a
+/// listener's socket options into every socket it accepts, so clients get
+/// TCP_NODELAY (before any TLS flight: Nagle would hold it back) and
+/// keepalive without four `setsockopt` calls per connection. A listener
+/// received from another process (a hitless upgrade) gets them here too.
+pub fn tune_listener(listener: &impl AsFd) -> io::Result<()> {
+    session_options(SockRef::from(listener))
+}
+
+fn session_options(sock: SockRef<'_>) -> io::Result<()> {
     sock.set_nodelay(true)?;
     sock.set_tcp_keepalive(
         &TcpKeepalive::new()
@@ -179,6 +196,30 @@ mod tests {
             .expect("a glommio executor (io_uring) starts")
             .join()
             .expect("the executor thread ends")
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_session_options_from_the_listener() {
+        let (nodelay, keepalive, idle, interval) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            let accepted = listener.accept().await.unwrap();
+            // SAFETY: the fd stays open while `accepted` lives.
+            let fd = unsafe { BorrowedFd::borrow_raw(accepted.as_raw_fd()) };
+            let sock = SockRef::from(&fd);
+            (
+                sock.nodelay().unwrap(),
+                sock.keepalive().unwrap(),
+                sock.keepalive_time().unwrap(),
+                sock.keepalive_interval().unwrap(),
+            )
+        });
+        assert!(nodelay && keepalive);
+        assert_eq!(
+            (idle, interval),
+            (Duration::from_secs(60), Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! affinity); the round-robin selector picks the starting member of each
 //! partition and advances its marker exactly once per session, and the
 //! session then tries every member at most once, partition by partition.
+//! Drained members are left out while the farm has a member that is not
+//! drained; [`misplaced`] says which live sessions must leave their
+//! backend after a change (docs/routing.md#draining-a-backend).
 //! Plain functions over a [`ConfigSnapshot`]: no I/O, no locks (the markers
 //! are atomics shared by snapshots).
 
@@ -128,11 +131,19 @@ pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError
 
 /// Every member of `farm` once: partition by partition, each partition
 /// rotated to start at its marker. Members deleted since the farm was made
-/// are skipped.
+/// are skipped, and so are drained members unless every member is drained.
 fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
     let parts = partitions(config, farm);
+    let skip_drained = has_undrained_member(config, farm);
     let mut order = Vec::with_capacity(farm.members.len());
     for (i, part) in parts.iter().enumerate() {
+        // Drained members leave the rotation before it is applied, so the
+        // rest share the load evenly.
+        let part: Vec<&Backend> = part
+            .iter()
+            .filter_map(|name| config.backends.get(name))
+            .filter(|b| !(skip_drained && config.drained.contains(&b.name)))
+            .collect();
         // Every partition's marker moves once per session, so a fallback
         // partition shares the load evenly too when the preferred one is down.
         let start = farm
@@ -140,12 +151,96 @@ fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
             .get(i)
             .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
         for k in 0..part.len() {
-            if let Some(b) = config.backends.get(&part[(start + k) % part.len()]) {
-                order.push(b.clone());
-            }
+            order.push(part[(start + k) % part.len()].clone());
         }
     }
     order
+}
+
+/// Whether some existing member of `farm` is not drained.
+fn has_undrained_member(config: &Config, farm: &Farm) -> bool {
+    farm.members
+        .iter()
+        .any(|m| config.backends.contains_key(m) && !config.drained.contains(m))
+}
+
+/// Why a live session must leave its backend (the client is told 320 and
+/// reconnects through the proxy).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misplaced {
+    #[error("backend '{0}' is drained")]
+    Drained(String),
+    #[error("backend '{0}' was deleted")]
+    Deleted(String),
+    #[error("farm '{farm}' was deleted")]
+    FarmDeleted { farm: String },
+    #[error("backend '{backend}' is no longer a member of farm '{farm}'")]
+    LeftFarm { farm: String, backend: String },
+}
+
+/// Whether a session of `vhost`, routed `via` a farm or a mapping onto
+/// `backend`, must move under `config`. It must when its backend was
+/// deleted, when the farm that chose it was deleted or no longer lists it,
+/// or when it is drained while that farm has a member that is not; and
+/// only if its vhost can be routed somewhere else now, since moving a
+/// client that would be refused helps nobody. Mapping changes alone move
+/// nothing (configuration applies to new sessions, as in the original),
+/// and a session mapped straight to a backend moves only when that backend
+/// is deleted.
+pub fn misplaced(config: &Config, vhost: &str, via: &Mapping, backend: &str) -> Option<Misplaced> {
+    let why = if !config.backends.contains_key(backend) {
+        Misplaced::Deleted(backend.to_string())
+    } else {
+        let Mapping::Farm(farm_name) = via else {
+            return None;
+        };
+        match config.farms.get(farm_name) {
+            None => Misplaced::FarmDeleted {
+                farm: farm_name.clone(),
+            },
+            Some(farm) if !farm.members.iter().any(|m| m == backend) => Misplaced::LeftFarm {
+                farm: farm_name.clone(),
+                backend: backend.to_string(),
+            },
+            Some(farm)
+                if config.drained.contains(backend) && has_undrained_member(config, farm) =>
+            {
+                Misplaced::Drained(backend.to_string())
+            }
+            Some(_) => return None,
+        }
+    };
+    destinations(config, vhost)
+        .iter()
+        .any(|d| *d != backend)
+        .then_some(why)
+}
+
+/// The backends a new session of `vhost` could be sent to now, in no
+/// particular order (no round-robin marker moves).
+fn destinations<'a>(config: &'a Config, vhost: &str) -> Vec<&'a str> {
+    let farm_name = match config.mappings.get(vhost) {
+        Some(Mapping::Backend(name)) => {
+            return config
+                .backends
+                .get_key_value(name)
+                .map(|(k, _)| k.as_str())
+                .into_iter()
+                .collect();
+        }
+        Some(Mapping::Farm(name)) => Some(name),
+        None => config.default_farm.as_ref(),
+    };
+    let Some(farm) = farm_name.and_then(|f| config.farms.get(f)) else {
+        return Vec::new();
+    };
+    let skip_drained = has_undrained_member(config, farm);
+    farm.members
+        .iter()
+        .filter(|m| config.backends.contains_key(*m))
+        .filter(|m| !(skip_drained && config.drained.contains(*m)))
+        .map(String::as_str)
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,6 +357,103 @@ mod tests {
         snap.config.mappings.clear();
         snap.config.default_farm = Some("missing".into());
         assert!(!vhost_independent(&snap.config));
+    }
+
+    #[test]
+    fn drained_members_leave_the_rotation_until_all_are_drained() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", ""), ("b3", "")], vec![], "");
+        snap.config.drained.insert("b2".into());
+        let firsts: Vec<String> = (0..30)
+            .map(|_| route(&snap, "/").unwrap().candidates[0].name.clone())
+            .collect();
+        for b in ["b1", "b3"] {
+            assert_eq!(firsts.iter().filter(|f| *f == b).count(), 15, "{firsts:?}");
+        }
+        assert_eq!(names(&route(&snap, "/").unwrap()), ["b1", "b3"]);
+        // Nothing left undrained: every member is tried again, in rotation.
+        snap.config.drained.extend(["b1".into(), "b3".into()]);
+        assert_eq!(route(&snap, "/").unwrap().candidates.len(), 3);
+    }
+
+    #[test]
+    fn a_drained_partition_falls_through_to_the_next() {
+        let mut snap = config_with_farm(
+            &[("a1", "dc-a"), ("b1", "dc-b"), ("b2", "dc-b")],
+            vec![PartitionPolicy::DatacenterAffinity],
+            "dc-b",
+        );
+        snap.config.drained.extend(["b1".into(), "b2".into()]);
+        assert_eq!(names(&route(&snap, "/").unwrap()), ["a1"]);
+    }
+
+    #[test]
+    fn what_moves_a_live_session() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", "")], vec![], "");
+        let via = Mapping::Farm("f".into());
+        let c = &mut snap.config;
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        c.drained.insert("b1".into());
+        assert_eq!(
+            misplaced(c, "/", &via, "b1"),
+            Some(Misplaced::Drained("b1".into()))
+        );
+        // Mapped straight to it: nowhere else to go.
+        assert_eq!(
+            misplaced(c, "/", &Mapping::Backend("b1".into()), "b1"),
+            None
+        );
+        // Every member drained: staying is as good as moving.
+        c.drained.insert("b2".into());
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        c.drained.clear();
+        c.farms.get_mut("f").unwrap().members.retain(|m| m != "b2");
+        assert_eq!(
+            misplaced(c, "/", &via, "b2"),
+            Some(Misplaced::LeftFarm {
+                farm: "f".into(),
+                backend: "b2".into()
+            })
+        );
+        c.backends.remove("b2");
+        assert_eq!(
+            misplaced(c, "/", &via, "b2"),
+            Some(Misplaced::Deleted("b2".into()))
+        );
+    }
+
+    #[test]
+    fn a_session_with_nowhere_else_to_go_stays() {
+        let mut snap = config_with_farm(&[("b1", ""), ("b2", "")], vec![], "");
+        let via = Mapping::Farm("f".into());
+        let c = &mut snap.config;
+        // FARM DELETE then FARM ADD of the same name: nothing moves in the
+        // gap (every vhost would be refused), then only what left moves.
+        let farm = c.farms.remove("f").unwrap();
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        let mut smaller = farm.clone();
+        smaller.members = vec!["b1".into()];
+        c.farms.insert("f".into(), smaller);
+        assert_eq!(misplaced(c, "/", &via, "b1"), None);
+        assert!(matches!(
+            misplaced(c, "/", &via, "b2"),
+            Some(Misplaced::LeftFarm { .. })
+        ));
+        // The only member deleted: nothing else to reach.
+        c.backends.remove("b2");
+        c.farms.get_mut("f").unwrap().members = vec!["b2".into()];
+        assert_eq!(misplaced(c, "/", &via, "b2"), None);
+        // A deleted farm, and the vhost now goes to a farm without it.
+        c.farms.insert("g".into(), farm);
+        c.farms.remove("f");
+        c.mappings.insert("v".into(), Mapping::Farm("g".into()));
+        c.backends.insert("b2".into(), c.backends["b1"].clone());
+        c.farms.get_mut("g").unwrap().members = vec!["b1".into()];
+        assert_eq!(
+            misplaced(c, "v", &via, "b2"),
+            Some(Misplaced::FarmDeleted { farm: "f".into() })
+        );
+        // ... or to one that lists it: it stays.
+        assert_eq!(misplaced(c, "v", &via, "b1"), None);
     }
 
     #[test]

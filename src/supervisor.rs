@@ -52,7 +52,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             options.handshake_timeout,
             options.connect_timeout,
         )
-        .with_broker_handshake_timeout(options.broker_handshake_timeout),
+        .with_broker_handshake_timeout(options.broker_handshake_timeout)
+        .with_move_grace(options.drain_timeout),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 
@@ -112,6 +113,12 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             }) as crate::stats::Collector
         })
         .collect();
+    crate::dns_watch::start(
+        Arc::clone(&shared),
+        handles.iter().map(|h| h.inbox.clone()).collect(),
+        options.dns_recheck,
+    )
+    .map_err(StartError::Thread)?;
     let state = Arc::new(Mutex::new(ControlState::new(Arc::clone(&shared), handles)));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
     hub.set_health(Arc::clone(&shared.health));
@@ -354,12 +361,15 @@ fn apply_config_file(
         file: name.clone(),
         error,
     })?;
+    // One lock for the whole file: no command from another thread (a
+    // control client, a signal) lands in the middle of it.
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let reply = run_internal(state, line);
+        let reply = state.execute(line);
         if reply.error {
             return Err(StartError::ConfigFile {
                 file: name,

@@ -91,6 +91,9 @@ fn dump_replays_to_the_same_configuration() {
             FARM PARTITION f datacenter-affinity
             FARM ADD_MANUAL e round-robin v1
             BACKEND DELETE gone
+            BACKEND DRAIN v1
+            BACKEND DRAIN dns
+            BACKEND UNDRAIN dns
             MAP FARM orders f
             MAP BACKEND / plain
             MAP FARM elsewhere nosuchfarm
@@ -125,7 +128,7 @@ fn dump_replays_to_the_same_configuration() {
         "BACKEND ADD v1 dc1 localhost 5673 SEND-PROXY\n",
         "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\n",
         "BACKEND ADD_DNS dns dc2 localhost 5675 SEND-PROXY TLS\n",
-        "BACKEND HEALTH INTERVAL 1500 TIMEOUT 2000 RISE 3 FALL 3 PASSIVE_FALL 0 DOWN_HOLD 2500\n",
+        "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\nBACKEND DRAIN v1\nBACKEND HEALTH INTERVAL 1500 TIMEOUT 2000 RISE 3 FALL 3 PASSIVE_FALL 0 DOWN_HOLD 2500\nFARM",
         "FARM ADD e round-robin v1\n",
         "FARM ADD f round-robin v2tls plain dns\n",
         "FARM PARTITION f datacenter-affinity\nFARM PARTITION f datacenter-affinity\n",

@@ -36,7 +36,7 @@ fn backend_commands_and_errors() {
         = b3 (dc1): 127.0.0.1 127.0.0.1:5674 PROXY PROTOCOL V2 ENABLED
         = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
         > BACKEND PRINT json
-        = {"backends":[{"name":"b1","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5672,"dns":false,"proxyProtocol":null,"tls":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b2","datacenter":"dc2","host":"127.0.0.1","ip":"127.0.0.1","port":5673,"dns":false,"proxyProtocol":"v1","tls":true,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b3","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5674,"dns":false,"proxyProtocol":"v2","tls":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b4","datacenter":"dc2","host":"rabbit.example.com","ip":null,"port":5672,"dns":true,"proxyProtocol":"v1","tls":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}}]}
+        = {"backends":[{"name":"b1","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5672,"dns":false,"proxyProtocol":null,"tls":false,"drained":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b2","datacenter":"dc2","host":"127.0.0.1","ip":"127.0.0.1","port":5673,"dns":false,"proxyProtocol":"v1","tls":true,"drained":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b3","datacenter":"dc1","host":"127.0.0.1","ip":"127.0.0.1","port":5674,"dns":false,"proxyProtocol":"v2","tls":false,"drained":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}},{"name":"b4","datacenter":"dc2","host":"rabbit.example.com","ip":null,"port":5672,"dns":true,"proxyProtocol":"v1","tls":false,"drained":false,"health":{"state":"unknown","sinceMs":null,"consecutiveFailures":0,"lastError":null}}]}
         ! BACKEND ADD b1 dc9 127.0.0.1 1
         = Failed to insert backend: 'b1 (dc9): 127.0.0.1 127.0.0.1:1', error code: 1
         ! BACKEND ADD b5 dc1 127.0.0.1
@@ -56,6 +56,20 @@ fn backend_commands_and_errors() {
         ! BACKEND frob
         = Subcommand 'FROB' not recognized.
         > BACKEND DELETE b3
+        > BACKEND PRINT
+        = b1 (dc1): 127.0.0.1 127.0.0.1:5672
+        = b2 (dc2): 127.0.0.1 127.0.0.1:5673 PROXY PROTOCOL V1 ENABLED TLS
+        = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
+        > BACKEND DRAIN b2
+        > BACKEND PRINT
+        = b1 (dc1): 127.0.0.1 127.0.0.1:5672
+        = b2 (dc2): 127.0.0.1 127.0.0.1:5673 PROXY PROTOCOL V1 ENABLED TLS DRAINED
+        = b4 (dc2): rabbit.example.com :5672 PROXY PROTOCOL V1 ENABLED
+        ! BACKEND DRAIN nope
+        = Backend 'nope' not found.
+        ! BACKEND UNDRAIN
+        = UNDRAIN requires a name argument
+        > BACKEND UNDRAIN b2
         > BACKEND PRINT
         = b1 (dc1): 127.0.0.1 127.0.0.1:5672
         = b2 (dc2): 127.0.0.1 127.0.0.1:5673 PROXY PROTOCOL V1 ENABLED TLS

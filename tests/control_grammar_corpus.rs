@@ -94,6 +94,9 @@ const SEEDS: &[&str] = &[
     "BACKEND\tPRINT",
     "BACKEND ADD b d\u{3000}h 1",
     "VHOST PAUSE caf\u{e9}\r\n",
+    "BACKEND DRAIN b1",
+    "BACKEND UNDRAIN",
+    "backend undrain b1 extra",
 ];
 
 fn root() -> PathBuf {

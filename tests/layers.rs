@@ -21,6 +21,7 @@ const ORDER: &[&str] = &[
     "stats",
     "session",
     "shard",
+    "dns_watch",
     "control",
     "supervisor",
 ];

@@ -165,6 +165,9 @@ pub struct Config {
     pub datacenter: String,
     /// Vhosts whose new sessions are held at `Open` (`VHOST PAUSE`).
     pub paused_vhosts: BTreeSet<String>,
+    /// Backends new sessions avoid and live sessions leave
+    /// (`BACKEND DRAIN`); a deleted backend leaves this set too.
+    pub drained: BTreeSet<String>,
     /// Listeners by port.
     pub listeners: BTreeMap<u16, Listener>,
     pub tls: TlsConfig,

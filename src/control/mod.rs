@@ -163,7 +163,12 @@ impl ControlState {
     }
 
     /// Makes `draft` the configuration and publishes it to the shards.
+    /// When routing changed, the shards then move the sessions it no longer
+    /// places on their backend (`BACKEND DRAIN`, `DELETE`, `FARM DELETE`;
+    /// `docs/routing.md#draining-a-backend`), before the command's reply
+    /// goes out.
     fn commit(&mut self, draft: Config) {
+        let routing_changed = routing_differs(&self.config, &draft);
         self.config = draft;
         self.shared
             .config
@@ -180,6 +185,26 @@ impl ControlState {
                 .values()
                 .map(crate::health::ProbeTarget::from),
         );
+        if routing_changed {
+            self.stats.set_backends(
+                self.config
+                    .backends
+                    .keys()
+                    .map(|name| crate::stats::BackendState {
+                        name: name.clone(),
+                        drained: self.config.drained.contains(name),
+                    })
+                    .collect(),
+            );
+            let moved: usize = self
+                .ask_shards(|reply| ShardCommand::MoveMisplaced { reply })
+                .into_iter()
+                .flatten()
+                .sum();
+            if moved > 0 {
+                log::info!("Asked {moved} sessions to move to another backend");
+            }
+        }
     }
 
     /// Publishes `draft` now, for a command that must have the shards see
@@ -194,6 +219,16 @@ impl ControlState {
             let _ = shard.inbox.send(ShardCommand::Shutdown);
         }
     }
+}
+
+/// Whether a change can move live sessions: what `routing::misplaced`
+/// reads differs.
+fn routing_differs(before: &Config, after: &Config) -> bool {
+    before.backends != after.backends
+        || before.farms != after.farms
+        || before.drained != after.drained
+        || before.mappings != after.mappings
+        || before.default_farm != after.default_farm
 }
 
 #[cfg(test)]
@@ -269,5 +304,60 @@ mod tests {
             Reply::error("Invalid port provided.\n")
         );
         assert!(s.execute("EXIT").exit);
+    }
+
+    #[test]
+    fn routing_changes_ask_the_shards_to_move_sessions_and_others_do_not() {
+        let shared = Arc::new(Shared::new(
+            ConfigSnapshot::new(Config::default()),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ));
+        let (inbox, commands) = flume::unbounded();
+        // A stand-in shard: answers every move request and notes whether
+        // the snapshot it sees then already has b1 drained, which shows
+        // the change was published before the shards were asked.
+        let seen = Arc::clone(&shared);
+        let shard = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for command in commands.iter() {
+                if let ShardCommand::MoveMisplaced { reply } = command {
+                    asked.push(seen.config.load().config.drained.contains("b1"));
+                    let _ = reply.send(0);
+                }
+            }
+            asked
+        });
+        let mut s = ControlState::new(shared, vec![crate::shard::ShardHandle { index: 0, inbox }]);
+        for line in [
+            "BACKEND ADD b1 dc1 127.0.0.1 5672",
+            "BACKEND ADD b2 dc1 127.0.0.1 5673",
+            "FARM ADD f round-robin b1 b2",
+            "BACKEND DRAIN b1",
+            "BACKEND DRAIN b1",
+            "MAP DEFAULT f",
+        ] {
+            assert_eq!(s.execute(line), Reply::empty(), "{line}");
+        }
+        for line in ["VHOST PAUSE v", "DATACENTER SET dc1", "BACKEND PRINT"] {
+            assert!(!s.execute(line).error, "{line}");
+        }
+        assert!(s.shared.config.load().config.drained.contains("b1"));
+        assert_eq!(
+            s.stats.backends(),
+            [
+                crate::stats::BackendState {
+                    name: "b1".into(),
+                    drained: true
+                },
+                crate::stats::BackendState {
+                    name: "b2".into(),
+                    drained: false
+                }
+            ]
+        );
+        drop(s);
+        // Five lines changed routing; the repeated DRAIN and the others did not.
+        assert_eq!(shard.join().unwrap(), [false, false, false, true, true]);
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! `CONFIG DUMP` prints, one command a line, in an order that replays:
 //! `DATACENTER SET` (when set), `BACKEND ADD`/`ADD_DNS` (sorted by name),
-//! per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
+//! `BACKEND DRAIN`s, per farm (sorted by name) `FARM ADD` then its `FARM PARTITION`s in the
 //! order applied, the `MAP BACKEND`/`MAP FARM` lines (sorted by vhost),
 //! `MAP DEFAULT`, the `TLS` settings, `VHOST PAUSE`s, and last the
 //! `LISTEN`s, so that a replay serves clients only once routing and TLS are
@@ -78,6 +78,8 @@ pub struct BackendJson<'a> {
     dns: bool,
     proxy_protocol: Option<&'static str>,
     tls: bool,
+    /// `BACKEND DRAIN`: left out of routing, its sessions moved.
+    drained: bool,
     /// Shown by `BACKEND PRINT json`, not by `CONFIG DUMP json` (state,
     /// not configuration).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +193,7 @@ pub fn backends_json<'a>(
                 ProxyHeader::V2 => Some("v2"),
             },
             tls: b.tls,
+            drained: config.drained.contains(&b.name),
             health: health.map(|r| health_json(r, &b.name)),
         })
         .collect()
@@ -336,6 +339,12 @@ pub fn dump(config: &Config) -> String {
             .backends
             .values()
             .map(|b| backend_command(b).to_string()),
+    );
+    lines.extend(
+        config
+            .drained
+            .iter()
+            .map(|name| Command::Backend(BackendCommand::Drain { name: name.clone() }).to_string()),
     );
     if config.health != HealthPolicy::default() {
         lines.push(health_command(&config.health).to_string());

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `--drainTimeoutMs` when not given.
+pub const DEFAULT_MOVE_GRACE: Duration = Duration::from_secs(30);
+
 /// `--brokerHandshakeTimeoutMs` when not given.
 pub const DEFAULT_BROKER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,6 +46,9 @@ pub struct Shared {
     /// Every backend's health: routing skips the down ones; the control
     /// thread keeps it in step with the configuration.
     pub health: Arc<crate::health::HealthRegistry>,
+    /// How long a session told to leave its backend (`BACKEND DRAIN`) may
+    /// take to answer before both its sides are closed (`--drainTimeoutMs`).
+    pub move_grace: Duration,
     next_session: AtomicU64,
 }
 
@@ -60,8 +66,15 @@ impl Shared {
             hostname: local_hostname(),
             tls: ArcSwap::from_pointee(crate::tls::Contexts::default()),
             health: Arc::new(crate::health::HealthRegistry::new(Default::default())),
+            move_grace: DEFAULT_MOVE_GRACE,
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The same, with `--drainTimeoutMs` as the grace of a moved session.
+    pub fn with_move_grace(mut self, grace: Duration) -> Shared {
+        self.move_grace = grace;
+        self
     }
 
     /// The same, with `--brokerHandshakeTimeoutMs`.

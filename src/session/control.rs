@@ -21,6 +21,11 @@ pub enum Ending {
     /// The proxy is shutting down (SIGTERM): like `Graceful`, but the
     /// client is told 320 so that it reconnects, to another proxy.
     Drain,
+    /// Its backend was drained, deleted, taken out of the farm that chose
+    /// it, or its address left the backend's DNS answer: like `Drain`, but
+    /// the client is told that it reconnects through this proxy, which
+    /// routes it to another member (docs/routing.md#draining-a-backend).
+    Move,
     /// Close both sockets now, no AMQP frames.
     Force,
 }
@@ -32,6 +37,10 @@ impl Ending {
             Ending::Drain => (
                 320,
                 "CONNECTION_FORCED - amqpprox is shutting down, please reconnect",
+            ),
+            Ending::Move => (
+                320,
+                "CONNECTION_FORCED - amqpprox is moving this connection to another broker, please reconnect",
             ),
             _ => (200, "OK"),
         }
@@ -63,6 +72,11 @@ impl SessionControl {
 
     pub fn ending(&self) -> Option<Ending> {
         self.ending.get()
+    }
+
+    /// Whether the session was asked to leave its backend (`CONN` shows it).
+    pub fn moving(&self) -> bool {
+        self.ending.get() == Some(Ending::Move)
     }
 
     pub fn set_paused(&self, paused: bool) {

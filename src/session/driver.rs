@@ -77,6 +77,9 @@ pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, k
         Ok(established) => {
             // The vhost is known from here: a `TRACE vhost` may apply.
             shard.trace_on_open(&info);
+            // Routed by the configuration before a change that concerns its
+            // backend (a drain while it was connecting): moved at once.
+            shard.move_if_misplaced(&info);
             super::passthrough::run(&shard, &info, client, established).await
         }
         Err(Refusal::Reply {
@@ -144,8 +147,9 @@ async fn await_close_ok(client: &mut Stream) {
 }
 
 /// Resolves when the session must end before it is established: the
-/// operator forced it (closed without a word), or the proxy is draining
-/// (the client is told 320, to reconnect elsewhere).
+/// operator forced it (closed without a word), or the proxy is draining or
+/// the broker being connected to is leaving (the client is told 320, to
+/// reconnect).
 async fn forced<T>(info: &SessionInfo) -> Result<T, Refusal> {
     loop {
         let generation = info.control.generation();
@@ -157,8 +161,8 @@ async fn forced<T>(info: &SessionInfo) -> Result<T, Refusal> {
                     reason: Reason::Forced,
                 })
             }
-            Some(Ending::Drain) => {
-                let (code, text) = Ending::Drain.client_close();
+            Some(how @ (Ending::Drain | Ending::Move)) => {
+                let (code, text) = how.client_close();
                 return Err(refuse(code, text.into(), Level::Info));
             }
             _ => {}

@@ -15,6 +15,7 @@ mod context;
 pub mod control;
 mod driver;
 pub mod establish;
+pub mod moving;
 mod passthrough;
 pub mod pool;
 pub mod pump;
@@ -164,6 +165,9 @@ pub struct SessionInfo {
     pub egress_local: Cell<Option<SocketAddr>>,
     pub egress_remote: Cell<Option<SocketAddr>>,
     pub backend: RefCell<String>,
+    /// The farm or direct mapping that chose the backend: whether a live
+    /// session must move after a change depends on it (`routing::misplaced`).
+    pub via: RefCell<Option<crate::config::Mapping>>,
     pub phase: Cell<Phase>,
     pub handshake: Cell<HandshakeKind>,
     pub disconnect: Cell<Disconnect>,
@@ -193,6 +197,7 @@ impl SessionInfo {
             egress_local: Cell::new(None),
             egress_remote: Cell::new(None),
             backend: RefCell::new(String::new()),
+            via: RefCell::new(None),
             phase: Cell::new(Phase::ClientHandshake),
             handshake: Cell::new(HandshakeKind::Proxied),
             disconnect: Cell::new(Disconnect::NotDisconnected),

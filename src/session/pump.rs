@@ -256,7 +256,7 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(Ending::Graceful | Ending::Drain) => {
+                    Some(Ending::Graceful | Ending::Drain | Ending::Move) => {
                         return Box::pin(self.ingress_closing(scanner)).await
                     }
                     Some(_) => return DirectionEnd::Stopped,
@@ -389,7 +389,7 @@ where
             let ending = self.control.ending();
             if scanner.at_frame_boundary() {
                 match ending {
-                    Some(how @ (Ending::Graceful | Ending::Drain)) => {
+                    Some(how @ (Ending::Graceful | Ending::Drain | Ending::Move)) => {
                         return Box::pin(self.egress_closing(scanner, how)).await
                     }
                     Some(_) => return DirectionEnd::Stopped,
@@ -414,7 +414,7 @@ where
     }
 
     /// Graceful end, broker side: tell the client (200 OK, or 320 when the
-    /// proxy drains), then discard the
+    /// proxy drains or moves the session off its broker), then discard the
     /// broker's frames until it acknowledges our Close (or closes itself).
     async fn egress_closing(&self, mut scanner: FrameScanner, how: Ending) -> DirectionEnd {
         let mut client = self.client.clone();

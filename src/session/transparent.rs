@@ -62,6 +62,7 @@ pub(super) async fn establish(
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });
     };
+    *info.via.borrow_mut() = Some(route.via.clone());
     // Each member in turn until one sends its Connection.Start: one that
     // closes or says nothing first is skipped, since nothing of it has
     // reached the client yet.

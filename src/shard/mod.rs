@@ -56,6 +56,16 @@ pub enum ShardCommand {
         filter: Option<crate::stats::trace::TraceFilter>,
         reply: flume::Sender<usize>,
     },
+    /// Move the sessions the configuration in force no longer places on
+    /// their backend (sent after every change to routing); replies with
+    /// how many were asked to move.
+    MoveMisplaced { reply: flume::Sender<usize> },
+    /// Move the sessions connected to an address a DNS backend's host no
+    /// longer resolves to; replies with how many.
+    MoveLeftResolution {
+        answer: session::moving::DnsAnswer,
+        reply: flume::Sender<usize>,
+    },
     /// Leave the executor: the process is exiting.
     Shutdown,
 }
@@ -94,6 +104,12 @@ pub struct SessionView {
     pub egress_local: Option<SocketAddr>,
     pub egress_remote: Option<SocketAddr>,
     pub backend: String,
+    /// `farm <name>` or `backend <name>`: what chose the backend.
+    pub via: Option<String>,
+    /// Its backend is drained (`BACKEND DRAIN`) in the configuration now.
+    pub backend_drained: bool,
+    /// Told to leave its backend (Close 320 sent or about to be).
+    pub moving: bool,
     pub in_bytes: u64,
     pub in_frames: u64,
     pub in_packets: u64,
@@ -109,7 +125,8 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    fn of(shard: usize, s: &SessionInfo) -> SessionView {
+    fn of(shard: usize, s: &SessionInfo, config: &crate::config::Config) -> SessionView {
+        let backend = s.backend.borrow().clone();
         SessionView {
             id: s.id,
             shard,
@@ -124,7 +141,13 @@ impl SessionView {
             ingress_local: s.ingress_local,
             egress_local: s.egress_local.get(),
             egress_remote: s.egress_remote.get(),
-            backend: s.backend.borrow().clone(),
+            backend_drained: config.drained.contains(&backend),
+            backend,
+            via: s.via.borrow().as_ref().map(|via| match via {
+                crate::config::Mapping::Farm(f) => format!("farm {f}"),
+                crate::config::Mapping::Backend(b) => format!("backend {b}"),
+            }),
+            moving: s.control.moving(),
             in_bytes: s.ingress.bytes.get(),
             in_frames: s.ingress.frames.get(),
             in_packets: s.ingress.packets.get(),
@@ -401,11 +424,12 @@ pub fn spawn(
                             shard.stop_listening(port, reply);
                         }
                         ShardCommand::Sessions { reply } => {
+                            let config = shard.shared.config.load();
                             let views = shard
                                 .sessions
                                 .borrow()
                                 .values()
-                                .map(|s| SessionView::of(index, s))
+                                .map(|s| SessionView::of(index, s, &config.config))
                                 .collect();
                             let _ = reply.send(views);
                         }
@@ -421,6 +445,12 @@ pub fn spawn(
                         }
                         ShardCommand::Trace { filter, reply } => {
                             let _ = reply.send(shard.set_trace(filter));
+                        }
+                        ShardCommand::MoveMisplaced { reply } => {
+                            let _ = reply.send(shard.move_misplaced());
+                        }
+                        ShardCommand::MoveLeftResolution { answer, reply } => {
+                            let _ = reply.send(shard.move_left_resolution(&answer));
                         }
                         ShardCommand::Shutdown => break,
                     }

@@ -98,7 +98,8 @@ fn route(request_line: &str, hub: &StatsHub) -> (&'static str, String) {
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let snapshot = hub.latest();
-            let mut body = super::prometheus::render(snapshot.as_deref(), hub.buffer_size());
+            let mut body =
+                super::prometheus::render(snapshot.as_deref(), hub.buffer_size(), &hub.backends());
             if let Some(health) = hub.health() {
                 body.push_str(&crate::health::metrics::render_prometheus(health));
             }

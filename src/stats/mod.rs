@@ -253,6 +253,14 @@ struct Listener {
 /// client that stops reading must not make the aggregator hold memory.
 const LISTENER_BACKLOG: usize = 64;
 
+/// One configured backend's operator state, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendState {
+    pub name: String,
+    /// `BACKEND DRAIN`: new sessions avoid it, its sessions were moved.
+    pub drained: bool,
+}
+
 /// What the control thread, the aggregator and the metrics server share.
 pub struct StatsHub {
     listeners: Mutex<Vec<Listener>>,
@@ -265,6 +273,8 @@ pub struct StatsHub {
     buffer_size: AtomicUsize,
     /// Backends' health, appended to `/metrics` (set at start).
     health: std::sync::OnceLock<std::sync::Arc<crate::health::HealthRegistry>>,
+    /// Every configured backend, set by the control thread on each change.
+    backends: Mutex<Vec<BackendState>>,
 }
 
 impl Default for StatsHub {
@@ -278,6 +288,7 @@ impl Default for StatsHub {
             trace: Mutex::new(None),
             buffer_size: AtomicUsize::new(0),
             health: std::sync::OnceLock::new(),
+            backends: Mutex::new(Vec::new()),
         }
     }
 }
@@ -323,6 +334,16 @@ impl StatsHub {
 
     pub fn per_source(&self) -> bool {
         self.per_source.load(Ordering::Relaxed)
+    }
+
+    /// Records the configured backends and their states (the control
+    /// thread, after a change).
+    pub fn set_backends(&self, backends: Vec<BackendState>) {
+        *lock(&self.backends) = backends;
+    }
+
+    pub fn backends(&self) -> Vec<BackendState> {
+        lock(&self.backends).clone()
     }
 
     /// The last snapshot, if a tick has happened.

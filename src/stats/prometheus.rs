@@ -8,7 +8,7 @@
 //! while per-source collection is disabled. Per-shard series (`shard`
 //! label) show imbalance between cores. Pure rendering; no I/O.
 
-use super::{Series, Snapshot};
+use super::{BackendState, Series, Snapshot};
 use std::fmt::Write as _;
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -76,8 +76,13 @@ fn per_series(
 
 /// The exposition of `snapshot` (families without samples before the
 /// first tick).
-/// `buffer_size`: one pump buffer's size, shown before the first tick too.
-pub fn render(snapshot: Option<&Snapshot>, buffer_size: usize) -> String {
+/// `buffer_size`: one pump buffer's size, shown before the first tick too;
+/// `backends`: the configured backends, whose state shows at once.
+pub fn render(
+    snapshot: Option<&Snapshot>,
+    buffer_size: usize,
+    backends: &[BackendState],
+) -> String {
     let empty = Snapshot::default();
     let s = snapshot.unwrap_or(&empty);
     let mut out = String::with_capacity(4096 + s.series.len() * 1024);
@@ -183,8 +188,24 @@ pub fn render(snapshot: Option<&Snapshot>, buffer_size: usize) -> String {
         ],
     );
     shards(&mut out, s, buffer_size);
+    backend_states(&mut out, backends);
     process(&mut out, s);
     out
+}
+
+/// One sample per configured backend, labelled by its name (the traffic
+/// series' `backend` label is the address a session connected to).
+fn backend_states(out: &mut String, backends: &[BackendState]) {
+    let name = "amqpprox_backend_drained";
+    header(
+        out,
+        name,
+        "gauge",
+        "1 while BACKEND DRAIN keeps new sessions away from the backend and moves its sessions to other members.",
+    );
+    for b in backends {
+        sample(out, name, &[("name", &b.name)], u8::from(b.drained));
+    }
 }
 
 fn shards(out: &mut String, s: &Snapshot, buffer_size: usize) {
@@ -321,7 +342,13 @@ mod tests {
             shards: vec![ShardSummary::default()],
             ..Default::default()
         };
-        let text = render(Some(&s), 4096);
+        let drained = [BackendState {
+            name: "b1".into(),
+            drained: true,
+        }];
+        let text = render(Some(&s), 4096, &drained);
+        assert!(text.contains("# TYPE amqpprox_backend_drained gauge\n"));
+        assert!(text.contains("amqpprox_backend_drained{name=\"b1\"} 1\n"));
         assert!(text.contains("# TYPE amqpprox_bytes_received_total counter\n"));
         assert!(text.contains(
             "amqpprox_bytes_received_total{vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 42\n"
@@ -330,7 +357,7 @@ mod tests {
             "amqpprox_removed_connections_total{cause=\"broker\",vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 2\n"
         ));
         assert!(text.contains("amqpprox_shard_active_connections{shard=\"0\"} 0\n"));
-        let before = render(None, 4096);
+        let before = render(None, 4096, &[]);
         assert!(before.contains("# HELP amqpprox_active_connections "));
     }
 }

@@ -88,10 +88,7 @@ pub async fn accept(
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d;
     // operators and brokers expect a.b.c.d.
     let (peer, local) = (net::canonical(peer), net::canonical(local));
-    // Before any handshake byte: Nagle would hold back TLS flights.
-    if let Err(e) = net::tune_session_socket(&tcp) {
-        log::warn!("Cannot set TCP_NODELAY/keepalive for {peer}: {e}");
-    }
+    // TCP_NODELAY and keepalive came from the listener (net::tune_listener).
     let deadline = Instant::now() + limit;
     let mut tcp = tcp;
     let mut remote = peer;

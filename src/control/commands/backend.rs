@@ -12,14 +12,25 @@
 //!   name, resolved for every connection.
 //! * Deleting a backend that a farm lists leaves the farm skipping it (the
 //!   original keeps a dangling reference); re-adding the name brings it back.
+//! * `DRAIN name` / `UNDRAIN name` (our addition, see
+//!   `docs/routing.md#draining-a-backend`): a drained backend is left out
+//!   of routing while its farm has a member that is not drained, and its
+//!   sessions are moved once the change is published (`ControlState`'s
+//!   commit asks the shards).
+//!   Draining a drained backend, or undraining one that is not, changes
+//!   nothing and is no error; a backend that does not exist is. Deleting a
+//!   backend forgets that it was drained.
 //! * `PRINT` lists backends sorted by name (the original's order is hash
-//!   order). `PRINT json`: `{"backends":[{"name","datacenter","host","ip",
-//!   "port","dns","proxyProtocol","tls","health"}]}` where `ip` is `null`
-//!   for `ADD_DNS` backends, `proxyProtocol` is `null`, `"v1"` or `"v2"`
-//!   and `health` is `{"state","sinceMs","lastError"}` (see
-//!   `control::render::health_json`). The text line ends with the health
-//!   once a check has seen the backend (` HEALTH UP`, ` HEALTH DOWN`, and
-//!   the last error), so it reads as the original's until then.
+//!   order), a drained one with ` DRAINED` at the end. `PRINT json`:
+//!   `{"backends":[{"name","datacenter","host","ip","port","dns",
+//!   "proxyProtocol","tls","drained"}]}` where `ip` is `null` for
+//!   `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`;
+//!   `"health"` follows (see below).
+//! * `PRINT` shows each backend's health once a check has seen it (` HEALTH
+//!   UP`, ` HEALTH DOWN`, and the last error) at the end of its line, so it
+//!   reads as the original's until then; `PRINT json` has `"health"`:
+//!   `{"state","sinceMs","consecutiveFailures","lastError"}` (see
+//!   `control::render::health_json`).
 //! * `HEALTH` changes the health-check policy (a configuration setting, so
 //!   `CONFIG DUMP` prints it); `HEALTH PRINT` shows it as the line that
 //!   sets it.
@@ -43,6 +54,20 @@ pub fn run(config: &mut Config, command: BackendCommand, health: &HealthRegistry
             if config.backends.remove(&name).is_none() {
                 return Reply::error(format!("Delete failed to remove '{name}', rcode 1"));
             }
+            config.drained.remove(&name);
+            Reply::empty()
+        }
+        BackendCommand::Drain { name } | BackendCommand::Undrain { name }
+            if !config.backends.contains_key(&name) =>
+        {
+            Reply::error(format!("Backend '{name}' not found."))
+        }
+        BackendCommand::Drain { name } => {
+            config.drained.insert(name);
+            Reply::empty()
+        }
+        BackendCommand::Undrain { name } => {
+            config.drained.remove(&name);
             Reply::empty()
         }
         BackendCommand::Print { json: true } => Reply::ok(to_json_line(&BackendsDoc {
@@ -52,7 +77,14 @@ pub fn run(config: &mut Config, command: BackendCommand, health: &HealthRegistry
             config
                 .backends
                 .values()
-                .map(|b| describe(b) + &describe_health(health, &b.name) + "\n")
+                .map(|b| {
+                    let drained = if config.drained.contains(&b.name) {
+                        " DRAINED"
+                    } else {
+                        ""
+                    };
+                    describe(b) + drained + &describe_health(health, &b.name) + "\n"
+                })
                 .collect::<String>(),
         ),
         BackendCommand::Health(HealthCommand::Print) => {
@@ -265,6 +297,45 @@ mod tests {
             Reply::error("Invalid value 'x' for FALL: expected a count (0 or more).\n")
         );
         assert_eq!(c, before, "a refused line changes nothing");
+    }
+
+    #[test]
+    fn drain_and_undrain_show_in_print_and_the_dump() {
+        let mut c = Config::default();
+        run_line(&mut c, "BACKEND ADD b1 dc1 127.0.0.1 5672");
+        run_line(&mut c, "BACKEND ADD b2 dc1 127.0.0.1 5673");
+        assert_eq!(run_line(&mut c, "BACKEND DRAIN b1"), Reply::empty());
+        assert_eq!(run_line(&mut c, "BACKEND DRAIN b1"), Reply::empty());
+        assert_eq!(
+            run_line(&mut c, "BACKEND PRINT").text,
+            "b1 (dc1): 127.0.0.1 127.0.0.1:5672 DRAINED\n\
+             b2 (dc1): 127.0.0.1 127.0.0.1:5673\n"
+        );
+        let json = run_line(&mut c, "BACKEND PRINT json").text;
+        assert!(
+            json.contains(r#""name":"b1","#)
+                && json.contains(r#""tls":false,"drained":true,"health":"#),
+            "{json}"
+        );
+        assert!(
+            crate::control::render::dump(&c)
+                .contains("BACKEND ADD b2 dc1 127.0.0.1 5673\nBACKEND DRAIN b1\n"),
+            "{}",
+            crate::control::render::dump(&c)
+        );
+        assert_eq!(
+            run_line(&mut c, "BACKEND DRAIN nope"),
+            Reply::error("Backend 'nope' not found.\n")
+        );
+        assert_eq!(
+            run_line(&mut c, "BACKEND UNDRAIN"),
+            Reply::error("UNDRAIN requires a name argument\n")
+        );
+        assert_eq!(run_line(&mut c, "BACKEND UNDRAIN b1"), Reply::empty());
+        assert!(c.drained.is_empty());
+        run_line(&mut c, "BACKEND DRAIN b2");
+        run_line(&mut c, "BACKEND DELETE b2");
+        assert!(c.drained.is_empty(), "a deleted backend is forgotten");
     }
 
     #[test]

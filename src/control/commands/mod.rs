@@ -27,7 +27,7 @@ use crate::config::Config;
 /// project's additions.
 pub const HELP: &str = "\
 AUTH (SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication mechanism for connecting clients
-BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter address port [SEND-PROXY] [TLS] | DELETE name | PRINT) - Change backend servers
+BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter address port [SEND-PROXY] [TLS] | DELETE name | DRAIN name | UNDRAIN name | PRINT) - Change backend servers
 BACKEND HEALTH ([INTERVAL ms] [TIMEOUT ms] [RISE n] [FALL n] [PASSIVE_FALL n] [DOWN_HOLD ms] | OFF | PRINT) - Change how backends are health-checked
 CONFIG DUMP - Print the current configuration as the control commands that recreate it
 CONN Print the connected sessions

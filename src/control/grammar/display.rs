@@ -87,6 +87,8 @@ impl Display for BackendCommand {
                 Ok(())
             }
             BackendCommand::Delete { name } => write!(f, "BACKEND DELETE {name}"),
+            BackendCommand::Drain { name } => write!(f, "BACKEND DRAIN {name}"),
+            BackendCommand::Undrain { name } => write!(f, "BACKEND UNDRAIN {name}"),
             BackendCommand::Print { json: j } => write!(f, "BACKEND PRINT{}", json(*j)),
             BackendCommand::Health(c) => c.fmt(f),
         }

@@ -38,6 +38,8 @@ pub enum ParseError {
         setting: super::health::HealthSetting,
         value: String,
     },
+    #[error("{sub} requires a name argument")]
+    BackendName { sub: String },
     #[error("Farm name and selector must be provided.")]
     FarmNameAndSelector,
     #[error("Selector '{selector}' not found")]

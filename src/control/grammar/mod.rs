@@ -80,8 +80,20 @@ pub struct NewBackend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendCommand {
     Add(NewBackend),
-    Delete { name: String },
-    Print { json: bool },
+    Delete {
+        name: String,
+    },
+    /// `DRAIN`: new sessions avoid it, its sessions move to other members.
+    Drain {
+        name: String,
+    },
+    /// `UNDRAIN`: routed to again; sessions already moved stay where they are.
+    Undrain {
+        name: String,
+    },
+    Print {
+        json: bool,
+    },
     Health(HealthCommand),
 }
 
@@ -333,6 +345,21 @@ fn backend(args: &[&str]) -> Result<BackendCommand, ParseError> {
             Ok(BackendCommand::Delete {
                 name: name.to_string(),
             })
+        }
+        sub @ ("DRAIN" | "UNDRAIN") => {
+            let Some(name) = args.get(1) else {
+                return Err(ParseError::BackendName {
+                    sub: sub.to_string(),
+                });
+            };
+            let name = name.to_string();
+            if sub == "DRAIN" {
+                end(args, 2, "BACKEND DRAIN")?;
+                Ok(BackendCommand::Drain { name })
+            } else {
+                end(args, 2, "BACKEND UNDRAIN")?;
+                Ok(BackendCommand::Undrain { name })
+            }
         }
         "PRINT" => Ok(BackendCommand::Print {
             json: json_at(args, 1, "BACKEND PRINT")?,

@@ -54,6 +54,16 @@ fn backend() {
         err("BACKEND DELETE a b"),
         "Unexpected argument 'b' after BACKEND DELETE."
     );
+    assert_eq!(
+        ok("backend drain b1"),
+        Command::Backend(BackendCommand::Drain { name: "b1".into() })
+    );
+    assert_eq!(ok("BACKEND UNDRAIN b1").to_string(), "BACKEND UNDRAIN b1");
+    assert_eq!(err("BACKEND DRAIN"), "DRAIN requires a name argument");
+    assert_eq!(
+        err("BACKEND UNDRAIN a b"),
+        "Unexpected argument 'b' after BACKEND UNDRAIN."
+    );
     assert_eq!(err("BACKEND frob"), "Subcommand 'FROB' not recognized.");
     assert_eq!(err("BACKEND"), "Subcommand '' not recognized.");
     assert_eq!(

@@ -61,6 +61,7 @@ pub async fn broker_side(
             Level::Error,
         )
     })?;
+    *info.via.borrow_mut() = Some(route.via.clone());
     match &route.via {
         Mapping::Farm(f) => session_log!(Level::Info, info, "Selected farm: {f} For vhost={vhost}"),
         Mapping::Backend(b) => session_log!(
