@@ -13,6 +13,10 @@
 //! A leaf: it imports nothing of the proxy but the TLS settings type
 //! (`crate::tls::TlsSettings`), and no shard, session or control type.
 
+mod health_policy;
+
+pub use health_policy::HealthPolicy;
+
 use crate::tls::TlsSettings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -172,7 +176,7 @@ pub struct Config {
     pub listeners: BTreeMap<u16, Listener>,
     pub tls: TlsConfig,
     /// How backends are health-checked (`BACKEND HEALTH`).
-    pub health: crate::health::HealthPolicy,
+    pub health: HealthPolicy,
 }
 
 /// The view of the configuration a session takes when its vhost is known.
