@@ -23,7 +23,9 @@
 //! (`docs/differences.md`). Other clients see exactly the original's replies.
 
 use super::ControlState;
-use crate::fdlimit::{is_descriptor_exhaustion, AcceptBackoff, ClientSlots, DescriptorReserve};
+use crate::fdlimit::{
+    is_descriptor_exhaustion, AcceptBackoff, ClientSlot, ClientSlots, DescriptorReserve,
+};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -135,10 +137,9 @@ pub fn serve(
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = handle(stream, &state, &*on_exit) {
+                if let Err(e) = handle(stream, &state, &*on_exit, slot) {
                     log::debug!("Control client ended: {e}");
                 }
-                drop(slot);
                 // Its descriptor is closed now: take back any spare given.
                 reserve.lock().unwrap_or_else(|p| p.into_inner()).refill();
             });
@@ -233,7 +234,14 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
-fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -> io::Result<()> {
+/// Serves one client; its `slot` is given back just before the last write,
+/// so a client that has read its whole reply is no longer counted.
+fn handle(
+    stream: UnixStream,
+    state: &Mutex<ControlState>,
+    on_exit: &dyn Fn(),
+    slot: ClientSlot,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     // Reads through a borrow, not a dup: a client costs one descriptor,
     // which matters at the open-files limit.
@@ -272,6 +280,7 @@ fn handle(stream: UnixStream, state: &Mutex<ControlState>, on_exit: &dyn Fn()) -
         text.push(0);
         text.extend_from_slice(if reply.error { b"error" } else { b"ok" });
     }
+    drop(slot);
     out.write_all(&text)?;
     out.flush()?;
     let _ = out.shutdown(std::net::Shutdown::Both);
