@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: makes sure RabbitMQ runs, then checks
 # formatting and lints, builds, and runs every test of the workspace,
-# including the end-to-end tests that put the proxy in front of RabbitMQ.
+# including the end-to-end tests that put the proxy in front of RabbitMQ;
+# last, builds the Debian package and checks it installed (ci/deb.sh --check).
 #
 # Owns the order and strictness of those steps and the closing summary. Never
 # installs Rust toolchains, never cleans the build directory, never skips the
@@ -15,7 +16,7 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak drain_e2e)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak drain_e2e upgrade_e2e)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -109,6 +110,13 @@ if (( missing != 0 )); then
     printf '\nFAILED: RabbitMQ end-to-end tests missing from the run\n'
     exit 1
 fi
+
+step "Debian package: release build, install, a session through it, purge (ci/deb.sh --check)"
+# Last, because it is the slowest step (a release build) and the tests above
+# say more when they fail. Its time is printed so CI's budget can be watched.
+deb_started=$SECONDS
+ci/deb.sh --check
+printf '  ci/deb.sh --check took %s s\n' "$((SECONDS - deb_started))"
 
 step "ci/fuzz.sh 10 (every fuzz target for 10 s; says why and passes where nightly or cargo-fuzz is missing)"
 ci/fuzz.sh 10

@@ -37,6 +37,12 @@ pub struct Options {
     /// `--metricsPort`: Prometheus `/metrics` on this port (off when unset
     /// or 0).
     pub metrics_port: Option<u16>,
+    /// `--takeover`: the control socket of a running proxy whose listening
+    /// sockets and configuration this one takes over.
+    pub takeover: Option<PathBuf>,
+    /// `--upgradeGraceMs`: once a new process has taken over, how long
+    /// this one lets its connections end on their own before it drains.
+    pub upgrade_grace: Duration,
 }
 
 /// `--listenPort --destinationDNS --destinationPort`: every vhost goes to one
@@ -177,10 +183,23 @@ pub fn command() -> Command {
                 .help("Serve Prometheus metrics over HTTP at /metrics on this port (off by default)"),
         )
         .arg(
+            Arg::new("takeover")
+                .long("takeover")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Hitless upgrade: take over the listening sockets and configuration of the amqpprox whose control socket this is, then tell it to stop accepting and drain"),
+        )
+        .arg(
+            Arg::new("upgradeGraceMs")
+                .long("upgradeGraceMs")
+                .default_value("10000")
+                .value_parser(clap::value_parser!(u64))
+                .help("After a new process took over (--takeover): let connections end on their own this long, then drain as on SIGTERM"),
+        )
+        .arg(
             Arg::new("config")
                 .long("config")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("Apply a file of control commands (as printed by CONFIG DUMP) at start"),
+                .help("Apply a file of control commands (as printed by CONFIG DUMP) at start, and again on SIGHUP"),
         )
 }
 
@@ -261,6 +280,15 @@ where
         None
     };
 
+    let takeover = matches.get_one::<PathBuf>("takeover").cloned();
+    if takeover.is_some() && (simple_mode.is_some() || matches.contains_id("config")) {
+        return Err(CliExit {
+            message: "--takeover replays the running proxy's configuration; it cannot be combined with --config or simple mode".into(),
+            to_stdout: false,
+            code: 1,
+        });
+    }
+
     let verbosity = *matches.get_one::<u16>("consoleVerbosity").unwrap_or(&0);
     if verbosity > 5 {
         return Err(CliExit {
@@ -277,12 +305,16 @@ where
                 .cloned()
                 .unwrap_or_default(),
         ),
-        control_socket: PathBuf::from(
-            matches
-                .get_one::<String>("controlSocket")
-                .cloned()
-                .unwrap_or_default(),
-        ),
+        // A takeover serves the same path next, unless told otherwise.
+        control_socket: match (&takeover, matches.value_source("controlSocket")) {
+            (Some(path), Some(clap::parser::ValueSource::DefaultValue)) => path.clone(),
+            _ => PathBuf::from(
+                matches
+                    .get_one::<String>("controlSocket")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        },
         cleanup_interval: Duration::from_millis(u64::from(
             *matches.get_one::<u32>("cleanupIntervalMs").unwrap_or(&1000),
         )),
@@ -319,6 +351,10 @@ where
             .get_one::<u16>("metricsPort")
             .copied()
             .filter(|p| *p != 0),
+        takeover,
+        upgrade_grace: Duration::from_millis(
+            *matches.get_one::<u64>("upgradeGraceMs").unwrap_or(&10_000),
+        ),
     })
 }
 
@@ -372,6 +408,46 @@ mod tests {
         assert_eq!(o.metrics_port, None);
         let o = parse(["amqpprox", "--metricsPort", "9187"]).unwrap();
         assert_eq!(o.metrics_port, Some(9187));
+    }
+
+    #[test]
+    fn takeover_serves_the_old_control_socket_path_next() {
+        let o = parse(["amqpprox", "--takeover", "/run/amqpprox.sock"]).unwrap();
+        assert_eq!(o.takeover, Some(PathBuf::from("/run/amqpprox.sock")));
+        assert_eq!(o.control_socket, PathBuf::from("/run/amqpprox.sock"));
+        assert_eq!(o.upgrade_grace, Duration::from_secs(10));
+        let o = parse([
+            "amqpprox",
+            "--takeover",
+            "/run/old.sock",
+            "--controlSocket",
+            "/run/new.sock",
+            "--upgradeGraceMs",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(o.control_socket, PathBuf::from("/run/new.sock"));
+        assert_eq!(o.upgrade_grace, Duration::ZERO);
+        assert_eq!(parse(["amqpprox"]).unwrap().takeover, None);
+    }
+
+    #[test]
+    fn takeover_refuses_a_configuration_of_its_own() {
+        for extra in [
+            &["--config", "proxy.conf"][..],
+            &[
+                "--listenPort",
+                "5673",
+                "--destinationDNS",
+                "h",
+                "--destinationPort",
+                "5672",
+            ],
+        ] {
+            let e = exit_of(&[&["--takeover", "/tmp/old"][..], extra].concat());
+            assert_eq!(e.code, 1);
+            assert!(e.message.contains("--takeover"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! to a Unix socket whose path is in `$NOTIFY_SOCKET`; a path starting with
 //! `@` names a socket in the abstract namespace. Without the variable (not
 //! run by systemd, or `Type=simple`) every call does nothing. This module
-//! never touches a shard or a session: the supervisor calls it from the main
-//! thread, and a failed send is the caller's to log, never fatal.
+//! never touches a shard or a session: the supervisor calls it from its own
+//! threads (main, SIGHUP) and it runs one thread of its own for `STATUS=`
+//! updates; a failed send is logged, never fatal.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::Duration;
 
 /// The variable systemd sets for `Type=notify` services.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -24,8 +26,10 @@ pub enum Notice {
     Ready,
     /// A drain started; the process will exit when it ends.
     Stopping,
-    /// SIGHUP: the configuration is being re-applied.
-    Reloading,
+    /// SIGHUP: the configuration is being re-applied. systemd (253 and
+    /// later) wants the `CLOCK_MONOTONIC` time of the reload with it, in
+    /// microseconds, to tell this reload from an earlier one.
+    Reloading { monotonic_usec: u64 },
     /// Free text shown by `systemctl status`.
     Status(String),
 }
@@ -57,7 +61,10 @@ pub fn datagram(notices: &[Notice]) -> String {
         match notice {
             Notice::Ready => out.push_str("READY=1"),
             Notice::Stopping => out.push_str("STOPPING=1"),
-            Notice::Reloading => out.push_str("RELOADING=1"),
+            Notice::Reloading { monotonic_usec } => {
+                out.push_str("RELOADING=1\nMONOTONIC_USEC=");
+                out.push_str(&monotonic_usec.to_string());
+            }
             Notice::Status(text) => {
                 out.push_str("STATUS=");
                 out.extend(text.chars().map(|c| if c == '\n' { ' ' } else { c }));
@@ -164,7 +171,59 @@ pub fn stopping(sessions: usize) {
 
 /// SIGHUP received: re-applying the configuration; [`ready`] follows.
 pub fn reloading() {
-    notify(&[Notice::Reloading]);
+    notify(&[Notice::Reloading {
+        monotonic_usec: monotonic_usec(),
+    }]);
+}
+
+/// `CLOCK_MONOTONIC` now, in microseconds (the clock systemd compares).
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
+}
+
+/// While `$NOTIFY_SOCKET` is set, starts a thread that reads the session
+/// count every `period` and sends `STATUS=` whenever it changed, so
+/// `systemctl status` follows the load without a datagram per tick. Does
+/// nothing (and starts no thread) when the variable is unset. `sessions`
+/// must be cheap: it runs once a period for the life of the process.
+pub fn report_status_every(
+    period: Duration,
+    sessions: impl Fn() -> usize + Send + 'static,
+) -> std::io::Result<()> {
+    let notifier = match Notifier::from_env() {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            log::warn!("systemd status reports are off: {e}");
+            return Ok(());
+        }
+    };
+    std::thread::Builder::new()
+        .name("systemd-status".into())
+        .spawn(move || {
+            let mut last = None;
+            loop {
+                std::thread::sleep(period);
+                let now = sessions();
+                if last != Some(now) {
+                    match notifier.send(&[session_status(now)]) {
+                        Ok(()) => last = Some(now),
+                        Err(e) => log::debug!("systemd status not sent: {e}"),
+                    }
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// The session count, for `systemctl status` (once a statistics period).
@@ -175,7 +234,6 @@ pub fn status(sessions: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn receive(socket: &UnixDatagram) -> String {
         socket
@@ -196,7 +254,10 @@ mod tests {
             datagram(&[Notice::Stopping, session_status(1)]),
             "STOPPING=1\nSTATUS=1 session\n"
         );
-        assert_eq!(datagram(&[Notice::Reloading]), "RELOADING=1\n");
+        assert_eq!(
+            datagram(&[Notice::Reloading { monotonic_usec: 42 }]),
+            "RELOADING=1\nMONOTONIC_USEC=42\n"
+        );
     }
 
     #[test]
@@ -233,6 +294,13 @@ mod tests {
         assert_eq!(receive(&listener), "READY=1\n");
     }
 
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let first = monotonic_usec();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(monotonic_usec() > first);
+    }
+
     /// The only test that sets `NOTIFY_SOCKET` (the environment is the
     /// process's): the calls the supervisor makes reach it.
     #[test]
@@ -248,7 +316,15 @@ mod tests {
         std::env::remove_var(NOTIFY_SOCKET);
         assert_eq!(receive(&listener), "READY=1\nSTATUS=2 sessions\n");
         assert_eq!(receive(&listener), "STATUS=1 session\n");
-        assert_eq!(receive(&listener), "RELOADING=1\n");
+        let reload = receive(&listener);
+        assert!(
+            reload.starts_with("RELOADING=1\nMONOTONIC_USEC=") && reload.ends_with('\n'),
+            "{reload:?}"
+        );
+        let usec: u64 = reload["RELOADING=1\nMONOTONIC_USEC=".len()..reload.len() - 1]
+            .parse()
+            .unwrap();
+        assert!(usec > 0);
         assert_eq!(receive(&listener), "STOPPING=1\nSTATUS=0 sessions\n");
         // Unset: nothing is sent and nothing fails.
         ready(0);

@@ -353,6 +353,7 @@ fn help_lists_every_verb_and_answers_unknown_verbs() {
             "STAT",
             "TLS",
             "TRACE",
+            "UPGRADE",
             "VHOST"
         ]
     );

@@ -14,8 +14,9 @@ pub mod commands;
 pub mod grammar;
 pub mod render;
 mod server;
+pub mod upgrade;
 
-pub use server::{serve, ControlServer};
+pub use server::{serve, ControlEvent, ControlServer};
 
 use crate::config::{Config, ConfigSnapshot};
 use crate::shard::SessionView;
@@ -88,6 +89,11 @@ pub struct ControlState {
     /// Statistics listeners, publishers and switches (`STAT`, `TRACE`),
     /// shared with the stats thread the supervisor starts.
     pub stats: Arc<crate::stats::StatsHub>,
+    /// As the old process of a hitless upgrade: handed over or released.
+    pub upgrade: upgrade::UpgradeState,
+    /// As the new process: the received sockets not yet adopted by a
+    /// replayed `LISTEN START`.
+    pub adoption: Option<upgrade::Adoption>,
 }
 
 /// How long the control thread waits for a shard to answer.
@@ -101,6 +107,8 @@ impl ControlState {
             shards,
             touched_vhosts: Default::default(),
             stats: Default::default(),
+            upgrade: Default::default(),
+            adoption: None,
         }
     }
 
@@ -127,9 +135,17 @@ impl ControlState {
     pub fn execute(&mut self, line: &str) -> Reply {
         let line = line.trim_end_matches(['\r', '\n']);
         let reply = match grammar::parse(line) {
+            Ok(command) if self.upgrade.handed_off() && command.changes_configuration() => {
+                upgrade::refuse_change()
+            }
             Ok(command) => {
                 let mut draft = self.config.clone();
                 let reply = commands::dispatch(self, &mut draft, command);
+                if self.upgrade.handed_off() && draft != self.config {
+                    // A change the grammar did not flag; the new process
+                    // would never see it either.
+                    return upgrade::refuse_change();
+                }
                 if !reply.error {
                     self.commit(draft);
                 }

@@ -22,7 +22,8 @@
 //! `ok` or `error`, which it strips and turns into its exit code
 //! (`docs/differences.md`). Other clients see exactly the original's replies.
 
-use super::ControlState;
+use super::grammar::{self, Command, UpgradeStep};
+use super::{upgrade, ControlState};
 use crate::fdlimit::{
     is_descriptor_exhaustion, AcceptBackoff, ClientSlot, ClientSlots, DescriptorReserve,
 };
@@ -82,14 +83,24 @@ impl ControlServer {
     }
 }
 
-/// Accepts control clients for ever on the calling thread. `on_exit` runs
-/// after an `EXIT` reply has been written.
+/// What the supervisor hears from the control server, after the reply
+/// that caused it has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// `EXIT`.
+    Exit,
+    /// `UPGRADE RELEASE`: this process stopped accepting; drain it.
+    Released,
+}
+
+/// Accepts control clients for ever on the calling thread. `on_event` runs
+/// after an `EXIT` or `UPGRADE RELEASE` reply has been written.
 pub fn serve(
     server: ControlServer,
     state: Arc<Mutex<ControlState>>,
-    on_exit: impl Fn() + Send + Sync + 'static,
+    on_event: impl Fn(ControlEvent) + Send + Sync + 'static,
 ) {
-    let on_exit = Arc::new(on_exit);
+    let on_event = Arc::new(on_event);
     let reserve = Arc::new(Mutex::new(server.reserve));
     let slots = ClientSlots::new(MAX_CLIENTS);
     let refuser = start_refuser();
@@ -132,12 +143,12 @@ pub fn serve(
         };
         refused = 0;
         let state = Arc::clone(&state);
-        let on_exit = Arc::clone(&on_exit);
+        let on_event = Arc::clone(&on_event);
         let reserve = Arc::clone(&reserve);
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = handle(stream, &state, &*on_exit, slot) {
+                if let Err(e) = handle(stream, &state, &*on_event, slot) {
                     log::debug!("Control client ended: {e}");
                 }
                 // Its descriptor is closed now: take back any spare given.
@@ -239,7 +250,7 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
 fn handle(
     stream: UnixStream,
     state: &Mutex<ControlState>,
-    on_exit: &dyn Fn(),
+    on_event: &dyn Fn(ControlEvent),
     slot: ClientSlot,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
@@ -255,6 +266,27 @@ fn handle(
             return Ok(());
         };
         line = next;
+    }
+    // The takeover exchange needs the connection itself, not a reply text.
+    match grammar::parse(&line) {
+        Ok(Command::Upgrade(UpgradeStep::Handoff)) if !wants_status => {
+            log::info!("Control '{line}': handing over to a new process");
+            upgrade::serve_handoff(stream, state);
+            return Ok(());
+        }
+        Ok(Command::Upgrade(UpgradeStep::Release)) if !wants_status => {
+            let reply = upgrade::release(state);
+            log::info!("Control '{line}' Output: {}", reply.text.trim_end());
+            let mut out = &stream;
+            out.write_all(reply.text.as_bytes())?;
+            out.flush()?;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            if !reply.error {
+                on_event(ControlEvent::Released);
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let reply = {
         let mut state = state
@@ -285,7 +317,7 @@ fn handle(
     out.flush()?;
     let _ = out.shutdown(std::net::Shutdown::Both);
     if reply.exit {
-        on_exit();
+        on_event(ControlEvent::Exit);
     }
     Ok(())
 }

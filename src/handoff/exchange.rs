@@ -58,6 +58,11 @@ pub enum HandoffError {
 pub struct Received {
     pub listeners: Vec<(OwnedFd, HandedListener)>,
     pub config: String,
+    /// The exchange's connection ([`request_handoff`] only). The old
+    /// process watches it: closed before [`release`], the handover is
+    /// abandoned and the old process carries on alone. Drop it only after
+    /// the release was answered.
+    pub connection: Option<UnixStream>,
 }
 
 /// Old side, after reading [`REQUEST`]: sends `fds` (the `i`-th described
@@ -100,7 +105,9 @@ pub fn send_handoff(
 pub fn request_handoff(control_socket: &Path, timeout: Duration) -> Result<Received, HandoffError> {
     let stream = connect(control_socket, timeout)?;
     (&stream).write_all(format!("{REQUEST}\n").as_bytes())?;
-    receive_handoff(&stream)
+    let mut received = receive_handoff(&stream)?;
+    received.connection = Some(stream);
+    Ok(received)
 }
 
 /// New side, once serving: tells the old process to stop accepting and
@@ -169,6 +176,7 @@ pub fn receive_handoff(stream: &UnixStream) -> Result<Received, HandoffError> {
     Ok(Received {
         listeners: sockets.into_iter().zip(handoff.listeners).collect(),
         config: handoff.config,
+        connection: None,
     })
 }
 
@@ -198,7 +206,7 @@ fn check_listening(fd: BorrowedFd<'_>, described: SocketAddr) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::ListenerKind;
+    use crate::tls::ingress::ListenerKind;
     use std::net::TcpListener;
 
     fn described(listener: &TcpListener, shard: usize) -> HandedListener {

@@ -33,7 +33,7 @@ pub fn assign(listeners: &[HandedListener], shards: usize) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::ListenerKind;
+    use crate::tls::ingress::ListenerKind;
     use std::collections::BTreeMap;
 
     fn sockets(ports: &[u16], per_port: usize) -> Vec<HandedListener> {

@@ -21,7 +21,7 @@
 //! read. A process that does not know [`REQUEST`] answers with text, whose
 //! first byte is neither marker: the receiver reports that answer.
 
-use crate::shard::ListenerKind;
+use crate::tls::ingress::ListenerKind;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 

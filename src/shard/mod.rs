@@ -8,13 +8,17 @@
 //! immutable settings). Sessions never leave their shard. Nothing here
 //! blocks: the inbox is awaited, never polled with a sleep.
 
+use crate::handoff::AcceptGate;
 use crate::net;
 use crate::session::control::Ending;
 use crate::session::{self, SessionId, SessionInfo, ShardContext};
+use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use std::cell::RefCell;
+use socket2::SockRef;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +60,31 @@ pub enum ShardCommand {
         filter: Option<crate::stats::trace::TraceFilter>,
         reply: flume::Sender<usize>,
     },
+    /// Hitless upgrade, old side: `handed: true` marks every listening
+    /// socket as shared with a new process (never shut down, accepts
+    /// stopped only through their gates) and replies with a duplicate of
+    /// each; `handed: false` takes the mark back after an abandoned
+    /// handover and replies with nothing.
+    HandOver {
+        handed: bool,
+        reply: flume::Sender<Vec<HandedSocket>>,
+    },
+    /// Hitless upgrade, new side: serve these handed-over sockets of one
+    /// port (none binds afresh). They accept nothing until
+    /// [`ShardCommand::StartAdopted`].
+    Adopt {
+        addr: SocketAddr,
+        kind: ListenerKind,
+        sockets: Vec<OwnedFd>,
+        reply: flume::Sender<Result<(), ListenError>>,
+    },
+    /// Hitless upgrade, new side, once the old process has let go: start
+    /// accepting on every adopted socket. Replies with how many started.
+    StartAdopted { reply: flume::Sender<usize> },
+    /// Connections accepted and not yet ended: sessions, and those still
+    /// in their TLS or PROXY step, before they are sessions. A drain waits
+    /// for this to reach zero.
+    Connections { reply: flume::Sender<usize> },
     /// Move the sessions the configuration in force no longer places on
     /// their backend (sent after every change to routing); replies with
     /// how many were asked to move.
@@ -68,6 +97,19 @@ pub enum ShardCommand {
     },
     /// Leave the executor: the process is exiting.
     Shutdown,
+}
+
+/// A duplicate of one listening socket, for the takeover exchange, with
+/// what a new process needs to know about it and the gate that stops this
+/// process's accepts on it.
+#[derive(Debug)]
+pub struct HandedSocket {
+    pub fd: OwnedFd,
+    /// The address the socket is bound to (from the socket itself).
+    pub local: SocketAddr,
+    pub kind: ListenerKind,
+    pub shard: usize,
+    pub gate: Arc<AcceptGate>,
 }
 
 /// Which sessions an action applies to.
@@ -162,10 +204,28 @@ impl SessionView {
     }
 }
 
-/// A listener task and the sender that stops it.
+/// The listening sockets of one port on this shard (one, or after a
+/// takeover as many as the plan gave this shard), and the sender that stops
+/// them.
 struct RunningListener {
-    /// Dropping it wakes the task, which then closes the socket and ends.
+    /// Dropping it wakes every socket's task, which then ends.
     _stop: flume::Sender<()>,
+    sockets: Vec<ListeningSocket>,
+}
+
+/// One listening socket and its accept task.
+struct ListeningSocket {
+    fd: RawFd,
+    addr: SocketAddr,
+    kind: ListenerKind,
+    /// Arms every accept (docs/deployment.md#upgrading-without-refusing-connections).
+    gate: Arc<AcceptGate>,
+    /// Another process holds this socket too and may be accepting on it:
+    /// it is never shut down (that would stop the other process's
+    /// listener) and an armed accept is never cancelled.
+    shared: Rc<Cell<bool>>,
+    /// Adopted and not started yet: dropping it starts the accept loop.
+    hold: Option<flume::Sender<()>>,
     task: glommio::task::JoinHandle<()>,
 }
 
@@ -185,6 +245,8 @@ pub struct Shard {
     /// Open listeners by port: the sender that stops one, and its task,
     /// which ends once the socket is closed.
     listeners: RefCell<BTreeMap<u16, RunningListener>>,
+    /// Connections accepted and not ended (see [`ShardCommand::Connections`]).
+    connections: Rc<Cell<usize>>,
 }
 
 impl std::ops::Deref for Shard {
@@ -199,6 +261,7 @@ impl Shard {
         Shard {
             context: Rc::new(ShardContext::new(index, shared)),
             listeners: RefCell::new(BTreeMap::new()),
+            connections: Rc::new(Cell::new(0)),
         }
     }
 
@@ -209,68 +272,225 @@ impl Shard {
         let (listener, listener_fd) =
             net::bind_listener(addr).map_err(|source| ListenError { addr, source })?;
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-        let context = Rc::clone(&self.context);
-        let port = addr.port();
-        let task = glommio::spawn_local(async move {
-            let accept_loop = async {
-                let mut backoff = crate::fdlimit::AcceptBackoff::default();
-                loop {
-                    match listener.accept().await {
-                        Ok(stream) => {
-                            if let Some(failures) = backoff.on_success() {
-                                log::info!(
-                                    "Accepting on port {port} again after {failures} failed accepts"
-                                );
-                            }
-                            glommio::spawn_local(session::run(
-                                Rc::clone(&context),
-                                stream,
-                                port,
-                                kind,
-                            ))
-                            .detach();
-                        }
-                        Err(e) => {
-                            // Out of file descriptors, mostly: back off
-                            // (doubling, at most 1 s) and log only some
-                            // failures, so the log is not flooded while the
-                            // sessions already here keep being served
-                            // (docs/reliability.md#resource-limits).
-                            let step = backoff.on_failure();
-                            if step.log {
-                                log::warn!(
-                                    "Accept on port {port} failed: {e} ({} in a row; next try in {} ms)",
-                                    step.failures,
-                                    step.delay.as_millis()
-                                );
-                            }
-                            glommio::timer::sleep(step.delay).await;
-                        }
-                    }
-                }
-            };
-            futures_lite::future::or(accept_loop, async {
-                let _ = stop_rx.recv_async().await;
-            })
-            .await;
-            // The dropped accept is only a cancellation request: until io_uring
-            // completes it, the kernel keeps the socket listening and may hand a
-            // new connection to the cancelled accept, where nobody owns it.
-            // Shutting the socket down first ends that accept at once and
-            // refuses further connects, so the reply below is the truth.
-            net::stop_listening(listener_fd);
-            drop(listener);
-            log::debug!("Shard {} stopped listening on port {port}", context.index);
-        })
-        .detach();
+        let socket = self.serve_socket(listener, listener_fd, addr, kind, &stop_rx, false);
         self.listeners.borrow_mut().insert(
-            port,
+            addr.port(),
             RunningListener {
                 _stop: stop_tx,
-                task,
+                sockets: vec![socket],
             },
         );
         Ok(())
+    }
+
+    /// Takes over handed-over sockets of one port; they accept once
+    /// [`Shard::start_adopted`] runs.
+    fn adopt(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        kind: ListenerKind,
+        sockets: Vec<OwnedFd>,
+    ) -> Result<(), ListenError> {
+        // A shard the plan gave no socket of this port stays without a
+        // listener on it; it may bind one of its own once the old process
+        // has let go (see `ShardCommand::Listen`).
+        if sockets.is_empty() || self.listeners.borrow().contains_key(&addr.port()) {
+            return Ok(());
+        }
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let sockets = sockets
+            .into_iter()
+            .map(|fd| {
+                // An older process may not have set the session options
+                // on its listener; accepted sockets inherit them from it.
+                if let Err(e) = net::tune_listener(&fd) {
+                    log::warn!("Shard {}: tuning a handed-over listener: {e}", self.index);
+                }
+                let local = SockRef::from(&fd)
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .unwrap_or(addr);
+                let raw = fd.into_raw_fd();
+                // SAFETY: a listening TCP socket (checked when it was
+                // received) that this shard owns from now on.
+                let listener = unsafe { TcpListener::from_raw_fd(raw) };
+                self.serve_socket(listener, raw, local, kind, &stop_rx, true)
+            })
+            .collect();
+        self.listeners.borrow_mut().insert(
+            addr.port(),
+            RunningListener {
+                _stop: stop_tx,
+                sockets,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts the accept loops of adopted sockets: the old process has
+    /// stopped accepting on them, so they are this process's alone now.
+    fn start_adopted(&self) -> usize {
+        let mut started = 0;
+        for listener in self.listeners.borrow_mut().values_mut() {
+            for socket in &mut listener.sockets {
+                if socket.hold.take().is_some() {
+                    socket.shared.set(false);
+                    started += 1;
+                }
+            }
+        }
+        started
+    }
+
+    /// Hitless upgrade, old side: see [`ShardCommand::HandOver`].
+    fn hand_over(&self, handed: bool) -> Vec<HandedSocket> {
+        let mut out = Vec::new();
+        for listener in self.listeners.borrow().values() {
+            for socket in &listener.sockets {
+                socket.shared.set(handed);
+                if !handed {
+                    continue;
+                }
+                // SAFETY: the descriptor stays open while its listener is
+                // in the table; the duplicate is independent of it.
+                let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+                match fd.try_clone_to_owned() {
+                    Ok(fd) => out.push(HandedSocket {
+                        fd,
+                        local: socket.addr,
+                        kind: socket.kind,
+                        shard: self.index,
+                        gate: Arc::clone(&socket.gate),
+                    }),
+                    Err(e) => log::error!(
+                        "Shard {} cannot duplicate its listener on {}: {e}",
+                        self.index,
+                        socket.addr
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    /// Spawns the accept loop of one listening socket. Each accept is
+    /// armed through the socket's gate; an accepted connection is counted
+    /// before the gate is told the accept is over, so a drain never sees
+    /// "nothing armed, nothing connected" while one is in between.
+    /// `adopted`: the socket came from the old process, which may still
+    /// accept on it; the loop waits for `hold` to be dropped first.
+    fn serve_socket(
+        self: &Rc<Self>,
+        listener: TcpListener,
+        fd: RawFd,
+        addr: SocketAddr,
+        kind: ListenerKind,
+        stop_rx: &flume::Receiver<()>,
+        adopted: bool,
+    ) -> ListeningSocket {
+        let gate = Arc::new(AcceptGate::new());
+        let shared = Rc::new(Cell::new(adopted));
+        let (hold_tx, hold_rx) = flume::bounded::<()>(1);
+        let context = Rc::clone(&self.context);
+        let connections = Rc::clone(&self.connections);
+        let stop_rx = stop_rx.clone();
+        let port = addr.port();
+        let task = glommio::spawn_local({
+            let gate = Arc::clone(&gate);
+            let shared = Rc::clone(&shared);
+            async move {
+                {
+                    let accept_loop = async {
+                        if adopted {
+                            // Disconnected when the hold is dropped: start.
+                            let _ = hold_rx.recv_async().await;
+                        }
+                        let mut backoff = crate::fdlimit::AcceptBackoff::default();
+                        while gate.try_arm() {
+                            match listener.accept().await {
+                                Ok(stream) => {
+                                    if let Some(failures) = backoff.on_success() {
+                                        log::info!(
+                                            "Accepting on port {port} again after {failures} failed accepts"
+                                        );
+                                    }
+                                    connections.set(connections.get() + 1);
+                                    let (context, connections) =
+                                        (Rc::clone(&context), Rc::clone(&connections));
+                                    glommio::spawn_local(async move {
+                                        session::run(context, stream, port, kind).await;
+                                        connections.set(connections.get() - 1);
+                                    })
+                                    .detach();
+                                    gate.disarm();
+                                }
+                                Err(e) => {
+                                    gate.disarm();
+                                    // Out of file descriptors, mostly: back off
+                                    // (doubling, at most 1 s) and log only some
+                                    // failures, so the log is not flooded while
+                                    // the sessions already here keep being
+                                    // served (docs/reliability.md#resource-limits).
+                                    let step = backoff.on_failure();
+                                    if step.log {
+                                        log::warn!(
+                                            "Accept on port {port} failed: {e} ({} in a row; next try in {} ms)",
+                                            step.failures,
+                                            step.delay.as_millis()
+                                        );
+                                    }
+                                    glommio::timer::sleep(step.delay).await;
+                                }
+                            }
+                        }
+                    };
+                    let mut accept_loop = std::pin::pin!(accept_loop);
+                    let stopped = futures_lite::future::or(
+                        async {
+                            accept_loop.as_mut().await;
+                            false
+                        },
+                        async {
+                            let _ = stop_rx.recv_async().await;
+                            true
+                        },
+                    )
+                    .await;
+                    if stopped && shared.get() && gate.armed() > 0 {
+                        // Another process shares the socket: never cancel the
+                        // armed accept (its connection would be lost); stop
+                        // through the gate and let it complete, with a client
+                        // or the releaser's dummy.
+                        gate.stop();
+                        accept_loop.as_mut().await;
+                    }
+                }
+                if !shared.get() {
+                    // The dropped accept is only a cancellation request:
+                    // until io_uring completes it, the kernel keeps the
+                    // socket listening and may hand a new connection to the
+                    // cancelled accept, where nobody owns it. Shutting the
+                    // socket down first ends that accept at once and
+                    // refuses further connects, so the reply below is the
+                    // truth. Never for a shared socket: a shutdown acts on
+                    // the socket, in every process that holds it.
+                    net::stop_listening(fd);
+                }
+                drop(listener);
+                log::debug!("Shard {} stopped listening on {addr}", context.index);
+            }
+        })
+        .detach();
+        ListeningSocket {
+            fd,
+            addr,
+            kind,
+            gate,
+            shared,
+            hold: adopted.then_some(hold_tx),
+            task,
+        }
     }
 
     /// Applies an operator action to the matching sessions.
@@ -297,7 +517,7 @@ impl Shard {
     /// Stops the listeners on `port` (or all) and replies once their
     /// sockets are closed, so a connect right after the reply is refused.
     fn stop_listening(&self, port: Option<u16>, reply: flume::Sender<Vec<u16>>) {
-        let stopped: Vec<(u16, glommio::task::JoinHandle<()>)> = {
+        let stopped: Vec<(u16, Vec<ListeningSocket>)> = {
             let mut listeners = self.listeners.borrow_mut();
             let ports: Vec<u16> = match port {
                 Some(p) => listeners
@@ -307,16 +527,18 @@ impl Shard {
                     .collect(),
                 None => listeners.keys().copied().collect(),
             };
-            // Dropping each stop sender wakes its listener task.
+            // Dropping each stop sender wakes its listener tasks.
             ports
                 .into_iter()
-                .filter_map(|p| listeners.remove(&p).map(|l| (p, l.task)))
+                .filter_map(|p| listeners.remove(&p).map(|l| (p, l.sockets)))
                 .collect()
         };
         glommio::spawn_local(async move {
             let mut ports = Vec::with_capacity(stopped.len());
-            for (p, task) in stopped {
-                task.await;
+            for (p, sockets) in stopped {
+                for socket in sockets {
+                    socket.task.await;
+                }
                 ports.push(p);
             }
             let _ = reply.send(ports);
@@ -445,6 +667,23 @@ pub fn spawn(
                         }
                         ShardCommand::Trace { filter, reply } => {
                             let _ = reply.send(shard.set_trace(filter));
+                        }
+                        ShardCommand::HandOver { handed, reply } => {
+                            let _ = reply.send(shard.hand_over(handed));
+                        }
+                        ShardCommand::Adopt {
+                            addr,
+                            kind,
+                            sockets,
+                            reply,
+                        } => {
+                            let _ = reply.send(shard.adopt(addr, kind, sockets));
+                        }
+                        ShardCommand::StartAdopted { reply } => {
+                            let _ = reply.send(shard.start_adopted());
+                        }
+                        ShardCommand::Connections { reply } => {
+                            let _ = reply.send(shard.connections.get());
                         }
                         ShardCommand::MoveMisplaced { reply } => {
                             let _ = reply.send(shard.move_misplaced());

@@ -41,6 +41,48 @@ pub fn run(state: &mut ControlState, draft: &mut Config, command: ListenCommand)
     }
 }
 
+/// `LISTEN START` of a handed-over port: each shard adopts the sockets the
+/// plan gives it. A failure is an error reply; no socket is shut down (the
+/// old process still serves on them).
+fn adopt(
+    state: &mut ControlState,
+    draft: &mut Config,
+    addr: SocketAddr,
+    kind: ListenerKind,
+    per_shard: Vec<Vec<std::os::fd::OwnedFd>>,
+) -> Reply {
+    // Asked in shard order, so the n-th list goes to shard n.
+    let per_shard = std::cell::RefCell::new(per_shard.into_iter());
+    let replies = state.ask_shards(|reply| ShardCommand::Adopt {
+        addr,
+        kind,
+        sockets: per_shard.borrow_mut().next().unwrap_or_default(),
+        reply,
+    });
+    let failure = replies.iter().enumerate().find_map(|(i, r)| match r {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("shard {i}: {e}")),
+        None => Some(format!("shard {i} did not answer")),
+    });
+    if let Some(reason) = failure {
+        return Reply::error(format!("Cannot take over port {}: {reason}\n", addr.port()));
+    }
+    draft.listeners.insert(
+        addr.port(),
+        Listener {
+            addr,
+            tls: kind.tls,
+            proxy: kind.proxy,
+        },
+    );
+    log::info!(
+        "Took over the listening sockets of port {} on {} shards",
+        addr.port(),
+        state.shards.len()
+    );
+    Reply::empty()
+}
+
 fn start(
     state: &mut ControlState,
     draft: &mut Config,
@@ -51,6 +93,16 @@ fn start(
     if draft.listeners.contains_key(&addr.port()) {
         log::error!("Already listening on port: {}", addr.port());
         return Reply::empty();
+    }
+    // A new process replaying its predecessor's configuration serves the
+    // handed-over sockets of the port and never binds it afresh
+    // (docs/deployment.md#upgrading-without-refusing-connections).
+    if let Some(per_shard) = state
+        .adoption
+        .as_mut()
+        .and_then(|a| a.take_port(addr.port()))
+    {
+        return adopt(state, draft, asked, kind, per_shard);
     }
     // Checked here, once, so that a port held elsewhere is refused before
     // any shard opens it, and a host without IPv6 falls back to IPv4.

@@ -48,6 +48,7 @@ STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|b
 STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source statistics. Applies to all send/listeners
 TLS (INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET ciphersuite(:ciphersuite)*))
 TRACE (VHOST vhost | SOURCE ip | SESSION id# | OFF | PRINT) - Log each AMQP method of matching sessions at INFO (rate-bounded)
+UPGRADE (HANDOFF | RELEASE) - Sent by a new amqpprox started with --takeover: hand over the listening sockets and configuration, then stop accepting and drain
 VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT vhost
 ";
 
@@ -72,6 +73,13 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, command: Command) 
         Command::Stat(c) => stat::run(state, c),
         Command::Tls { side, setting } => tls::run(state, draft, side, setting),
         Command::Trace(c) => trace::run(state, c),
+        // Served by the control server itself, which owns the connection
+        // the sockets travel on; anywhere else (a --config file, say) it
+        // cannot run.
+        Command::Upgrade(step) => Reply::error(format!(
+            "{} is sent over the control socket by a new amqpprox started with --takeover.",
+            Command::Upgrade(step)
+        )),
         Command::Vhost(c) => vhost::run(state, draft, c),
     };
     finish(&mut reply);

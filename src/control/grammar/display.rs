@@ -5,7 +5,8 @@
 
 use super::{
     BackendCommand, Command, DatacenterCommand, FarmCommand, ListenCommand, LogTarget, MapCommand,
-    SessionVerb, StatCommand, TlsCommand, TraceCommand, VerifyMode, VhostAction, VhostCommand,
+    SessionVerb, StatCommand, TlsCommand, TraceCommand, UpgradeStep, VerifyMode, VhostAction,
+    VhostCommand,
 };
 use crate::config::ProxyHeader;
 use crate::stats::{Filter, Format};
@@ -26,6 +27,8 @@ impl Display for Command {
         match self {
             Command::Help => f.write_str("HELP"),
             Command::Exit => f.write_str("EXIT"),
+            Command::Upgrade(UpgradeStep::Handoff) => f.write_str("UPGRADE HANDOFF"),
+            Command::Upgrade(UpgradeStep::Release) => f.write_str("UPGRADE RELEASE"),
             Command::Backend(c) => c.fmt(f),
             Command::ConfigDump { json: j } => write!(f, "CONFIG DUMP{}", json(*j)),
             Command::Conn { json: j } => write!(f, "CONN{}", json(*j)),

@@ -61,7 +61,50 @@ pub enum Command {
         setting: TlsCommand,
     },
     Trace(TraceCommand),
+    /// `UPGRADE HANDOFF` / `UPGRADE RELEASE`: the takeover exchange a new
+    /// process started with `--takeover` speaks over the control socket
+    /// (docs/deployment.md#upgrading-without-refusing-connections).
+    Upgrade(UpgradeStep),
     Vhost(VhostCommand),
+}
+
+/// One step of a hitless upgrade, as the new process asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeStep {
+    /// Send the listening sockets and the configuration.
+    Handoff,
+    /// Stop accepting on the handed-over sockets and drain.
+    Release,
+}
+
+impl Command {
+    /// Whether running the command changes the configuration `CONFIG DUMP`
+    /// prints. A proxy that has handed its configuration over refuses these:
+    /// the new process would never see the change.
+    pub fn changes_configuration(&self) -> bool {
+        match self {
+            Command::Backend(c) => !matches!(c, BackendCommand::Print { .. }),
+            Command::Datacenter(c) => matches!(c, DatacenterCommand::Set { .. }),
+            Command::Farm(c) => !matches!(c, FarmCommand::Print { .. }),
+            Command::Listen(_) => true,
+            Command::Map(c) => !matches!(c, MapCommand::Print { .. }),
+            Command::Tls { setting, .. } => !matches!(setting, TlsCommand::CiphersPrint),
+            Command::Vhost(VhostCommand::Act { action, .. }) => {
+                matches!(action, VhostAction::Pause | VhostAction::Unpause)
+            }
+            Command::Help
+            | Command::Exit
+            | Command::ConfigDump { .. }
+            | Command::Conn { .. }
+            | Command::Log { .. }
+            | Command::MapHostnameDns
+            | Command::Session { .. }
+            | Command::Stat(_)
+            | Command::Trace(_)
+            | Command::Upgrade(_)
+            | Command::Vhost(VhostCommand::Print) => false,
+        }
+    }
 }
 
 /// A backend to add, as `BACKEND ADD`/`ADD_DNS` gives it.
@@ -251,6 +294,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "STAT" => stat(&args).map(Command::Stat),
         "TLS" => tls(&args),
         "TRACE" => trace(&args).map(Command::Trace),
+        "UPGRADE" => upgrade(&args).map(Command::Upgrade),
         "VHOST" => vhost(&args).map(Command::Vhost),
         // Listed in HELP, not built yet: say so plainly.
         "AUTH" => Err(ParseError::NotAvailable { verb: "AUTH" }),
@@ -753,6 +797,21 @@ fn trace(args: &[&str]) -> Result<TraceCommand, ParseError> {
     };
     end(args, 2, "TRACE")?;
     Ok(command)
+}
+
+fn upgrade(args: &[&str]) -> Result<UpgradeStep, ParseError> {
+    let step = match word(args, 0).as_str() {
+        "HANDOFF" => UpgradeStep::Handoff,
+        "RELEASE" => UpgradeStep::Release,
+        "" => return Err(ParseError::NoSubcommand),
+        other => {
+            return Err(ParseError::UnknownSubcommand {
+                word: other.to_string(),
+            })
+        }
+    };
+    end(args, 1, "UPGRADE")?;
+    Ok(step)
 }
 
 fn vhost(args: &[&str]) -> Result<VhostCommand, ParseError> {

@@ -17,6 +17,67 @@ fn err(line: &str) -> String {
 }
 
 #[test]
+fn upgrade() {
+    assert_eq!(
+        ok("UPGRADE HANDOFF"),
+        Command::Upgrade(UpgradeStep::Handoff)
+    );
+    assert_eq!(
+        ok("upgrade release"),
+        Command::Upgrade(UpgradeStep::Release)
+    );
+    assert_eq!(ok("UPGRADE RELEASE").to_string(), "UPGRADE RELEASE");
+    assert_eq!(err("UPGRADE"), "No subcommand provided.");
+    assert_eq!(err("UPGRADE HANDOF"), "Unknown subcommand.");
+    assert!(err("UPGRADE HANDOFF now").contains("'now'"));
+    // The exchange's own lines are these commands.
+    assert_eq!(
+        ok(crate::handoff::wire::REQUEST),
+        Command::Upgrade(UpgradeStep::Handoff)
+    );
+    assert_eq!(
+        ok(crate::handoff::wire::RELEASE),
+        Command::Upgrade(UpgradeStep::Release)
+    );
+}
+
+#[test]
+fn configuration_changes_are_told_apart_from_reads() {
+    for line in [
+        "BACKEND ADD b dc h 1",
+        "BACKEND DELETE b",
+        "DATACENTER SET x",
+        "FARM ADD f round-robin b",
+        "FARM DELETE f",
+        "LISTEN START 5672",
+        "LISTEN STOP",
+        "MAP DEFAULT f",
+        "TLS INGRESS KEY_FILE k",
+        "VHOST PAUSE v",
+        "VHOST UNPAUSE v",
+    ] {
+        assert!(ok(line).changes_configuration(), "{line}");
+    }
+    for line in [
+        "BACKEND PRINT",
+        "CONFIG DUMP",
+        "CONN",
+        "DATACENTER PRINT",
+        "EXIT",
+        "FARM PRINT",
+        "HELP",
+        "MAP PRINT",
+        "SESSION 1 PAUSE",
+        "TLS INGRESS CIPHERS PRINT",
+        "UPGRADE RELEASE",
+        "VHOST PRINT",
+        "VHOST FORCE_DISCONNECT v",
+    ] {
+        assert!(!ok(line).changes_configuration(), "{line}");
+    }
+}
+
+#[test]
 fn backend() {
     assert_eq!(
         ok("backend add b1 dc1 h 5672 tls send-proxy send-proxy-v2"),
