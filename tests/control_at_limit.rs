@@ -144,9 +144,12 @@ fn conn_still_answers_when_client_connections_fill_the_open_files_limit() {
 #[test]
 fn control_clients_past_the_bound_are_refused_with_a_reason() {
     let proxy = proxy();
-    // The harness's readiness probe was a control client too: wait until
-    // no control client is being served.
+    // The harness's readiness probes were control clients too, perhaps
+    // queued before the socket was served: one full round trip means they
+    // were all accepted (in order, before it); then wait until none is
+    // being served any more.
     let pid = proxy.pid();
+    ctl(&proxy.control_socket, "DATACENTER PRINT");
     assert!(
         wait_until(deadline_in(LIMIT), || control_client_threads(pid) == 0),
         "control clients left: {}",
