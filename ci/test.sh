@@ -117,4 +117,7 @@ step "Debian package: release build, install, a session through it, purge (ci/de
 deb_started=$SECONDS
 ci/deb.sh --check
 printf '  ci/deb.sh --check took %s s\n' "$((SECONDS - deb_started))"
+
+step "ci/fuzz.sh 10 (every fuzz target for 10 s; says why and passes where nightly or cargo-fuzz is missing)"
+ci/fuzz.sh 10
 printf '\nOK: all checks and tests passed (RabbitMQ tests via %s)\n' "$AMQPPROX_TEST_TARGET"

@@ -80,6 +80,8 @@ pub enum StartError {
 
 /// Runs the proxy until `EXIT`; returns the process exit code.
 pub fn run(options: Options) -> Result<i32, StartError> {
+    // Before anything opens a socket; logged once the verbosity is set.
+    let nofile = crate::fdlimit::raise_to_hard();
     // Asked before anything starts: if the running proxy cannot hand over,
     // nothing here has touched it and it serves on.
     let takeover = match &options.takeover {
@@ -176,6 +178,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
     let state = Arc::new(Mutex::new(control_state));
     let hub = Arc::clone(&state.lock().unwrap_or_else(|p| p.into_inner()).stats);
+    hub.set_health(Arc::clone(&shared.health));
     // The old process holds the metrics port until it exits.
     let metrics_now = options.metrics_port.filter(|_| takeover.is_none());
     crate::stats::start(
@@ -209,6 +212,10 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             &state,
             &format!("LOG CONSOLE {}", options.console_verbosity),
         );
+    }
+    match &nofile {
+        Ok(raise) => log::info!("Start: {raise}"),
+        Err(e) => log::warn!("Start: {e}"),
     }
     if let (Some(received), Some(old)) = (takeover, &options.takeover) {
         take_over(&state, &received.config, old)?;
@@ -245,6 +252,13 @@ pub fn run(options: Options) -> Result<i32, StartError> {
             )));
         }
     }
+
+    // The probe follows the registry the control thread keeps in step with
+    // each committed configuration; it idles while the policy has no
+    // interval (docs/reliability.md#health-checks).
+    let _prober =
+        crate::health::Prober::spawn(Arc::clone(&shared.health), Arc::new(log_probe_change))
+            .map_err(StartError::Thread)?;
 
     // Served only now: the socket exists from the start (a client that
     // connects early waits in its backlog), but nobody sees a half-applied
@@ -310,6 +324,26 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         let _ = std::fs::remove_file(&options.control_socket);
     }
     Ok(code)
+}
+
+/// A probe changed a backend's state: one line, naming it and why.
+fn log_probe_change(
+    name: &str,
+    recorded: crate::health::Recorded,
+    error: Option<&crate::health::ProbeError>,
+) {
+    match error {
+        Some(e) => log::warn!(
+            "Backend '{name}' is {} (was {}): probe failed: {e}",
+            recorded.after,
+            recorded.before
+        ),
+        None => log::warn!(
+            "Backend '{name}' is {} (was {}): probe succeeded",
+            recorded.after,
+            recorded.before
+        ),
+    }
 }
 
 /// Binds the control socket path (replacing a stale file).

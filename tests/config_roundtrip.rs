@@ -88,6 +88,8 @@ fn dump_replays_to_the_same_configuration() {
             BACKEND ADD gone dc2 127.0.0.1 5676
             BACKEND ADD node1 dc1 127.0.0.1 5677 STREAM-PORT=5553
             BACKEND ADD node2 dc1 127.0.0.1 5678 stream-port=5552
+            BACKEND HEALTH INTERVAL 1500 RISE 3
+            backend health passive_fall 0 down_hold 2500
             FARM ADD f round-robin v2tls plain dns gone
             FARM PARTITION f datacenter-affinity
             FARM PARTITION f datacenter-affinity
@@ -141,7 +143,7 @@ fn dump_replays_to_the_same_configuration() {
         "BACKEND ADD v1 dc1 localhost 5673 SEND-PROXY\n",
         "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\n",
         "BACKEND ADD_DNS dns dc2 localhost 5675 SEND-PROXY TLS\n",
-        "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\nBACKEND DRAIN v1\nFARM",
+        "BACKEND ADD v2tls dc2 127.0.0.1 5674 SEND-PROXY-V2 TLS\nBACKEND DRAIN v1\nBACKEND HEALTH INTERVAL 1500 TIMEOUT 2000 RISE 3 FALL 3 PASSIVE_FALL 0 DOWN_HOLD 2500\nFARM",
         "FARM ADD e round-robin v1\n",
         "FARM ADD f round-robin v2tls plain dns\n",
         "FARM PARTITION f datacenter-affinity\nFARM PARTITION f datacenter-affinity\n",
@@ -196,6 +198,16 @@ fn dump_replays_to_the_same_configuration() {
         .retain(|m| m != "gone");
     assert_eq!(second.config, expected);
     assert_eq!(second.execute("CONFIG DUMP").text, dump);
+    // The health registry follows the replayed configuration.
+    assert_eq!(second.shared.health.policy(), second.config.health);
+    let registered: Vec<String> = second
+        .shared
+        .health
+        .snapshot()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(registered, ["dns", "plain", "v1", "v2tls"]);
 }
 
 #[test]

@@ -393,8 +393,9 @@ async fn drained_sessions_reconnect_to_the_other_member_and_lose_no_confirmed_me
         assert_eq!(
             control(&proxy, "BACKEND PRINT").await,
             format!(
-                "b1 (dc1): {RABBITMQ_HOST} {RABBITMQ_HOST}:{RABBITMQ_PORT} DRAINED\n\
-                 b2 (dc1): {RABBITMQ_HOST} {RABBITMQ_HOST}:{RABBITMQ_PORT}\n"
+                // Both reached OpenOk before the drain: passive health says up.
+                "b1 (dc1): {RABBITMQ_HOST} {RABBITMQ_HOST}:{RABBITMQ_PORT} DRAINED HEALTH UP\n\
+                 b2 (dc1): {RABBITMQ_HOST} {RABBITMQ_HOST}:{RABBITMQ_PORT} HEALTH UP\n"
             )
         );
         let json = control(&proxy, "BACKEND PRINT json").await;

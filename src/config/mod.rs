@@ -13,6 +13,10 @@
 //! A leaf: it imports nothing of the proxy but the TLS settings type
 //! (`crate::tls::TlsSettings`), and no shard, session or control type.
 
+mod health_policy;
+
+pub use health_policy::HealthPolicy;
+
 use crate::tls::TlsSettings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -198,6 +202,8 @@ pub struct Config {
     pub limits: crate::limits::LimitSettings,
     /// `AUTH`: the interceptor sessions accepted from now on use.
     pub auth: crate::auth::AuthSettings,
+    /// How backends are health-checked (`BACKEND HEALTH`).
+    pub health: HealthPolicy,
 }
 
 /// The view of the configuration a session takes when its vhost is known.

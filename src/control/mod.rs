@@ -195,6 +195,18 @@ impl ControlState {
         if **self.shared.auth.load() != self.config.auth {
             self.shared.auth.store(Arc::new(self.config.auth.clone()));
         }
+        // The registry follows every committed configuration: new backends
+        // start unknown, changed ones start over, removed ones are gone.
+        let health = &self.shared.health;
+        if health.policy() != self.config.health {
+            health.set_policy(self.config.health);
+        }
+        health.sync(
+            self.config
+                .backends
+                .values()
+                .map(crate::health::ProbeTarget::from),
+        );
         if routing_changed {
             self.stats.set_backends(
                 self.config

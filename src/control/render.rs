@@ -13,6 +13,8 @@
 //! in place. `--config FILE` applies such a file at start and builds the
 //! same configuration again.
 //!
+//! `BACKEND HEALTH` (when not the default policy) follows the backends.
+//!
 //! What it cannot keep: a `BACKEND ADD` host is written as given, so a
 //! replay resolves it again; a farm member deleted with `BACKEND DELETE` is
 //! left out of `FARM ADD` (naming it would fail the replay), and a farm none
@@ -20,9 +22,10 @@
 
 use crate::config::{Backend, Config, Farm, Mapping, PartitionPolicy, ProxyHeader};
 use crate::control::grammar::{
-    BackendCommand, Command, DatacenterCommand, FarmCommand, ListenCommand, MapCommand, NewBackend,
-    VhostAction, VhostCommand,
+    BackendCommand, Command, DatacenterCommand, FarmCommand, HealthCommand, HealthSettings,
+    ListenCommand, MapCommand, NewBackend, VhostAction, VhostCommand,
 };
+use crate::health::{HealthPolicy, HealthRegistry, HealthSnapshot, HealthState};
 use crate::routing::partitions;
 use crate::shard::ListenerKind;
 use serde::Serialize;
@@ -81,10 +84,103 @@ pub struct BackendJson<'a> {
     stream_port: u16,
     /// `BACKEND DRAIN`: left out of routing, its sessions moved.
     drained: bool,
+    /// Shown by `BACKEND PRINT json`, not by `CONFIG DUMP json` (state,
+    /// not configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthJson>,
 }
 
-/// Every backend, sorted by name, in their JSON shape.
-pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
+/// A backend's health in JSON: its state, for how long, its consecutive
+/// failures and its last error (`null` when none).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthJson {
+    state: &'static str,
+    /// How long it has been in this state; `null` while unknown.
+    since_ms: Option<u64>,
+    consecutive_failures: u32,
+    last_error: Option<LastErrorJson>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastErrorJson {
+    /// `probe` or `session`.
+    by: String,
+    ago_ms: u64,
+    reason: String,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `name`'s health as JSON (unknown when the registry does not have it).
+pub fn health_json(registry: &HealthRegistry, name: &str) -> HealthJson {
+    let now = registry.now();
+    let snapshot = registry
+        .entry(name)
+        .map(|e| e.health.snapshot())
+        .unwrap_or(HealthSnapshot {
+            counters: crate::health::Counters::INITIAL,
+            last_error: None,
+            since: now,
+        });
+    HealthJson {
+        state: snapshot.counters.state.as_str(),
+        since_ms: (snapshot.counters.state != HealthState::Unknown)
+            .then(|| millis(now.saturating_sub(snapshot.since))),
+        consecutive_failures: snapshot.counters.consecutive_failures,
+        last_error: snapshot.last_error.map(|e| LastErrorJson {
+            by: e.observer.to_string(),
+            ago_ms: millis(now.saturating_sub(e.at)),
+            reason: e.reason,
+        }),
+    }
+}
+
+/// The end of a `BACKEND PRINT` line: nothing while no check has seen the
+/// backend, else ` HEALTH UP` or ` HEALTH DOWN`, then the last error if
+/// any: ` (last error 12 s ago by probe: <reason>)`.
+pub fn describe_health(registry: &HealthRegistry, name: &str) -> String {
+    let Some(entry) = registry.entry(name) else {
+        return String::new();
+    };
+    let snapshot = entry.health.snapshot();
+    let state = match snapshot.counters.state {
+        HealthState::Unknown => return String::new(),
+        HealthState::Up => "UP",
+        HealthState::Down => "DOWN",
+    };
+    let mut text = format!(" HEALTH {state}");
+    if let Some(e) = snapshot.last_error {
+        let ago = registry.now().saturating_sub(e.at).as_secs();
+        text.push_str(&format!(
+            " (last error {ago} s ago by {}: {})",
+            e.observer, e.reason
+        ));
+    }
+    text
+}
+
+/// The `BACKEND HEALTH` line that sets `policy` (every setting named).
+pub fn health_command(policy: &HealthPolicy) -> Command {
+    Command::Backend(BackendCommand::Health(HealthCommand::Set(HealthSettings {
+        interval_ms: Some(policy.interval.map_or(0, millis)),
+        timeout_ms: Some(millis(policy.timeout)),
+        rise: Some(policy.rise),
+        fall: Some(policy.fall),
+        passive_fall: Some(policy.passive_fall),
+        down_hold_ms: Some(millis(policy.down_hold)),
+    })))
+}
+
+/// Every backend, sorted by name, in their JSON shape; with `health`,
+/// each backend's health too.
+pub fn backends_json<'a>(
+    config: &'a Config,
+    health: Option<&HealthRegistry>,
+) -> Vec<BackendJson<'a>> {
     config
         .backends
         .values()
@@ -103,6 +199,7 @@ pub fn backends_json(config: &Config) -> Vec<BackendJson<'_>> {
             tls: b.tls,
             stream_port: b.stream_port,
             drained: config.drained.contains(&b.name),
+            health: health.map(|r| health_json(r, &b.name)),
         })
         .collect()
 }
@@ -180,7 +277,7 @@ pub struct DumpDoc<'a> {
 pub fn dump_json(config: &Config) -> DumpDoc<'_> {
     DumpDoc {
         datacenter: datacenter(config),
-        backends: backends_json(config),
+        backends: backends_json(config, None),
         farms: farms_json(config),
         mappings: mappings_json(config),
         default_farm: config.default_farm.as_deref(),
@@ -255,6 +352,9 @@ pub fn dump(config: &Config) -> String {
             .iter()
             .map(|name| Command::Backend(BackendCommand::Drain { name: name.clone() }).to_string()),
     );
+    if config.health != HealthPolicy::default() {
+        lines.push(health_command(&config.health).to_string());
+    }
     for f in config.farms.values() {
         match farm_commands(config, f) {
             Some(commands) => lines.extend(commands.iter().map(Command::to_string)),

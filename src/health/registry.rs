@@ -158,9 +158,15 @@ impl Named for String {
     }
 }
 
-impl Named for &str {
+impl Named for str {
     fn backend_name(&self) -> &str {
         self
+    }
+}
+
+impl<T: Named + ?Sized> Named for &T {
+    fn backend_name(&self) -> &str {
+        (**self).backend_name()
     }
 }
 

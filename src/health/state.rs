@@ -206,6 +206,9 @@ impl BackendHealth {
     /// epoch). A down backend is tried again once `policy.down_hold` has
     /// passed since its last failure when no probe will bring it back.
     pub fn routable(&self, now: Duration, policy: &HealthPolicy) -> bool {
+        if policy.is_off() {
+            return true;
+        }
         match self.state() {
             HealthState::Unknown | HealthState::Up => true,
             HealthState::Down => match policy.down_hold_without_probe() {

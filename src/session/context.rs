@@ -53,6 +53,9 @@ pub struct Shared {
     pub auth: ArcSwap<AuthSettings>,
     /// `--authConnectTimeoutMs`, `--authResponseTimeoutMs`.
     pub auth_timeouts: AuthTimeouts,
+    /// Every backend's health: routing skips the down ones; the control
+    /// thread keeps it in step with the configuration.
+    pub health: Arc<crate::health::HealthRegistry>,
     /// How long a session told to leave its backend (`BACKEND DRAIN`) may
     /// take to answer before both its sides are closed (`--drainTimeoutMs`).
     pub move_grace: Duration,
@@ -75,6 +78,7 @@ impl Shared {
             limits: Limits::default(),
             auth: ArcSwap::from_pointee(AuthSettings::default()),
             auth_timeouts: AuthTimeouts::default(),
+            health: Arc::new(crate::health::HealthRegistry::new(Default::default())),
             move_grace: DEFAULT_MOVE_GRACE,
             next_session: AtomicU64::new(1),
         }

@@ -77,7 +77,7 @@ pub(super) async fn establish(
             Ok(first) => break (broker, first),
             Err(why) => {
                 net::shutdown(broker.tcp());
-                candidates.skip(info, why);
+                candidates.skip(shard, info, why);
             }
         }
     };
@@ -105,6 +105,7 @@ pub(super) async fn establish(
     };
     match outcome {
         Outcome::Open(sent_to_client) => {
+            candidates.succeeded(shard, info);
             let tune = handshake
                 .tune_ok()
                 .unwrap_or(crate::handshake::client::PROXY_TUNE);

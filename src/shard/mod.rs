@@ -414,9 +414,15 @@ impl Shard {
                             // Disconnected when the hold is dropped: start.
                             let _ = hold_rx.recv_async().await;
                         }
+                        let mut backoff = crate::fdlimit::AcceptBackoff::default();
                         while gate.try_arm() {
                             match listener.accept().await {
                                 Ok(stream) => {
+                                    if let Some(failures) = backoff.on_success() {
+                                        log::info!(
+                                            "Accepting on port {port} again after {failures} failed accepts"
+                                        );
+                                    }
                                     connections.set(connections.get() + 1);
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
@@ -434,9 +440,19 @@ impl Shard {
                                 Err(e) => {
                                     gate.disarm();
                                     // Out of file descriptors, mostly: back off
-                                    // instead of spinning, keep serving the rest.
-                                    log::warn!("Accept on port {port} failed: {e}");
-                                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                                    // (doubling, at most 1 s) and log only some
+                                    // failures, so the log is not flooded while
+                                    // the sessions already here keep being
+                                    // served (docs/reliability.md#resource-limits).
+                                    let step = backoff.on_failure();
+                                    if step.log {
+                                        log::warn!(
+                                            "Accept on port {port} failed: {e} ({} in a row; next try in {} ms)",
+                                            step.failures,
+                                            step.delay.as_millis()
+                                        );
+                                    }
+                                    glommio::timer::sleep(step.delay).await;
                                 }
                             }
                         }

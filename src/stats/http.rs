@@ -27,16 +27,26 @@ pub fn serve(port: u16, hub: Arc<StatsHub>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
+            // At the open-files limit: back off and log only some failures
+            // (docs/reliability.md#resource-limits).
+            let mut backoff = crate::fdlimit::AcceptBackoff::default();
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
+                        backoff.on_success();
                         if let Err(e) = answer(stream, &hub) {
                             log::debug!("Metrics request failed: {e}");
                         }
                     }
                     Err(e) => {
-                        log::warn!("Metrics port accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
+                        let step = backoff.on_failure();
+                        if step.log {
+                            log::warn!(
+                                "Metrics port accept failed: {e} ({} in a row)",
+                                step.failures
+                            );
+                        }
+                        std::thread::sleep(step.delay);
                     }
                 }
             }
@@ -88,10 +98,12 @@ fn route(request_line: &str, hub: &StatsHub) -> (&'static str, String) {
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let snapshot = hub.latest();
-            (
-                "200 OK",
-                super::prometheus::render(snapshot.as_deref(), hub.buffer_size(), &hub.backends()),
-            )
+            let mut body =
+                super::prometheus::render(snapshot.as_deref(), hub.buffer_size(), &hub.backends());
+            if let Some(health) = hub.health() {
+                body.push_str(&crate::health::metrics::render_prometheus(health));
+            }
+            ("200 OK", body)
         }
         ("GET" | "HEAD", _) => ("404 Not Found", "Not found: try /metrics\n".into()),
         _ => ("405 Method Not Allowed", "Only GET and HEAD\n".into()),

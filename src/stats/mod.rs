@@ -271,6 +271,8 @@ pub struct StatsHub {
     pub trace: Mutex<Option<trace::TraceFilter>>,
     /// Size of one pump buffer, for `/metrics` (set at start).
     buffer_size: AtomicUsize,
+    /// Backends' health, appended to `/metrics` (set at start).
+    health: std::sync::OnceLock<std::sync::Arc<crate::health::HealthRegistry>>,
     /// Every configured backend, set by the control thread on each change.
     backends: Mutex<Vec<BackendState>>,
 }
@@ -285,12 +287,22 @@ impl Default for StatsHub {
             latest: ArcSwapOption::empty(),
             trace: Mutex::new(None),
             buffer_size: AtomicUsize::new(0),
+            health: std::sync::OnceLock::new(),
             backends: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl StatsHub {
+    /// Gives `/metrics` the backends' health (once, at start).
+    pub fn set_health(&self, registry: std::sync::Arc<crate::health::HealthRegistry>) {
+        let _ = self.health.set(registry);
+    }
+
+    pub fn health(&self) -> Option<&crate::health::HealthRegistry> {
+        self.health.get().map(|r| &**r)
+    }
+
     /// A new stream of rendered records, one per tick, until the receiver
     /// is dropped.
     pub fn listen(&self, format: Format, filter: Filter) -> flume::Receiver<String> {

@@ -24,19 +24,32 @@
 //!   order), a drained one with ` DRAINED` at the end. `PRINT json`:
 //!   `{"backends":[{"name","datacenter","host","ip","port","dns",
 //!   "proxyProtocol","tls","streamPort","drained"}]}` where `ip` is `null`
-//!   for `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`.
+//!   for `ADD_DNS` backends and `proxyProtocol` is `null`, `"v1"` or `"v2"`;
+//!   `"health"` follows (see below).
 //! * `STREAM-PORT=<port>` sets the node's RabbitMQ Stream port (default
 //!   5552), where stream sessions routed to the backend connect.
+//! * `PRINT` shows each backend's health once a check has seen it (` HEALTH
+//!   UP`, ` HEALTH DOWN`, and the last error) at the end of its line, so it
+//!   reads as the original's until then; `PRINT json` has `"health"`:
+//!   `{"state","sinceMs","consecutiveFailures","lastError"}` (see
+//!   `control::render::health_json`).
+//! * `HEALTH` changes the health-check policy (a configuration setting, so
+//!   `CONFIG DUMP` prints it); `HEALTH PRINT` shows it as the line that
+//!   sets it.
 
 use crate::config::{Backend, Config};
-use crate::control::grammar::{BackendCommand, NewBackend};
-use crate::control::render::{backends_json, describe, to_json_line, BackendJson};
+use crate::control::grammar::{BackendCommand, HealthCommand, HealthSettings, NewBackend};
+use crate::control::render::{
+    backends_json, describe, describe_health, health_command, to_json_line, BackendJson,
+};
 use crate::control::Reply;
+use crate::health::{HealthPolicy, HealthRegistry};
 use dns_lookup::{AddrInfoHints, LookupErrorKind};
 use serde::Serialize;
 use std::net::IpAddr;
+use std::time::Duration;
 
-pub fn run(config: &mut Config, command: BackendCommand) -> Reply {
+pub fn run(config: &mut Config, command: BackendCommand, health: &HealthRegistry) -> Reply {
     match command {
         BackendCommand::Add(new) => add(config, new),
         BackendCommand::Delete { name } => {
@@ -60,7 +73,7 @@ pub fn run(config: &mut Config, command: BackendCommand) -> Reply {
             Reply::empty()
         }
         BackendCommand::Print { json: true } => Reply::ok(to_json_line(&BackendsDoc {
-            backends: backends_json(config),
+            backends: backends_json(config, Some(health)),
         })),
         BackendCommand::Print { json: false } => Reply::ok(
             config
@@ -72,10 +85,38 @@ pub fn run(config: &mut Config, command: BackendCommand) -> Reply {
                     } else {
                         ""
                     };
-                    describe(b) + drained + "\n"
+                    describe(b) + drained + &describe_health(health, &b.name) + "\n"
                 })
                 .collect::<String>(),
         ),
+        BackendCommand::Health(HealthCommand::Print) => {
+            Reply::ok(health_command(&config.health).to_string())
+        }
+        BackendCommand::Health(HealthCommand::Off) => {
+            config.health = config.health.off();
+            Reply::empty()
+        }
+        BackendCommand::Health(HealthCommand::Set(settings)) => {
+            config.health = apply(config.health, settings);
+            Reply::empty()
+        }
+    }
+}
+
+/// The policy with the given settings changed; `INTERVAL 0` stops the probe.
+fn apply(policy: HealthPolicy, s: HealthSettings) -> HealthPolicy {
+    let ms = Duration::from_millis;
+    HealthPolicy {
+        interval: match s.interval_ms {
+            None => policy.interval,
+            Some(0) => None,
+            Some(i) => Some(ms(i)),
+        },
+        timeout: s.timeout_ms.map_or(policy.timeout, ms),
+        rise: s.rise.unwrap_or(policy.rise),
+        fall: s.fall.unwrap_or(policy.fall),
+        passive_fall: s.passive_fall.unwrap_or(policy.passive_fall),
+        down_hold: s.down_hold_ms.map_or(policy.down_hold, ms),
     }
 }
 
@@ -219,6 +260,49 @@ mod tests {
     }
 
     #[test]
+    fn health_settings_change_only_what_they_name_and_dump_replays() {
+        let mut c = Config::default();
+        assert_eq!(
+            run_line(&mut c, "BACKEND HEALTH PRINT").text,
+            "BACKEND HEALTH INTERVAL 0 TIMEOUT 2000 RISE 2 FALL 3 PASSIVE_FALL 3 DOWN_HOLD 10000\n"
+        );
+        assert_eq!(
+            run_line(&mut c, "CONFIG DUMP").text,
+            "",
+            "the default is not dumped"
+        );
+        run_line(&mut c, "BACKEND ADD b1 dc1 127.0.0.1 5672");
+        assert_eq!(
+            run_line(&mut c, "backend health interval 500 FALL 2"),
+            Reply::empty()
+        );
+        assert_eq!(
+            c.health.interval,
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!((c.health.fall, c.health.rise), (2, 2));
+        let dump = run_line(&mut c, "CONFIG DUMP").text;
+        assert_eq!(
+            dump,
+            "BACKEND ADD b1 dc1 127.0.0.1 5672\n\
+             BACKEND HEALTH INTERVAL 500 TIMEOUT 2000 RISE 2 FALL 2 PASSIVE_FALL 3 DOWN_HOLD 10000\n"
+        );
+        let mut again = Config::default();
+        for line in dump.lines() {
+            assert!(!run_line(&mut again, line).error, "{line}");
+        }
+        assert_eq!(again, c);
+        assert_eq!(run_line(&mut c, "BACKEND HEALTH OFF"), Reply::empty());
+        assert!(c.health.is_off());
+        let before = c.clone();
+        assert_eq!(
+            run_line(&mut c, "BACKEND HEALTH RISE 2 FALL x"),
+            Reply::error("Invalid value 'x' for FALL: expected a count (0 or more).\n")
+        );
+        assert_eq!(c, before, "a refused line changes nothing");
+    }
+
+    #[test]
     fn drain_and_undrain_show_in_print_and_the_dump() {
         let mut c = Config::default();
         run_line(&mut c, "BACKEND ADD b1 dc1 127.0.0.1 5672");
@@ -233,7 +317,7 @@ mod tests {
         let json = run_line(&mut c, "BACKEND PRINT json").text;
         assert!(
             json.contains(r#""name":"b1","#)
-                && json.contains(r#""streamPort":5552,"drained":true}"#),
+                && json.contains(r#""streamPort":5552,"drained":true,"health":"#),
             "{json}"
         );
         assert!(

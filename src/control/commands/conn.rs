@@ -2,7 +2,9 @@
 //! `docs/commands.md#conn`). Idle times are seconds since each side last
 //! sent anything. `inAvgLatencyMs`/`outAvgLatencyMs` (mean
 //! pass-through write latency, really measured) appear once a write in
-//! that direction completed (`docs/statistics.md`).
+//! that direction completed (`docs/statistics.md`). `CONN json` adds
+//! `backend_health` to each session: its backend's health now (`up`,
+//! `down`, `unknown`), `null` before it has a backend.
 
 use crate::control::{ControlState, Reply};
 use crate::shard::SessionView;
@@ -55,10 +57,31 @@ fn line(s: &SessionView) -> String {
     )
 }
 
+/// One session in `CONN json`.
+#[derive(serde::Serialize)]
+struct ConnJson<'a> {
+    #[serde(flatten)]
+    view: &'a SessionView,
+    backend_health: Option<&'static str>,
+}
+
 pub fn run(state: &ControlState, json: bool) -> Reply {
     let all = state.sessions();
     if json {
-        return match serde_json::to_string(&all) {
+        let health = &state.shared.health;
+        let docs: Vec<ConnJson> = all
+            .iter()
+            .map(|view| ConnJson {
+                view,
+                backend_health: (!view.backend.is_empty()).then(|| {
+                    health
+                        .entry(&view.backend)
+                        .map_or(crate::health::HealthState::Unknown, |e| e.health.state())
+                        .as_str()
+                }),
+            })
+            .collect();
+        return match serde_json::to_string(&docs) {
             Ok(json) => Reply::ok(json + "\n"),
             Err(e) => Reply::error(format!("Cannot encode sessions: {e}\n")),
         };

@@ -30,6 +30,7 @@ use crate::config::Config;
 pub const HELP: &str = "\
 AUTH (SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication mechanism for connecting clients
 BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter address port [SEND-PROXY] [TLS] | DELETE name | DRAIN name | UNDRAIN name | PRINT) - Change backend servers
+BACKEND HEALTH ([INTERVAL ms] [TIMEOUT ms] [RISE n] [FALL n] [PASSIVE_FALL n] [DOWN_HOLD ms] | OFF | PRINT) - Change how backends are health-checked
 CONFIG DUMP - Print the current configuration as the control commands that recreate it
 CONN Print the connected sessions
 DATACENTER SET name | PRINT
@@ -64,7 +65,7 @@ pub fn dispatch(state: &mut ControlState, draft: &mut Config, command: Command) 
             ..Reply::ok("Exiting.\n")
         },
         Command::Auth(c) => auth::run(draft, c),
-        Command::Backend(c) => backend::run(draft, c),
+        Command::Backend(c) => backend::run(draft, c, &state.shared.health),
         Command::ConfigDump { json } => config::run(draft, json),
         Command::Conn { json } => conn::run(state, json),
         Command::Datacenter(c) => datacenter::run(draft, c),
@@ -133,7 +134,11 @@ fn run_line(config: &mut Config, line: &str) -> Reply {
         Err(e) => return Reply::error(e.to_string() + "\n"),
     };
     let mut reply = match command {
-        Command::Backend(c) => backend::run(config, c),
+        Command::Backend(c) => backend::run(
+            config,
+            c,
+            &crate::health::HealthRegistry::new(Default::default()),
+        ),
         Command::Datacenter(c) => datacenter::run(config, c),
         Command::Farm(c) => farm::run(config, c),
         Command::Map(c) => map::run(config, c),

@@ -103,6 +103,7 @@ impl Display for BackendCommand {
             BackendCommand::Drain { name } => write!(f, "BACKEND DRAIN {name}"),
             BackendCommand::Undrain { name } => write!(f, "BACKEND UNDRAIN {name}"),
             BackendCommand::Print { json: j } => write!(f, "BACKEND PRINT{}", json(*j)),
+            BackendCommand::Health(c) => c.fmt(f),
         }
     }
 }

@@ -32,6 +32,19 @@ pub enum ParseError {
     InvalidStreamPort { value: String },
     #[error("DELETE requires a name argument")]
     BackendDeleteName,
+    #[error("BACKEND HEALTH needs settings (INTERVAL ms, TIMEOUT ms, RISE n, FALL n, PASSIVE_FALL n, DOWN_HOLD ms), OFF or PRINT.")]
+    HealthNoSettings,
+    #[error("Unknown health setting '{setting}': expected INTERVAL, TIMEOUT, RISE, FALL, PASSIVE_FALL, DOWN_HOLD, OFF or PRINT.")]
+    UnknownHealthSetting { setting: String },
+    #[error("{setting} needs a value.")]
+    HealthValueMissing {
+        setting: super::health::HealthSetting,
+    },
+    #[error("Invalid value '{value}' for {setting}: expected {}.", .setting.expects())]
+    InvalidHealthValue {
+        setting: super::health::HealthSetting,
+        value: String,
+    },
     #[error("{sub} requires a name argument")]
     BackendName { sub: String },
     #[error("Farm name and selector must be provided.")]

@@ -12,11 +12,13 @@
 
 mod display;
 mod error;
+mod health;
 mod limit;
 #[cfg(test)]
 mod tests;
 
 pub use error::ParseError;
+pub use health::{HealthCommand, HealthSetting, HealthSettings};
 pub use limit::{AuthCommand, LimitCommand};
 
 use crate::config::{
@@ -145,6 +147,7 @@ pub enum BackendCommand {
     Print {
         json: bool,
     },
+    Health(HealthCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,6 +441,7 @@ fn backend(args: &[&str]) -> Result<BackendCommand, ParseError> {
         "PRINT" => Ok(BackendCommand::Print {
             json: json_at(args, 1, "BACKEND PRINT")?,
         }),
+        "HEALTH" => health::parse(&args[1..]).map(BackendCommand::Health),
         other => Err(ParseError::SubcommandNotRecognized {
             word: other.to_string(),
         }),

@@ -8,8 +8,10 @@
 //! finds a connected broker unfit (it says nothing, or closes, before its
 //! handshake ends; docs/reliability.md) reports it with
 //! [`Candidates::skip`] and asks for the next one; the log names each
-//! skipped backend and why. A per-backend health mark belongs in `skip`
-//! and beside the other skip logs.
+//! skipped backend and why. Every skip counts against the backend's
+//! health, and [`Candidates::succeeded`] (at `OpenOk`) for it (passive
+//! checking); members marked down are left out while any member is up
+//! (docs/reliability.md#health-checks).
 
 use super::super::{SessionInfo, ShardContext};
 use crate::config::{Backend, ProxyHeader};
@@ -100,6 +102,17 @@ pub enum Unfit {
 }
 
 impl Skipped {
+    /// The backend the skipped address belongs to.
+    pub fn backend(&self) -> &str {
+        match self {
+            Skipped::Resolve { backend, .. }
+            | Skipped::Connect { backend, .. }
+            | Skipped::ProxyHeader { backend, .. }
+            | Skipped::Tls { backend, .. }
+            | Skipped::Unfit { backend, .. } => backend,
+        }
+    }
+
     fn level(&self) -> Level {
         match self {
             Skipped::Resolve { .. } => Level::Error,
@@ -113,7 +126,10 @@ impl Skipped {
 
 /// The route's backends and their addresses, walked in order.
 pub struct Candidates<'a> {
-    backends: std::slice::Iter<'a, Backend>,
+    route: &'a [Backend],
+    /// The route's members still to try, healthy ones only while any is
+    /// (filled at the first [`Candidates::next`]).
+    backends: Option<std::vec::IntoIter<&'a Backend>>,
     /// The backend being tried and its addresses not tried yet.
     current: Option<(&'a Backend, std::vec::IntoIter<SocketAddr>)>,
     /// The backend and address [`Candidates::next`] gave last.
@@ -123,7 +139,8 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     pub fn new(backends: &'a [Backend]) -> Candidates<'a> {
         Candidates {
-            backends: backends.iter(),
+            route: backends,
+            backends: None,
             current: None,
             connected: None,
         }
@@ -133,6 +150,10 @@ impl<'a> Candidates<'a> {
     /// header and its TLS handshake; records it on the session. `None`
     /// once every address was tried.
     pub async fn next(&mut self, shard: &ShardContext, info: &SessionInfo) -> Option<Stream> {
+        let route = self.route;
+        let backends = self
+            .backends
+            .get_or_insert_with(|| healthy_members(shard, info, route).into_iter());
         loop {
             let (backend, addr) = match self
                 .current
@@ -141,12 +162,12 @@ impl<'a> Candidates<'a> {
             {
                 Some(next) => next,
                 None => {
-                    let backend = self.backends.next()?;
+                    let backend = backends.next()?;
                     match addresses(shard, backend).await {
                         Ok(addrs) => self.current = Some((backend, addrs.into_iter())),
                         Err(skipped) => {
                             self.current = None;
-                            log_skipped(info, &skipped);
+                            report_skipped(shard, info, &skipped);
                         }
                     }
                     continue;
@@ -157,7 +178,7 @@ impl<'a> Candidates<'a> {
                     self.connected = Some((backend, addr));
                     return Some(stream);
                 }
-                Err(skipped) => log_skipped(info, &skipped),
+                Err(skipped) => report_skipped(shard, info, &skipped),
             }
         }
     }
@@ -166,15 +187,90 @@ impl<'a> Candidates<'a> {
 impl Candidates<'_> {
     /// Reports that the broker [`Candidates::next`] gave last is unfit;
     /// the caller then tries the next one.
-    pub fn skip(&mut self, info: &SessionInfo, why: Unfit) {
+    pub fn skip(&mut self, shard: &ShardContext, info: &SessionInfo, why: Unfit) {
         if let Some((backend, addr)) = self.connected.take() {
-            log_skipped(
+            report_skipped(
+                shard,
                 info,
                 &Skipped::Unfit {
                     backend: backend.name.clone(),
                     addr,
                     source: why,
                 },
+            );
+        }
+    }
+
+    /// Reports that the broker [`Candidates::next`] gave last answered the
+    /// handshake up to `OpenOk`: a passive success for its health.
+    pub fn succeeded(&mut self, shard: &ShardContext, info: &SessionInfo) {
+        if let Some((backend, _)) = self.connected.take() {
+            if let Some(recorded) = shard.shared.health.session_succeeded(&backend.name) {
+                if recorded.changed() {
+                    // Coming back from down is news; a first success is not.
+                    let level = if recorded.before == crate::health::HealthState::Down {
+                        Level::Warn
+                    } else {
+                        Level::Info
+                    };
+                    session_log!(
+                        level,
+                        info,
+                        "Backend '{}' is {} (was {}): a session reached Connection.OpenOk",
+                        backend.name,
+                        recorded.after,
+                        recorded.before
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The route's members a session may try now: the down ones are left out
+/// while any member is routable (docs/reliability.md#health-checks); each
+/// left-out member is logged with its last error.
+fn healthy_members<'a>(
+    shard: &ShardContext,
+    info: &SessionInfo,
+    route: &'a [Backend],
+) -> Vec<&'a Backend> {
+    let mut members: Vec<&Backend> = route.iter().collect();
+    let health = &shard.shared.health;
+    if crate::health::filter_up(&mut members, health) > 0 {
+        for skipped in route
+            .iter()
+            .filter(|b| !members.iter().any(|m| std::ptr::eq(*m, *b)))
+        {
+            let last = health
+                .entry(&skipped.name)
+                .and_then(|e| e.health.snapshot().last_error)
+                .map_or_else(|| "none".to_string(), |e| e.reason);
+            session_log!(
+                Level::Info,
+                info,
+                "Backend '{}' is down, not tried (last error: {last})",
+                skipped.name
+            );
+        }
+    }
+    members
+}
+
+/// Logs a skipped address and counts it against its backend's health
+/// (passive checking); a state change is logged once, at warning.
+fn report_skipped(shard: &ShardContext, info: &SessionInfo, skipped: &Skipped) {
+    log_skipped(info, skipped);
+    let name = skipped.backend();
+    if let Some(recorded) = shard.shared.health.session_failed(name, skipped) {
+        if recorded.changed() {
+            session_log!(
+                Level::Warn,
+                info,
+                "Backend '{name}' is {} (was {}) after {} consecutive failures seen by sessions; last: {skipped}",
+                recorded.after,
+                recorded.before,
+                shard.shared.health.policy().passive_fall
             );
         }
     }

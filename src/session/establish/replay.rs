@@ -127,14 +127,17 @@ pub async fn broker_side(
             ))
         });
         match attempt {
-            Ok(to_client) => break (broker, to_client),
+            Ok(to_client) => {
+                candidates.succeeded(shard, info);
+                break (broker, to_client);
+            }
             Err(Attempt::Refused(refusal)) => {
                 net::shutdown(broker.tcp());
                 return Err(refusal);
             }
             Err(Attempt::Unfit(why, refusal)) => {
                 net::shutdown(broker.tcp());
-                candidates.skip(info, why);
+                candidates.skip(shard, info, why);
                 last_failure = Some(refusal);
             }
         }

@@ -364,7 +364,10 @@ async fn establish(
                 limit,
             })));
         match attempt {
-            Ok(opened) => break (broker, opened),
+            Ok(opened) => {
+                candidates_left.succeeded(shard, info);
+                break (broker, opened);
+            }
             Err(Attempt::Refused(e)) => {
                 net::shutdown(broker.tcp());
                 let level = match e {
@@ -382,7 +385,7 @@ async fn establish(
             }
             Err(Attempt::Unfit(why)) => {
                 net::shutdown(broker.tcp());
-                candidates_left.skip(info, why);
+                candidates_left.skip(shard, info, why);
             }
         }
     };
