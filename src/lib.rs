@@ -3,7 +3,7 @@
 //! The library holds every part of the proxy; `src/main.rs` only wires them
 //! together. Sans-I/O parts (codec, handshake, config, routing, control
 //! grammar) never import glommio; the shard and session modules are where
-//! sockets and tasks live. See the README's "Architecture" section.
+//! sockets and tasks live. See docs/architecture.md.
 
 pub mod auth;
 pub mod cli;

@@ -89,7 +89,7 @@ fn session_options(sock: SockRef<'_>) -> io::Result<()> {
 }
 
 /// How long a forward lookup is reused: absorbs connection storms without
-/// pinning stale answers (behaviour.md §3.6).
+/// pinning stale answers (docs/routing.md#name-resolution).
 const DNS_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// One cached lookup: when it was made and what it gave.

@@ -1,5 +1,7 @@
-//! The PROXY protocol both ways (behaviour.md §6.3, DECISIONS Fix 13, Add 6;
-//! the protocol is haproxy's proxy-protocol.txt, v1 §2.1 and v2 §2.2).
+//! The PROXY protocol both ways
+//! (docs/tls-and-proxy-protocol.md#proxy-protocol-toward-brokers,
+//! docs/tls-and-proxy-protocol.md#proxy-protocol-from-a-load-balancer; the
+//! protocol is haproxy's proxy-protocol.txt, v1 §2.1 and v2 §2.2).
 //!
 //! Egress: the header written to a `SEND-PROXY`/`SEND-PROXY-V2` backend
 //! before anything else, so the broker sees the client's real address;

@@ -555,11 +555,11 @@ fn forward_termination(events: flume::Sender<Event>) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Graceful drain (DECISIONS Add 4): stop accepting, ask every session to
-/// end (established clients get `Connection.Close` 320 at a frame boundary,
-/// so they reconnect elsewhere; the broker side is closed cleanly), and wait
-/// until they are gone or `limit` passes. A second signal or `EXIT` ends
-/// the wait at once.
+/// Graceful drain (docs/sessions.md#graceful-drain): stop accepting, ask every
+/// session to end (established clients get `Connection.Close` 320 at a frame
+/// boundary, so they reconnect elsewhere; the broker side is closed cleanly),
+/// and wait until they are gone or `limit` passes. A second signal or `EXIT`
+/// ends the wait at once.
 fn drain(state: &Mutex<ControlState>, events: &flume::Receiver<Event>, limit: std::time::Duration) {
     use crate::session::control::Ending;
     use crate::shard::{SessionAction, SessionTarget, ShardCommand};

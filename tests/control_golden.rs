@@ -1,6 +1,8 @@
-//! Golden transcripts of the control protocol (behaviour.md §2, DECISIONS
-//! Keep 2, Fix 9, 15, 16, Add 3, 10): control line in, exact reply bytes
-//! out, against the real `amqpprox` binary started without simple mode.
+//! Golden transcripts of the control protocol
+//! (docs/commands.md#sending-a-command, docs/commands.md#replies-and-errors,
+//! docs/commands.md#amqpprox_ctl, docs/commands.md#config,
+//! docs/commands.md#json-output): control line in, exact reply bytes out,
+//! against the real `amqpprox` binary started without simple mode.
 //!
 //! Each command goes through the built `amqpprox_ctl` (checking its exit
 //! code: 0 for a success, 3 for an error reply); read-only commands are
@@ -309,7 +311,7 @@ fn maphostname_commands_and_errors() {
 }
 
 /// The original's HELP lines for verbs whose grammar this project keeps
-/// unchanged (behaviour.md §2.2).
+/// unchanged (docs/commands.md#help).
 const ORIGINAL_HELP_LINES: &[&str] = &[
     "AUTH (SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication mechanism for connecting clients",
     "CONN Print the connected sessions",

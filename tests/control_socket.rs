@@ -1,8 +1,9 @@
-//! The control socket and `amqpprox_ctl` as processes (behaviour.md §1.2,
-//! §2.1, §2.7; DECISIONS Fix 9, 15): a line without a newline is not run,
-//! the ctl's exit codes, EXIT, the socket file's mode and replacement, two
-//! proxies side by side, a silent client that blocks nobody, and
-//! `MAPHOSTNAME DNS` names in `CONN`. Command texts are in
+//! The control socket and `amqpprox_ctl` as processes
+//! (docs/commands.md#amqpprox_ctl, docs/commands.md#sending-a-command,
+//! docs/commands.md#exit, docs/commands.md#replies-and-errors): a line without
+//! a newline is not run, the ctl's exit codes, EXIT, the socket file's mode and
+//! replacement, two proxies side by side, a silent client that blocks nobody,
+//! and `MAPHOSTNAME DNS` names in `CONN`. Command texts are in
 //! `control_golden.rs`.
 
 mod support;

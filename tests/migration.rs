@@ -1,9 +1,10 @@
-//! The vhost migration recipe of behaviour.md §4.7, end to end: publishers
+//! The vhost migration recipe of
+//! docs/sessions.md#moving-a-vhost-to-another-cluster, end to end: publishers
 //! with confirms and a consumer with acks run through the proxy while an
-//! operator moves their vhost from one backend to another
-//! (`VHOST PAUSE` → `MAP FARM` → `VHOST BACKEND_DISCONNECT` → `VHOST
-//! UNPAUSE` → `VHOST FORCE_DISCONNECT`). Every confirmed message must be
-//! consumed, and a message consumed twice only as a broker redelivery.
+//! operator moves their vhost from one backend to another (`VHOST PAUSE` → `MAP
+//! FARM` → `VHOST BACKEND_DISCONNECT` → `VHOST UNPAUSE` → `VHOST
+//! FORCE_DISCONNECT`). Every confirmed message must be consumed, and a message
+//! consumed twice only as a broker redelivery.
 //!
 //! The two "clusters" are two relays in front of the one local RabbitMQ, so
 //! the test can tell which path each connection took. Fails, never skips,

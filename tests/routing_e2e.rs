@@ -1,8 +1,8 @@
-//! Routing end to end (behaviour.md §3, DECISIONS Fix 1, Fix 2, Keep 4):
-//! the proxy, configured only over its control socket, in front of three
-//! "backends" that are TCP relays to the local RabbitMQ, so each relay's
-//! accept count shows where sessions went. A real client (lapin) connects,
-//! opens a channel and closes.
+//! Routing end to end (docs/routing.md#round-robin, docs/sessions.md#refusals,
+//! docs/sessions.md#broker-handshake): the proxy, configured only over its
+//! control socket, in front of three "backends" that are TCP relays to the
+//! local RabbitMQ, so each relay's accept count shows where sessions went. A
+//! real client (lapin) connects, opens a channel and closes.
 //!
 //! These tests own the observable routing contract: even round-robin,
 //! datacenter affinity with fallback, skipping a dead backend, direct

@@ -1,9 +1,8 @@
-//! Operator actions on live sessions, end to end through the proxy to the
-//! real RabbitMQ with lapin (behaviour.md §4.7, DECISIONS Fix 8): pause and
-//! unpause without losing a message or the connection, graceful, forced and
-//! backend disconnects as the client and the broker see them, sessions held
-//! at `Open` while their vhost is paused, and session ids unique across
-//! shards.
+//! Operator actions on live sessions, end to end through the proxy to the real
+//! RabbitMQ with lapin (docs/sessions.md#operator-actions): pause and unpause
+//! without losing a message or the connection, graceful, forced and backend
+//! disconnects as the client and the broker see them, sessions held at `Open`
+//! while their vhost is paused, and session ids unique across shards.
 //!
 //! These tests drive the control socket like an operator would and never
 //! look at bytes on the wire. They fail, never skip, without RabbitMQ.

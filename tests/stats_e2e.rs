@@ -1,10 +1,11 @@
 //! Statistics end to end, with real traffic through the proxy to RabbitMQ
-//! (behaviour.md §2.15, §5; DECISIONS Keep 5, Fix 6, 7, Add 5): the
-//! `STAT LISTEN` records add up, per vhost, backend and source, to exactly
-//! what `CONN` says each session moved; the human and filtered outputs have
-//! the original's shapes; StatsD datagrams arrive, parse and add up too;
-//! `/metrics` parses with a Prometheus parser and agrees with `STAT`; and
-//! every removal cause is produced and counted once.
+//! (docs/commands.md#stat, docs/statistics.md#removal-causes,
+//! docs/statistics.md#what-a-session-counts, docs/statistics.md#prometheus):
+//! the `STAT LISTEN` records add up, per vhost, backend and source, to exactly
+//! what `CONN` says each session moved; the human and filtered outputs have the
+//! original's shapes; StatsD datagrams arrive, parse and add up too; `/metrics`
+//! parses with a Prometheus parser and agrees with `STAT`; and every removal
+//! cause is produced and counted once.
 //!
 //! The proxy ticks every 100 ms here. Every session starts after the first
 //! record arrived, so all it moved is in the records that follow. Heartbeats

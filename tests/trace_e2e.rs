@@ -1,9 +1,10 @@
 //! Logging and `TRACE` end to end, through the proxy to RabbitMQ
-//! (behaviour.md §9; DECISIONS Keep 7, Fix 11, Add 8): log files appear
-//! with the original's names and carry the per-session lines; no log, at
-//! any level, holds a password; `TRACE` logs the methods of the sessions it
-//! selects (by vhost, source or session), nothing of the others and never a
-//! body, switches live, and is bounded in rate.
+//! (docs/logging.md#lines-operators-grep-for, docs/logging.md#credentials,
+//! docs/logging.md#tracing): log files appear with the original's names and
+//! carry the per-session lines; no log, at any level, holds a password; `TRACE`
+//! logs the methods of the sessions it selects (by vhost, source or session),
+//! nothing of the others and never a body, switches live, and is bounded in
+//! rate.
 //!
 //! These tests read the proxy's log files and stderr; they fail, never
 //! skip, without RabbitMQ.

@@ -1,7 +1,7 @@
-//! The transparent handshake (README "How a session goes"): in simple mode,
+//! The transparent handshake (docs/routing.md#handshake-modes): in simple mode,
 //! or with only a default farm, the broker answers the client through the
-//! proxy; a vhost mapping brings back the proxied handshake for new
-//! sessions only.
+//! proxy; a vhost mapping brings back the proxied handshake for new sessions
+//! only.
 //!
 //! Byte-level tests use the scriptable dummy broker and golden bytes; the
 //! rest use the real RabbitMQ with lapin, a raw client, Python's pika (found

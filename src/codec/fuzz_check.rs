@@ -16,7 +16,7 @@ use super::method::ConnectionMethod;
 use super::scanner::{FrameEvent, FrameScanner, ScanError};
 use super::DecodeError;
 
-/// The pass-through limit of the proxy (behaviour spec §4.4).
+/// The pass-through limit of the proxy (docs/sessions.md#pass-through).
 pub const PROXY_MAX_TOTAL: u32 = 150_000;
 
 /// What decoding a byte stream frame by frame with [`decode_frame`] gives:

@@ -1,13 +1,13 @@
-//! Broker-side handshake: the proxy replays the client's handshake toward
-//! the chosen broker (behaviour.md §4.3, AMQP 0-9-1 §4.2.3).
+//! Broker-side handshake: the proxy replays the client's handshake toward the
+//! chosen broker (docs/sessions.md#broker-handshake, AMQP 0-9-1 §4.2.3).
 //!
 //! It sends the protocol header, the client's `StartOk` with its properties
-//! untouched plus `amqpprox_client` and `amqpprox_host` appended, the
-//! client's `TuneOk` and an `Open` for the client's vhost. A broker
-//! `Connection.Close` at any step is handed back so the client can be told
-//! the broker's own code and text (DECISIONS Keep 4). After `OpenOk` the
-//! `OpenOk` frame and whatever followed it are returned raw for the client.
-//! Sans-I/O: no sockets, no clock.
+//! untouched plus `amqpprox_client` and `amqpprox_host` appended, the client's
+//! `TuneOk` and an `Open` for the client's vhost. A broker `Connection.Close`
+//! at any step is handed back so the client can be told the broker's own code
+//! and text (docs/sessions.md#broker-handshake). After `OpenOk` the `OpenOk`
+//! frame and whatever followed it are returned raw for the client. Sans-I/O: no
+//! sockets, no clock.
 
 use super::{ClientHello, HangUp, HANDSHAKE_MAX_FRAME};
 use crate::codec::{

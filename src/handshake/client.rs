@@ -1,14 +1,14 @@
-//! Client-side handshake: the proxy answers the client as a broker would,
-//! from the protocol header to `Connection.Open` (behaviour.md §4.2, AMQP
-//! 0-9-1 §2.2.4 and §4.2.3).
+//! Client-side handshake: the proxy answers the client as a broker would, from
+//! the protocol header to `Connection.Open` (docs/sessions.md#client-handshake,
+//! AMQP 0-9-1 §2.2.4 and §4.2.3).
 //!
-//! The proxy offers the original's `Connection.Start` (same server
-//! properties and capabilities) and `Connection.Tune` (2047 / 131072 / 60),
-//! ignores heartbeats, answers a client `Connection.Close` with `CloseOk`,
-//! and refuses anything out of order with a `Connection.Close` carrying an
-//! AMQP reply code and a text (DECISIONS Fix 2). Bytes the client pipelines
-//! after `Open` are handed over untouched, to be forwarded once the broker is
-//! open (DECISIONS Fix 5). Sans-I/O: no sockets, no clock.
+//! The proxy offers the original's `Connection.Start` (same server properties
+//! and capabilities) and `Connection.Tune` (2047 / 131072 / 60), ignores
+//! heartbeats, answers a client `Connection.Close` with `CloseOk`, and refuses
+//! anything out of order with a `Connection.Close` carrying an AMQP reply code
+//! and a text (docs/sessions.md#refusals). Bytes the client pipelines after
+//! `Open` are handed over untouched, to be forwarded once the broker is open
+//! (docs/sessions.md#client-handshake). Sans-I/O: no sockets, no clock.
 
 use super::{close_frame, HANDSHAKE_MAX_FRAME};
 use crate::codec::{

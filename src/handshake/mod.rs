@@ -2,9 +2,9 @@
 //! sans-I/O state machines: bytes in, bytes to send out, a result.
 //!
 //! * [`client`]: the proxy plays the broker toward the client, up to
-//!   `Connection.Open` (behaviour.md §4.2).
+//!   `Connection.Open` (docs/sessions.md#client-handshake).
 //! * [`broker`]: the proxy replays the client's handshake toward the chosen
-//!   broker (behaviour.md §4.3).
+//!   broker (docs/sessions.md#broker-handshake).
 //! * [`transparent`]: when the route does not depend on the vhost, the
 //!   broker answers the client itself and the proxy relays.
 //!

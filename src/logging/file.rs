@@ -1,6 +1,6 @@
 //! The file sink: `<logDirectory>/amqpprox_<YYYYMMDD>_<NNNNN>.log`, a new file
 //! at 32 MiB or when the UTC date changes, and the oldest files deleted while
-//! the directory holds more than 1 GiB of them (behaviour.md §9).
+//! the directory holds more than 1 GiB of them (docs/logging.md).
 //!
 //! Runs only on the log writer thread; never on a shard.
 

@@ -1,5 +1,5 @@
-//! Logging: the original's severities (0 FATAL .. 5 TRACE), line shapes and
-//! two sinks, console (stderr) and a rotating file (behaviour.md §9).
+//! Logging: the original's severities (0 FATAL .. 5 TRACE), line shapes and two
+//! sinks, console (stderr) and a rotating file (docs/logging.md).
 //!
 //! Records are formatted on the thread that logs them and handed to one
 //! writer thread through a bounded queue; when the queue is full the record

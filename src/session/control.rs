@@ -1,5 +1,5 @@
-//! Operator control of one live session: pause and the three ways to end
-//! it (behaviour.md §4.7, DECISIONS Fix 8).
+//! Operator control of one live session: pause and the three ways to end it
+//! (docs/sessions.md#operator-actions).
 //!
 //! The control thread never touches a session: its command reaches the
 //! owning shard's inbox, the shard sets flags here and wakes the session's

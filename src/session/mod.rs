@@ -41,8 +41,9 @@ pub struct DirectionStats {
     /// Reads that carried data (the original's "packets").
     pub packets: Cell<u64>,
     pub last_activity: Cell<Instant>,
-    /// When the first channel-0 `Connection.Close` passed this way: which
-    /// side started an AMQP close decides its removal cause (DECISIONS Fix 6).
+    /// When the first channel-0 `Connection.Close` passed this way: which side
+    /// started an AMQP close decides its removal cause
+    /// (docs/statistics.md#removal-causes).
     pub close_seen_at: Cell<Option<Instant>>,
     /// Time spent in completed pass-through writes of this direction's bytes
     /// to the other socket, and how many there were (`CONN`, `STAT`).
@@ -117,13 +118,13 @@ pub enum Phase {
     Connecting,
     BrokerHandshake,
     Open,
-    /// The broker side was cut by the operator; the client side stays
-    /// until it closes (DECISIONS Fix 8).
+    /// The broker side was cut by the operator; the client side stays until it
+    /// closes (docs/sessions.md#operator-actions).
     BrokerDisconnected,
     Closed,
 }
 
-/// Which handshake a session used (README "How a session goes").
+/// Which handshake a session used (docs/routing.md#handshake-modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeKind {
     /// The proxy answered the client up to `Open`, then replayed to the

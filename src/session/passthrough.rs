@@ -1,7 +1,8 @@
-//! The established phase of a session: forwards what the handshakes held
-//! back, runs the [`Pump`] in both directions, watches for operator
-//! actions, and closes both sockets at the end with the right cause
-//! (behaviour.md §4.4, §4.6, §4.7; DECISIONS Fix 6, 8).
+//! The established phase of a session: forwards what the handshakes held back,
+//! runs the [`Pump`] in both directions, watches for operator actions, and
+//! closes both sockets at the end with the right cause
+//! (docs/sessions.md#pass-through, docs/sessions.md#session-end,
+//! docs/sessions.md#operator-actions, docs/statistics.md#removal-causes).
 //!
 //! Runs on the session's shard; never blocks.
 
@@ -173,8 +174,9 @@ async fn hold_client(
 }
 
 /// An AMQP close the client started is graceful, one the broker started
-/// (`rabbitmqctl close_connection`, a broker shutting down) is the
-/// broker's (DECISIONS Fix 6); without one, whichever side ended first.
+/// (`rabbitmqctl close_connection`, a broker shutting down) is the broker's
+/// (docs/statistics.md#removal-causes); without one, whichever side ended
+/// first.
 fn classify(info: &SessionInfo, direction: Direction, end: &DirectionEnd) -> Disconnect {
     match (
         info.ingress.close_seen_at.get(),

@@ -1,6 +1,6 @@
-//! The pass-through pump: after `OpenOk`, bytes move client→broker
-//! (ingress) and broker→client (egress) until either side ends
-//! (behaviour.md §4.4, §4.7).
+//! The pass-through pump: after `OpenOk`, bytes move client→broker (ingress)
+//! and broker→client (egress) until either side ends
+//! (docs/sessions.md#pass-through, docs/sessions.md#operator-actions).
 //!
 //! Each direction reads into a pooled buffer and writes the same buffer to
 //! the other socket: no copy between the sockets, no allocation per frame,
@@ -388,8 +388,8 @@ where
     }
 
     /// While paused: read nothing from the client, and keep the broker from
-    /// timing the connection out (DECISIONS Fix 8). Returns when anything
-    /// changes.
+    /// timing the connection out (docs/sessions.md#operator-actions). Returns
+    /// when anything changes.
     async fn hold_paused(&self, generation: u64) -> io::Result<()> {
         let interval = Duration::from_millis(u64::from(self.heartbeat) * 500);
         loop {

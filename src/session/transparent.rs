@@ -1,7 +1,7 @@
-//! The transparent handshake on the wire: when the route cannot depend on
-//! the vhost, the session connects to its broker as soon as the client's
-//! protocol header arrives and relays the broker's handshake to the client
-//! (README "How a session goes"; the state machine is
+//! The transparent handshake on the wire: when the route cannot depend on the
+//! vhost, the session connects to its broker as soon as the client's protocol
+//! header arrives and relays the broker's handshake to the client
+//! (docs/routing.md#handshake-modes; the state machine is
 //! `handshake::transparent`).
 //!
 //! What stays as in the proxied handshake: backend selection, failover and

@@ -1,6 +1,6 @@
-//! The aggregator: one std thread that, every `--cleanupIntervalMs`, asks
-//! every shard for what moved since its last answer, and builds the
-//! [`Snapshot`] the outputs read (behaviour.md §5.2).
+//! The aggregator: one std thread that, every `--cleanupIntervalMs`, asks every
+//! shard for what moved since its last answer, and builds the [`Snapshot`] the
+//! outputs read (docs/statistics.md#aggregation).
 //!
 //! Shards answer with deltas (they remember what they reported), so a
 //! session that reconnects or ends never produces a negative or doubled

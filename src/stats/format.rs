@@ -1,13 +1,15 @@
-//! The `STAT LISTEN` outputs: the filter grammar (`all`, `overall`,
-//! `process`, `bufferpool`, `vhost=`, `backend=`, `source=`) and the JSON
-//! and human renderings of a snapshot, with the original's field names and
-//! shapes (behaviour.md §5.3, §5.4; DECISIONS Keep 5).
+//! The `STAT LISTEN` outputs: the filter grammar (`all`, `overall`, `process`,
+//! `bufferpool`, `vhost=`, `backend=`, `source=`) and the JSON and human
+//! renderings of a snapshot, with the original's field names and shapes
+//! (docs/statistics.md#stat-listen-json, docs/statistics.md#stat-listen-human).
 //!
-//! Differences from the original, on purpose (DECISIONS Fix 6, 7): JSON
-//! strings are escaped; a `removedConnectionProxy` field counts sessions
-//! the proxy ended; `receiveLatency`/`sendLatency` (mean write latency in
-//! ms over the interval, 0 without writes) are in the JSON; human "/s"
-//! rates are per second whatever the interval. Pure functions; no I/O.
+//! Differences from the original, on purpose
+//! (docs/statistics.md#removal-causes,
+//! docs/statistics.md#what-a-session-counts): JSON strings are escaped; a
+//! `removedConnectionProxy` field counts sessions the proxy ended;
+//! `receiveLatency`/`sendLatency` (mean write latency in ms over the interval,
+//! 0 without writes) are in the JSON; human "/s" rates are per second whatever
+//! the interval. Pure functions; no I/O.
 
 use super::{PoolStats, ProcessStats, Snapshot, Stats};
 use std::collections::BTreeMap;

@@ -1,8 +1,9 @@
 //! Statistics and observability: what sessions count, how one snapshot per
-//! `--cleanupIntervalMs` is built from every shard, and the outputs that
-//! read it (`STAT LISTEN` JSON and human, StatsD, Prometheus), plus the
-//! selective `TRACE` of AMQP methods (behaviour.md §5, §9; DECISIONS Keep 5,
-//! Fix 6, 7, Add 5, 8).
+//! `--cleanupIntervalMs` is built from every shard, and the outputs that read
+//! it (`STAT LISTEN` JSON and human, StatsD, Prometheus), plus the selective
+//! `TRACE` of AMQP methods (docs/statistics.md#removal-causes,
+//! docs/statistics.md#what-a-session-counts, docs/statistics.md#prometheus,
+//! docs/logging.md#tracing).
 //!
 //! Flow: sessions count into `Cell`s written only by their shard; each tick
 //! the aggregator thread asks every shard through a [`Collector`] (the
@@ -122,7 +123,7 @@ pub struct Gauges {
     pub limited: u64,
 }
 
-/// Sessions removed, by cause (DECISIONS Fix 6).
+/// Sessions removed, by cause (docs/statistics.md#removal-causes).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Removed {
     /// An AMQP close the client or the operator started completed.
@@ -144,8 +145,8 @@ impl Removed {
     }
 }
 
-/// One stats object (behaviour.md §5.2): gauges now, the rest per interval
-/// in a snapshot's groupings or since start in a Prometheus series.
+/// One stats object (docs/statistics.md#aggregation): gauges now, the rest per
+/// interval in a snapshot's groupings or since start in a Prometheus series.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub gauges: Gauges,

@@ -1,5 +1,5 @@
 //! Prometheus text exposition (format 0.0.4) of the last snapshot, for
-//! `--metricsPort` (DECISIONS Add 5).
+//! `--metricsPort` (docs/statistics.md#prometheus).
 //!
 //! Names are prefixed `amqpprox_`; counters end in `_total` and run from
 //! the start of their series (not per interval, unlike StatsD). Traffic and

@@ -1,12 +1,12 @@
-//! StatsD output for `STAT SEND host port` (behaviour.md §5.5): one UDP
+//! StatsD output for `STAT SEND host port` (docs/statistics.md#statsd): one UDP
 //! datagram per metric, `amqpprox.<metric>[,<tag>=<value>]*:<value>|<type>`,
 //! with the original's metric names, tags and order, fire and forget.
 //!
-//! Tag values are sanitised (DECISIONS Fix 7): every character that would
-//! break the line or a tag (`,` `:` `|` `=` `#` `@`, whitespace, control
-//! characters) becomes `_`. `removedConnectionProxy` and
-//! `log_records_dropped` are this project's additions. Runs on the
-//! aggregator thread; never on a shard.
+//! Tag values are sanitised (docs/statistics.md#what-a-session-counts): every
+//! character that would break the line or a tag (`,` `:` `|` `=` `#` `@`,
+//! whitespace, control characters) becomes `_`. `removedConnectionProxy` and
+//! `log_records_dropped` are this project's additions. Runs on the aggregator
+//! thread; never on a shard.
 
 use super::{Snapshot, Stats};
 use std::net::{SocketAddr, UdpSocket};

@@ -1,8 +1,8 @@
-//! Selective tracing (DECISIONS Add 8): `TRACE vhost|source|session ...`
-//! logs every AMQP method of the matching sessions at INFO, with the
+//! Selective tracing (docs/logging.md#tracing): `TRACE vhost|source|session
+//! ...` logs every AMQP method of the matching sessions at INFO, with the
 //! direction, channel, `class.method` name and payload size, bounded to
-//! [`MAX_LINES_PER_SECOND`] lines per second per shard (the rest are
-//! counted and the count logged).
+//! [`MAX_LINES_PER_SECOND`] lines per second per shard (the rest are counted
+//! and the count logged).
 //!
 //! Owns the filter grammar, the per-shard rate bound and the method names.
 //! It never logs a frame's payload (no bodies, no arguments, hence no

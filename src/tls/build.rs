@@ -1,7 +1,8 @@
 //! Turns one side's settings into a rustls configuration: protocol versions
-//! from the cipher list (TLS 1.2 and 1.3 by default), the certificate and
-//! key, and verification as `VERIFY_MODE` asks (DECISIONS Fix 12: the
-//! broker's host name is checked with its chain).
+//! from the cipher list (TLS 1.2 and 1.3 by default), the certificate and key,
+//! and verification as `VERIFY_MODE` asks
+//! (docs/tls-and-proxy-protocol.md#tls-to-brokers-egress: the broker's host
+//! name is checked with its chain).
 //!
 //! Session resumption is off on both sides: AMQP connections live long, so
 //! it saves little, and rustls' session caches are process-wide mutexes

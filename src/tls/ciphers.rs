@@ -1,7 +1,8 @@
 //! Cipher suites by the names operators know: OpenSSL's (`ECDHE-RSA-AES128-
 //! GCM-SHA256`, `TLS_AES_256_GCM_SHA384`) mapped to the suites of rustls'
 //! `ring` provider, and `CIPHERS SET` lists in OpenSSL's syntax
-//! (behaviour.md §2.16, DECISIONS Fix 12).
+//! (docs/tls-and-proxy-protocol.md#tls-settings,
+//! docs/tls-and-proxy-protocol.md#tls-to-brokers-egress).
 //!
 //! A list is `:`-separated (`,` and spaces also separate, as in OpenSSL).
 //! Each token is a suite name (OpenSSL or IANA), a keyword (`ALL`,

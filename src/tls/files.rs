@@ -1,7 +1,9 @@
-//! Reading key material named by `TLS ... <X>_FILE`: PEM certificates,
-//! private keys (PKCS#8, PKCS#1 RSA, SEC1 EC) and DH parameters, each
-//! checked before it is accepted, so a bad file is an error reply and
-//! changes nothing (behaviour.md §2.16, DECISIONS Fix 9, 12).
+//! Reading key material named by `TLS ... <X>_FILE`: PEM certificates, private
+//! keys (PKCS#8, PKCS#1 RSA, SEC1 EC) and DH parameters, each checked before it
+//! is accepted, so a bad file is an error reply and changes nothing
+//! (docs/tls-and-proxy-protocol.md#tls-settings,
+//! docs/commands.md#replies-and-errors,
+//! docs/tls-and-proxy-protocol.md#tls-to-brokers-egress).
 //!
 //! Runs on the control thread (commands, SIGHUP reload), never on a shard:
 //! these are blocking file reads. Errors read as the reply the operator

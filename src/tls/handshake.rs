@@ -1,7 +1,7 @@
-//! The TLS handshakes on a session's sockets, each bounded by a timeout:
-//! server side for a client on a `START_SECURE` listener, client side
-//! toward a backend flagged `TLS` (SNI and host-name verification from the
-//! backend's host, DECISIONS Fix 12).
+//! The TLS handshakes on a session's sockets, each bounded by a timeout: server
+//! side for a client on a `START_SECURE` listener, client side toward a backend
+//! flagged `TLS` (SNI and host-name verification from the backend's host,
+//! docs/tls-and-proxy-protocol.md#tls-to-brokers-egress).
 //!
 //! A failure comes back as a [`Failure`]: one log level and one reason that
 //! says what went wrong in the operator's terms (a plain-AMQP peer on a TLS

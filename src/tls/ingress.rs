@@ -1,7 +1,8 @@
-//! What happens to an accepted client before its session exists: the
-//! PROXY protocol header on a `LISTEN ... PROXY` listener (DECISIONS Add 6),
-//! then the TLS server handshake on a `START_SECURE` one, together bounded
-//! by `--handshakeTimeoutMs` (DECISIONS Fix 3).
+//! What happens to an accepted client before its session exists: the PROXY
+//! protocol header on a `LISTEN ... PROXY` listener
+//! (docs/tls-and-proxy-protocol.md#proxy-protocol-from-a-load-balancer), then
+//! the TLS server handshake on a `START_SECURE` one, together bounded by
+//! `--handshakeTimeoutMs` (docs/sessions.md#timeouts).
 //!
 //! The PROXY header is peeked, parsed, then consumed to its exact length,
 //! so the client's first bytes (a ClientHello, an AMQP header) stay in the

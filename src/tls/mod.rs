@@ -1,7 +1,9 @@
-//! TLS on both legs with rustls and its `ring` provider (behaviour.md §2.16,
-//! §6, DECISIONS Fix 12): the two process-wide contexts, INGRESS (server
-//! role, for `LISTEN START_SECURE`) and EGRESS (client role, for backends
-//! flagged `TLS`), as the operator configures them with `TLS ...`.
+//! TLS on both legs with rustls and its `ring` provider
+//! (docs/tls-and-proxy-protocol.md#tls-settings,
+//! docs/tls-and-proxy-protocol.md#tls-to-brokers-egress): the two process-wide
+//! contexts, INGRESS (server role, for `LISTEN START_SECURE`) and EGRESS
+//! (client role, for backends flagged `TLS`), as the operator configures them
+//! with `TLS ...`.
 //!
 //! The control thread owns [`TlsSettings`]: the files named so far, already
 //! read and checked, the verify flags and the cipher list. Each change

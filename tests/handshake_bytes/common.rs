@@ -13,10 +13,10 @@ use crate::support::dummy_broker::{AfterOpen, DummyBroker, Script};
 use crate::support::proxy::{ProxyBuilder, ProxyProcess};
 use crate::support::raw::{self, parse_close, CloseMethod, RawConn};
 
-/// The proxy's synthesized Connection.Start, byte for byte (behaviour.md
-/// §4.2): version 0-9, server properties `capabilities` (nine booleans, in
-/// order), `cluster_name`, `copyright`, `product`, `version`; mechanisms
-/// `PLAIN`; locales `en_US`. 379 bytes.
+/// The proxy's synthesized Connection.Start, byte for byte
+/// (docs/sessions.md#client-handshake): version 0-9, server properties
+/// `capabilities` (nine booleans, in order), `cluster_name`, `copyright`,
+/// `product`, `version`; mechanisms `PLAIN`; locales `en_US`. 379 bytes.
 pub const GOLDEN_START: &[u8] = b"\
 \x01\x00\x00\x00\x00\x01\x73\
 \x00\x0a\x00\x0a\
