@@ -207,7 +207,10 @@ fn dump_replays_to_the_same_configuration() {
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(registered, ["dns", "plain", "v1", "v2tls"]);
+    assert_eq!(
+        registered,
+        ["dns", "node1", "node2", "plain", "v1", "v2tls"]
+    );
 }
 
 #[test]
