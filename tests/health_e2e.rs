@@ -83,6 +83,39 @@ fn metrics(port: u16) -> String {
     text
 }
 
+/// The state `STAT LISTEN json all` gives backend `name` in its
+/// `backendHealth`, once a record shows it other than `unknown` (records come
+/// once per statistics interval), within 10 s.
+fn stat_health(proxy: &ProxyProcess, name: &str) -> String {
+    use std::io::BufRead;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&proxy.control_socket).expect("control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(b"STAT LISTEN json all\n")
+        .expect("write STAT");
+    let deadline = deadline_in(Duration::from_secs(10));
+    let mut last = String::new();
+    for line in std::io::BufReader::new(stream).lines() {
+        let line = line.expect("a STAT record within 10 s");
+        let record: serde_json::Value = serde_json::from_str(&line).expect("STAT json");
+        let state = record["backendHealth"][name]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state != "unknown" && !state.is_empty() {
+            return state;
+        }
+        last = line;
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    panic!("no STAT record gave {name} a health state; last: {last}");
+}
+
 fn configure(proxy: &ProxyProcess, lines: &[String]) {
     for line in lines {
         let (reply, code) = ctl_bin(&proxy.control_socket, line);
@@ -197,6 +230,11 @@ fn the_probe_marks_a_dead_member_down_skips_it_and_brings_it_back() {
         .unwrap();
     assert_eq!(dead_json["health"]["state"], "down", "{json}");
     assert_eq!(dead_json["health"]["lastError"]["by"], "probe", "{json}");
+    assert_eq!(
+        stat_health(&proxy, "dead"),
+        "down",
+        "STAT LISTEN json all shows the dead member down"
+    );
     let text = metrics(metrics_port);
     for line in [
         "amqpprox_backend_health{backend=\"dead\",state=\"down\"} 1",

@@ -185,6 +185,20 @@ impl Aggregator {
             }
         }
         self.keep_totals(current, now);
+        if let Some(registry) = self.hub.health() {
+            snapshot.backend_health = registry
+                .snapshot()
+                .into_iter()
+                .map(|(name, health)| super::BackendHealthView {
+                    name,
+                    state: health.counters.state.as_str(),
+                    consecutive_failures: health.counters.consecutive_failures,
+                    last_error: health
+                        .last_error
+                        .map(|e| format!("{} by {}", e.reason, e.observer)),
+                })
+                .collect();
+        }
         snapshot.series = self.series();
         snapshot.shards = self.shards.clone();
         let in_use: u64 = self.shards.iter().map(|s| s.buffers_in_use).sum();

@@ -229,7 +229,23 @@ fn json_all(out: &mut String, s: &Snapshot) {
     json_map(out, &s.sources);
     out.push_str(", \"backends\": ");
     json_map(out, &s.backends);
-    out.push('}');
+    out.push_str(", \"backendHealth\": {");
+    for (i, h) in s.backend_health.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(
+            out,
+            "{}: {{\"state\": \"{}\", \"consecutiveFailures\": {}, \"lastError\": {}}}",
+            serde_json::Value::from(h.name.as_str()),
+            h.state,
+            h.consecutive_failures,
+            h.last_error
+                .as_deref()
+                .map_or(serde_json::Value::Null, serde_json::Value::from)
+        );
+    }
+    out.push_str("}}");
 }
 
 /// A number with six significant digits, trailing zeros dropped (the C++
@@ -342,7 +358,7 @@ fn human_all(out: &mut String, s: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{PoolClass, Stats};
+    use crate::stats::{BackendHealthView, PoolClass, Stats};
     use std::time::Duration;
 
     fn snapshot() -> Snapshot {
@@ -362,6 +378,40 @@ mod tests {
             highest: 4,
         });
         s
+    }
+
+    #[test]
+    fn json_all_shows_each_backends_health() {
+        let mut s = snapshot();
+        s.backend_health = vec![
+            BackendHealthView {
+                name: "b\"1".into(),
+                state: "down",
+                consecutive_failures: 3,
+                last_error: Some("connect refused by probe".into()),
+            },
+            BackendHealthView {
+                name: "b2".into(),
+                state: "up",
+                consecutive_failures: 0,
+                last_error: None,
+            },
+        ];
+        let json = render(&s, Format::Json, &Filter::All);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["backendHealth"]["b\"1"]["state"], "down");
+        assert_eq!(v["backendHealth"]["b\"1"]["consecutiveFailures"], 3);
+        assert_eq!(
+            v["backendHealth"]["b\"1"]["lastError"],
+            "connect refused by probe"
+        );
+        assert_eq!(
+            v["backendHealth"]["b2"]["lastError"],
+            serde_json::Value::Null
+        );
+        // The human blocks keep the original's shape: health is in JSON only.
+        let human = render(&s, Format::Human, &Filter::All);
+        assert!(!human.contains("b2"), "{human}");
     }
 
     #[test]

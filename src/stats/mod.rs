@@ -241,6 +241,19 @@ pub struct Snapshot {
     pub pool: PoolStats,
     pub shards: Vec<ShardSummary>,
     pub series: Vec<Series>,
+    /// Each configured backend's health, by name (docs/reliability.md#health-checks).
+    pub backend_health: Vec<BackendHealthView>,
+}
+
+/// One backend's health as `STAT` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealthView {
+    pub name: String,
+    /// `unknown`, `up` or `down`.
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    /// The last failure's text and who saw it (`probe` or `session`).
+    pub last_error: Option<String>,
 }
 
 /// One `STAT LISTEN` stream.
