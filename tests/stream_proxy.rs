@@ -24,30 +24,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use amqpprox::streamproto::{key, response_code, split_frame, MetadataQuery, Tune, RESPONSE_FLAG};
-use support::control::{ctl, ctl_bin};
+use support::control::ctl;
 use support::proxy::{free_port, ProxyProcess};
-
-const STANDALONE: &str = "127.0.0.20";
-const STANDALONE_NODE: &str = "amqpprox_stream@localhost";
-const STANDALONE_AMQP: u16 = 5700;
-const CLUSTER: [&str; 3] = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
-const CLUSTER_NODES: [&str; 3] = [
-    "amqpprox_sc1@localhost",
-    "amqpprox_sc2@localhost",
-    "amqpprox_sc3@localhost",
-];
-const CLUSTER_AMQP: [u16; 3] = [5701, 5702, 5703];
-const STREAM_PORT: u16 = 5552;
-
-/// Panics unless the stream node at `host` accepts connections.
-fn require_node(host: &str) {
-    let addr: SocketAddr = format!("{host}:{STREAM_PORT}").parse().unwrap();
-    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
-        panic!(
-            "cannot reach the stream node at {addr} ({e}): run ci/ensure-rabbitmq-stream.sh --cluster"
-        );
-    }
-}
+use support::stream::{
+    assert_sessions_logged, configure, listen, proxy, require_node, route_to_standalone,
+    standalone_proxy, CLUSTER, CLUSTER_AMQP, CLUSTER_NODES, STANDALONE, STANDALONE_AMQP,
+    STANDALONE_NODE, STREAM_PORT,
+};
 
 fn python() -> PathBuf {
     let path = std::env::var_os("AMQPPROX_TEST_STREAM_PYTHON")
@@ -186,51 +169,6 @@ fn unique(prefix: &str) -> String {
     support::unique_name(prefix)
 }
 
-/// A proxy with no configuration, two shards.
-fn proxy() -> ProxyProcess {
-    ProxyProcess::builder("unused", 1)
-        .without_simple_mode()
-        .shards(2)
-        .connect_timeout_ms(3000)
-        .start()
-}
-
-fn configure(proxy: &ProxyProcess, lines: &[String]) {
-    for line in lines {
-        let (reply, code) = ctl_bin(&proxy.control_socket, line);
-        assert_eq!((reply.as_str(), code), ("", 0), "control line {line:?}");
-    }
-}
-
-/// A stream listener on 127.0.0.1; returns its address.
-fn listen(proxy: &ProxyProcess, options: &str) -> SocketAddr {
-    let port = free_port();
-    configure(
-        proxy,
-        &[format!("LISTEN START_STREAM 127.0.0.1:{port} {options}")
-            .trim_end()
-            .to_string()],
-    );
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The standalone node behind farm `fs`, the default farm; returns the
-/// entry listener.
-fn standalone_proxy() -> (ProxyProcess, SocketAddr) {
-    require_node(STANDALONE);
-    let proxy = proxy();
-    configure(
-        &proxy,
-        &[
-            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
-            "FARM ADD fs round-robin s1".into(),
-            "MAP DEFAULT fs".into(),
-        ],
-    );
-    let entry = listen(&proxy, "");
-    (proxy, entry)
-}
-
 /// The cluster's nodes as backends c1-c3 in farm `fc`, each with a stream
 /// listener of its own; returns the listeners.
 fn cluster_backends(proxy: &ProxyProcess) -> Vec<SocketAddr> {
@@ -263,15 +201,9 @@ fn rstream_publishes_and_consumes_10000_messages_through_the_proxy() {
         line,
         "published 10000 confirmed 10000 consumed 10000 in-order True"
     );
-    let logs = proxy.settled_log_files();
     // The client followed the rewritten addresses back to the proxy (a
     // locator, a producer and a consumer connection at least).
-    assert!(
-        logs.matches("Starting connection for:").count() >= 2,
-        "{logs}"
-    );
-    assert!(!logs.contains("not mapped"), "{logs}");
-    assert!(!logs.contains("could not be mapped"), "{logs}");
+    assert_sessions_logged(&proxy, 2);
 }
 
 #[test]
@@ -822,14 +754,7 @@ fn a_secure_stream_listener_serves_tls() {
             "reply to {line:?}: {reply:?}"
         );
     }
-    configure(
-        &proxy,
-        &[
-            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
-            "FARM ADD fs round-robin s1".into(),
-            "MAP DEFAULT fs".into(),
-        ],
-    );
+    route_to_standalone(&proxy);
     let port = free_port();
     configure(
         &proxy,
@@ -860,14 +785,7 @@ fn sigterm_drains_a_stream_session_with_a_close() {
         .arg("--drainTimeoutMs")
         .arg("20000")
         .start();
-    configure(
-        &proxy,
-        &[
-            format!("BACKEND ADD s1 dc1 {STANDALONE} {STANDALONE_AMQP}"),
-            "FARM ADD fs round-robin s1".into(),
-            "MAP DEFAULT fs".into(),
-        ],
-    );
+    route_to_standalone(&proxy);
     let entry = listen(&proxy, "");
     let mut client = RawClient::open(entry, "/", 60);
     client.metadata_query(10);

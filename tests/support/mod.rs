@@ -13,6 +13,7 @@ pub mod control;
 pub mod proxy;
 pub mod rabbit;
 pub mod relay;
+pub mod stream;
 
 // The fake broker, the raw client and the wait helpers live in the shared
 // kit (`testkit/`, also used by the benchmark harness); these names keep
