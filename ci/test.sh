@@ -16,7 +16,7 @@ readonly JOBS="${CARGO_JOBS:-2}"
 # The end-to-end tests go through a spawned proxy unless told otherwise
 # (AMQPPROX_TEST_TARGET=direct points them straight at RabbitMQ).
 export AMQPPROX_TEST_TARGET="${AMQPPROX_TEST_TARGET:-proxy}"
-readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak drain_e2e upgrade_e2e limits_e2e auth_e2e stream_proxy)
+readonly RABBITMQ_TEST_BINARIES=(rabbitmq_lapin rabbitmq_amqprs session_ops routing_e2e migration transparent stats_e2e trace_e2e tls_e2e proxy_protocol_e2e streamproto_broker streamproto_relay refused_login_rabbitmq health_probe soak drain_e2e upgrade_e2e limits_e2e auth_e2e stream_proxy stream_rust_client)
 
 step() { printf '\n==> %s\n' "$*"; }
 
