@@ -3,7 +3,7 @@
 //! load-balancer mode) in front of the standalone stream node that
 //! `ci/ensure-rabbitmq-stream.sh --cluster` starts (127.0.0.20:5552).
 //!
-//! Owns what issue #15 asks of this client: 10,000 messages published with
+//! Owns this client's end-to-end contract: 10,000 messages published with
 //! every publish confirmed, then consumed from the first offset in order
 //! with their exact bodies; the `Metadata` the client follows to the
 //! stream's leader pointing back at the proxy, and every one of its
