@@ -28,28 +28,14 @@ use support::control::ctl;
 use support::proxy::{free_port, ProxyProcess};
 use support::stream::{
     assert_sessions_logged, configure, listen, proxy, require_node, route_to_standalone,
-    standalone_proxy, CLUSTER, CLUSTER_AMQP, CLUSTER_NODES, STANDALONE, STANDALONE_AMQP,
-    STANDALONE_NODE, STREAM_PORT,
+    rstream_python, standalone_proxy, CLUSTER, CLUSTER_AMQP, CLUSTER_NODES, STANDALONE,
+    STANDALONE_AMQP, STANDALONE_NODE, STREAM_PORT,
 };
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("AMQPPROX_TEST_STREAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stream-venv/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "no Python with rstream at {}: run ci/ensure-stream-clients.sh",
-        path.display()
-    );
-    path
-}
 
 fn client_command(addr: SocketAddr, vhost: &str, args: &[&str]) -> Command {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
-    let mut command = Command::new(python());
+    let mut command = Command::new(rstream_python());
     command
         .arg(script)
         .arg(addr.ip().to_string())

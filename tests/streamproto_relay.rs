@@ -14,6 +14,8 @@
 //! `ci/ensure-stream-clients.sh`) unless `AMQPPROX_TEST_STREAM_PYTHON`
 //! names another interpreter. Never skips: a missing node or client fails.
 
+mod support;
+
 use amqpprox::streamproto::rewrite::{rewrite_metadata_frame, rewrite_open};
 use amqpprox::streamproto::server::ServerConfig;
 use amqpprox::streamproto::{
@@ -27,6 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::stream::rstream_python;
 
 const DEFAULT_BROKER: &str = "127.0.0.20:5552";
 
@@ -57,20 +60,6 @@ fn cluster_addrs() -> Vec<SocketAddr> {
     text.split(',')
         .map(|a| reachable(a.trim(), "ci/ensure-rabbitmq-stream.sh --cluster"))
         .collect()
-}
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("AMQPPROX_TEST_STREAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stream-venv/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "no Python with rstream at {}: run ci/ensure-stream-clients.sh",
-        path.display()
-    );
-    path
 }
 
 /// What one relay did, for the assertions.
@@ -379,7 +368,7 @@ fn close_after_reply(mut client: TcpStream) -> std::io::Result<()> {
 fn run_client(addr: SocketAddr, args: &[&str]) -> String {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
-    let output = Command::new(python())
+    let output = Command::new(rstream_python())
         .arg(&script)
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())

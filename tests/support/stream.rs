@@ -9,6 +9,7 @@
 //! test with the script to run.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::control::ctl_bin;
@@ -34,6 +35,23 @@ pub fn require_node(host: &str) {
             "cannot reach the stream node at {addr} ({e}): run ci/ensure-rabbitmq-stream.sh --cluster"
         );
     }
+}
+
+/// The Python that has rstream (`AMQPPROX_TEST_STREAM_PYTHON`, or the venv
+/// `ci/ensure-stream-clients.sh` makes); panics with that script's name when
+/// it is missing.
+pub fn rstream_python() -> PathBuf {
+    let path = std::env::var_os("AMQPPROX_TEST_STREAM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stream-venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "no Python with rstream at {}: run ci/ensure-stream-clients.sh",
+        path.display()
+    );
+    path
 }
 
 /// A proxy with no configuration, two shards.
