@@ -5,9 +5,10 @@
 //! meanwhile (vhost and session pause/unpause, forced and graceful
 //! disconnects, backends added to and removed from the farm, a dead member
 //! to fail over past, `CONN` through `amqpprox_ctl`). At the end every
-//! confirmed message was consumed at least once, no message was consumed
-//! twice without the redelivered flag, the proxy lists no session, and its
-//! RSS is back near where it was after the warm-up.
+//! confirmed message was consumed at least once, no message came again
+//! without the redelivered flag once a delivery of it had been settled
+//! (acknowledged on a connection that then closed cleanly), the proxy lists
+//! no session, and its RSS is back near where it was after the warm-up.
 //!
 //! Runs `AMQPPROX_SOAK_SECS` seconds of churn (default 120). Publishers
 //! re-publish what was not confirmed, as a numbered new attempt: a copy
@@ -190,10 +191,49 @@ async fn publisher(
 struct Consumed {
     /// (id, attempt) -> deliveries.
     deliveries: BTreeMap<(u64, u32), u32>,
+    /// Every delivery in the order seen: its number (the index), its
+    /// message and its redelivered flag.
+    log: Vec<((u64, u32), bool)>,
+    /// Message -> the number of its delivery that was acknowledged on a
+    /// connection that then closed cleanly: the broker had processed that
+    /// acknowledgement, so the message was settled.
+    settled: BTreeMap<(u64, u32), usize>,
     ids: BTreeSet<u64>,
     redelivered: u64,
-    repeats_not_redelivered: Vec<(u64, u32)>,
     connections: u64,
+}
+
+/// How the unflagged repeats of a run divide.
+struct Repeats {
+    /// Delivered again, unflagged, after an earlier delivery of it was
+    /// settled: a second copy existed, which is a duplicate.
+    duplicates: Vec<(u64, u32)>,
+    /// Delivered again, unflagged, when no earlier delivery was settled
+    /// (the connection that had it ended without a clean close): RabbitMQ's
+    /// redelivered flag is a hint (AMQP 0-9-1 tells clients not to rely on
+    /// it), and a requeue racing a forced disconnect can leave it unset.
+    unflagged_requeues: u64,
+}
+
+impl Consumed {
+    fn repeats(&self) -> Repeats {
+        let mut seen_before = BTreeSet::new();
+        let mut out = Repeats {
+            duplicates: Vec::new(),
+            unflagged_requeues: 0,
+        };
+        for (n, (key, redelivered)) in self.log.iter().enumerate() {
+            let repeat = !seen_before.insert(*key);
+            if !repeat || *redelivered {
+                continue;
+            }
+            match self.settled.get(key) {
+                Some(&acked) if acked < n => out.duplicates.push(*key),
+                _ => out.unflagged_requeues += 1,
+            }
+        }
+        out
+    }
 }
 
 /// Consumes with acks until `stop`, closing its connection after a random
@@ -236,6 +276,8 @@ async fn consumer(
         };
         let quota = 50 + rng.below(500);
         let mut taken = 0;
+        // Deliveries acknowledged on this connection, by number.
+        let mut acked_here = Vec::new();
         while taken < quota && !stop.load(Ordering::Relaxed) {
             let delivery =
                 match tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await {
@@ -246,25 +288,33 @@ async fn consumer(
             taken += 1;
             let id = u64::from_be_bytes(delivery.data[..8].try_into().unwrap());
             let attempt = u32::from_be_bytes(delivery.data[8..12].try_into().unwrap());
-            {
+            let number = {
                 let mut seen = seen.lock().unwrap();
-                let count = seen.deliveries.entry((id, attempt)).or_insert(0);
-                *count += 1;
-                let repeat = *count > 1;
+                *seen.deliveries.entry((id, attempt)).or_insert(0) += 1;
                 if delivery.redelivered {
                     seen.redelivered += 1;
-                } else if repeat {
-                    seen.repeats_not_redelivered.push((id, attempt));
                 }
                 seen.ids.insert(id);
-            }
+                seen.log.push(((id, attempt), delivery.redelivered));
+                seen.log.len() - 1
+            };
             let acked =
                 tokio::time::timeout(STEP_LIMIT, delivery.ack(BasicAckOptions::default())).await;
             if !matches!(acked, Ok(Ok(()))) {
                 break;
             }
+            acked_here.push(((id, attempt), number));
         }
-        let _ = tokio::time::timeout(STEP_LIMIT, connection.close(200, "consumer churn")).await;
+        let closed =
+            tokio::time::timeout(STEP_LIMIT, connection.close(200, "consumer churn")).await;
+        // A clean close (CloseOk) comes after the broker has processed this
+        // connection's earlier frames, the acknowledgements among them.
+        if matches!(closed, Ok(Ok(()))) {
+            let mut seen = seen.lock().unwrap();
+            for (key, number) in acked_here {
+                seen.settled.entry(key).or_insert(number);
+            }
+        }
     }
 }
 
@@ -584,22 +634,26 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
     }
 
     let seen = seen.lock().unwrap();
+    let repeats = seen.repeats();
     eprintln!(
         "soak: {:?} of churn: {} confirmed of {} publish attempts, {} distinct consumed, \
-         {} redelivered; {} publisher and {} consumer connections; operator: {counts:?}; \
-         RSS {baseline} KiB after warm-up, {end} KiB at the end",
+         {} redelivered ({} more unflagged after an unclean end); {} publisher and {} \
+         consumer connections; operator: {counts:?}; RSS {baseline} KiB after warm-up, \
+         {end} KiB at the end",
         duration,
         published.confirmed.len(),
         published.attempts,
         seen.ids.len(),
         seen.redelivered,
+        repeats.unflagged_requeues,
         published.connections,
         seen.connections,
     );
     assert!(
-        seen.repeats_not_redelivered.is_empty(),
-        "consumed twice without the redelivered flag (id, attempt): {:?} (seed {seed})",
-        &seen.repeats_not_redelivered[..seen.repeats_not_redelivered.len().min(20)]
+        repeats.duplicates.is_empty(),
+        "delivered again without the redelivered flag after it was settled (id, attempt): \
+         {:?} (seed {seed})",
+        &repeats.duplicates[..repeats.duplicates.len().min(20)]
     );
     assert!(
         published.confirmed.len() as u64 > duration.as_secs() * 5,
@@ -620,4 +674,31 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
         "RSS grew from {baseline} KiB after the warm-up to {end} KiB (limit {limit} KiB)\n{}",
         proxy.output()
     );
+}
+
+#[test]
+fn an_unflagged_repeat_fails_only_after_a_settled_delivery() {
+    let a = (1, 1);
+    let b = (2, 1);
+    // a: delivered, settled, then delivered again unflagged (a second copy).
+    // b: delivered on a connection that ended uncleanly, then again unflagged.
+    let seen = Consumed {
+        log: vec![(a, false), (b, false), (a, false), (b, false), (b, true)],
+        settled: BTreeMap::from([(a, 0)]),
+        ..Default::default()
+    };
+    let repeats = seen.repeats();
+    assert_eq!(repeats.duplicates, vec![a]);
+    assert_eq!(repeats.unflagged_requeues, 1);
+
+    // Settled only by the repeat itself: the first delivery's connection
+    // ended uncleanly, so the repeat is a requeue, not a duplicate.
+    let seen = Consumed {
+        log: vec![(a, false), (a, false)],
+        settled: BTreeMap::from([(a, 1)]),
+        ..Default::default()
+    };
+    let repeats = seen.repeats();
+    assert!(repeats.duplicates.is_empty());
+    assert_eq!(repeats.unflagged_requeues, 1);
 }
