@@ -116,19 +116,26 @@ impl Drop for Held {
     }
 }
 
+/// An enabled-plugins file naming the stream plugin, for the CLI: it loads
+/// the commands of the plugins that file names (`list_stream_connections`
+/// is the stream plugin's). Written by the test itself, so that it does not
+/// matter which checkout's `ci/ensure-rabbitmq-stream.sh` started the nodes.
+fn cli_plugins_file() -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "amqpprox-stream-cli-{}-enabled_plugins",
+        std::process::id()
+    ));
+    std::fs::write(&path, "[rabbitmq_stream].\n").expect("write the CLI's plugins file");
+    // The CLI runs as the rabbitmq user; the file is only read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("make the CLI's plugins file readable");
+    path
+}
+
 /// `rabbitmq-streams` (or `rabbitmqctl` with `ctl`) against a private
 /// node, as the rabbitmq user (its Erlang cookie), bounded.
 fn node_cli(tool: &str, node: &str, args: &[&str]) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/rabbitmq-stream")
-        .join(node.split('@').next().unwrap());
-    let plugins = if dir.exists() {
-        dir.join("enabled_plugins")
-    } else {
-        PathBuf::from("/var/lib/rabbitmq/amqpprox-stream")
-            .join(node.split('@').next().unwrap())
-            .join("enabled_plugins")
-    };
+    let plugins = cli_plugins_file();
     let output = Command::new("runuser")
         .args(["-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq"])
         .arg(format!(
