@@ -28,37 +28,9 @@ use support::control::ctl;
 use support::proxy::{free_port, ProxyProcess};
 use support::stream::{
     assert_sessions_logged, configure, listen, proxy, require_node, route_to_standalone,
-    rstream_python, standalone_proxy, CLUSTER, CLUSTER_AMQP, CLUSTER_NODES, STANDALONE,
-    STANDALONE_AMQP, STANDALONE_NODE, STREAM_PORT,
+    rstream_command, run_rstream, standalone_proxy, CLUSTER, CLUSTER_AMQP, CLUSTER_NODES,
+    STANDALONE, STANDALONE_AMQP, STANDALONE_NODE, STREAM_PORT,
 };
-
-fn client_command(addr: SocketAddr, vhost: &str, args: &[&str]) -> Command {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
-    let mut command = Command::new(rstream_python());
-    command
-        .arg(script)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args(args)
-        .env("RSTREAM_VHOST", vhost);
-    command
-}
-
-/// Runs the rstream client to its end; returns its result line.
-fn run_client(addr: SocketAddr, vhost: &str, args: &[&str]) -> String {
-    let output = client_command(addr, vhost, args)
-        .output()
-        .expect("run the rstream client");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "rstream client {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout.trim().to_string()
-}
 
 /// A client holding a producer and a consumer open (`hold` mode) until
 /// dropped.
@@ -74,7 +46,7 @@ impl Held {
     /// Starts `hold` with its connections named `name`-producer and
     /// `name`-consumer.
     fn start(addr: SocketAddr, vhost: &str, name: &str, args: &[&str]) -> Held {
-        let mut child = client_command(addr, vhost, args)
+        let mut child = rstream_command(addr, vhost, args)
             .env("RSTREAM_NAME", name)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -189,7 +161,7 @@ fn cluster_backends(proxy: &ProxyProcess) -> Vec<SocketAddr> {
 fn rstream_publishes_and_consumes_10000_messages_through_the_proxy() {
     let (proxy, entry) = standalone_proxy();
     let stream = unique("amqpprox-proxy");
-    let line = run_client(entry, "/", &["roundtrip", &stream, "10000"]);
+    let line = run_rstream(entry, "/", &["roundtrip", &stream, "10000"]);
     assert_eq!(
         line,
         "published 10000 confirmed 10000 consumed 10000 in-order True"
@@ -205,7 +177,7 @@ fn deliver_chunks_larger_than_the_frame_size_pass_through() {
     // 20,000 messages of 1 KiB published at once make chunks above it.
     let (proxy, entry) = standalone_proxy();
     let stream = unique("amqpprox-big-chunks");
-    let output = client_command(entry, "/", &["roundtrip", &stream, "20000"])
+    let output = rstream_command(entry, "/", &["roundtrip", &stream, "20000"])
         .env("RSTREAM_SIZE", "1024")
         .output()
         .expect("run the rstream client");
@@ -245,7 +217,7 @@ fn the_broker_sees_the_replayed_handshake_and_conn_and_stat_show_stream_sessions
     let stats = stat_records(&proxy);
     let stream = unique("amqpprox-held");
     assert_eq!(
-        run_client(
+        run_rstream(
             SocketAddr::from(([127, 0, 0, 20], STREAM_PORT)),
             "/",
             &["create", &stream]
@@ -296,13 +268,13 @@ fn the_broker_sees_the_replayed_handshake_and_conn_and_stat_show_stream_sessions
 fn refusals_reach_the_client_as_protocol_codes() {
     let (proxy, entry) = standalone_proxy();
     assert_eq!(
-        run_client(entry, "/", &["refused", "guest", "wrong-password", "/"]),
+        run_rstream(entry, "/", &["refused", "guest", "wrong-password", "/"]),
         "refused AuthenticationFailure"
     );
     // Mapped (the default farm) but unknown to the broker.
     let unknown = unique("amqpprox-no-such-vhost");
     assert_eq!(
-        run_client(entry, "/", &["refused", "guest", "guest", &unknown]),
+        run_rstream(entry, "/", &["refused", "guest", "guest", &unknown]),
         "refused VirtualHostAccessFailure"
     );
     // A farm whose only member is dead: a clear code, not a bare close.
@@ -316,13 +288,13 @@ fn refusals_reach_the_client_as_protocol_codes() {
         ],
     );
     assert_eq!(
-        run_client(entry, "/", &["refused", "guest", "guest", "deadvhost"]),
+        run_rstream(entry, "/", &["refused", "guest", "guest", "deadvhost"]),
         "refused StreamNotAvailable"
     );
     // A vhost the proxy cannot route at all.
     ctl(&proxy.control_socket, "MAP REMOVE_DEFAULT");
     assert_eq!(
-        run_client(entry, "/", &["refused", "guest", "guest", "unmapped"]),
+        run_rstream(entry, "/", &["refused", "guest", "guest", "unmapped"]),
         "refused VirtualHostAccessFailure"
     );
     let logs = proxy.settled_log_files();
@@ -349,19 +321,19 @@ fn vhosts_route_to_two_farms() {
     let routed = std::panic::catch_unwind(|| {
         let stream = unique("amqpprox-two-farms");
         assert_eq!(
-            run_client(entry, &vhost, &["roundtrip", &stream, "500"]),
+            run_rstream(entry, &vhost, &["roundtrip", &stream, "500"]),
             "published 500 confirmed 500 consumed 500 in-order True"
         );
         // The same vhost sent to the standalone node is unknown there.
         configure(&proxy, &[format!("MAP FARM {vhost} fs")]);
         assert_eq!(
-            run_client(entry, "/", &["refused", "guest", "guest", &vhost]),
+            run_rstream(entry, "/", &["refused", "guest", "guest", &vhost]),
             "refused VirtualHostAccessFailure"
         );
         // And "/" still goes to the standalone node.
         let stream = unique("amqpprox-default-farm");
         assert_eq!(
-            run_client(entry, "/", &["roundtrip", &stream, "100"]),
+            run_rstream(entry, "/", &["roundtrip", &stream, "100"]),
             "published 100 confirmed 100 consumed 100 in-order True"
         );
     });
@@ -468,7 +440,7 @@ fn a_plain_client_follows_metadata_to_the_leader_and_a_member() {
     // the client starts at the entry and must follow Metadata to it.
     let stream = unique("amqpprox-locality");
     let third = SocketAddr::from(([127, 0, 0, 23], STREAM_PORT));
-    assert_eq!(run_client(third, "/", &["create", &stream]), "created");
+    assert_eq!(run_rstream(third, "/", &["create", &stream]), "created");
     let held = Held::start(entry, "/", &stream, &["hold", &stream]);
     assert_placed(&stream, CLUSTER[2]);
     drop(held);
@@ -482,7 +454,7 @@ fn a_load_balancer_mode_client_converges_within_the_farm() {
     let entry = listen(&proxy, "");
     let stream = unique("amqpprox-lb");
     let second = SocketAddr::from(([127, 0, 0, 22], STREAM_PORT));
-    assert_eq!(run_client(second, "/", &["create", &stream]), "created");
+    assert_eq!(run_rstream(second, "/", &["create", &stream]), "created");
     let held = Held::start(entry, "/", &stream, &["hold", &stream, "lb"]);
     assert_placed(&stream, CLUSTER[1]);
     drop(held);
@@ -755,7 +727,7 @@ fn a_secure_stream_listener_serves_tls() {
     );
     let entry = SocketAddr::from(([127, 0, 0, 1], port));
     let stream = unique("amqpprox-tls");
-    let output = client_command(entry, "/", &["roundtrip", &stream, "1000"])
+    let output = rstream_command(entry, "/", &["roundtrip", &stream, "1000"])
         .env("RSTREAM_CAFILE", dir.path().join("ca.pem"))
         .output()
         .expect("run the rstream client");

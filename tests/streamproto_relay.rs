@@ -24,12 +24,10 @@ use amqpprox::streamproto::{
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::stream::rstream_python;
+use support::stream::run_rstream;
 
 const DEFAULT_BROKER: &str = "127.0.0.20:5552";
 
@@ -364,27 +362,6 @@ fn close_after_reply(mut client: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the rstream client against `addr`; returns its result line.
-fn run_client(addr: SocketAddr, args: &[&str]) -> String {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
-    let output = Command::new(rstream_python())
-        .arg(&script)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args(args)
-        .output()
-        .expect("run the rstream client");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "rstream client {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout.trim().to_string()
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -397,7 +374,7 @@ fn unique(prefix: &str) -> String {
 fn rstream_publishes_and_consumes_through_the_relay() {
     let relay = start_relay(broker_addr());
     let stream = unique("amqpprox-relay");
-    let line = run_client(relay.addr, &["roundtrip", &stream, "2000"]);
+    let line = run_rstream(relay.addr, "/", &["roundtrip", &stream, "2000"]);
     assert_eq!(
         line,
         "published 2000 confirmed 2000 consumed 2000 in-order True"
@@ -418,10 +395,14 @@ fn rstream_publishes_and_consumes_through_the_relay() {
 #[test]
 fn rstream_sees_the_brokers_refusals_as_their_codes() {
     let relay = start_relay(broker_addr());
-    let line = run_client(relay.addr, &["refused", "guest", "wrong-password", "/"]);
+    let line = run_rstream(
+        relay.addr,
+        "/",
+        &["refused", "guest", "wrong-password", "/"],
+    );
     assert_eq!(line, "refused AuthenticationFailure");
     let vhost = unique("amqpprox-no-such-vhost");
-    let line = run_client(relay.addr, &["refused", "guest", "guest", &vhost]);
+    let line = run_rstream(relay.addr, "/", &["refused", "guest", "guest", &vhost]);
     assert_eq!(line, "refused VirtualHostAccessFailure");
     assert_eq!(
         *relay.stats.refusals.lock().unwrap(),
@@ -441,8 +422,8 @@ fn rstream_follows_metadata_to_the_leader_and_a_member_node() {
     // placement puts the leader there; the client then starts from the
     // first node's relay and has to follow Metadata to find it.
     let stream = unique("amqpprox-relay-cluster");
-    assert_eq!(run_client(nodes[2], &["create", &stream]), "created");
-    let line = run_client(relays[0].addr, &["roundtrip", &stream, "1000"]);
+    assert_eq!(run_rstream(nodes[2], "/", &["create", &stream]), "created");
+    let line = run_rstream(relays[0].addr, "/", &["roundtrip", &stream, "1000"]);
     assert_eq!(
         line,
         "published 1000 confirmed 1000 consumed 1000 in-order True"
@@ -507,8 +488,8 @@ fn rstream_in_load_balancer_mode_converges_through_a_farm() {
     let relays = start_relays(&nodes);
     let farm = start_farm_relay(nodes.clone(), map_of(&relays));
     let stream = unique("amqpprox-relay-lb");
-    assert_eq!(run_client(nodes[1], &["create", &stream]), "created");
-    let line = run_client(farm.addr, &["roundtrip", &stream, "500", "lb"]);
+    assert_eq!(run_rstream(nodes[1], "/", &["create", &stream]), "created");
+    let line = run_rstream(farm.addr, "/", &["roundtrip", &stream, "500", "lb"]);
     assert_eq!(
         line,
         "published 500 confirmed 500 consumed 500 in-order True"

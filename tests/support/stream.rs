@@ -10,6 +10,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use super::control::ctl_bin;
@@ -52,6 +53,37 @@ pub fn rstream_python() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The rstream test client (`tests/streamproto/rstream_client.py`) against
+/// `addr` for `vhost`, with its mode and arguments, ready to run.
+pub fn rstream_command(addr: SocketAddr, vhost: &str, args: &[&str]) -> Command {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/streamproto/rstream_client.py");
+    let mut command = Command::new(rstream_python());
+    command
+        .arg(script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(args)
+        .env("RSTREAM_VHOST", vhost);
+    command
+}
+
+/// Runs the rstream client to its end; panics with its output unless it
+/// succeeds, and returns its result line.
+pub fn run_rstream(addr: SocketAddr, vhost: &str, args: &[&str]) -> String {
+    let output = rstream_command(addr, vhost, args)
+        .output()
+        .expect("run the rstream client");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "rstream client {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.trim().to_string()
 }
 
 /// A proxy with no configuration, two shards.
