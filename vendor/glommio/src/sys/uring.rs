@@ -904,22 +904,8 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
-        // amqpprox patch: ask for cooperative task running, so that a socket
-        // becoming ready does not interrupt the shard with an inter-processor
-        // interrupt; the shard enters the kernel often enough (every read,
-        // write and sleep) to pick completions up. Older kernels refuse the
-        // flag with EINVAL: fall back to the default.
-        let ring = match iou::IoUring::new_with_flags(
-            size as _,
-            iou::SetupFlags::COOP_TASKRUN,
-            iou::SetupFeatures::empty(),
-        ) {
-            Ok(ring) => ring,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
-            Err(e) => return Err(e),
-        };
         Ok(SleepableRing {
-            ring,
+            ring: iou::IoUring::new(size as _)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
