@@ -7,6 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const ROTATE_AT: u64 = 32 * 1024 * 1024;
 const KEEP_AT_MOST: u64 = 1024 * 1024 * 1024;
@@ -17,11 +18,21 @@ pub struct RotatingFile {
     date: String,
     sequence: u32,
     written: u64,
+    /// When the UTC day of `date` ends: the date is formatted again only
+    /// then, not for every line.
+    day_ends: SystemTime,
     file: std::io::BufWriter<File>,
 }
 
-fn today() -> String {
-    chrono::Utc::now().format("%Y%m%d").to_string()
+/// Today's UTC date as in the file names, and when that day ends.
+fn today() -> (String, SystemTime) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let next_midnight = (secs / 86_400 + 1) * 86_400;
+    let date = chrono::DateTime::<chrono::Utc>::from(now)
+        .format("%Y%m%d")
+        .to_string();
+    (date, UNIX_EPOCH + Duration::from_secs(next_midnight))
 }
 
 fn file_name(date: &str, sequence: u32) -> String {
@@ -51,7 +62,7 @@ impl RotatingFile {
     /// Creates the directory if needed and opens a new file in it.
     pub fn open(directory: PathBuf) -> io::Result<RotatingFile> {
         fs::create_dir_all(&directory)?;
-        let date = today();
+        let (date, day_ends) = today();
         let sequence = next_sequence(&directory, &date);
         let file = std::io::BufWriter::new(Self::create(&directory, &date, sequence)?);
         let mut this = RotatingFile {
@@ -59,6 +70,7 @@ impl RotatingFile {
             date,
             sequence,
             written: 0,
+            day_ends,
             file,
         };
         this.prune();
@@ -79,22 +91,31 @@ impl RotatingFile {
 
     /// Appends one line, rotating first when the file is full or the day changed.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let date = today();
-        if self.written + line.len() as u64 > ROTATE_AT || date != self.date {
-            self.sequence = if date == self.date {
-                self.sequence + 1
-            } else {
-                next_sequence(&self.directory, &date)
-            };
-            self.date = date;
-            self.file.flush()?;
-            self.file =
-                std::io::BufWriter::new(Self::create(&self.directory, &self.date, self.sequence)?);
-            self.written = 0;
-            self.prune();
+        if SystemTime::now() >= self.day_ends {
+            let (date, day_ends) = today();
+            self.day_ends = day_ends;
+            if date != self.date {
+                self.sequence = next_sequence(&self.directory, &date);
+                self.date = date;
+                self.reopen()?;
+            }
+        }
+        if self.written + line.len() as u64 > ROTATE_AT {
+            self.sequence += 1;
+            self.reopen()?;
         }
         self.file.write_all(line)?;
         self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the current file and starts the one `date` and `sequence` name.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file =
+            std::io::BufWriter::new(Self::create(&self.directory, &self.date, self.sequence)?);
+        self.written = 0;
+        self.prune();
         Ok(())
     }
 

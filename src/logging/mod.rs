@@ -117,22 +117,23 @@ struct Logger {
     pid: u32,
 }
 
-/// Collects the `vhost` and `conn` key-values a session attaches.
+/// Collects the `vhost` and `conn` key-values a session attaches, borrowed
+/// from the record: nothing is copied until the line is written.
 #[derive(Default)]
-struct Context {
-    vhost: Option<String>,
-    conn: Option<String>,
+struct Context<'kvs> {
+    vhost: Option<log::kv::Value<'kvs>>,
+    conn: Option<log::kv::Value<'kvs>>,
 }
 
-impl<'kvs> log::kv::VisitSource<'kvs> for Context {
+impl<'kvs> log::kv::VisitSource<'kvs> for Context<'kvs> {
     fn visit_pair(
         &mut self,
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
         match key.as_str() {
-            "vhost" => self.vhost = Some(value.to_string()),
-            "conn" => self.conn = Some(value.to_string()),
+            "vhost" => self.vhost = Some(value),
+            "conn" => self.conn = Some(value),
             _ => {}
         }
         Ok(())
@@ -144,13 +145,43 @@ fn format_body(out: &mut String, sev: u8, record: &log::Record<'_>) {
     let mut ctx = Context::default();
     let _ = record.key_values().visit(&mut ctx);
     out.push_str(severity_name(sev));
-    if let Some(v) = ctx.vhost.filter(|v| !v.is_empty()) {
+    if let Some(v) = ctx.vhost {
+        // An empty vhost (not known yet) shows no brackets.
+        let start = out.len();
         let _ = write!(out, " [{v}]");
+        if out.len() == start + 3 {
+            out.truncate(start);
+        }
     }
     if let Some(c) = ctx.conn {
         let _ = write!(out, " {c}");
     }
     let _ = write!(out, ": {}", record.args());
+}
+
+/// The file line's timestamp, `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. The
+/// part up to the seconds is formatted once per second and thread; each
+/// line then adds only its microseconds.
+fn push_timestamp(out: &mut String, now: std::time::SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            let when = chrono::DateTime::<chrono::Utc>::from(now);
+            let _ = write!(cached.1, "{}", when.format("%Y-%m-%dT%H:%M:%S"));
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    let _ = write!(out, ".{:06}Z", since.subsec_micros());
 }
 
 fn thread_id() -> u64 {
@@ -177,17 +208,24 @@ impl log::Log for Logger {
         if !to_console && !to_file {
             return;
         }
-        let mut body = String::with_capacity(128);
-        format_body(&mut body, sev, record);
+        // One buffer per record: the file line is the console line behind
+        // a header, so the console's copy is cut from it when both want it.
+        let mut line = String::with_capacity(160);
         if to_file {
             let line_id = self.control.line_id.fetch_add(1, Ordering::Relaxed) + 1;
-            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
-            let line = format!("{now} {line_id} {}-{} {body}\n", self.pid, thread_id());
-            self.control.send(Line::File(line));
+            push_timestamp(&mut line, std::time::SystemTime::now());
+            let _ = write!(line, " {line_id} {}-{} ", self.pid, thread_id());
         }
-        if to_console {
-            body.push('\n');
-            self.control.send(Line::Console(body));
+        let body_at = line.len();
+        format_body(&mut line, sev, record);
+        line.push('\n');
+        if to_console && to_file {
+            self.control.send(Line::Console(line[body_at..].to_owned()));
+        }
+        if to_file {
+            self.control.send(Line::File(line));
+        } else {
+            self.control.send(Line::Console(line));
         }
     }
 
@@ -236,23 +274,42 @@ pub fn init(console: u8, directory: PathBuf) -> Arc<LogControl> {
 /// delay, and in batches.
 const WRITER_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Empty polls in a row after which the writer blocks on the queue instead:
+/// an idle proxy then has no writer wake-ups at all, and only the first
+/// record after a quiet second pays for waking it.
+const POLLS_BEFORE_BLOCKING: u32 = 100;
+
 fn writer(rx: flume::Receiver<Line>, mut file: Option<RotatingFile>) {
     let stderr = std::io::stderr();
     let mut console = String::new();
     let mut flushes = Vec::new();
+    let mut empty_polls = 0u32;
     loop {
         let mut disconnected = false;
+        let mut received = false;
         loop {
-            match rx.try_recv() {
-                Ok(Line::Console(s)) => console.push_str(&s),
-                Ok(Line::File(s)) => {
-                    if let Some(f) = file.as_mut() {
-                        if let Err(e) = f.write_line(s.as_bytes()) {
-                            console.push_str(&format!("amqpprox: log file write failed: {e}\n"));
+            let next = if empty_polls >= POLLS_BEFORE_BLOCKING && !received {
+                rx.recv().map_err(|_| flume::TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            match next {
+                Ok(line) => {
+                    received = true;
+                    match line {
+                        Line::Console(s) => console.push_str(&s),
+                        Line::File(s) => {
+                            if let Some(f) = file.as_mut() {
+                                if let Err(e) = f.write_line(s.as_bytes()) {
+                                    console.push_str(&format!(
+                                        "amqpprox: log file write failed: {e}\n"
+                                    ));
+                                }
+                            }
                         }
+                        Line::Flush(done) => flushes.push(done),
                     }
                 }
-                Ok(Line::Flush(done)) => flushes.push(done),
                 Err(flume::TryRecvError::Empty) => break,
                 Err(flume::TryRecvError::Disconnected) => {
                     disconnected = true;
@@ -260,12 +317,15 @@ fn writer(rx: flume::Receiver<Line>, mut file: Option<RotatingFile>) {
                 }
             }
         }
+        empty_polls = if received { 0 } else { empty_polls + 1 };
         if !console.is_empty() {
             let _ = stderr.lock().write_all(console.as_bytes());
             console.clear();
         }
-        if let Some(f) = file.as_mut() {
-            let _ = f.flush();
+        if received {
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
+            }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -295,6 +355,41 @@ mod tests {
             .build();
         format_body(&mut out, severity(&record), &record);
         assert_eq!(out, "INFO [prod] 42: Starting connection");
+    }
+
+    #[test]
+    fn an_empty_vhost_shows_no_brackets() {
+        let mut out = String::new();
+        let kvs: [(&str, log::kv::Value<'_>); 2] = [("vhost", "".into()), ("conn", 7u64.into())];
+        let args = format_args!("Accepted");
+        let record = log::Record::builder()
+            .level(log::Level::Debug)
+            .target("amqpprox::session")
+            .args(args)
+            .key_values(&kvs)
+            .build();
+        format_body(&mut out, severity(&record), &record);
+        assert_eq!(out, "DEBUG 7: Accepted");
+    }
+
+    #[test]
+    fn timestamps_carry_microseconds_and_follow_the_second() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // 2026-12-05T14:37:53Z
+        let second = UNIX_EPOCH + Duration::from_secs(1_796_481_473);
+        let mut out = String::new();
+        push_timestamp(&mut out, second + Duration::from_micros(123_456));
+        assert_eq!(out, "2026-12-05T14:37:53.123456Z");
+        out.clear();
+        push_timestamp(&mut out, second + Duration::from_micros(7));
+        assert_eq!(out, "2026-12-05T14:37:53.000007Z");
+        out.clear();
+        // The next second, and the next day, are formatted afresh.
+        push_timestamp(&mut out, second + Duration::from_secs(1));
+        assert_eq!(out, "2026-12-05T14:37:54.000000Z");
+        out.clear();
+        push_timestamp(&mut out, second + Duration::from_secs(86_400));
+        assert_eq!(out, "2026-12-06T14:37:53.000000Z");
     }
 
     #[test]
