@@ -126,7 +126,17 @@ pub(super) async fn establish(
             let Some(hello) = handshake.take_hello() else {
                 return Err(Fallback::Proxied { no_broker: false });
             };
-            Ok(replay::broker_side(shard, info, client, listen_port, hello, false).await?)
+            // Boxed: rare, and its state would otherwise enlarge every
+            // transparent session's handshake.
+            Ok(Box::pin(replay::broker_side(
+                shard,
+                info,
+                client,
+                listen_port,
+                hello,
+                false,
+            ))
+            .await?)
         }
     }
 }
@@ -217,6 +227,27 @@ async fn relay(
                 },
             });
         }
+        if let TransparentProgress::OpenReceived { vhost } = &progress {
+            *info.vhost.borrow_mut() = vhost.clone();
+            log_starting(
+                info,
+                &handshake.connection_name(),
+                client,
+                HandshakeKind::Transparent,
+            );
+            let paused = vhost_paused(shard, vhost);
+            if paused || info.control.paused() {
+                if paused {
+                    info.control.set_paused(true);
+                }
+                return Ok(Outcome::HeldAtOpen);
+            }
+            // Behind whatever else this read gave the broker (the TuneOk
+            // that clients send in the same segment): one write, so the
+            // broker reads the two frames in one wake-up, as it would
+            // from the client directly.
+            handshake.release_open(&mut to_broker);
+        }
         if !to_broker.is_empty() {
             broker
                 .write_all(&to_broker)
@@ -232,7 +263,7 @@ async fn relay(
             to_client.clear();
         }
         match progress {
-            TransparentProgress::NeedMore => {}
+            TransparentProgress::NeedMore | TransparentProgress::OpenReceived { .. } => {}
             TransparentProgress::Open => {
                 client
                     .write_all(&to_client)
@@ -241,28 +272,6 @@ async fn relay(
                 return Ok(Outcome::Open(to_client));
             }
             TransparentProgress::ClientClosed => return Err(ClientGone::SentClose.into()),
-            TransparentProgress::OpenReceived { vhost } => {
-                *info.vhost.borrow_mut() = vhost.clone();
-                log_starting(
-                    info,
-                    &handshake.connection_name(),
-                    client,
-                    HandshakeKind::Transparent,
-                );
-                let paused = vhost_paused(shard, &vhost);
-                if paused || info.control.paused() {
-                    if paused {
-                        info.control.set_paused(true);
-                    }
-                    return Ok(Outcome::HeldAtOpen);
-                }
-                handshake.release_open(&mut to_broker);
-                broker
-                    .write_all(&to_broker)
-                    .await
-                    .map_err(|e| broker_failed(&format!("failed ({e})")))?;
-                to_broker.clear();
-            }
             TransparentProgress::BrokerClosed(_) => unreachable!("handled above"),
         }
     }

@@ -72,14 +72,16 @@ pub async fn authorise(
     let client_hostname = crate::hostnames::hostname_for(info.ingress_remote.ip())
         .unwrap_or_else(|| info.ingress_remote.ip().to_string());
     let vhost = hello.open.vhost.clone();
-    let decision = auth::authorise(
+    // Boxed: the HTTP exchange's state is kilobytes, and inline it would
+    // be copied into every session's handshake, auth service or not.
+    let decision = Box::pin(auth::authorise(
         &settings,
         &vhost,
         &hello.start_ok,
         &client_hostname,
         &shard.resolver,
         shard.shared.auth_timeouts,
-    )
+    ))
     .await;
     match decision {
         AuthDecision::Allow {
