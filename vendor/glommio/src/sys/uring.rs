@@ -904,8 +904,29 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // amqpprox patch: the main ring (where sockets complete) asks for
+        // cooperative task running, so that a completion arriving while the
+        // shard runs does not interrupt it with an inter-processor interrupt;
+        // it is picked up at the shard's next system call, and a shard asleep
+        // on this ring is still woken at once. The latency ring (cross-thread
+        // wake-ups, preemption timer) keeps the default: its completions must
+        // reach a shard that sleeps on the main ring. Older kernels refuse
+        // the flag with EINVAL: fall back to the default.
+        let ring = if name == "main" {
+            match iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN,
+                iou::SetupFeatures::empty(),
+            ) {
+                Ok(ring) => ring,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
+                Err(e) => return Err(e),
+            }
+        } else {
+            iou::IoUring::new(size as _)?
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
