@@ -428,7 +428,11 @@ impl Shard {
                                         (Rc::clone(&context), Rc::clone(&connections));
                                     glommio::spawn_local(async move {
                                         if kind.stream {
-                                            session::stream::run(context, stream, port, kind).await;
+                                            // Boxed: a Stream session's state would
+                                            // otherwise size (and be copied into)
+                                            // every AMQP session's task too.
+                                            Box::pin(session::stream::run(context, stream, port, kind))
+                                                .await;
                                         } else {
                                             session::run(context, stream, port, kind).await;
                                         }

@@ -97,7 +97,7 @@ pub async fn accept(
     let mut tcp = tcp;
     let mut remote = peer;
     if kind.proxy {
-        match read_proxy_header(&mut tcp, deadline).await {
+        match Box::pin(read_proxy_header(&mut tcp, deadline)).await {
             Ok(Some(source)) => remote = net::canonical(source),
             Ok(None) => {}
             Err(refused) => {
@@ -120,7 +120,10 @@ pub async fn accept(
             return None;
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match super::handshake::accept(config, tcp, left).await {
+        // Boxed, as the PROXY header read above: inline, their state would
+        // enlarge the task of every session, TLS or not, and be copied
+        // on each accept.
+        match Box::pin(super::handshake::accept(config, tcp, left)).await {
             Ok(stream) => {
                 log::debug!(
                     "TLS accepted from {remote} on port {listen_port}: {}",
