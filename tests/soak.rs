@@ -5,9 +5,9 @@
 //! meanwhile (vhost and session pause/unpause, forced and graceful
 //! disconnects, backends added to and removed from the farm, a dead member
 //! to fail over past, `CONN` through `amqpprox_ctl`). At the end every
-//! confirmed message was consumed at least once, no message came again
-//! without the redelivered flag once a delivery of it had been settled
-//! (acknowledged on a connection that then closed cleanly), the proxy lists
+//! confirmed message was consumed at least once, no message was settled
+//! twice (acknowledged, by two different deliveries, on connections that
+//! then closed cleanly: two copies), the proxy lists
 //! no session, and its RSS is back near where it was after the warm-up.
 //!
 //! Runs `AMQPPROX_SOAK_SECS` seconds of churn (default 120). Publishers
@@ -194,45 +194,48 @@ struct Consumed {
     /// Every delivery in the order seen: its number (the index), its
     /// message and its redelivered flag.
     log: Vec<((u64, u32), bool)>,
-    /// Message -> the number of its delivery that was acknowledged on a
-    /// connection that then closed cleanly: the broker had processed that
-    /// acknowledgement, so the message was settled.
-    settled: BTreeMap<(u64, u32), usize>,
+    /// Message -> the numbers of its deliveries that were acknowledged on
+    /// a connection that then closed cleanly: the broker had processed each
+    /// such acknowledgement, so the delivery was settled.
+    settled: BTreeMap<(u64, u32), Vec<usize>>,
     ids: BTreeSet<u64>,
     redelivered: u64,
     connections: u64,
 }
 
-/// How the unflagged repeats of a run divide.
+/// What the repeated deliveries of a run say.
 struct Repeats {
-    /// Delivered again, unflagged, after an earlier delivery of it was
-    /// settled: a second copy existed, which is a duplicate.
+    /// Settled by two different deliveries: the broker held two copies,
+    /// which is a duplicate. (One copy is settled at most once: a copy is
+    /// requeued only when no acknowledgement of it was processed.)
     duplicates: Vec<(u64, u32)>,
-    /// Delivered again, unflagged, when no earlier delivery was settled
-    /// (the connection that had it ended without a clean close): RabbitMQ's
-    /// redelivered flag is a hint (AMQP 0-9-1 tells clients not to rely on
-    /// it), and a requeue racing a forced disconnect can leave it unset.
-    unflagged_requeues: u64,
+    /// Delivered again without the redelivered flag, and not a duplicate.
+    /// RabbitMQ's flag is a hint (AMQP 0-9-1 tells clients not to rely on
+    /// it), and the consumers' log is in the order they handled deliveries,
+    /// not the order the broker sent them: a consumer whose connection was
+    /// cut can still hand over a first delivery that lapin had buffered
+    /// after another consumer logged the requeued copy.
+    unflagged_repeats: u64,
 }
 
 impl Consumed {
     fn repeats(&self) -> Repeats {
         let mut seen_before = BTreeSet::new();
-        let mut out = Repeats {
-            duplicates: Vec::new(),
-            unflagged_requeues: 0,
-        };
-        for (n, (key, redelivered)) in self.log.iter().enumerate() {
-            let repeat = !seen_before.insert(*key);
-            if !repeat || *redelivered {
-                continue;
-            }
-            match self.settled.get(key) {
-                Some(&acked) if acked < n => out.duplicates.push(*key),
-                _ => out.unflagged_requeues += 1,
-            }
+        let unflagged_repeats = self
+            .log
+            .iter()
+            .filter(|(key, redelivered)| !seen_before.insert(*key) && !*redelivered)
+            .count() as u64;
+        let duplicates = self
+            .settled
+            .iter()
+            .filter(|(_, deliveries)| deliveries.len() > 1)
+            .map(|(key, _)| *key)
+            .collect();
+        Repeats {
+            duplicates,
+            unflagged_repeats,
         }
-        out
     }
 }
 
@@ -312,7 +315,7 @@ async fn consumer(
         if matches!(closed, Ok(Ok(()))) {
             let mut seen = seen.lock().unwrap();
             for (key, number) in acked_here {
-                seen.settled.entry(key).or_insert(number);
+                seen.settled.entry(key).or_default().push(number);
             }
         }
     }
@@ -637,7 +640,7 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
     let repeats = seen.repeats();
     eprintln!(
         "soak: {:?} of churn: {} confirmed of {} publish attempts, {} distinct consumed, \
-         {} redelivered ({} more unflagged after an unclean end); {} publisher and {} \
+         {} redelivered ({} more repeats unflagged); {} publisher and {} \
          consumer connections; operator: {counts:?}; RSS {baseline} KiB after warm-up, \
          {end} KiB at the end",
         duration,
@@ -645,13 +648,13 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
         published.attempts,
         seen.ids.len(),
         seen.redelivered,
-        repeats.unflagged_requeues,
+        repeats.unflagged_repeats,
         published.connections,
         seen.connections,
     );
     assert!(
         repeats.duplicates.is_empty(),
-        "delivered again without the redelivered flag after it was settled (id, attempt): \
+        "settled twice, so the broker held two copies (id, attempt): \
          {:?} (seed {seed})",
         &repeats.duplicates[..repeats.duplicates.len().min(20)]
     );
@@ -677,28 +680,32 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
 }
 
 #[test]
-fn an_unflagged_repeat_fails_only_after_a_settled_delivery() {
+fn only_a_message_settled_twice_is_a_duplicate() {
     let a = (1, 1);
     let b = (2, 1);
-    // a: delivered, settled, then delivered again unflagged (a second copy).
-    // b: delivered on a connection that ended uncleanly, then again unflagged.
+    let c = (3, 1);
     let seen = Consumed {
-        log: vec![(a, false), (b, false), (a, false), (b, false), (b, true)],
-        settled: BTreeMap::from([(a, 0)]),
+        log: vec![
+            (a, false),
+            (b, false),
+            (c, true),
+            (a, false),
+            (b, true),
+            (c, false),
+        ],
+        settled: BTreeMap::from([
+            // a: two deliveries settled: two copies.
+            (a, vec![0, 3]),
+            // b: its first delivery's connection ended uncleanly; the
+            // flagged requeue was settled.
+            (b, vec![4]),
+            // c: the requeued copy was logged (and settled) before the
+            // cut consumer handed over its buffered first delivery.
+            (c, vec![2]),
+        ]),
         ..Default::default()
     };
     let repeats = seen.repeats();
     assert_eq!(repeats.duplicates, vec![a]);
-    assert_eq!(repeats.unflagged_requeues, 1);
-
-    // Settled only by the repeat itself: the first delivery's connection
-    // ended uncleanly, so the repeat is a requeue, not a duplicate.
-    let seen = Consumed {
-        log: vec![(a, false), (a, false)],
-        settled: BTreeMap::from([(a, 1)]),
-        ..Default::default()
-    };
-    let repeats = seen.repeats();
-    assert!(repeats.duplicates.is_empty());
-    assert_eq!(repeats.unflagged_requeues, 1);
+    assert_eq!(repeats.unflagged_repeats, 2, "a and c came again unflagged");
 }
