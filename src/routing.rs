@@ -37,20 +37,21 @@ pub enum RouteError {
     EmptyFarm(String),
 }
 
-/// Splits a farm's members into priority partitions by its policies.
-pub fn partitions(config: &Config, farm: &Farm) -> Vec<Vec<String>> {
-    let mut parts = vec![farm.members.clone()];
+/// Splits a farm's members into priority partitions by its policies
+/// (borrowed from the farm: this runs for every session).
+pub fn partitions<'a>(config: &Config, farm: &'a Farm) -> Vec<Vec<&'a str>> {
+    let mut parts = vec![farm.members.iter().map(String::as_str).collect::<Vec<_>>()];
     for policy in &farm.policies {
         match policy {
             PartitionPolicy::DatacenterAffinity => {
                 parts = parts
                     .into_iter()
                     .flat_map(|part| {
-                        let (near, far): (Vec<String>, Vec<String>) =
+                        let (near, far): (Vec<&str>, Vec<&str>) =
                             part.into_iter().partition(|name| {
                                 config
                                     .backends
-                                    .get(name)
+                                    .get(*name)
                                     .is_some_and(|b| b.datacenter == config.datacenter)
                             });
                         [near, far]
@@ -141,7 +142,7 @@ fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
         // rest share the load evenly.
         let part: Vec<&Backend> = part
             .iter()
-            .filter_map(|name| config.backends.get(name))
+            .filter_map(|name| config.backends.get(*name))
             .filter(|b| !(skip_drained && config.drained.contains(&b.name)))
             .collect();
         // Every partition's marker moves once per session, so a fallback

@@ -212,7 +212,7 @@ pub struct FarmJson<'a> {
     selector: &'static str,
     members: &'a [String],
     policies: Vec<&'static str>,
-    partitions: Vec<Vec<String>>,
+    partitions: Vec<Vec<&'a str>>,
 }
 
 /// Every farm, sorted by name, in their JSON shape; `partitions` are the
@@ -230,7 +230,7 @@ pub fn farms_json(config: &Config) -> Vec<FarmJson<'_>> {
                 .into_iter()
                 .map(|p| {
                     p.into_iter()
-                        .filter(|m| config.backends.contains_key(m))
+                        .filter(|m| config.backends.contains_key(*m))
                         .collect::<Vec<_>>()
                 })
                 .filter(|p| !p.is_empty())

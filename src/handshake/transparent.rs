@@ -244,14 +244,25 @@ impl TransparentHandshake {
                     self.state = State::Done;
                     break TransparentProgress::ClientClosed;
                 }
-                (State::StartOk, ConnectionMethod::StartOk(start_ok)) => {
-                    let mut extended = start_ok.clone();
+                (State::StartOk, method @ ConnectionMethod::StartOk(_)) => {
+                    // The additions are appended for the write and taken
+                    // off again, so the client's own StartOk is kept (for
+                    // a replay after a pause) without a copy of its table.
+                    let mut method = method;
+                    let ConnectionMethod::StartOk(start_ok) = &mut method else {
+                        unreachable!("matched above")
+                    };
+                    let own = start_ok.client_properties.len();
                     for (key, value) in &self.additions {
-                        extended
+                        start_ok
                             .client_properties
                             .push(key, FieldValue::LongString(value.as_bytes().to_vec()));
                     }
-                    ConnectionMethod::StartOk(extended).encode_frame(to_broker);
+                    method.encode_frame(to_broker);
+                    let ConnectionMethod::StartOk(mut start_ok) = method else {
+                        unreachable!("matched above")
+                    };
+                    start_ok.client_properties.0.truncate(own);
                     self.start_ok = Some(start_ok);
                     self.state = State::SecureOrTune;
                 }
@@ -494,6 +505,15 @@ mod tests {
         );
         assert_eq!(hs.tune_ok(), Some(BROKER_TUNE));
         (hs, to_client, bytes)
+    }
+
+    #[test]
+    fn the_kept_start_ok_is_the_clients_own_without_the_additions() {
+        let (mut hs, _, _) = up_to_open();
+        let hello = hs.take_hello().expect("past Open");
+        let props = &hello.start_ok.client_properties;
+        assert_eq!(props.len(), 1, "only the client's own property: {props:?}");
+        assert_eq!(props.0[0].0, b"product");
     }
 
     #[test]
