@@ -7,7 +7,8 @@
 //! to fail over past, `CONN` through `amqpprox_ctl`). At the end every
 //! confirmed message was consumed at least once, no message was settled
 //! twice (acknowledged, by two different deliveries, on connections that
-//! then closed cleanly: two copies), the proxy lists
+//! then closed cleanly: two copies) or delivered twice on one connection
+//! (a frame passed on twice), the proxy lists
 //! no session, and its RSS is back near where it was after the warm-up.
 //!
 //! Runs `AMQPPROX_SOAK_SECS` seconds of churn (default 120). Publishers
@@ -198,6 +199,10 @@ struct Consumed {
     /// a connection that then closed cleanly: the broker had processed each
     /// such acknowledgement, so the delivery was settled.
     settled: BTreeMap<(u64, u32), Vec<usize>>,
+    /// Messages delivered twice on one connection (its one channel): the
+    /// broker requeues only when a channel closes, so a repeat there is a
+    /// frame the proxy passed on twice.
+    repeated_on_one_connection: Vec<(u64, u32)>,
     ids: BTreeSet<u64>,
     redelivered: u64,
     connections: u64,
@@ -281,6 +286,7 @@ async fn consumer(
         let mut taken = 0;
         // Deliveries acknowledged on this connection, by number.
         let mut acked_here = Vec::new();
+        let mut on_this_connection = BTreeSet::new();
         while taken < quota && !stop.load(Ordering::Relaxed) {
             let delivery =
                 match tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await {
@@ -293,6 +299,9 @@ async fn consumer(
             let attempt = u32::from_be_bytes(delivery.data[8..12].try_into().unwrap());
             let number = {
                 let mut seen = seen.lock().unwrap();
+                if !on_this_connection.insert((id, attempt)) {
+                    seen.repeated_on_one_connection.push((id, attempt));
+                }
                 *seen.deliveries.entry((id, attempt)).or_insert(0) += 1;
                 if delivery.redelivered {
                     seen.redelivered += 1;
@@ -651,6 +660,11 @@ async fn soak_loses_no_confirmed_message_and_returns_to_its_memory_baseline() {
         repeats.unflagged_repeats,
         published.connections,
         seen.connections,
+    );
+    assert!(
+        seen.repeated_on_one_connection.is_empty(),
+        "delivered twice on one connection (id, attempt): {:?} (seed {seed})",
+        &seen.repeated_on_one_connection[..seen.repeated_on_one_connection.len().min(20)]
     );
     assert!(
         repeats.duplicates.is_empty(),
