@@ -92,9 +92,6 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
-        /// amqpprox patch: completions do not interrupt the task running in
-        /// user space; they are delivered at its next system call (Linux 5.19+).
-        const COOP_TASKRUN = 1 << 8;
     }
 }
 

@@ -138,15 +138,6 @@ impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
-
-    /// amqpprox patch: whether anyone reads this source's queued, submitted
-    /// and fulfilled timestamps (only the I/O latency statistics, off unless
-    /// the executor records them). Without a reader, the three clock reads
-    /// per operation are skipped.
-    pub(crate) fn records_latency(&self) -> bool {
-        self.stats_collection
-            .is_some_and(|stats| stats.latency.is_some())
-    }
 }
 
 impl fmt::Debug for InnerSource {

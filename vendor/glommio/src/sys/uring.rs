@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -457,9 +457,7 @@ fn record_stats<Ring: UringCommon>(
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    if src.records_latency() {
-        src.wakers.fulfilled_at = Some(Instant::now());
-    }
+    src.wakers.fulfilled_at = Some(Instant::now());
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -505,6 +503,7 @@ fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
+    now: Instant,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -512,9 +511,7 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    if x.records_latency() {
-                        x.wakers.submitted_at = Some(Instant::now());
-                    }
+                    x.wakers.submitted_at = Some(now);
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -640,7 +637,7 @@ pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
-    #[allow(dead_code)] // amqpprox patch: unused since the sleep rework
+    #[allow(dead_code)] // amqpprox patch: unused in 0.9.0 as published (a rustc 1.95 warning)
     fn in_kernel(&self) -> usize;
     fn waiting_kernel_collection(&self) -> usize;
     fn needs_kernel_enter(&self) -> bool;
@@ -859,10 +856,11 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
+        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain);
+                let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -906,29 +904,8 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
-        // amqpprox patch: the main ring (where sockets complete) asks for
-        // cooperative task running, so that a completion arriving while the
-        // shard runs does not interrupt it with an inter-processor interrupt;
-        // it is picked up at the shard's next system call, and a shard asleep
-        // on this ring is still woken at once. The latency ring (cross-thread
-        // wake-ups, preemption timer) keeps the default: its completions must
-        // reach a shard that sleeps on the main ring. Older kernels refuse
-        // the flag with EINVAL: fall back to the default.
-        let ring = if name == "main" {
-            match iou::IoUring::new_with_flags(
-                size as _,
-                iou::SetupFlags::COOP_TASKRUN,
-                iou::SetupFeatures::empty(),
-            ) {
-                Ok(ring) => ring,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
-                Err(e) => return Err(e),
-            }
-        } else {
-            iou::IoUring::new(size as _)?
-        };
         Ok(SleepableRing {
-            ring,
+            ring: iou::IoUring::new(size as _)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1068,83 +1045,66 @@ impl SleepableRing {
         }
     }
 
-    /// amqpprox patch: queues the SQEs waiting in the submission queue, arms
-    /// the poll on the latency ring's fd unless one is still pending from an
-    /// earlier sleep, then submits everything and waits for one completion in
-    /// a single `io_uring_enter`.
-    fn sleep(&mut self, link_fd: RawFd, link: &Cell<Option<Source>>) -> io::Result<usize> {
-        {
-            let q = self.submission_queue();
-            let mut queue = q.borrow_mut();
-            loop {
-                match self.submit_one_event(&mut queue.submissions) {
-                    Some(true) => {}
-                    // Out of SQEs: submit what we have and do not sleep.
-                    None => {
-                        drop(queue);
-                        return self
-                            .submit_sqes()
-                            .or_else(Reactor::busy_ok)
-                            .or_else(Reactor::again_ok)
-                            .or_else(Reactor::intr_ok);
-                    }
-                    Some(false) => break,
-                }
-            }
-        }
-        let current = link.take();
-        let pending = current.as_ref().map_or(false, |src| src.result().is_none());
-        if pending {
-            link.set(current);
-        } else {
-            drop(current);
-            let source = Source::new(
-                IoRequirements::default(),
-                link_fd,
-                SourceType::LinkRings,
-                None,
-                None,
-            );
-            let source_map = &self.source_map;
-            let queue = &self.submission_queue;
-            let mut sq = self.ring.sq();
-            let linked = match sq.prepare_sqe() {
-                Some(mut sqe) => {
-                    let op = UringDescriptor {
-                        fd: source.raw(),
-                        flags: SubmissionFlags::empty(),
-                        user_data: to_user_data(
-                            source_map.borrow_mut().add_source(&source, queue.clone()),
-                        ),
-                        args: UringOpDescriptor::PollAdd(common_flags() | read_flags()),
-                    };
-                    fill_sqe(&mut sqe, &op, DmaBuffer::new, &mut source_map.borrow_mut());
-                    true
-                }
-                None => false,
+    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
+            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+            let op = UringDescriptor {
+                fd: link.raw(),
+                flags: SubmissionFlags::empty(),
+                user_data: to_user_data(
+                    self.source_map
+                        .borrow_mut()
+                        .add_source(link, self.submission_queue.clone()),
+                ),
+                args: UringOpDescriptor::PollAdd(common_flags() | read_flags()),
             };
-            drop(sq);
-            if !linked {
-                // Can't link rings because we ran out of `SQE`s. Just can't
-                // sleep. Submit what we have.
-                return self
-                    .submit_sqes()
+            fill_sqe(
+                &mut sqe,
+                &op,
+                DmaBuffer::new,
+                &mut self.source_map.borrow_mut(),
+            );
+
+            // We have now prepared the SQE that links the two rings. We now need to submit
+            // it successfully to be able to safely sleep.
+
+            if self
+                .submit_sqes()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?
+                != 1
+            {
+                // We failed to submit the `SQE` that links the rings. Just can't sleep.
+                // Waiting here is unsafe because we could end up waiting much longer than
+                // needed.
+                // We make the SQE a no-op and return
+                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
+            } else {
+                // The rings are linked. Goodnight!
+                self.ring
+                    .cq()
+                    .wait(1)
+                    .map(|_| 1)
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok);
+                    .or_else(Reactor::intr_ok)
             }
-            link.set(Some(source));
+        } else {
+            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
+            // Submit what we have, once we're out of here we'll consume them
+            // and at some point will be able to sleep again.
+            self.submit_sqes()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)
         }
-        // The rings are linked (now or by an earlier sleep). Goodnight!
-        self.ring
-            .submit_sqes_and_wait(1)
-            .map(|x| {
-                self.in_kernel += x as usize;
-                x as usize
-            })
-            .or_else(Reactor::busy_ok)
-            .or_else(Reactor::again_ok)
-            .or_else(Reactor::intr_ok)
     }
 }
 
@@ -1207,10 +1167,10 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
-            // amqpprox patch: the link poll's completion is recorded like any
-            // other (it used to be skipped), so that the reactor can tell
-            // whether the poll is still armed and reuse it across sleeps.
-            |_| None,
+            |source| match source.source_type {
+                SourceType::LinkRings => Some(()),
+                _ => None,
+            },
             |mut src, res| {
                 record_stats(self, &mut src, &res);
                 if let SourceType::ForeignNotifier(_, installed) = &mut src.source_type {
@@ -1228,10 +1188,11 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
+        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain);
+                let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1262,15 +1223,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    // amqpprox patch: when the armed latency timer fires, so that a turn can
-    // keep it instead of cancelling and re-arming it.
-    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
-    // amqpprox patch: the main ring's poll on the latency ring's fd, kept
-    // armed across sleeps until it fires.
-    link_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1399,11 +1354,9 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
-            link_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1774,37 +1727,14 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        ring.sleep(self.link_fd, &self.link_src)
-            .or_else(Self::busy_ok)
-            .map(|_| {})
-    }
-
-    /// amqpprox patch: whether `cell` holds a source the kernel has not
-    /// completed yet (queued or in flight).
-    fn pending(cell: &Cell<Option<Source>>) -> bool {
-        let src = cell.take();
-        let pending = src.as_ref().map_or(false, |s| s.result().is_none());
-        cell.set(src);
-        pending
-    }
-
-    /// amqpprox patch: makes sure a latency-ring timer fires within `within`.
-    /// An armed timer that fires no later is kept; otherwise it is replaced
-    /// (dropping it queues its cancellation). Returns whether an SQE was
-    /// queued.
-    fn want_latency_timer(&self, lat_ring: &mut SleepableRing, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        if Self::pending(&self.latency_preemption_timeout_src) {
-            if let Some(armed) = self.latency_preemption_deadline.get() {
-                if armed <= deadline {
-                    return false;
-                }
-            }
-        }
-        self.latency_preemption_timeout_src
-            .set(Some(lat_ring.prepare_latency_preemption_timer(within)));
-        self.latency_preemption_deadline.set(Some(deadline));
-        true
+        let link_rings = Source::new(
+            IoRequirements::default(),
+            self.link_fd,
+            SourceType::LinkRings,
+            None,
+            None,
+        );
+        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1885,71 +1815,61 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // amqpprox patch: the timers stay armed across turns until they
-        // fire, instead of being cancelled and re-armed on every turn (two
-        // more `io_uring_enter` per turn). A preemption that comes earlier
-        // than a full period after the queue started only costs a turn; a
-        // sleep may be cut short once by a pending preemption timer.
-        if !Self::pending(&self.throughput_preemption_timeout_src) {
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
-        }
-        let preempt = preempt_timer();
-        if let Some(preempt) = preempt {
-            self.want_latency_timer(&mut lat_ring, preempt);
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
+
+        // Schedule the throughput-based timeout immediately: it won't matter if we end
+        // up sleeping.
+        self.throughput_preemption_timeout_src.replace(Some(
+            main_ring.prepare_throughput_preemption_timer(
+                self.ring_depth() as u32,
+                self.eventfd_src.raw(),
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency. On a turn that may sleep, the
-        // main ring's submissions are left for the sleep, which submits and
-        // waits in one system call.
-        if preempt.is_some() {
-            flush_rings!(lat_ring, poll_ring, main_ring)?;
-        } else {
-            flush_rings!(lat_ring, poll_ring)?;
-        }
+        // be careful about this dependency.
+        flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt.is_none()
+        let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.waiting_kernel_collection() == 0
+            && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
-        let mut slept = false;
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                if self.want_latency_timer(&mut lat_ring, dur) {
-                    flush_cancellations!(into &mut woke; lat_ring);
-                    assert!(flush_rings!(lat_ring)? > 0);
-                }
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // amqpprox patch: a full fence here, paired with the one in
-            // `SleepNotifier::notify`, instead of `membarrier::heavy()` (a
-            // system call that interrupts every core running this process).
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
+            // details. This translates to `sys_membarrier()` /
+            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
+            membarrier::heavy();
             let events = process_remote_channels() + self.flush_syscall_thread();
-            if events == 0 && lat_ring.waiting_kernel_collection() == 0 {
+            if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    slept = true;
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
@@ -1957,13 +1877,13 @@ impl Reactor {
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
-            } else {
-                self.notifier.wake_up();
             }
         }
-        if !slept && preempt.is_none() {
-            // Not sleeping after all: send what the main ring holds.
-            flush_rings!(main_ring)?;
+
+        if let Some(preempt) = preempt_timer() {
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
@@ -2078,12 +1998,7 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    {
-        let mut inner = source.inner.borrow_mut();
-        if inner.records_latency() {
-            inner.wakers.queued_at = Some(Instant::now());
-        }
-    }
+    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
