@@ -244,23 +244,20 @@ impl TransparentHandshake {
                     self.state = State::Done;
                     break TransparentProgress::ClientClosed;
                 }
-                (State::StartOk, method @ ConnectionMethod::StartOk(_)) => {
+                (State::StartOk, ConnectionMethod::StartOk(mut start_ok)) => {
                     // The additions are appended for the write and taken
                     // off again, so the client's own StartOk is kept (for
                     // a replay after a pause) without a copy of its table.
-                    let mut method = method;
-                    let ConnectionMethod::StartOk(start_ok) = &mut method else {
-                        unreachable!("matched above")
-                    };
                     let own = start_ok.client_properties.len();
                     for (key, value) in &self.additions {
                         start_ok
                             .client_properties
                             .push(key, FieldValue::LongString(value.as_bytes().to_vec()));
                     }
+                    let method = ConnectionMethod::StartOk(start_ok);
                     method.encode_frame(to_broker);
                     let ConnectionMethod::StartOk(mut start_ok) = method else {
-                        unreachable!("matched above")
+                        unreachable!("built just above")
                     };
                     start_ok.client_properties.0.truncate(own);
                     self.start_ok = Some(start_ok);

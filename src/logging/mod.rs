@@ -341,35 +341,35 @@ fn writer(rx: flume::Receiver<Line>, mut file: Option<RotatingFile>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn body_carries_vhost_and_connection_id() {
+    /// The body a session's record gets, with its vhost and connection id.
+    fn session_body(level: log::Level, vhost: &str, conn: u64, message: &str) -> String {
         let mut out = String::new();
-        let kvs: [(&str, log::kv::Value<'_>); 2] =
-            [("vhost", "prod".into()), ("conn", 42u64.into())];
-        let args = format_args!("Starting connection");
+        let kvs: [(&str, log::kv::Value<'_>); 2] = [("vhost", vhost.into()), ("conn", conn.into())];
+        let args = format_args!("{message}");
         let record = log::Record::builder()
-            .level(log::Level::Info)
+            .level(level)
             .target("amqpprox::session")
             .args(args)
             .key_values(&kvs)
             .build();
         format_body(&mut out, severity(&record), &record);
-        assert_eq!(out, "INFO [prod] 42: Starting connection");
+        out
+    }
+
+    #[test]
+    fn body_carries_vhost_and_connection_id() {
+        assert_eq!(
+            session_body(log::Level::Info, "prod", 42, "Starting connection"),
+            "INFO [prod] 42: Starting connection"
+        );
     }
 
     #[test]
     fn an_empty_vhost_shows_no_brackets() {
-        let mut out = String::new();
-        let kvs: [(&str, log::kv::Value<'_>); 2] = [("vhost", "".into()), ("conn", 7u64.into())];
-        let args = format_args!("Accepted");
-        let record = log::Record::builder()
-            .level(log::Level::Debug)
-            .target("amqpprox::session")
-            .args(args)
-            .key_values(&kvs)
-            .build();
-        format_body(&mut out, severity(&record), &record);
-        assert_eq!(out, "DEBUG 7: Accepted");
+        assert_eq!(
+            session_body(log::Level::Debug, "", 7, "Accepted"),
+            "DEBUG 7: Accepted"
+        );
     }
 
     #[test]
