@@ -58,8 +58,10 @@ fn open_together(proxy: &ProxyProcess, vhost: &str, n: usize) -> Vec<Answer> {
                 let mut rest = raw::tune_ok(2047, 131_072, 0);
                 rest.extend_from_slice(&raw::open(&vhost));
                 barrier.wait();
+                // Before the send, as the proxy's delay may start first.
+                let sent = Instant::now();
                 conn.send(&rest);
-                admission::read_answer_from(conn, Instant::now())
+                admission::read_answer_from(conn, sent)
             })
         })
         .collect();

@@ -101,8 +101,10 @@ pub fn open_session(proxy: &ProxyProcess, vhost: &str, start_ok: &[u8], heartbea
     conn.expect_method(10, 30);
     let mut rest = raw::tune_ok(2047, 131_072, heartbeat);
     rest.extend_from_slice(&raw::open(vhost));
-    conn.send(&rest);
+    // Taken before the send: the proxy may read the Open and start its
+    // refusal delay before this thread runs again after `send` returns.
     let sent = Instant::now();
+    conn.send(&rest);
     read_answer_from(conn, sent)
 }
 
