@@ -851,6 +851,8 @@ impl Reactor {
     /// This doesn't ever sleep, and does not touch the preemption timer.
     pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
         let mut woke = 0;
+        // amqpprox patch: see `deliver_deferred_completions`.
+        self.sys.deliver_deferred_completions()?;
         self.sys.poll_io(&mut woke)?;
         woke += self.process_timers().1;
         woke += self.process_shared_channels();

@@ -92,6 +92,10 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// amqpprox patch: a completion does not interrupt the task while it
+        /// runs in user space; it is delivered at the task's next system
+        /// call, or at once if the task sleeps (Linux 5.19+).
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 

@@ -894,6 +894,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// amqpprox patch: set up with `COOP_TASKRUN` (see `new`).
+    cooperative: bool,
 }
 
 impl SleepableRing {
@@ -904,8 +906,32 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // amqpprox patch: the main ring, where sockets complete, runs its
+        // completions cooperatively. Without it each completion that arrives
+        // while the shard runs is an inter-processor interrupt (and on a
+        // virtual machine an exit); with it the completion waits for the
+        // shard's next system call, and a shard asleep in `io_uring_enter`
+        // is still woken at once. The latency ring keeps the default. A
+        // kernel that does not know the flag refuses it with EINVAL: the
+        // ring is then created as published.
+        let (ring, cooperative) = if name == "main" {
+            match iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN,
+                iou::SetupFeatures::empty(),
+            ) {
+                Ok(ring) => (ring, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    (iou::IoUring::new(size as _)?, false)
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            (iou::IoUring::new(size as _)?, false)
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
+            cooperative,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1735,6 +1761,22 @@ impl Reactor {
             None,
         );
         ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+    }
+
+    /// amqpprox patch: a spinning executor makes no system call of its own,
+    /// so the completions a cooperative main ring holds back would wait for
+    /// the end of the spin. Entering the kernel (with nothing to submit, or
+    /// with what is prepared) delivers them.
+    pub(crate) fn deliver_deferred_completions(&self) -> io::Result<()> {
+        let mut ring = self.main_ring.borrow_mut();
+        if ring.cooperative {
+            ring.submit_sqes()
+                .map(drop)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
