@@ -1768,6 +1768,8 @@ impl Reactor {
     /// the end of the spin. Entering the kernel (with nothing to submit, or
     /// with what is prepared) delivers them.
     pub(crate) fn deliver_deferred_completions(&self) -> io::Result<()> {
+        // Called only by a spinning executor: on the way to park, the park
+        // itself enters the kernel.
         let mut ring = self.main_ring.borrow_mut();
         if ring.cooperative {
             ring.submit_sqes()
@@ -1857,22 +1859,37 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Cancel the old timer if we may sleep: there might be a timer
+        // registered that needs to be removed otherwise we'll wake up when it
+        // expires.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // amqpprox patch: only then. A turn that asks for a preemption timer
+        // (and so will not sleep) keeps an armed one that has not fired,
+        // instead of cancelling and re-arming it (two more `io_uring_enter`
+        // per turn); the preemption may then come earlier than a full period
+        // after this turn, which costs one turn. A turn that may sleep is as
+        // published.
+        let preempt = preempt_timer();
+        if preempt.is_none() {
+            drop(self.latency_preemption_timeout_src.take());
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // amqpprox patch: only when the armed one has fired. Replacing it on
+        // every turn cost a cancellation, a timeout and a write on the main
+        // ring, and so an `io_uring_enter`, per turn. Kept, it counts the
+        // main ring's completions since it was armed rather than since this
+        // turn, so it may fire (write the eventfd, which preempts) sooner.
+        if !Self::timer_armed(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1884,7 +1901,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1922,10 +1939,13 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let Some(preempt) = preempt {
+            // amqpprox patch: re-armed only once the armed one has fired.
+            if !Self::timer_armed(&self.latency_preemption_timeout_src) {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1936,6 +1956,15 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// amqpprox patch: whether `cell` holds a timer that has not completed
+    /// (fired or been cancelled) yet.
+    fn timer_armed(cell: &Cell<Option<Source>>) -> bool {
+        let timer = cell.take();
+        let armed = timer.as_ref().is_some_and(|t| t.result().is_none());
+        cell.set(timer);
+        armed
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
