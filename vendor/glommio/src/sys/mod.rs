@@ -306,6 +306,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // amqpprox patch: pairs with the fence the sleeping executor makes
+        // between storing `should_notify` and reading its channels
+        // (`sys::uring::Reactor::wait`): whatever the caller stored before
+        // (a waker, a channel's item) is visible before this reads the flag.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
