@@ -1325,7 +1325,14 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // amqpprox patch: a preemption before anything ran used to
+                // return false here, which the caller reads as "no runnable
+                // task" and parks: a latency-ring completion that wakes no
+                // task (a preemption timer firing) landing between the
+                // reactor's poll and this check left the woken tasks asleep
+                // until some other event came. Report runnable queues, so
+                // the caller polls the rings and comes back instead.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1340,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
