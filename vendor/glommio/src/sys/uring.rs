@@ -1250,6 +1250,7 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    preemption_ended_last_sleep: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1381,6 +1382,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            preemption_ended_last_sleep: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1871,7 +1873,11 @@ impl Reactor {
         // after this turn, which costs one turn. A turn that may sleep is as
         // published.
         let preempt = preempt_timer();
-        if preempt.is_none() {
+        let keep_through_sleep = preempt.is_none()
+            && user_timer.is_none()
+            && !self.preemption_ended_last_sleep.get()
+            && Self::timer_armed(&self.latency_preemption_timeout_src);
+        if preempt.is_none() && !keep_through_sleep {
             drop(self.latency_preemption_timeout_src.take());
         }
 
@@ -1941,6 +1947,12 @@ impl Reactor {
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    // amqpprox patch: whether the timer kept through this
+                    // sleep ended it (its completion was just consumed).
+                    self.preemption_ended_last_sleep.set(
+                        keep_through_sleep
+                            && !Self::timer_armed(&self.latency_preemption_timeout_src),
+                    );
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
