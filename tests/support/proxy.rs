@@ -161,11 +161,16 @@ impl ProxyBuilder {
             stderr_path,
             dir,
         };
-        let ready = if self.simple_mode {
-            proxy.wait_until_listening()
-        } else {
-            proxy.wait_until_controllable()
-        };
+        // The control socket first, in both modes: it is bound before any
+        // listener, so once it answers, this process (and not another test's
+        // proxy sharing the port through SO_REUSEPORT) is up.
+        let ready = proxy.wait_until_controllable().and_then(|()| {
+            if self.simple_mode {
+                proxy.wait_until_listening()
+            } else {
+                Ok(())
+            }
+        });
         match ready {
             Ok(()) => Ok(proxy),
             Err(why) => {
@@ -306,8 +311,8 @@ impl ProxyProcess {
         })
     }
 
-    /// Without simple mode there is no AMQP port to wait for: the proxy is
-    /// ready once its control socket accepts.
+    /// The proxy answers on its control socket (without simple mode there
+    /// is no AMQP port to wait for besides).
     fn wait_until_controllable(&mut self) -> Result<(), String> {
         let mut last_error = None;
         let ready = wait::poll_until(wait::deadline_in(READY_TIMEOUT), || {
