@@ -123,6 +123,10 @@ async fn round_trip(connection: &Connection, body: &[u8]) {
         .expect("a good delivery");
     assert_eq!(delivery.data, body);
     delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    // Closed here rather than on drop: lapin refuses to close the
+    // connection (`InvalidChannelState(Closing)`) while a dropped channel
+    // is still closing.
+    channel.close(200, "done").await.expect("close the channel");
 }
 
 #[tokio::test(flavor = "multi_thread")]
