@@ -1771,8 +1771,6 @@ impl Reactor {
     /// the end of the spin. Entering the kernel (with nothing to submit, or
     /// with what is prepared) delivers them.
     pub(crate) fn deliver_deferred_completions(&self) -> io::Result<()> {
-        // Called only by a spinning executor: on the way to park, the park
-        // itself enters the kernel.
         let mut ring = self.main_ring.borrow_mut();
         if ring.cooperative {
             ring.submit_sqes()
@@ -1862,16 +1860,16 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer if we may sleep: there might be a timer
-        // registered that needs to be removed otherwise we'll wake up when it
-        // expires.
-        //
-        // amqpprox patch: only then. A turn that asks for a preemption timer
-        // (and so will not sleep) keeps an armed one that has not fired,
-        // instead of cancelling and re-arming it (two more `io_uring_enter`
-        // per turn); the preemption may then come earlier than a full period
-        // after this turn, which costs one turn. A turn that may sleep is as
-        // published.
+        // amqpprox patch: the old timer is no longer cancelled on every turn
+        // (and re-armed, two more `io_uring_enter` per turn and per sleep).
+        // An armed timer that has not fired is kept: on a turn that asks for
+        // a preemption timer (and so will not sleep), the preemption may come
+        // earlier than a full period after this turn, which costs one turn;
+        // through a sleep, it may end the sleep once. It is cancelled, as
+        // published, only when a user timer must take its place or when it
+        // ended the previous sleep, so an idle shard wakes once and then
+        // sleeps until work comes. Keeping it needs the executor fix in
+        // `LocalExecutor::run_task_queues`.
         let preempt = preempt_timer();
         let keep_through_sleep = preempt.is_none()
             && user_timer.is_none()
