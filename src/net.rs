@@ -222,6 +222,46 @@ mod tests {
         );
     }
 
+    /// `F_GETFL` and `F_GETFD` of a descriptor.
+    fn fd_flags(fd: RawFd) -> (libc::c_int, libc::c_int) {
+        // SAFETY: fcntl queries on a descriptor the caller holds open.
+        unsafe { (libc::fcntl(fd, libc::F_GETFL), libc::fcntl(fd, libc::F_GETFD)) }
+    }
+
+    #[test]
+    fn a_non_blocking_listener_accepts_with_the_peer_and_gives_blocking_close_on_exec_sockets() {
+        let outcome = on_executor(|| async {
+            let (listener, fd) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            listener.set_nonblocking_accept().unwrap();
+            let listener = std::rc::Rc::new(listener);
+            let addr = listener.local_addr().unwrap();
+            let mut seen = Vec::new();
+            // A connection already queued: accepted by one accept4 call.
+            let queued = std::net::TcpStream::connect(addr).unwrap();
+            let (accepted, peer) = listener.accept_with_peer().await.unwrap();
+            seen.push((queued.local_addr().unwrap(), peer, fd_flags(accepted.as_raw_fd())));
+            // None queued: the accept waits in io_uring on the same
+            // non-blocking listener, and still gives the peer.
+            let waiting = glommio::spawn_local({
+                let listener = std::rc::Rc::clone(&listener);
+                async move { listener.accept_with_peer().await }
+            });
+            // Lets the accept find nothing and go to io_uring first.
+            glommio::executor().yield_now().await;
+            let later = std::net::TcpStream::connect(addr).unwrap();
+            let (accepted_later, peer) = waiting.await.unwrap();
+            seen.push((later.local_addr().unwrap(), peer, fd_flags(accepted_later.as_raw_fd())));
+            (fd_flags(fd).0, seen)
+        });
+        let (listener_flags, seen) = outcome;
+        assert_ne!(listener_flags & libc::O_NONBLOCK, 0, "the listener is non-blocking");
+        for (client, peer, (status, descriptor)) in seen {
+            assert_eq!(peer, Some(client), "the accept names the client");
+            assert_eq!(status & libc::O_NONBLOCK, 0, "accepted sockets block");
+            assert_ne!(descriptor & libc::FD_CLOEXEC, 0, "accepted sockets are close-on-exec");
+        }
+    }
+
     #[test]
     fn with_timeout_gives_the_result_or_says_it_ran_late() {
         let (done, late) = on_executor(|| async {

@@ -31,13 +31,20 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Runs a session from accept to close.
-pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, kind: ListenerKind) {
+pub async fn run(
+    shard: Rc<ShardContext>,
+    client: TcpStream,
+    peer: Option<std::net::SocketAddr>,
+    listen_port: u16,
+    kind: ListenerKind,
+) {
     // An ingress PROXY header and TLS, when the listener asks for them,
     // come before the session exists (they log their own refusals).
     let Some(accepted) = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
+        peer,
         listen_port,
         kind,
     )

@@ -414,10 +414,15 @@ impl Shard {
                             // Disconnected when the hold is dropped: start.
                             let _ = hold_rx.recv_async().await;
                         }
+                        // Ours alone from here (an old process no longer
+                        // accepts on it): one accept4 per connection.
+                        if let Err(e) = listener.set_nonblocking_accept() {
+                            log::warn!("Port {port}: accepting without O_NONBLOCK: {e}");
+                        }
                         let mut backoff = crate::fdlimit::AcceptBackoff::default();
                         while gate.try_arm() {
-                            match listener.accept().await {
-                                Ok(stream) => {
+                            match listener.accept_with_peer().await {
+                                Ok((stream, peer)) => {
                                     if let Some(failures) = backoff.on_success() {
                                         log::info!(
                                             "Accepting on port {port} again after {failures} failed accepts"
@@ -431,10 +436,10 @@ impl Shard {
                                             // Boxed: a Stream session's state would
                                             // otherwise size (and be copied into)
                                             // every AMQP session's task too.
-                                            Box::pin(session::stream::run(context, stream, port, kind))
+                                            Box::pin(session::stream::run(context, stream, peer, port, kind))
                                                 .await;
                                         } else {
-                                            session::run(context, stream, port, kind).await;
+                                            session::run(context, stream, peer, port, kind).await;
                                         }
                                         connections.set(connections.get() - 1);
                                     })

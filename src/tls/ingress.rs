@@ -78,15 +78,19 @@ const PEEK_AGAIN: Duration = Duration::from_millis(5);
 
 /// Runs the listener's steps within `limit` (`--handshakeTimeoutMs`),
 /// with the TLS contexts in force now; `None` when the client was refused
-/// or left (already logged).
+/// or left (already logged). `peer`: the client's address as the accept
+/// gave it, if it did.
 pub async fn accept(
     tls: &ArcSwap<Contexts>,
     limit: Duration,
     tcp: TcpStream,
+    peer: Option<SocketAddr>,
     listen_port: u16,
     kind: ListenerKind,
 ) -> Option<Accepted> {
-    let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+    // The accept gave the peer's address, mostly; asked for otherwise.
+    let peer = peer.map_or_else(|| tcp.peer_addr(), Ok);
+    let (Ok(peer), Ok(local)) = (peer, tcp.local_addr()) else {
         return None; // the client is already gone
     };
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d;

@@ -131,11 +131,18 @@ pub struct Established {
 }
 
 /// Runs a stream session from accept to close.
-pub async fn run(shard: Rc<ShardContext>, client: TcpStream, listen_port: u16, kind: ListenerKind) {
+pub async fn run(
+    shard: Rc<ShardContext>,
+    client: TcpStream,
+    peer: Option<std::net::SocketAddr>,
+    listen_port: u16,
+    kind: ListenerKind,
+) {
     let Some(accepted) = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
+        peer,
         listen_port,
         kind,
     )

@@ -523,6 +523,19 @@ impl SockAddrStorage {
         let len = mem::size_of::<nix::sys::socket::sockaddr_storage>();
         SockAddrStorage { storage, len }
     }
+
+    /// amqpprox patch: the address the kernel wrote (an accept's peer),
+    /// once the operation that fills it has completed.
+    ///
+    /// # Safety
+    /// Only after that operation succeeded: before, the storage is
+    /// uninitialized.
+    pub unsafe fn written(&self) -> Option<std::net::SocketAddr> {
+        crate::sys::sockaddr_to_std(
+            self.storage.as_ptr() as *const libc::sockaddr_storage,
+            self.len as libc::socklen_t,
+        )
+    }
 }
 
 #[derive(Copy, Clone, Eq, PartialEq, Ord, PartialOrd, Hash)]

@@ -8,16 +8,29 @@ use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
 use std::{io, os::unix::io::RawFd};
 
-fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
-    let flags =
-        nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap()).unwrap();
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    let r = sys::accept_syscall(fd);
-    nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
+// amqpprox patch: a listener whose descriptor is already non-blocking
+// (`nonblocking`) is accepted on directly, without the three `fcntl` calls
+// that switch a blocking one to non-blocking and back; and the peer's
+// address the kernel gives with the socket is kept. The accepted socket
+// is blocking and close-on-exec, as io_uring's accept makes it.
+fn yolo_accept(
+    fd: RawFd,
+    nonblocking: bool,
+) -> Option<io::Result<(RawFd, Option<std::net::SocketAddr>)>> {
+    let r = if nonblocking {
+        sys::accept_syscall(fd)
+    } else {
+        let flags = nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap())
+            .unwrap();
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let r = sys::accept_syscall(fd);
+        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
+        r
+    };
     match r {
         Ok(x) => Some(Ok(x)),
         Err(err) => match err.kind() {

@@ -75,6 +75,9 @@ type Result<T> = crate::Result<T, ()>;
 pub struct TcpListener {
     reactor: Weak<Reactor>,
     listener: net::TcpListener,
+    // amqpprox patch: the descriptor was made non-blocking by
+    // `set_nonblocking_accept`, so accepts need no `fcntl` around them.
+    nonblocking: std::cell::Cell<bool>,
 }
 
 impl FromRawFd for TcpListener {
@@ -86,6 +89,7 @@ impl FromRawFd for TcpListener {
         TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: Default::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ impl TcpListener {
         Ok(TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: Default::default(),
         })
     }
 
@@ -164,19 +169,53 @@ impl TcpListener {
     /// [`TcpStream`]: struct.TcpStream.html
     /// [`Send`]: https://doc.rust-lang.org/std/marker/trait.Send.html
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
+        Ok(self.shared_accept_with_peer().await?.0)
+    }
+
+    /// amqpprox patch: [`shared_accept`](Self::shared_accept), with the
+    /// peer's address the kernel gave with the socket (`None` if it gave
+    /// none that std can hold), which spares a `getpeername`.
+    pub async fn shared_accept_with_peer(
+        &self,
+    ) -> Result<(AcceptedTcpStream, Option<SocketAddr>)> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
+        if let Some(r) = yolo_accept(raw_fd, self.nonblocking.get()) {
             match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
+                Ok((fd, peer)) => {
+                    return Ok((AcceptedTcpStream { fd }, peer));
                 }
                 Err(err) => return Err(GlommioError::IoError(err)),
             }
         }
         let source = reactor.accept(self.listener.as_raw_fd());
         let fd = source.collect_rw().await?;
-        Ok(AcceptedTcpStream { fd: fd as RawFd })
+        let peer = match &*source.source_type_mut() {
+            // SAFETY: the accept succeeded, so the kernel wrote the address.
+            crate::sys::SourceType::Accept(addr) => unsafe { addr.written() },
+            _ => None,
+        };
+        Ok((AcceptedTcpStream { fd: fd as RawFd }, peer))
+    }
+
+    /// amqpprox patch: [`accept`](Self::accept), with the peer's address
+    /// (see [`shared_accept_with_peer`](Self::shared_accept_with_peer)).
+    pub async fn accept_with_peer(&self) -> Result<(TcpStream, Option<SocketAddr>)> {
+        let (a, peer) = self.shared_accept_with_peer().await?;
+        Ok((a.bind_to_executor(), peer))
+    }
+
+    /// amqpprox patch: makes the listening descriptor non-blocking, for
+    /// good, so each accept is one `accept4` instead of that call between
+    /// three `fcntl`. Only for a descriptor no other process switches
+    /// between blocking and non-blocking (glommio as published does that
+    /// around every accept): the flag belongs to the open file, which a
+    /// descriptor passed to another process shares. io_uring's accept waits
+    /// for a connection on a non-blocking listener as on a blocking one.
+    pub fn set_nonblocking_accept(&self) -> io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        self.nonblocking.set(true);
+        Ok(())
     }
 
     /// Accepts a new incoming TCP connection in this executor

@@ -93,10 +93,35 @@ pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> i
     syscall!(recv(fd, buf as _, len, flags)).map(|x| x as usize)
 }
 
-pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<RawFd> {
+// amqpprox patch: accept4 with SOCK_CLOEXEC (as the io_uring accept),
+// and the peer's address returned rather than dropped.
+pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<(RawFd, Option<std::net::SocketAddr>)> {
     let mut addr: MaybeUninit<libc::sockaddr_storage> = MaybeUninit::uninit();
     let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(accept(fd, addr.as_mut_ptr() as *mut _, &mut length))
+    let fd = syscall!(accept4(
+        fd,
+        addr.as_mut_ptr() as *mut _,
+        &mut length,
+        libc::SOCK_CLOEXEC
+    ))?;
+    // SAFETY: accept4 succeeded, so it wrote `length` bytes of address.
+    let peer = unsafe { sockaddr_to_std(addr.as_ptr(), length) };
+    Ok((fd, peer))
+}
+
+/// amqpprox patch: a socket address the kernel wrote, as std's type
+/// (`None` for a family other than IPv4 and IPv6).
+///
+/// # Safety
+/// `addr` points at `len` initialized bytes of a socket address.
+pub(crate) unsafe fn sockaddr_to_std(
+    addr: *const libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<std::net::SocketAddr> {
+    let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+    let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    std::ptr::copy_nonoverlapping(addr as *const u8, &mut storage as *mut _ as *mut u8, len);
+    socket2::SockAddr::new(storage, len as libc::socklen_t).as_socket()
 }
 
 pub(crate) fn direct_io_ify(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
