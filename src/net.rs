@@ -225,7 +225,12 @@ mod tests {
     /// `F_GETFL` and `F_GETFD` of a descriptor.
     fn fd_flags(fd: RawFd) -> (libc::c_int, libc::c_int) {
         // SAFETY: fcntl queries on a descriptor the caller holds open.
-        unsafe { (libc::fcntl(fd, libc::F_GETFL), libc::fcntl(fd, libc::F_GETFD)) }
+        unsafe {
+            (
+                libc::fcntl(fd, libc::F_GETFL),
+                libc::fcntl(fd, libc::F_GETFD),
+            )
+        }
     }
 
     #[test]
@@ -239,7 +244,11 @@ mod tests {
             // A connection already queued: accepted by one accept4 call.
             let queued = std::net::TcpStream::connect(addr).unwrap();
             let (accepted, peer) = listener.accept_with_peer().await.unwrap();
-            seen.push((queued.local_addr().unwrap(), peer, fd_flags(accepted.as_raw_fd())));
+            seen.push((
+                queued.local_addr().unwrap(),
+                peer,
+                fd_flags(accepted.as_raw_fd()),
+            ));
             // None queued: the accept waits in io_uring on the same
             // non-blocking listener, and still gives the peer.
             let waiting = glommio::spawn_local({
@@ -250,15 +259,27 @@ mod tests {
             glommio::executor().yield_now().await;
             let later = std::net::TcpStream::connect(addr).unwrap();
             let (accepted_later, peer) = waiting.await.unwrap();
-            seen.push((later.local_addr().unwrap(), peer, fd_flags(accepted_later.as_raw_fd())));
+            seen.push((
+                later.local_addr().unwrap(),
+                peer,
+                fd_flags(accepted_later.as_raw_fd()),
+            ));
             (fd_flags(fd).0, seen)
         });
         let (listener_flags, seen) = outcome;
-        assert_ne!(listener_flags & libc::O_NONBLOCK, 0, "the listener is non-blocking");
+        assert_ne!(
+            listener_flags & libc::O_NONBLOCK,
+            0,
+            "the listener is non-blocking"
+        );
         for (client, peer, (status, descriptor)) in seen {
             assert_eq!(peer, Some(client), "the accept names the client");
             assert_eq!(status & libc::O_NONBLOCK, 0, "accepted sockets block");
-            assert_ne!(descriptor & libc::FD_CLOEXEC, 0, "accepted sockets are close-on-exec");
+            assert_ne!(
+                descriptor & libc::FD_CLOEXEC,
+                0,
+                "accepted sockets are close-on-exec"
+            );
         }
     }
 
