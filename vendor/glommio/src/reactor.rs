@@ -427,6 +427,16 @@ impl Reactor {
         source
     }
 
+    /// amqpprox patch: a read-readiness poll that stays armed (see
+    /// `sys::uring::Reactor::poll_ready_multishot`).
+    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags());
+        source
+    }
+
+    #[allow(dead_code)] // amqpprox patch: reads use the multishot poll now
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());

@@ -209,5 +209,9 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// amqpprox patch: `IORING_CQE_F_MORE`, the request stays in
+        /// flight (a multishot poll will complete again). Defined so that
+        /// `from_bits_truncate` keeps it.
+        const MORE            = 1 << 1;
     }
 }

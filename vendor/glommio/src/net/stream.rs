@@ -220,16 +220,33 @@ pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    // amqpprox patch: the read side's readiness comes from one multishot
+    // poll (`source_rx`), armed the first time a read finds the socket
+    // empty and kept until the stream is dropped (or the kernel ends it),
+    // instead of a new poll submitted after every read. `rx_fired_seen`
+    // is its completion count already acted on; `rx_ready` says a `recv`
+    // may find data (the poll reported readiness since the last read that
+    // emptied the socket, or nothing is known yet).
     source_rx: Option<Source>,
+    rx_fired_seen: u64,
+    rx_ready: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
-        let reactor = self.reactor.upgrade().unwrap();
-        let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        // amqpprox patch: nothing is armed until a read finds the socket
+        // empty; the first read tries at once.
+        self.rx_ready = true;
+    }
+
+    /// amqpprox patch: arms the read side's multishot poll if none is.
+    fn arm_rx(&mut self, reactor: &Reactor) {
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
+            self.rx_fired_seen = 0;
+        }
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -261,37 +278,44 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
+        // amqpprox patch: learn what the poll reported since the last look.
+        if let Some(source) = &self.source_rx {
+            let fired = source.fired();
+            if fired != self.rx_fired_seen {
+                self.rx_fired_seen = fired;
+                self.rx_ready = true;
+            }
+            if let Some(result) = source.result() {
+                // The poll ended: single-shot, ended by the kernel (a full
+                // completion queue ends multishot requests) or refused by
+                // a kernel without multishot polls. Armed again on need.
+                if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+                    crate::sys::multishot_poll_refused();
+                }
+                self.source_rx = None;
+                self.rx_ready = true;
+            }
+        }
 
-        if no_pending_poll {
+        if self.rx_ready {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
+                // Less than asked for: TCP gave all it had queued, so wait
+                // for the poll's next report before reading again. Data that
+                // arrives from now on makes the poll complete again.
                 if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+                    self.rx_ready = false;
+                    self.arm_rx(reactor);
                 }
                 return Poll::Ready(Ok(result));
             }
+            self.rx_ready = false;
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-        }
-
+        self.arm_rx(reactor);
         let source = self.source_rx.as_ref().unwrap();
         source.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
@@ -366,6 +390,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_fired_seen: 0,
+            rx_ready: true,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -590,6 +590,11 @@ pub(super) struct Wakers {
 
     /// Tasks waiting for the next event.
     pub(super) waiters: SmallVec<[Waker; 1]>,
+
+    /// amqpprox patch: completions seen for this source. A multishot poll
+    /// completes many times while it stays in flight; its owner compares
+    /// this count with the last one it saw to learn of new readiness.
+    pub(super) fired: u64,
 }
 
 impl Wakers {
@@ -600,6 +605,7 @@ impl Wakers {
             submitted_at: None,
             fulfilled_at: None,
             waiters: Default::default(),
+            fired: 0,
         }
     }
 

@@ -267,6 +267,12 @@ impl Source {
     // adds a single waiter to the list, replacing any waiter that may already
     // exist. Should be used for single streams that map a future 1:1 to their I/O
     // source
+    /// amqpprox patch: how many completions this source has had (see
+    /// `Wakers::fired`).
+    pub(crate) fn fired(&self) -> u64 {
+        self.inner.borrow().wakers.fired
+    }
+
     pub(crate) fn add_waiter_single(&self, waker: &Waker) {
         let mut inner = self.inner.borrow_mut();
         let waiters = &mut inner.wakers.waiters;

@@ -57,6 +57,9 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    /// amqpprox patch: a poll that stays armed and completes at every
+    /// readiness (`IORING_POLL_ADD_MULTI`).
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +277,11 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                // IORING_POLL_ADD_MULTI travels in the length field.
+                sqe.raw_mut().len = IORING_POLL_ADD_MULTI;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -532,12 +540,32 @@ fn extract_one_chain(
         .collect()
 }
 
+/// amqpprox patch: the `len` of a poll SQE that asks for a multishot poll.
+const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
+/// amqpprox patch: a CQE flag, set when the request stays in flight (a
+/// multishot poll will complete again).
+const IORING_CQE_F_MORE: u32 = 1 << 1;
+
+/// amqpprox patch: set once the kernel refused a multishot poll (older
+/// than 5.13); polls are single-shot from then on.
+static MULTISHOT_POLL_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// amqpprox patch: records that the kernel refused a multishot poll.
+pub(crate) fn multishot_poll_refused() {
+    MULTISHOT_POLL_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Returns `Some((woke, last))` for a completion: whether it woke a task,
+/// and (amqpprox patch) whether it was the request's last, so that a ring
+/// counts in-flight requests right when a multishot poll completes and
+/// stays armed.
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<(bool, bool)>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -545,7 +573,16 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some((false, true));
+        }
+
+        // amqpprox patch: a multishot poll that stays armed reports
+        // readiness without leaving the source map or setting a result.
+        if value.raw_flags() & IORING_CQE_F_MORE != 0 {
+            let src = source_map.borrow()[from_user_data(value.user_data())].clone();
+            let mut inner_source = src.borrow_mut();
+            inner_source.wakers.fired += 1;
+            return Some((inner_source.wakers.wake_waiters(), false));
         }
 
         let src = source_map
@@ -559,9 +596,10 @@ where
             let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
+            inner_source.wakers.fired += 1;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some((woke, true));
     }
     None
 }
@@ -848,9 +886,11 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, last)| {
+            if last {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1207,9 +1247,11 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|(woke, last)| {
+            if last {
+                self.in_kernel -= 1;
+            }
+            woke
         })
     }
 
@@ -1466,6 +1508,22 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// amqpprox patch: a readiness poll that stays armed and completes at
+    /// every readiness (single-shot where the kernel refused that).
+    pub(crate) fn poll_ready_multishot(&self, source: &Source, flags: PollFlags) {
+        let op = if MULTISHOT_POLL_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+            UringOpDescriptor::PollAdd(flags)
+        } else {
+            UringOpDescriptor::PollAddMulti(flags)
+        };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
