@@ -431,8 +431,12 @@ impl Reactor {
     /// `sys::uring::Reactor::poll_ready_multishot`).
     pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
-        self.sys
-            .poll_ready_multishot(&source, common_flags() | read_flags());
+        // POLLRDHUP: the stream must learn of a peer's FIN that arrived
+        // behind data it read in the same `recv` (see `NonBufferedStream`).
+        self.sys.poll_ready_multishot(
+            &source,
+            common_flags() | read_flags() | nix::poll::PollFlags::from_bits_retain(libc::POLLRDHUP),
+        );
         source
     }
 

@@ -8,7 +8,7 @@ use crate::{
     sys::{self, Source, SourceType},
 };
 use futures_lite::ready;
-use nix::sys::socket::MsgFlags;
+use nix::{poll::PollFlags, sys::socket::MsgFlags};
 use std::{
     cell::Cell,
     io,
@@ -230,6 +230,11 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     rx_fired_seen: u64,
     rx_ready: bool,
+    // amqpprox patch: the poll reported the peer's FIN (or a hang-up or
+    // an error): from then on a read never waits for a report first.
+    // Without this, a FIN that arrived behind data, both reported before
+    // the read that took the data, would never be read.
+    rx_closing: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -284,6 +289,13 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             if fired != self.rx_fired_seen {
                 self.rx_fired_seen = fired;
                 self.rx_ready = true;
+                let closing = (PollFlags::from_bits_retain(libc::POLLRDHUP)
+                    | PollFlags::POLLHUP
+                    | PollFlags::POLLERR)
+                    .bits();
+                if source.poll_events() & closing as u32 != 0 {
+                    self.rx_closing = true;
+                }
             }
             if let Some(result) = source.result() {
                 // The poll ended: single-shot, ended by the kernel (a full
@@ -304,7 +316,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 // Less than asked for: TCP gave all it had queued, so wait
                 // for the poll's next report before reading again. Data that
                 // arrives from now on makes the poll complete again.
-                if result > 0 && result < buf.len() {
+                if result > 0 && result < buf.len() && !self.rx_closing {
                     self.rx_ready = false;
                     self.arm_rx(reactor);
                 }
@@ -392,6 +404,7 @@ where
             source_rx: None,
             rx_fired_seen: 0,
             rx_ready: true,
+            rx_closing: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -595,6 +595,10 @@ pub(super) struct Wakers {
     /// completes many times while it stays in flight; its owner compares
     /// this count with the last one it saw to learn of new readiness.
     pub(super) fired: u64,
+
+    /// amqpprox patch: the events a poll source reported, all of its
+    /// completions together (`POLLRDHUP` and the like stay set).
+    pub(super) poll_events: u32,
 }
 
 impl Wakers {
@@ -606,6 +610,7 @@ impl Wakers {
             fulfilled_at: None,
             waiters: Default::default(),
             fired: 0,
+            poll_events: 0,
         }
     }
 

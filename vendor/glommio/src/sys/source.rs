@@ -273,6 +273,12 @@ impl Source {
         self.inner.borrow().wakers.fired
     }
 
+    /// amqpprox patch: every event a poll source has reported so far (see
+    /// `Wakers::poll_events`).
+    pub(crate) fn poll_events(&self) -> u32 {
+        self.inner.borrow().wakers.poll_events
+    }
+
     pub(crate) fn add_waiter_single(&self, waker: &Waker) {
         let mut inner = self.inner.borrow_mut();
         let waiters = &mut inner.wakers.waiters;

@@ -582,6 +582,7 @@ where
             let src = source_map.borrow()[from_user_data(value.user_data())].clone();
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.fired += 1;
+            inner_source.wakers.poll_events |= value.raw_result() as u32;
             return Some((inner_source.wakers.wake_waiters(), false));
         }
 
@@ -597,6 +598,9 @@ where
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
             inner_source.wakers.fired += 1;
+            if matches!(inner_source.source_type, SourceType::PollAdd) && value.raw_result() >= 0 {
+                inner_source.wakers.poll_events |= value.raw_result() as u32;
+            }
             woke = inner_source.wakers.wake_waiters();
         }
         return Some((woke, true));
