@@ -440,13 +440,6 @@ impl Reactor {
         source
     }
 
-    #[allow(dead_code)] // amqpprox patch: reads use the multishot poll now
-    pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
-        let source = self.new_source(fd, SourceType::PollAdd, None);
-        self.sys.poll_ready(&source, common_flags() | read_flags());
-        source
-    }
-
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

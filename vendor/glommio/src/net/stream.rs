@@ -8,7 +8,7 @@ use crate::{
     sys::{self, Source, SourceType},
 };
 use futures_lite::ready;
-use nix::{poll::PollFlags, sys::socket::MsgFlags};
+use nix::sys::socket::MsgFlags;
 use std::{
     cell::Cell,
     io,
@@ -215,6 +215,10 @@ impl Timeout {
     }
 }
 
+/// amqpprox patch: the poll events after which a read never waits for a
+/// report first (the peer's FIN, a hang-up, an error).
+const RX_CLOSING_EVENTS: u32 = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
+
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
@@ -240,12 +244,6 @@ pub(crate) struct NonBufferedStream<S> {
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
-    fn init(&mut self) {
-        // amqpprox patch: nothing is armed until a read finds the socket
-        // empty; the first read tries at once.
-        self.rx_ready = true;
-    }
-
     /// amqpprox patch: arms the read side's multishot poll if none is.
     fn arm_rx(&mut self, reactor: &Reactor) {
         if self.source_rx.is_none() {
@@ -289,11 +287,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             if fired != self.rx_fired_seen {
                 self.rx_fired_seen = fired;
                 self.rx_ready = true;
-                let closing = (PollFlags::from_bits_retain(libc::POLLRDHUP)
-                    | PollFlags::POLLHUP
-                    | PollFlags::POLLERR)
-                    .bits();
-                if source.poll_events() & closing as u32 != 0 {
+                if source.poll_events() & RX_CLOSING_EVENTS != 0 {
                     self.rx_closing = true;
                 }
             }
@@ -397,18 +391,19 @@ where
 {
     fn from(socket: socket2::Socket) -> Self {
         let reactor = crate::executor().reactor();
-        let mut stream = NonBufferedStream {
+        let stream = NonBufferedStream {
             reactor: Rc::downgrade(&reactor),
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
             rx_fired_seen: 0,
+            // amqpprox patch: nothing is armed until a read finds the
+            // socket empty; the first read tries at once.
             rx_ready: true,
             rx_closing: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
-        stream.init();
         GlommioStream {
             stream,
             rx_buf: NonBuffered,
