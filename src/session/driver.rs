@@ -23,28 +23,20 @@ use crate::net;
 use crate::routing;
 use crate::session_log;
 use crate::stream::Stream;
-use crate::tls::ingress::ListenerKind;
+use crate::tls::ingress::{Incoming, ListenerKind};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Runs a session from accept to close.
-pub async fn run(
-    shard: Rc<ShardContext>,
-    client: TcpStream,
-    peer: Option<std::net::SocketAddr>,
-    listen_port: u16,
-    kind: ListenerKind,
-) {
+pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, kind: ListenerKind) {
     // An ingress PROXY header and TLS, when the listener asks for them,
     // come before the session exists (they log their own refusals).
     let Some(accepted) = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
-        peer,
         listen_port,
         kind,
     )

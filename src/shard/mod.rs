@@ -12,6 +12,7 @@ use crate::handoff::AcceptGate;
 use crate::net;
 use crate::session::control::Ending;
 use crate::session::{self, SessionId, SessionInfo, ShardContext};
+use crate::tls::ingress::Incoming;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::SockRef;
@@ -422,13 +423,14 @@ impl Shard {
                         let mut backoff = crate::fdlimit::AcceptBackoff::default();
                         while gate.try_arm() {
                             match listener.accept_with_peer().await {
-                                Ok((stream, peer)) => {
+                                Ok((tcp, peer)) => {
                                     if let Some(failures) = backoff.on_success() {
                                         log::info!(
                                             "Accepting on port {port} again after {failures} failed accepts"
                                         );
                                     }
                                     connections.set(connections.get() + 1);
+                                    let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
                                     glommio::spawn_local(async move {
@@ -436,10 +438,10 @@ impl Shard {
                                             // Boxed: a Stream session's state would
                                             // otherwise size (and be copied into)
                                             // every AMQP session's task too.
-                                            Box::pin(session::stream::run(context, stream, peer, port, kind))
+                                            Box::pin(session::stream::run(context, incoming, port, kind))
                                                 .await;
                                         } else {
-                                            session::run(context, stream, peer, port, kind).await;
+                                            session::run(context, incoming, port, kind).await;
                                         }
                                         connections.set(connections.get() - 1);
                                     })

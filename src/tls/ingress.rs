@@ -63,6 +63,13 @@ impl Refused {
     }
 }
 
+/// A connection as the listener accepted it: the socket, and the client's
+/// address when the accept gave it (it mostly does; asked for otherwise).
+pub struct Incoming {
+    pub tcp: TcpStream,
+    pub peer: Option<SocketAddr>,
+}
+
 /// A client ready for the AMQP handshake.
 pub struct Accepted {
     pub stream: Stream,
@@ -78,17 +85,15 @@ const PEEK_AGAIN: Duration = Duration::from_millis(5);
 
 /// Runs the listener's steps within `limit` (`--handshakeTimeoutMs`),
 /// with the TLS contexts in force now; `None` when the client was refused
-/// or left (already logged). `peer`: the client's address as the accept
-/// gave it, if it did.
+/// or left (already logged).
 pub async fn accept(
     tls: &ArcSwap<Contexts>,
     limit: Duration,
-    tcp: TcpStream,
-    peer: Option<SocketAddr>,
+    incoming: Incoming,
     listen_port: u16,
     kind: ListenerKind,
 ) -> Option<Accepted> {
-    // The accept gave the peer's address, mostly; asked for otherwise.
+    let Incoming { tcp, peer } = incoming;
     let peer = peer.map_or_else(|| tcp.peer_addr(), Ok);
     let (Ok(peer), Ok(local)) = (peer, tcp.local_addr()) else {
         return None; // the client is already gone

@@ -39,7 +39,7 @@ use crate::streamproto::{
     response_code, AddressMap, BrokerReplay, BrokerReplayError, ClientHello, Endpoint,
     OpenResponse, ReplayProgress, ServerHandshake, ServerHandshakeError, ServerProgress, Tune,
 };
-use crate::tls::ingress::ListenerKind;
+use crate::tls::ingress::{Incoming, ListenerKind};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use log::Level;
@@ -131,18 +131,11 @@ pub struct Established {
 }
 
 /// Runs a stream session from accept to close.
-pub async fn run(
-    shard: Rc<ShardContext>,
-    client: TcpStream,
-    peer: Option<std::net::SocketAddr>,
-    listen_port: u16,
-    kind: ListenerKind,
-) {
+pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, kind: ListenerKind) {
     let Some(accepted) = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
-        peer,
         listen_port,
         kind,
     )
