@@ -273,6 +273,12 @@ impl Source {
         self.inner.borrow().wakers.fired
     }
 
+    /// amqpprox patch: whether the request is still in the source map, that
+    /// is, its completion has not been consumed yet.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     /// amqpprox patch: every event a poll source has reported so far (see
     /// `Wakers::poll_events`).
     pub(crate) fn poll_events(&self) -> u32 {

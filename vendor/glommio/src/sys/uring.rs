@@ -540,6 +540,12 @@ fn extract_one_chain(
         .collect()
 }
 
+/// amqpprox patch: whether the reactor arms glommio's throughput-based
+/// preemption timer (see `Reactor::wait`). Off: time-based preemption still
+/// bounds how long a task queue runs, and every task of a proxy yields at
+/// its next socket wait anyway.
+const THROUGHPUT_PREEMPTION: bool = false;
+
 /// amqpprox patch: the `len` of a poll SQE that asks for a multishot poll.
 const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
 /// amqpprox patch: a CQE flag, set when the request stays in flight (a
@@ -1115,6 +1121,25 @@ impl SleepableRing {
         }
     }
 
+    /// amqpprox patch: sleeps until the main ring completes something, with
+    /// the link poll an earlier `sleep` armed still in flight.
+    fn sleep_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        let submitted = self
+            .ring
+            .submit_sqes_and_wait(1)
+            .map(|n| n as usize)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += submitted;
+        Ok(1)
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1297,6 +1322,10 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     preemption_ended_last_sleep: Cell<bool>,
+    /// amqpprox patch: the poll that links the latency ring into the main
+    /// ring, armed by a sleep and kept until it completes (see
+    /// `link_rings_and_sleep`).
+    link_rings_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1429,6 +1458,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             preemption_ended_last_sleep: Cell::new(false),
+            link_rings_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1817,7 +1847,19 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    /// amqpprox patch: as published, every sleep armed a new poll on the
+    /// latency ring's fd and dropped its source without cancelling it (the
+    /// SQE never went through the submission queue), so the polls piled up
+    /// until the latency ring next completed something, and then all
+    /// completed at once. One poll is armed at a time now: a sleep with the
+    /// previous one still in flight only waits, since that poll still wakes
+    /// the main ring when the latency ring completes.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        let armed = self.link_rings_src.take();
+        if let Some(link_rings) = armed.filter(Source::in_flight) {
+            self.link_rings_src.set(Some(link_rings));
+            return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1825,7 +1867,9 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        slept
     }
 
     /// amqpprox patch: a spinning executor makes no system call of its own,
@@ -1949,7 +1993,12 @@ impl Reactor {
         // ring, and so an `io_uring_enter`, per turn. Kept, it counts the
         // main ring's completions since it was armed rather than since this
         // turn, so it may fire (write the eventfd, which preempts) sooner.
-        if !Self::timer_armed(&self.throughput_preemption_timeout_src) {
+        //
+        // amqpprox patch: not armed at all when the executor was built
+        // without it (`THROUGHPUT_PREEMPTION`). When it fires, its linked
+        // eventfd write goes to an io-wq worker thread: a thread wake-up,
+        // an eventfd read and a re-arm, every `ring_depth` completions.
+        if THROUGHPUT_PREEMPTION && !Self::timer_armed(&self.throughput_preemption_timeout_src) {
             self.throughput_preemption_timeout_src.replace(Some(
                 main_ring.prepare_throughput_preemption_timer(
                     self.ring_depth() as u32,
