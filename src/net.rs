@@ -174,6 +174,32 @@ pub fn shutdown(stream: &TcpStream) {
     let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
 }
 
+/// Queues `bytes` on a socket to leave with what follows it (`MSG_MORE`)
+/// rather than at once, without waiting; returns how many it took (0 when
+/// the socket would block or fails: the caller then writes them as usual,
+/// and sees the error there). A session's last bytes queued this way leave
+/// in one segment with the FIN of the `shutdown` that follows
+/// (docs/sessions.md#pass-through); anything that must go out without a
+/// shutdown is pushed by [`push_queued`].
+pub fn queue_before_end(stream: &TcpStream, bytes: &[u8]) -> usize {
+    // SAFETY: a send from a live buffer on a descriptor the stream owns.
+    let sent = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).unwrap_or(0)
+}
+
+/// Sends what [`queue_before_end`] held back now: setting `TCP_NODELAY`
+/// (already on for every session socket) pushes the pending segments.
+pub fn push_queued(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
 /// The address with an IPv4-mapped IPv6 address turned back into IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())

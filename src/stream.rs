@@ -95,6 +95,43 @@ impl Stream {
     }
 }
 
+/// What the pump asks of a socket besides reading and writing: whether its
+/// peer has closed, and a way to queue a session's last bytes so that they
+/// leave with its FIN (docs/sessions.md#pass-through). TLS sockets decline:
+/// their last bytes are records rustls writes, and `close_notify` follows.
+pub trait SessionEnd {
+    /// The peer's FIN (or a hang-up or an error) has been reported: what is
+    /// still queued to read is followed by the end of the stream.
+    fn peer_closed(&self) -> bool;
+    /// Queues `bytes` to leave with the shutdown that follows; returns how
+    /// many it took (see [`crate::net::queue_before_end`]).
+    fn queue_before_end(&self, bytes: &[u8]) -> usize;
+}
+
+impl SessionEnd for TcpStream {
+    fn peer_closed(&self) -> bool {
+        TcpStream::peer_closed(self)
+    }
+    fn queue_before_end(&self, bytes: &[u8]) -> usize {
+        crate::net::queue_before_end(self, bytes)
+    }
+}
+
+impl SessionEnd for Stream {
+    fn peer_closed(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.peer_closed(),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => false,
+        }
+    }
+    fn queue_before_end(&self, bytes: &[u8]) -> usize {
+        match self {
+            Stream::Plain(s) => crate::net::queue_before_end(s, bytes),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => 0,
+        }
+    }
+}
+
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
         Stream::Plain(s)

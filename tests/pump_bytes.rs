@@ -341,6 +341,64 @@ fn client_close_reaches_broker_as_eof_after_pending_bytes() {
     drop(s.proxy);
 }
 
+/// Segments the kernel has received on `socket` so far (`TCP_INFO`).
+fn segments_in(socket: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `tcp_info` is valid, and getsockopt writes at most
+    // `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_segs_in
+}
+
+#[test]
+fn the_brokers_last_bytes_reach_the_client_with_the_fin_in_one_segment() {
+    let mut s = established();
+    // The broker's CloseOk leaves with its FIN, as RabbitMQ's often does:
+    // queued with MSG_MORE, then pushed out by the shutdown.
+    let close_ok: &[u8] = b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x33\xce";
+    let before = segments_in(s.client.stream());
+    {
+        use std::os::fd::AsRawFd;
+        let fd = s.server.stream().as_raw_fd();
+        // SAFETY: a send from a live buffer on the test's own socket.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                close_ok.as_ptr().cast(),
+                close_ok.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        assert_eq!(sent, close_ok.len() as isize);
+    }
+    s.server
+        .stream()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shut the broker's side down");
+    let got = s
+        .client
+        .read_until_eof(CLOSE_WITHIN)
+        .unwrap_or_else(|why| panic!("the client must see EOF when the broker closes: {why}"));
+    assert_same_bytes("the broker's last bytes", &got, close_ok);
+    let segments = segments_in(s.client.stream()) - before;
+    assert_eq!(
+        segments, 1,
+        "the proxy sent the client's last bytes and its FIN in {segments} segments, not one"
+    );
+    drop(s.proxy);
+}
+
 // ---------------------------------------------------------------------------
 // Backpressure
 // ---------------------------------------------------------------------------

@@ -135,6 +135,9 @@ pub(super) async fn run(
     // The broker side always closes now.
     pump.broker.with(|s| net::shutdown(s.tcp()));
     if let First::Operator(Ending::BackendDisconnect) = first {
+        // The client stays open: bytes the egress side queued for the
+        // session's end must not wait for a shutdown that is not coming.
+        pump.client.with(|s| net::push_queued(s.tcp()));
         info.phase.set(Phase::BrokerDisconnected);
         hold_client(shard, info, pump.client.clone()).await;
     }

@@ -25,6 +25,7 @@ use crate::codec::{
 };
 use crate::handshake::close_frame;
 use crate::limits::{self, Allowance, DataShaper, Stamp};
+use crate::stream::SessionEnd;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -191,8 +192,8 @@ fn read_limit(scanner: &FrameScanner, must_stop_at_boundary: bool) -> usize {
 
 impl<C, B> Pump<C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + SessionEnd + Unpin,
+    B: AsyncRead + AsyncWrite + SessionEnd + Unpin,
 {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -358,8 +359,8 @@ where
         generation: u64,
     ) -> Result<(), DirectionEnd>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: AsyncRead + SessionEnd + Unpin,
+        W: AsyncWrite + SessionEnd + Unpin,
     {
         let Some(limit) = self.shaped_limit(leg, limit, generation).await else {
             return Ok(());
@@ -377,9 +378,21 @@ where
         // One clock reading serves as the read's time and the write's start.
         let read_at = Instant::now();
         self.charge(leg, n, read_at);
-        to.write_all(&buf[..n])
-            .await
-            .map_err(DirectionEnd::WriteError)?;
+        // The reading side has closed and this read took all it had left:
+        // the next read ends this direction, and the session's end shuts
+        // the other socket down, so these bytes are queued to leave in one
+        // segment with that FIN instead of a segment of their own.
+        let asked = buf.len().min(limit.max(1));
+        let queued = if n < asked && from.with(|s| s.peer_closed()) {
+            to.with(|s| s.queue_before_end(&buf[..n]))
+        } else {
+            0
+        };
+        if queued < n {
+            to.write_all(&buf[queued..n])
+                .await
+                .map_err(DirectionEnd::WriteError)?;
+        }
         leg.stats
             .record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
         leg.stats.on_chunk(n, read_at);

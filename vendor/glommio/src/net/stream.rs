@@ -256,6 +256,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
+    /// amqpprox patch: whether the read side's poll has reported the peer's
+    /// FIN (or a hang-up or an error) by the last read.
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.rx_closing
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -529,6 +535,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn stream(&self) -> &S {
         &self.stream.stream
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::peer_closed`.
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.stream.peer_closed()
     }
 }
 

@@ -598,6 +598,15 @@ impl<B: RxBuf> TcpStream<B> {
             .map_err(Into::into)
     }
 
+    /// amqpprox patch: whether the peer has closed its side, as far as the
+    /// reads so far have learnt from the socket's poll (its FIN, a hang-up
+    /// or an error was reported). Once true, the data still queued is
+    /// followed by the end of the stream (or the error). Always false before
+    /// a read has waited on the poll.
+    pub fn peer_closed(&self) -> bool {
+        self.stream.peer_closed()
+    }
+
     /// Sets the value of the `TCP_NODELAY` option on this socket.
     ///
     /// If set, this option disables the Nagle algorithm. This means that
