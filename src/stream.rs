@@ -120,13 +120,13 @@ impl SessionEnd for TcpStream {
 impl SessionEnd for Stream {
     fn peer_closed(&self) -> bool {
         match self {
-            Stream::Plain(s) => s.peer_closed(),
+            Stream::Plain(s) => SessionEnd::peer_closed(s),
             Stream::TlsServer(_) | Stream::TlsClient(_) => false,
         }
     }
     fn queue_before_end(&self, bytes: &[u8]) -> usize {
         match self {
-            Stream::Plain(s) => crate::net::queue_before_end(s, bytes),
+            Stream::Plain(s) => s.queue_before_end(bytes),
             Stream::TlsServer(_) | Stream::TlsClient(_) => 0,
         }
     }

@@ -97,7 +97,7 @@ pub async fn read_pooled<S: AsyncRead + Unpin>(
 ) -> io::Result<(PooledBuffer, usize)> {
     futures_lite::future::poll_fn(|cx| {
         let mut buf = pool.take();
-        let len = buf.len().min(limit.max(1));
+        let len = read_len(&buf, limit);
         match Pin::new(&mut *from).poll_read(cx, &mut buf[..len]) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok((buf, n))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -105,6 +105,11 @@ pub async fn read_pooled<S: AsyncRead + Unpin>(
         }
     })
     .await
+}
+
+/// How much of `buf` a read limited to `limit` asks for (at least a byte).
+fn read_len(buf: &[u8], limit: usize) -> usize {
+    buf.len().min(limit.max(1))
 }
 
 /// How one direction ended.
@@ -382,8 +387,7 @@ where
         // the next read ends this direction, and the session's end shuts
         // the other socket down, so these bytes are queued to leave in one
         // segment with that FIN instead of a segment of their own.
-        let asked = buf.len().min(limit.max(1));
-        let queued = if n < asked && from.with(|s| s.peer_closed()) {
+        let queued = if n < read_len(&buf, limit) && from.with(|s| s.peer_closed()) {
             to.with(|s| s.queue_before_end(&buf[..n]))
         } else {
             0

@@ -1129,6 +1129,13 @@ impl SleepableRing {
             0,
             "sleeping with pending SQEs"
         );
+        self.submit_and_wait_one()?;
+        Ok(1)
+    }
+
+    /// amqpprox patch: submits what is prepared and waits for one
+    /// completion, in one `io_uring_enter`; returns how many SQEs went in.
+    fn submit_and_wait_one(&mut self) -> io::Result<usize> {
         let submitted = self
             .ring
             .submit_sqes_and_wait(1)
@@ -1137,7 +1144,7 @@ impl SleepableRing {
             .or_else(Reactor::again_ok)
             .or_else(Reactor::intr_ok)?;
         self.in_kernel += submitted;
-        Ok(1)
+        Ok(submitted)
     }
 
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
@@ -1173,14 +1180,7 @@ impl SleepableRing {
             // every SQE was submitted (otherwise it returns the count at
             // once), so this sleeps exactly when the two calls did; a wait
             // cut short by a signal still returns the submitted count.
-            let submitted = self
-                .ring
-                .submit_sqes_and_wait(1)
-                .map(|n| n as usize)
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?;
-            self.in_kernel += submitted;
+            let submitted = self.submit_and_wait_one()?;
             if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
