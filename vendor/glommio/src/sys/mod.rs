@@ -85,12 +85,22 @@ pub(crate) fn write_eventfd(eventfd: RawFd) {
     assert_eq!(ret, 8);
 }
 
+// amqpprox patch: send and recv as raw system calls. libc's `send` and
+// `recv` are thread-cancellation points, and their wrappers enable and
+// disable asynchronous cancellation around every call (about 1 us per
+// connection on the proxy's profile); nothing here uses cancellation.
 pub(crate) fn send_syscall(fd: RawFd, buf: *const u8, len: usize, flags: i32) -> io::Result<usize> {
-    syscall!(send(fd, buf as _, len, flags)).map(|x| x as usize)
+    // Every argument widened to a register's width, as the variadic
+    // `syscall` expects.
+    let args = [fd as i64, buf as i64, len as i64, flags as i64];
+    syscall!(syscall(libc::SYS_sendto, args[0], args[1], args[2], args[3], 0i64, 0i64))
+        .map(|x| x as usize)
 }
 
 pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> io::Result<usize> {
-    syscall!(recv(fd, buf as _, len, flags)).map(|x| x as usize)
+    let args = [fd as i64, buf as i64, len as i64, flags as i64];
+    syscall!(syscall(libc::SYS_recvfrom, args[0], args[1], args[2], args[3], 0i64, 0i64))
+        .map(|x| x as usize)
 }
 
 // amqpprox patch: accept4 with SOCK_CLOEXEC (as the io_uring accept),

@@ -10,7 +10,7 @@ use std::{
     future::Future,
     pin::Pin,
     rc::{Rc, Weak},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -21,6 +21,12 @@ struct Inner {
     id: u64,
 
     is_charged: bool,
+
+    // amqpprox patch: the waker the reactor holds for this timer, while it
+    // holds one. A poll by the same task then leaves the registration as it
+    // is; re-inserting it (two map updates, a waker clone) on every poll
+    // of a timer raced against a handshake cost every wake-up of the task.
+    charged_waker: Option<Waker>,
 
     /// When this timer fires.
     when: Instant,
@@ -39,12 +45,16 @@ impl Inner {
         // Update the timeout.
         self.when = Instant::now() + dur;
 
-        if let Some(waker) = waker {
+        match waker {
             // Re-register the timer with the new timeout.
-            self.reactor
+            Some(waker) => self
+                .reactor
                 .upgrade()
                 .unwrap()
-                .insert_timer(self.id, self.when, waker);
+                .insert_timer(self.id, self.when, waker),
+            // amqpprox patch: not held (already fired), so the next poll
+            // registers it again.
+            None => self.charged_waker = None,
         }
     }
 }
@@ -101,6 +111,7 @@ impl Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id: reactor.register_timer(),
                 is_charged: false,
+                charged_waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&reactor),
             })),
@@ -114,6 +125,7 @@ impl Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id,
                 is_charged: false,
+                charged_waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&crate::executor().reactor()),
             })),
@@ -170,6 +182,14 @@ impl Future for Timer {
             inner.reactor.upgrade().unwrap().remove_timer(inner.id);
             Poll::Ready(inner.when)
         } else {
+            if inner
+                .charged_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                // Registered for this task already, and not due yet.
+                return Poll::Pending;
+            }
             // Register the timer in the reactor.
             inner
                 .reactor
@@ -177,6 +197,7 @@ impl Future for Timer {
                 .unwrap()
                 .insert_timer(inner.id, inner.when, cx.waker().clone());
             inner.is_charged = true;
+            inner.charged_waker = Some(cx.waker().clone());
             Poll::Pending
         }
     }
@@ -452,6 +473,7 @@ impl<T: 'static> TimerActionOnce<T> {
     /// [`cancel`]: struct.TimerActionOnce.html#method.cancel
     /// [`join`]: struct.TimerActionOnce.html#method.join
     pub fn destroy(&self) {
+        self.inner.borrow_mut().charged_waker = None;
         self.reactor
             .upgrade()
             .unwrap()
