@@ -297,7 +297,7 @@ fn run_transparent<'a>(
     let client_reads = reads(client);
     let broker_reads = reads(broker);
     let (mut ci, mut bi) = (0, 0);
-    let mut hs = TransparentHandshake::new(vec![("amqpprox_client".into(), "fuzz:1".into())]);
+    let mut hs = TransparentHandshake::new(&[("amqpprox_client", "fuzz:1")]);
     let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
     let mut opens = Vec::new();
     // Each side may be asked once with nothing new, to process what it

@@ -296,21 +296,67 @@ impl ConnectionMethod {
 
     /// The spec name, e.g. `"connection.start-ok"`.
     pub fn name(&self) -> &'static str {
-        match self {
-            ConnectionMethod::Start(_) => "connection.start",
-            ConnectionMethod::StartOk(_) => "connection.start-ok",
-            ConnectionMethod::Secure { .. } => "connection.secure",
-            ConnectionMethod::SecureOk { .. } => "connection.secure-ok",
-            ConnectionMethod::Tune(_) => "connection.tune",
-            ConnectionMethod::TuneOk(_) => "connection.tune-ok",
-            ConnectionMethod::Open(_) => "connection.open",
-            ConnectionMethod::OpenOk { .. } => "connection.open-ok",
-            ConnectionMethod::Close(_) => "connection.close",
-            ConnectionMethod::CloseOk => "connection.close-ok",
-            ConnectionMethod::Blocked { .. } => "connection.blocked",
-            ConnectionMethod::Unblocked => "connection.unblocked",
-        }
+        method_name(self.method_id()).unwrap_or("connection.unknown")
     }
+}
+
+/// Appends a long-string entry (`key`, type `S`, `value`) as it is encoded
+/// inside a field table, for [`start_ok_with_entries`].
+pub fn put_longstr_entry(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    put_shortstr(out, key.as_bytes());
+    out.push(b'S');
+    put_longstr(out, value);
+}
+
+/// Appends to `out` the `Connection.StartOk` frame `raw` with `entries`
+/// (encoded table entries, from [`put_longstr_entry`]) added at the end of
+/// its client-properties table; every other byte is the client's own.
+/// `raw` must be one whole frame whose payload [`ConnectionMethod::decode`]
+/// accepted as a `StartOk`; `None` (and nothing written) otherwise.
+pub fn start_ok_with_entries(raw: &[u8], entries: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let (header, rest) = raw.split_at_checked(7)?;
+    let size = be32(&header[3..7]) as usize;
+    if rest.get(size) != Some(&FRAME_END) {
+        return None;
+    }
+    let payload = &rest[..size];
+    let (ids, after_ids) = payload.split_at_checked(4)?;
+    let table_len = be32(after_ids.get(..4)?) as usize;
+    let table = after_ids.get(4..4 + table_len)?;
+    let tail = &after_ids[4 + table_len..];
+    let grown = |n: usize| u32::try_from(n + entries.len()).ok();
+    let (size, table_len) = (grown(size)?, grown(table_len)?);
+    out.extend_from_slice(&header[..3]);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(ids);
+    out.extend_from_slice(&table_len.to_be_bytes());
+    out.extend_from_slice(table);
+    out.extend_from_slice(entries);
+    out.extend_from_slice(tail);
+    out.push(FRAME_END);
+    Some(())
+}
+
+/// The name of method `id` of the connection class, as the specification
+/// spells it; `None` for an id it does not define.
+pub fn method_name(id: u16) -> Option<&'static str> {
+    use method_id::*;
+    Some(match id {
+        START => "connection.start",
+        START_OK => "connection.start-ok",
+        SECURE => "connection.secure",
+        SECURE_OK => "connection.secure-ok",
+        TUNE => "connection.tune",
+        TUNE_OK => "connection.tune-ok",
+        OPEN => "connection.open",
+        OPEN_OK => "connection.open-ok",
+        CLOSE => "connection.close",
+        CLOSE_OK => "connection.close-ok",
+        BLOCKED => "connection.blocked",
+        UNBLOCKED => "connection.unblocked",
+        _ => return None,
+    })
 }
 
 fn decode_tune(r: &mut Reader<'_>) -> Result<Tune, DecodeError> {

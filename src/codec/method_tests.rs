@@ -356,3 +356,77 @@ proptest! {
         prop_assert!(text.contains("visible"));
     }
 }
+
+/// The StartOk `start_ok_with_entries` must produce: the client's own
+/// decoded and re-encoded with the entries pushed at the end of its table.
+fn start_ok_with_pushed(start_ok: &StartOk, entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut grown = start_ok.clone();
+    for (key, value) in entries {
+        grown
+            .client_properties
+            .push(key, FieldValue::LongString(value.as_bytes().to_vec()));
+    }
+    let mut out = Vec::new();
+    ConnectionMethod::StartOk(grown).encode_frame(&mut out);
+    out
+}
+
+#[test]
+fn entries_are_spliced_into_a_real_clients_start_ok() {
+    let (frame, used) = decode_frame(&PIKA_CLIENT[8..], 150_000).unwrap().unwrap();
+    let raw = &PIKA_CLIENT[8..8 + used];
+    let ConnectionMethod::StartOk(start_ok) = ConnectionMethod::decode(frame.payload).unwrap()
+    else {
+        panic!("pika's first frame is its StartOk")
+    };
+    let additions = [
+        ("amqpprox_client", "10.0.0.1:4242"),
+        ("amqpprox_host", "(:5672) h:1"),
+    ];
+    let mut entries = Vec::new();
+    for (key, value) in additions {
+        put_longstr_entry(&mut entries, key, value.as_bytes());
+    }
+    let mut out = vec![0xAA];
+    start_ok_with_entries(raw, &entries, &mut out).unwrap();
+    assert_eq!(out[0], 0xAA, "appends, never overwrites");
+    assert_eq!(out[1..], start_ok_with_pushed(&start_ok, &additions)[..]);
+}
+
+#[test]
+fn a_cut_start_ok_is_refused_and_nothing_is_written() {
+    let (_, used) = decode_frame(&PIKA_CLIENT[8..], 150_000).unwrap().unwrap();
+    let raw = &PIKA_CLIENT[8..8 + used];
+    for cut in [0, 6, 7, 12, 20, used - 1] {
+        let mut out = Vec::new();
+        assert_eq!(
+            start_ok_with_entries(&raw[..cut], b"", &mut out),
+            None,
+            "cut at {cut}"
+        );
+        assert!(out.is_empty());
+    }
+}
+
+proptest! {
+    #[test]
+    fn splicing_entries_equals_pushing_them_and_encoding(
+        props in arb_table(),
+        mechanism in short(),
+        response in long(),
+        locale in short(),
+        value in "[ -~]{0,40}",
+    ) {
+        let start_ok = StartOk { client_properties: props, mechanism, response, locale };
+        let mut raw = Vec::new();
+        ConnectionMethod::StartOk(start_ok.clone()).encode_frame(&mut raw);
+        let additions = [("amqpprox_client", value.as_str()), ("amqpprox_host", "x")];
+        let mut entries = Vec::new();
+        for (key, value) in additions {
+            put_longstr_entry(&mut entries, key, value.as_bytes());
+        }
+        let mut out = Vec::new();
+        prop_assert!(start_ok_with_entries(&raw, &entries, &mut out).is_some());
+        prop_assert_eq!(out, start_ok_with_pushed(&start_ok, &additions));
+    }
+}

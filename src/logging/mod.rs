@@ -210,7 +210,9 @@ impl log::Log for Logger {
         }
         // One buffer per record: the file line is the console line behind
         // a header, so the console's copy is cut from it when both want it.
-        let mut line = String::with_capacity(160);
+        // Sized for a session's "Starting connection" line with its file
+        // header (about 190 bytes), so it is written without a regrowth.
+        let mut line = String::with_capacity(256);
         if to_file {
             let line_id = self.control.line_id.fetch_add(1, Ordering::Relaxed) + 1;
             push_timestamp(&mut line, std::time::SystemTime::now());

@@ -83,11 +83,10 @@ pub(super) async fn establish(
     };
     info.handshake.set(HandshakeKind::Transparent);
     info.phase.set(Phase::BrokerHandshake);
-    let additions = start_ok_additions(shard, info, client, listen_port)
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
-    let mut handshake = TransparentHandshake::new(additions);
+    let [(client_key, client_value), (host_key, host_value)] =
+        start_ok_additions(shard, info, client, listen_port);
+    let mut handshake =
+        TransparentHandshake::new(&[(client_key, &client_value), (host_key, &host_value)]);
     let timeout = shard.shared.handshake_timeout;
     let left = deadline.saturating_duration_since(Instant::now());
     let outcome = net::with_timeout(
@@ -177,7 +176,12 @@ async fn relay(
 ) -> Result<Outcome, Refusal> {
     let mut buf = vec![0u8; HANDSHAKE_READ];
     let mut first = Some(first);
-    let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+    // Room for a whole handshake step each way, so relaying a frame (and
+    // re-encoding the StartOk) does not grow them a few bytes at a time.
+    let (mut to_client, mut to_broker) = (
+        Vec::with_capacity(HANDSHAKE_READ),
+        Vec::with_capacity(HANDSHAKE_READ),
+    );
     loop {
         let side = handshake.waiting_for();
         let read = match (side, first.take()) {

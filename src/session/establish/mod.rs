@@ -96,12 +96,22 @@ pub fn log_starting(
         connection_name,
         if client.is_tls() { "secured" } else { "insecure" },
         info.backend.borrow(),
-        info.egress_remote
-            .get()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        MaybeAddr(info.egress_remote.get()),
         kind.name()
     );
+}
+
+/// An address, or nothing when there is none: formatted in place, so the
+/// log line costs no string of its own.
+struct MaybeAddr(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for MaybeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether the operator paused `vhost` (`VHOST PAUSE`), in the
