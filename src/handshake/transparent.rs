@@ -118,7 +118,9 @@ impl TransparentHandshake {
     /// to the client's properties. The caller sends the client's protocol
     /// header to the broker.
     pub fn new(additions: &[(&str, &str)]) -> Self {
-        let mut encoded = Vec::new();
+        // A key's and a value's length prefixes and the type tag: 6 bytes.
+        let size = additions.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        let mut encoded = Vec::with_capacity(size);
         for (key, value) in additions {
             put_longstr_entry(&mut encoded, key, value.as_bytes());
         }

@@ -67,13 +67,15 @@ pub(super) async fn establish(
     // closes or says nothing first is skipped, since nothing of it has
     // reached the client yet.
     let mut candidates = Candidates::new(&route.candidates);
+    // One read buffer for the whole relay, the broker's first bytes included.
+    let mut buf = vec![0u8; HANDSHAKE_READ];
     let (mut broker, first) = loop {
         let Some(mut broker) = candidates.next(shard, info).await else {
             return Err(Fallback::Proxied { no_broker: true });
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = shard.shared.broker_handshake_timeout.min(left);
-        match await_start(&mut broker, limit).await {
+        match await_start(&mut broker, &mut buf, limit).await {
             Ok(first) => break (broker, first),
             Err(why) => {
                 net::shutdown(broker.tcp());
@@ -91,7 +93,15 @@ pub(super) async fn establish(
     let left = deadline.saturating_duration_since(Instant::now());
     let outcome = net::with_timeout(
         left,
-        relay(shard, info, client, &mut broker, &mut handshake, first),
+        relay(
+            shard,
+            info,
+            client,
+            &mut broker,
+            &mut handshake,
+            &mut buf,
+            first,
+        ),
     )
     .await
     .unwrap_or_else(|_| Err(handshake_timed_out(timeout)));
@@ -141,21 +151,18 @@ pub(super) async fn establish(
 }
 
 /// Sends the broker the protocol header and waits up to `limit` for its
-/// first bytes (the start of its `Connection.Start`).
-async fn await_start(broker: &mut Stream, limit: Duration) -> Result<Vec<u8>, Unfit> {
+/// first bytes (the start of its `Connection.Start`) into `buf`; returns
+/// how many.
+async fn await_start(broker: &mut Stream, buf: &mut [u8], limit: Duration) -> Result<usize, Unfit> {
     let stage = Stage::Start;
     let first = async {
         broker
             .write_all(&PROTOCOL_HEADER)
             .await
             .map_err(|source| Unfit::Failed { stage, source })?;
-        let mut buf = vec![0u8; HANDSHAKE_READ];
-        match broker.read(&mut buf).await {
+        match broker.read(buf).await {
             Ok(0) => Err(Unfit::Closed { stage }),
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(buf)
-            }
+            Ok(n) => Ok(n),
             Err(source) => Err(Unfit::Failed { stage, source }),
         }
     };
@@ -164,36 +171,30 @@ async fn await_start(broker: &mut Stream, limit: Duration) -> Result<Vec<u8>, Un
         .unwrap_or(Err(Unfit::Silent { stage, limit }))
 }
 
-/// Relays the handshake between the two sockets until `OpenOk`; `first`
-/// holds the broker's bytes already read.
+/// Relays the handshake between the two sockets until `OpenOk`, reading
+/// into `buf`, whose first `first` bytes are the broker's, already read.
 async fn relay(
     shard: &ShardContext,
     info: &SessionInfo,
     client: &mut Stream,
     broker: &mut Stream,
     handshake: &mut TransparentHandshake,
-    first: Vec<u8>,
+    buf: &mut [u8],
+    first: usize,
 ) -> Result<Outcome, Refusal> {
-    let mut buf = vec![0u8; HANDSHAKE_READ];
     let mut first = Some(first);
-    // Room for a whole handshake step each way, so relaying a frame (and
-    // re-encoding the StartOk) does not grow them a few bytes at a time.
-    let (mut to_client, mut to_broker) = (
-        Vec::with_capacity(HANDSHAKE_READ),
-        Vec::with_capacity(HANDSHAKE_READ),
-    );
+    // Room for most handshake steps each way (a larger one grows them
+    // once), rather than growing from empty a few bytes at a time.
+    let (mut to_client, mut to_broker) = (Vec::with_capacity(512), Vec::with_capacity(512));
     loop {
         let side = handshake.waiting_for();
         let read = match (side, first.take()) {
-            (Side::Broker, Some(bytes)) => {
-                buf[..bytes.len()].copy_from_slice(&bytes);
-                Ok(bytes.len())
-            }
+            (Side::Broker, Some(n)) => Ok(n),
             (side, pending) => {
                 first = pending;
                 match side {
-                    Side::Client => client.read(&mut buf).await,
-                    Side::Broker => broker.read(&mut buf).await,
+                    Side::Client => client.read(buf).await,
+                    Side::Broker => broker.read(buf).await,
                 }
             }
         };
