@@ -16,11 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Where a vhost's sessions are sent, and in which order to try backends.
+/// The backends are borrowed from the snapshot the route was made from: a
+/// session clones none of them (a farm member is three strings).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct Route<'a> {
     /// `farm <name>` or `backend <name>`, for logs.
     pub via: Mapping,
-    pub candidates: Vec<Backend>,
+    pub candidates: Vec<&'a Backend>,
 }
 
 /// Why there is no route: every case is refused with 506 "No known broker
@@ -100,7 +102,7 @@ pub fn vhost_independent(config: &Config) -> bool {
 
 /// Resolves the route for `vhost`: its own mapping, else the default farm.
 /// Advances the chosen farm's round-robin markers once.
-pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError> {
+pub fn route<'a>(snapshot: &'a ConfigSnapshot, vhost: &str) -> Result<Route<'a>, RouteError> {
     let config = &snapshot.config;
     let farm_name = match config.mappings.get(vhost) {
         Some(Mapping::Backend(name)) => {
@@ -110,7 +112,7 @@ pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError
                 .ok_or_else(|| RouteError::MissingBackend(name.clone()))?;
             return Ok(Route {
                 via: Mapping::Backend(name.clone()),
-                candidates: vec![backend.clone()],
+                candidates: vec![backend],
             });
         }
         Some(Mapping::Farm(name)) => name,
@@ -133,14 +135,14 @@ pub fn route(snapshot: &ConfigSnapshot, vhost: &str) -> Result<Route, RouteError
 /// Every member of `farm` once: partition by partition, each partition
 /// rotated to start at its marker. Members deleted since the farm was made
 /// are skipped, and so are drained members unless every member is drained.
-fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
+fn farm_order<'a>(config: &'a Config, farm: &Farm) -> Vec<&'a Backend> {
     let parts = partitions(config, farm);
     let skip_drained = has_undrained_member(config, farm);
     let mut order = Vec::with_capacity(farm.members.len());
     for (i, part) in parts.iter().enumerate() {
         // Drained members leave the rotation before it is applied, so the
         // rest share the load evenly.
-        let part: Vec<&Backend> = part
+        let part: Vec<&'a Backend> = part
             .iter()
             .filter_map(|name| config.backends.get(*name))
             .filter(|b| !(skip_drained && config.drained.contains(&b.name)))
@@ -152,7 +154,7 @@ fn farm_order(config: &Config, farm: &Farm) -> Vec<Backend> {
             .get(i)
             .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
         for k in 0..part.len() {
-            order.push(part[(start + k) % part.len()].clone());
+            order.push(part[(start + k) % part.len()]);
         }
     }
     order
@@ -287,7 +289,7 @@ mod tests {
         ConfigSnapshot { config }
     }
 
-    fn names(r: &Route) -> Vec<&str> {
+    fn names<'a>(r: &Route<'a>) -> Vec<&'a str> {
         r.candidates.iter().map(|b| b.name.as_str()).collect()
     }
 

@@ -126,7 +126,7 @@ impl Skipped {
 
 /// The route's backends and their addresses, walked in order.
 pub struct Candidates<'a> {
-    route: &'a [Backend],
+    route: &'a [&'a Backend],
     /// The route's members still to try, healthy ones only while any is
     /// (filled at the first [`Candidates::next`]).
     backends: Option<std::vec::IntoIter<&'a Backend>>,
@@ -137,7 +137,7 @@ pub struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
-    pub fn new(backends: &'a [Backend]) -> Candidates<'a> {
+    pub fn new(backends: &'a [&'a Backend]) -> Candidates<'a> {
         Candidates {
             route: backends,
             backends: None,
@@ -233,14 +233,14 @@ impl Candidates<'_> {
 fn healthy_members<'a>(
     shard: &ShardContext,
     info: &SessionInfo,
-    route: &'a [Backend],
+    route: &'a [&'a Backend],
 ) -> Vec<&'a Backend> {
-    let mut members: Vec<&Backend> = route.iter().collect();
+    let mut members: Vec<&Backend> = route.to_vec();
     let health = &shard.shared.health;
     if crate::health::filter_up(&mut members, health) > 0 {
         for skipped in route
             .iter()
-            .filter(|b| !members.iter().any(|m| std::ptr::eq(*m, *b)))
+            .filter(|b| !members.iter().any(|m| std::ptr::eq(*m, **b)))
         {
             let last = health
                 .entry(&skipped.name)

@@ -302,10 +302,10 @@ async fn establish(
     // Sessions reach a node's stream port, not its AMQP one.
     let mut candidates: Vec<Backend> = route
         .candidates
-        .into_iter()
+        .iter()
         .map(|b| Backend {
             port: b.stream_port,
-            ..b
+            ..(*b).clone()
         })
         .collect();
     let node = config
@@ -336,6 +336,7 @@ async fn establish(
     *info.via.borrow_mut() = Some(route.via.clone());
 
     let limit = shard.shared.broker_handshake_timeout;
+    let candidates: Vec<&Backend> = candidates.iter().collect();
     let mut candidates_left = Candidates::new(&candidates);
     let (broker, opened) = loop {
         let Some(mut broker) = candidates_left.next(shard, info).await else {
