@@ -12,8 +12,8 @@
 use std::fmt;
 
 use super::field::FieldTable;
-use super::frame::{FRAME_END, FRAME_METHOD};
-use super::wire::{begin_len32, end_len32, put_longstr, put_shortstr, ByteStr, Reader};
+use super::frame::{decode_frame, FRAME_END, FRAME_METHOD};
+use super::wire::{begin_len32, end_len32, put_len32, put_longstr, put_shortstr, ByteStr, Reader};
 use super::DecodeError;
 
 pub const CONNECTION_CLASS: u16 = 10;
@@ -314,26 +314,21 @@ pub fn put_longstr_entry(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 /// `raw` must be one whole frame whose payload [`ConnectionMethod::decode`]
 /// accepted as a `StartOk`; `None` (and nothing written) otherwise.
 pub fn start_ok_with_entries(raw: &[u8], entries: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let (header, rest) = raw.split_at_checked(7)?;
-    let size = be32(&header[3..7]) as usize;
-    if rest.get(size) != Some(&FRAME_END) {
-        return None;
-    }
-    let payload = &rest[..size];
-    let (ids, after_ids) = payload.split_at_checked(4)?;
-    let table_len = be32(after_ids.get(..4)?) as usize;
-    let table = after_ids.get(4..4 + table_len)?;
-    let tail = &after_ids[4 + table_len..];
-    let grown = |n: usize| u32::try_from(n + entries.len()).ok();
-    let (size, table_len) = (grown(size)?, grown(table_len)?);
-    out.extend_from_slice(&header[..3]);
-    out.extend_from_slice(&size.to_be_bytes());
+    let (frame, _) = decode_frame(raw, u32::MAX).ok()??;
+    let mut r = Reader::new(frame.payload);
+    let ids = r.take(4).ok()?;
+    let table_len = r.u32().ok()? as usize;
+    let table = r.take(table_len).ok()?;
+    let tail = r.take(r.remaining()).ok()?;
+    out.push(frame.frame_type);
+    out.extend_from_slice(&frame.channel.to_be_bytes());
+    let size_at = begin_len32(out);
     out.extend_from_slice(ids);
-    out.extend_from_slice(&table_len.to_be_bytes());
+    put_len32(out, table_len + entries.len());
     out.extend_from_slice(table);
     out.extend_from_slice(entries);
     out.extend_from_slice(tail);
+    end_len32(out, size_at);
     out.push(FRAME_END);
     Some(())
 }

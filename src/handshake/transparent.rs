@@ -106,11 +106,15 @@ pub struct TransparentHandshake {
 }
 
 /// A frame is part of the connection handshake when it is a class-10
-/// method on channel 0.
-fn is_connection_method(frame: &Frame<'_>) -> bool {
-    frame.frame_type == FRAME_METHOD
-        && frame.channel == 0
-        && method_ids(frame.payload).is_some_and(|(class, _)| class == CONNECTION_CLASS)
+/// method on channel 0: its method id then, else `None`.
+fn connection_method_id(frame: &Frame<'_>) -> Option<u16> {
+    if frame.frame_type != FRAME_METHOD || frame.channel != 0 {
+        return None;
+    }
+    match method_ids(frame.payload) {
+        Some((CONNECTION_CLASS, method)) => Some(method),
+        _ => None,
+    }
 }
 
 impl TransparentHandshake {
@@ -233,7 +237,7 @@ impl TransparentHandshake {
                 to_broker.extend_from_slice(&self.client_in[raw]);
                 continue;
             }
-            if !is_connection_method(&frame) {
+            if connection_method_id(&frame).is_none() {
                 return Err(ClientHandshakeError::UnexpectedFrame {
                     expected,
                     frame_type: frame.frame_type,
@@ -314,17 +318,16 @@ impl TransparentHandshake {
             let start = consumed;
             consumed += used;
             let expected = self.state.expected();
-            if frame.frame_type == FRAME_HEARTBEAT || !is_connection_method(&frame) {
-                // Heartbeats (and anything a broker sends outside the
-                // handshake) reach the client as they are.
-                to_client.extend_from_slice(&self.broker_in[raw]);
-                continue;
-            }
             // What the broker says reaches the client unchanged, so only its
             // method id is read; a Close alone is decoded, for its code and
             // text. (Decoding RabbitMQ's Start would build a table of
             // thirty-odd entries per session, only to drop it.)
-            let method = method_ids(frame.payload).map_or(0, |(_, method)| method);
+            let Some(method) = connection_method_id(&frame) else {
+                // Heartbeats (and anything a broker sends outside the
+                // handshake) reach the client as they are.
+                to_client.extend_from_slice(&self.broker_in[raw]);
+                continue;
+            };
             match (self.state, method) {
                 (_, method_id::CLOSE) => {
                     let close = match ConnectionMethod::decode(frame.payload) {

@@ -300,7 +300,7 @@ async fn establish(
         )
     })?;
     // Sessions reach a node's stream port, not its AMQP one.
-    let mut candidates: Vec<Backend> = route
+    let mut members: Vec<Backend> = route
         .candidates
         .iter()
         .map(|b| Backend {
@@ -316,8 +316,8 @@ async fn establish(
     if let Some(node) = node {
         // A node's own endpoint: the client followed an address the proxy
         // gave for this node, so only this node will do.
-        candidates.retain(|b| b.name == node);
-        if candidates.is_empty() {
+        members.retain(|b| b.name == node);
+        if members.is_empty() {
             return Err(refuse_open(
                 &hello,
                 response_code::VIRTUAL_HOST_ACCESS_FAILURE,
@@ -336,7 +336,7 @@ async fn establish(
     *info.via.borrow_mut() = Some(route.via.clone());
 
     let limit = shard.shared.broker_handshake_timeout;
-    let candidates: Vec<&Backend> = candidates.iter().collect();
+    let candidates: Vec<&Backend> = members.iter().collect();
     let mut candidates_left = Candidates::new(&candidates);
     let (broker, opened) = loop {
         let Some(mut broker) = candidates_left.next(shard, info).await else {
