@@ -341,6 +341,13 @@ pub fn ensure_port_free(port: u16) -> Result<()> {
 
 /// User + system CPU seconds of `pid` so far (all threads).
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU seconds of `pid` so far (all threads), apart: the
+/// kernel's share of a proxy's CPU is mostly the TCP work it shares with
+/// any other proxy, its user share is its own code.
+pub fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name: state is field 3, so
     // utime (14) and stime (15) are the 12th and 13th after it.
@@ -349,11 +356,11 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
         .map(|(_, r)| r)
         .context("parse /proc/pid/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-        + fields.get(12).context("stime")?.parse::<u64>()?;
+    let user: u64 = fields.get(11).context("utime")?.parse()?;
+    let system: u64 = fields.get(12).context("stime")?.parse()?;
     // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Ok(ticks as f64 / hz as f64)
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((user as f64 / hz, system as f64 / hz))
 }
 
 /// A `kB` field of `/proc/<pid>/status`, e.g. "VmRSS" or "VmHWM".

@@ -327,10 +327,18 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Where the CPU went, per unit of work (medians): the harness's clients,
 /// the dummy broker and the target, to tell a proxy that is slow from a
-/// machine that is simply full.
+/// machine that is simply full; and the target's user-space part, its own
+/// code as against the kernel's TCP work that any proxy pays.
 pub fn cpu_table(rows: &[Row]) -> String {
     let header = [
-        "scenario", "target", "CPU per", "harness", "broker", "target", "total",
+        "scenario",
+        "target",
+        "CPU per",
+        "harness",
+        "broker",
+        "target",
+        "total",
+        "target user",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -358,6 +366,8 @@ pub fn cpu_table(rows: &[Row]) -> String {
             let mut row = vec![r.scenario.clone(), r.target.clone(), unit.to_string()];
             row.extend(parts.iter().map(|v| v.map_or("-".into(), fmt_num)));
             row.push(fmt_num(total));
+            let user = get(&r.medians, &format!("user_cpu_{suffix}"));
+            row.push(user.map_or("-".into(), fmt_num));
             Some(row)
         })
         .collect();
@@ -528,6 +538,27 @@ mod tests {
         assert_eq!(rows[2].pass, Some(false), "slower and dearer than external");
         assert_eq!((rows[3].goal.as_str(), rows[3].pass), ("-", None));
         assert!(cpu_table(&rows).contains("us/msg"));
+    }
+
+    #[test]
+    fn cpu_table_shows_the_targets_user_space_part() {
+        let runs = vec![run(
+            "connections",
+            "proxy-1",
+            &[
+                ("conns_per_s", 4000.0),
+                ("harness_cpu_us_per_conn", 130.0),
+                ("broker_cpu_us_per_conn", 100.0),
+                ("cpu_us_per_conn", 190.0),
+                ("user_cpu_us_per_conn", 40.0),
+            ],
+        )];
+        let table = cpu_table(&rows(&runs));
+        let line = table.lines().last().expect("a row");
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // harness, broker, target, total (which leaves the user part out:
+        // it is inside the target's), then the target's user part.
+        assert_eq!(cells[3..], ["130.0", "100.0", "190.0", "420.0", "40.0"]);
     }
 
     #[test]

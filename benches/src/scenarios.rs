@@ -65,6 +65,8 @@ pub struct Probe {
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
     pub target: Option<f64>,
+    /// The part of `target` spent in user space.
+    pub target_user: Option<f64>,
     pub broker: Option<f64>,
     pub harness: Option<f64>,
 }
@@ -74,6 +76,7 @@ impl CpuSample {
         let d = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
         CpuSample {
             target: d(self.target, before.target),
+            target_user: d(self.target_user, before.target_user),
             broker: d(self.broker, before.broker),
             harness: d(self.harness, before.harness),
         }
@@ -83,6 +86,7 @@ impl CpuSample {
     pub fn record(&self, m: &mut Metrics) {
         for (key, v) in [
             ("cpu_s", self.target),
+            ("user_cpu_s", self.target_user),
             ("broker_cpu_s", self.broker),
             ("harness_cpu_s", self.harness),
         ] {
@@ -93,10 +97,12 @@ impl CpuSample {
     }
 
     /// Records CPU per unit of work for each process: `cpu_{suffix}`,
-    /// `broker_cpu_{suffix}`, `harness_cpu_{suffix}` = seconds / `units`.
+    /// `user_cpu_{suffix}` (the target's user space), `broker_cpu_{suffix}`,
+    /// `harness_cpu_{suffix}` = seconds / `units`.
     pub fn record_per(&self, m: &mut Metrics, suffix: &str, units: f64) {
         for (prefix, v) in [
             ("", self.target),
+            ("user_", self.target_user),
             ("broker_", self.broker),
             ("harness_", self.harness),
         ] {
@@ -110,8 +116,10 @@ impl CpuSample {
 impl Probe {
     pub fn cpu(&self) -> CpuSample {
         let read = |pid: Option<u32>| pid.and_then(|p| procs::cpu_seconds(p).ok());
+        let target = self.pid.and_then(|p| procs::cpu_times(p).ok());
         CpuSample {
-            target: read(self.pid),
+            target: target.map(|(user, system)| user + system),
+            target_user: target.map(|(user, _)| user),
             broker: read(self.broker),
             harness: read(Some(std::process::id())),
         }
