@@ -1499,6 +1499,16 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // amqpprox patch: with no spin, straight to the park.
+                        // It looks at the rings, timers and channels before it
+                        // sleeps and does not sleep if that woke a task; the
+                        // non-spinning poll that came first here did the same
+                        // work once more on every way to sleep.
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         // amqpprox patch: whether the executor spins at all.
                         let spinning = !spin_before_park.is_zero();
