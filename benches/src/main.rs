@@ -69,6 +69,9 @@ enum Command {
         mode: Mode,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Niceness to take before starting (its threads inherit it).
+        #[arg(long, default_value_t = 0)]
+        nice: i32,
         /// Speak TLS, with a certificate (and its CA, `ca.pem`) made at
         /// start and written into this directory.
         #[arg(long)]
@@ -132,6 +135,12 @@ struct RunArgs {
     /// Runtime worker threads of the dummy broker.
     #[arg(long, default_value_t = 2)]
     broker_threads: usize,
+    /// Run the load (this process's client threads and the dummy broker) at
+    /// this niceness (0-19), so that a target's rate shows its own speed
+    /// rather than its share of cores the load also wants. Targets keep
+    /// the default priority.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    load_nice: i32,
     /// The proxy binary (default: `amqpprox` next to this binary).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
@@ -173,8 +182,10 @@ fn main() -> ExitCode {
             port,
             mode,
             threads,
+            nice,
             tls_dir,
-        }) => run_broker(port, mode, threads, tls_dir.as_deref()),
+        }) => procs::lower_priority(nice)
+            .and_then(|()| run_broker(port, mode, threads, tls_dir.as_deref())),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),
     };
@@ -288,6 +299,7 @@ fn build_plan(args: &RunArgs) -> Result<Plan> {
         proxy_port: args.proxy_port,
         broker_port: args.broker_port,
         broker_threads: args.broker_threads,
+        load_nice: args.load_nice,
         work_dir: args.work_dir.clone(),
     };
     Ok(Plan {
@@ -342,6 +354,7 @@ fn preflight(plan: &Plan, rabbitmq: bool) -> Result<()> {
 fn run_load(args: &RunArgs) -> Result<()> {
     let plan = build_plan(args)?;
     preflight(&plan, args.rabbitmq)?;
+    scenarios::set_load_nice(args.load_nice);
     let nofile = procs::raise_nofile(65_536)?;
     let mut plan = plan;
     // A proxy holds two descriptors per session (client and broker side).
@@ -384,6 +397,7 @@ fn run_load(args: &RunArgs) -> Result<()> {
         "sizes": plan.sizes,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "broker_threads": plan.layout.broker_threads,
+        "load_nice": plan.layout.load_nice,
         "egress_tls_scenarios": plan.scenarios.iter().filter(|s| s.is_tls()).collect::<Vec<_>>(),
     });
     report::write_json(&path, config, &records, &rows)?;

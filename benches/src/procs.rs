@@ -48,6 +48,9 @@ pub struct Layout {
     pub proxy_port: u16,
     pub broker_port: u16,
     pub broker_threads: usize,
+    /// The niceness of the load: the harness's client threads and the
+    /// dummy broker (`--load-nice`).
+    pub load_nice: i32,
     pub work_dir: PathBuf,
 }
 
@@ -130,6 +133,7 @@ pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Ups
         .args(["--port", &layout.broker_port.to_string()])
         .args(["--mode", mode.as_arg()])
         .args(["--threads", &layout.broker_threads.to_string()])
+        .args(["--nice", &layout.load_nice.to_string()])
         .stdin(Stdio::null());
     let mut tls_ca = None;
     if tls {
@@ -339,6 +343,20 @@ pub fn ensure_port_free(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// Lowers the calling thread's priority to `nice` (Linux keeps a niceness
+/// per thread; threads created after inherit it). Raising niceness needs
+/// no privilege; 0 changes nothing.
+pub fn lower_priority(nice: i32) -> Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    // SAFETY: setpriority with who = 0 acts on the calling thread only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        bail!("setpriority({nice}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// User + system CPU seconds of `pid` so far (all threads).
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     cpu_times(pid).map(|(user, system)| user + system)
@@ -430,12 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn lower_priority_sets_the_calling_threads_niceness_only() {
+        let niceness = || {
+            // SAFETY: getpriority on the calling thread (who = 0).
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        };
+        let before = niceness();
+        let (inside, inherited) = std::thread::spawn(move || {
+            lower_priority(before + 3).unwrap();
+            let inside = niceness();
+            let inherited = std::thread::spawn(niceness).join().unwrap();
+            (inside, inherited)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, before + 3);
+        assert_eq!(inherited, before + 3, "threads it starts inherit it");
+        assert_eq!(niceness(), before, "the spawning thread keeps its own");
+    }
+
+    #[test]
     fn proxy_tls_config_names_a_verified_tls_backend() {
         let layout = Layout {
             proxy_bin: PathBuf::new(),
             proxy_port: 5791,
             broker_port: 5790,
             broker_threads: 2,
+            load_nice: 0,
             work_dir: PathBuf::from("/w"),
         };
         let text = proxy_tls_config(&layout, 5790, Path::new("/w/tls/ca.pem"));

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use rustls::ClientConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -135,10 +135,23 @@ fn put(m: &mut Metrics, key: &str, value: f64) {
 }
 
 fn spawn_load<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    let nice = LOAD_NICE.load(Ordering::Relaxed);
     thread::Builder::new()
         .stack_size(LOAD_STACK)
-        .spawn(f)
+        .spawn(move || {
+            procs::lower_priority(nice).expect("lower a load thread's priority");
+            f()
+        })
         .expect("spawn a load thread")
+}
+
+/// The niceness of load threads (`--load-nice`): set per thread, so that
+/// the targets this process starts keep the default priority.
+static LOAD_NICE: AtomicI32 = AtomicI32::new(0);
+
+/// Sets the niceness of the load threads spawned from now on.
+pub fn set_load_nice(nice: i32) {
+    LOAD_NICE.store(nice, Ordering::Relaxed);
 }
 
 /// C clients publish N messages of S bytes each; the clock runs from the
