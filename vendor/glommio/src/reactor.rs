@@ -866,14 +866,12 @@ impl Reactor {
     /// Polls for I/O, but does not change any timer registration.
     ///
     /// This doesn't ever sleep, and does not touch the preemption timer.
-    pub(crate) fn spin_poll_io(&self, spinning: bool) -> io::Result<bool> {
+    pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
         let mut woke = 0;
-        // amqpprox patch: see `deliver_deferred_completions`. An executor
-        // that does not spin calls this once on its way to park, and the
-        // park enters the kernel anyway.
-        if spinning {
-            self.sys.deliver_deferred_completions()?;
-        }
+        // amqpprox patch: see `deliver_deferred_completions`. Only a
+        // spinning executor calls this (one that does not spin goes
+        // straight to the park, which enters the kernel anyway).
+        self.sys.deliver_deferred_completions()?;
         self.sys.poll_io(&mut woke)?;
         woke += self.process_timers().1;
         woke += self.process_shared_channels();

@@ -1510,9 +1510,7 @@ impl LocalExecutor {
                             .expect("Failed to park! This is actually pretty bad!");
                         pre_time = Instant::now();
                     } else {
-                        // amqpprox patch: whether the executor spins at all.
-                        let spinning = !spin_before_park.is_zero();
-                        while !this.reactor.spin_poll_io(spinning).unwrap() {
+                        while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()
