@@ -379,7 +379,7 @@ impl TransparentHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{str_field, FieldTable, Start};
+    use crate::codec::{encode_frame, str_field, FieldTable, Start};
     use crate::handshake::frame_of;
 
     fn broker_start() -> Vec<u8> {
@@ -576,10 +576,8 @@ mod tests {
         payload.extend_from_slice(b"PLAIN");
         payload.extend_from_slice(&[0, 0, 0, 5]);
         payload.extend_from_slice(b"en_US");
-        let mut frame = vec![FRAME_METHOD, 0, 0];
-        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&payload);
-        frame.push(0xCE);
+        let mut frame = Vec::new();
+        encode_frame(FRAME_METHOD, 0, &payload, &mut frame);
         frame
     }
 
@@ -603,24 +601,10 @@ mod tests {
     #[test]
     fn an_undecodable_broker_close_is_a_broker_error() {
         let (mut hs, mut to_client, mut to_broker) = past_start_ok();
-        // Close with its reply text cut short.
-        let close = vec![
-            FRAME_METHOD,
-            0,
-            0,
-            0,
-            0,
-            0,
-            7,
-            0,
-            10,
-            0,
-            50,
-            1,
-            147,
-            9,
-            0xCE,
-        ];
+        // Close (10, 50), reply code 403, and a reply text of 9 bytes that
+        // are not there.
+        let mut close = Vec::new();
+        encode_frame(FRAME_METHOD, 0, &[0, 10, 0, 50, 1, 147, 9], &mut close);
         let err = hs
             .receive(Side::Broker, &close, &mut to_client, &mut to_broker)
             .unwrap_err();
