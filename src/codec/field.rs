@@ -203,6 +203,86 @@ fn nest(depth: usize) -> Result<usize, DecodeError> {
     Ok(depth + 1)
 }
 
+/// Checks the table whose u32 length prefix `r` is at, accepting and
+/// refusing exactly what [`FieldTable::decode_from`] does (the same error,
+/// found in the same order), without copying anything out; returns the
+/// table's body (its entries, without the prefix).
+pub(crate) fn check_table_from<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let body = r.longstr()?;
+    check_body(body, 0)?;
+    Ok(body)
+}
+
+/// [`FieldTable::decode_body`] that keeps nothing.
+fn check_body(body: &[u8], depth: usize) -> Result<(), DecodeError> {
+    let mut r = Reader::new(body);
+    while !r.is_empty() {
+        r.shortstr()?;
+        check_value(&mut r, depth)?;
+    }
+    Ok(())
+}
+
+/// Steps over one tagged value as [`FieldValue::decode`] reads it: the
+/// same reads in the same order, so a short input reports the same
+/// shortfall.
+fn check_value(r: &mut Reader<'_>, depth: usize) -> Result<(), DecodeError> {
+    let width = match r.u8()? {
+        b't' | b'b' | b'B' => 1,
+        b's' | b'U' | b'u' => 2,
+        b'I' | b'i' | b'f' => 4,
+        b'l' | b'L' | b'd' | b'T' => 8,
+        b'V' => 0,
+        // Two reads, as decoding does: a lone scale octet is short by 4, not 5.
+        b'D' => {
+            r.u8()?;
+            4
+        }
+        b'S' | b'x' => {
+            r.longstr()?;
+            0
+        }
+        b'A' => {
+            let mut inner = Reader::new(r.longstr()?);
+            let depth = nest(depth)?;
+            while !inner.is_empty() {
+                check_value(&mut inner, depth)?;
+            }
+            0
+        }
+        b'F' => {
+            check_body(r.longstr()?, nest(depth)?)?;
+            0
+        }
+        other => {
+            return Err(DecodeError::UnknownFieldType {
+                tag: char::from(other),
+            })
+        }
+    };
+    r.take(width)?;
+    Ok(())
+}
+
+/// The value of the first entry named `key` in a table body that
+/// [`check_table_from`] accepted, when that entry is a long string (`S`):
+/// what `FieldTable::get(key)` gives as `LongString`, without decoding the
+/// table.
+pub fn checked_longstr_entry<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut r = Reader::new(body);
+    while !r.is_empty() {
+        let name = r.shortstr().ok()?;
+        if name == key {
+            return match r.u8().ok()? {
+                b'S' => r.longstr().ok(),
+                _ => None,
+            };
+        }
+        check_value(&mut r, 0).ok()?;
+    }
+    None
+}
+
 /// Long-string field value from a `&str`.
 pub fn str_field(s: &str) -> FieldValue {
     FieldValue::LongString(s.as_bytes().to_vec())

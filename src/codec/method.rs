@@ -300,6 +300,56 @@ impl ConnectionMethod {
     }
 }
 
+/// A `Connection.StartOk` payload checked as [`ConnectionMethod::decode`]
+/// checks it, borrowed rather than decoded: the transparent handshake
+/// forwards the client's own bytes and reads one property, so it keeps the
+/// payload and decodes it only when a replay needs the method.
+#[derive(Clone, Copy)]
+pub struct StartOkRef<'a> {
+    payload: &'a [u8],
+    client_properties: &'a [u8],
+}
+
+impl<'a> StartOkRef<'a> {
+    /// Accepts `payload` when `ConnectionMethod::decode` would decode it as
+    /// a `StartOk`, and fails with the error it would give otherwise.
+    pub fn check(payload: &'a [u8]) -> Result<StartOkRef<'a>, DecodeError> {
+        let mut r = Reader::new(payload);
+        let class_id = r.u16()?;
+        let method_id = r.u16()?;
+        if (class_id, method_id) != (CONNECTION_CLASS, method_id::START_OK) {
+            return Err(DecodeError::NotConnectionMethod {
+                class_id,
+                method_id,
+            });
+        }
+        let client_properties = super::field::check_table_from(&mut r)?;
+        r.shortstr()?;
+        r.longstr()?;
+        r.shortstr()?;
+        if !r.is_empty() {
+            return Err(DecodeError::Malformed(
+                "trailing bytes after method arguments",
+            ));
+        }
+        Ok(StartOkRef {
+            payload,
+            client_properties,
+        })
+    }
+
+    /// The whole method payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// A long-string client property (the first entry of that name, when
+    /// it is a long string), as `client_properties.get(key)` would find it.
+    pub fn longstr_property(&self, key: &str) -> Option<&'a [u8]> {
+        super::field::checked_longstr_entry(self.client_properties, key.as_bytes())
+    }
+}
+
 /// Appends a long-string entry (`key`, type `S`, `value`) as it is encoded
 /// inside a field table, for [`start_ok_with_entries`].
 pub fn put_longstr_entry(out: &mut Vec<u8>, key: &str, value: &[u8]) {

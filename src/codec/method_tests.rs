@@ -430,3 +430,83 @@ proptest! {
         prop_assert_eq!(out, start_ok_with_pushed(&start_ok, &additions));
     }
 }
+
+/// What the transparent handshake learns from a `StartOk` through
+/// [`StartOkRef`]: acceptance (or the error) and `connection_name`, as
+/// decoding gives them.
+fn check_agrees_with_decode(p: &[u8]) -> Result<(), TestCaseError> {
+    let checked = StartOkRef::check(p);
+    match ConnectionMethod::decode(p) {
+        Ok(ConnectionMethod::StartOk(decoded)) => {
+            let view = checked.map_err(|e| TestCaseError::fail(format!("refused: {e}")))?;
+            prop_assert_eq!(view.payload(), p);
+            for key in ["connection_name", "product", "capabilities", "absent"] {
+                let expected = match decoded.client_properties.get(key) {
+                    Some(FieldValue::LongString(s)) => Some(s.as_slice()),
+                    _ => None,
+                };
+                prop_assert_eq!(view.longstr_property(key), expected);
+            }
+        }
+        Ok(other) => prop_assert!(checked.is_err(), "accepted a {}", other.name()),
+        Err(e) => prop_assert_eq!(checked.err(), Some(e)),
+    }
+    Ok(())
+}
+
+#[test]
+fn start_ok_check_agrees_with_decode_on_every_clients_bytes_cut_and_flipped() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/handshakes");
+    let mut clients = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with("connect.client.bin") {
+            continue;
+        }
+        clients += 1;
+        let stream = std::fs::read(&path).unwrap();
+        let p = first_client_payload(&stream);
+        let view = StartOkRef::check(p).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert_eq!(view.payload(), p);
+        // Every prefix, and every byte replaced by a few telling values
+        // (a length's top byte, a tag, zero): the same verdict each time.
+        for cut in 0..p.len() {
+            check_agrees_with_decode(&p[..cut]).unwrap();
+        }
+        for at in 0..p.len() {
+            for value in [0u8, 0xff, b'S', b'F', b'A', b'D', b'?'] {
+                let mut bent = p.to_vec();
+                bent[at] = value;
+                check_agrees_with_decode(&bent).unwrap_or_else(|e| panic!("{path:?} @{at}: {e}"));
+            }
+        }
+    }
+    assert!(clients >= 10, "only {clients} client recordings found");
+    let name = StartOkRef::check(first_client_payload(PIKA_CLIENT))
+        .unwrap()
+        .longstr_property("connection_name");
+    assert_eq!(name, Some(&b"compat-pika"[..]));
+}
+
+proptest! {
+    #[test]
+    fn start_ok_check_agrees_with_decode(
+        props in arb_table(),
+        at in any::<prop::sample::Index>(),
+        value in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let m = ConnectionMethod::StartOk(StartOk {
+            client_properties: props,
+            mechanism: b"PLAIN".to_vec(),
+            response: b"\0u\0p".to_vec(),
+            locale: b"en_US".to_vec(),
+        });
+        let p = payload(&m);
+        check_agrees_with_decode(&p)?;
+        let mut bent = p.clone();
+        bent[at.index(p.len())] = value;
+        check_agrees_with_decode(&bent)?;
+        check_agrees_with_decode(&p[..cut.index(p.len())])?;
+    }
+}

@@ -14,9 +14,10 @@ use super::client::{ClientHandshakeError, ClientHello};
 use super::{HangUp, HANDSHAKE_MAX_FRAME};
 use crate::codec::{
     decode_frame, method_id, method_ids, method_name, put_longstr_entry, start_ok_with_entries,
-    Close, ConnectionMethod, FieldValue, Frame, Open, StartOk, Tune, CONNECTION_CLASS,
-    FRAME_HEARTBEAT, FRAME_METHOD,
+    Close, ConnectionMethod, Frame, Open, StartOkRef, Tune, CONNECTION_CLASS, FRAME_HEARTBEAT,
+    FRAME_METHOD,
 };
+use std::borrow::Cow;
 
 /// Who the handshake waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +100,9 @@ pub struct TransparentHandshake {
     broker_in: Vec<u8>,
     /// The proxy's client properties, encoded as table entries.
     additions: Vec<u8>,
-    start_ok: Option<StartOk>,
+    /// The client's own `StartOk` payload (empty until it arrives): checked
+    /// but not decoded, since only a replay after a pause needs it decoded.
+    start_ok: Vec<u8>,
     tune_ok: Option<Tune>,
     open: Option<Open>,
     held_open: Vec<u8>,
@@ -133,7 +136,7 @@ impl TransparentHandshake {
             client_in: Vec::new(),
             broker_in: Vec::new(),
             additions: encoded,
-            start_ok: None,
+            start_ok: Vec::new(),
             tune_ok: None,
             open: None,
             held_open: Vec::new(),
@@ -161,8 +164,12 @@ impl TransparentHandshake {
     /// its own `StartOk` (without the proxy's additions), `TuneOk`, `Open`
     /// and what followed the `Open`. `None` before the `Open`.
     pub fn take_hello(&mut self) -> Option<ClientHello> {
+        let start_ok = match ConnectionMethod::decode(&self.start_ok) {
+            Ok(ConnectionMethod::StartOk(start_ok)) => start_ok,
+            _ => return None,
+        };
         Some(ClientHello {
-            start_ok: self.start_ok.take()?,
+            start_ok,
             tune_ok: self.tune_ok?,
             open: self.open.take()?,
             pipelined: std::mem::take(&mut self.client_in),
@@ -177,15 +184,11 @@ impl TransparentHandshake {
 
     /// The client's `connection_name` property, or "" (for the log line
     /// operators grep for).
-    pub fn connection_name(&self) -> String {
-        match self
-            .start_ok
-            .as_ref()
-            .and_then(|s| s.client_properties.get("connection_name"))
-        {
-            Some(FieldValue::LongString(name)) => String::from_utf8_lossy(name).into_owned(),
-            _ => String::new(),
-        }
+    pub fn connection_name(&self) -> Cow<'_, str> {
+        StartOkRef::check(&self.start_ok)
+            .ok()
+            .and_then(|s| s.longstr_property("connection_name"))
+            .map_or(Cow::Borrowed(""), String::from_utf8_lossy)
     }
 
     /// Forwards the held `Open` and anything the client sent after it.
@@ -245,27 +248,34 @@ impl TransparentHandshake {
                 }
                 .into());
             }
-            let method = ConnectionMethod::decode(frame.payload).map_err(|error| {
-                ClientHandshakeError::UndecodableMethod {
-                    expected_context: expected,
-                    error,
+            let undecodable = |error| ClientHandshakeError::UndecodableMethod {
+                expected_context: expected,
+                error,
+            };
+            if connection_method_id(&frame) == Some(method_id::START_OK) {
+                // Checked, not decoded: its bytes go on as they came, with
+                // the additions spliced in, and only a replay after a pause
+                // needs the decoded method.
+                let start_ok = StartOkRef::check(frame.payload).map_err(undecodable)?;
+                if self.state != State::StartOk {
+                    return Err(ClientHandshakeError::UnexpectedMethod {
+                        expected,
+                        received: "connection.start-ok",
+                    }
+                    .into());
                 }
-            })?;
+                start_ok_with_entries(&self.client_in[raw], &self.additions, to_broker)
+                    .expect("a checked StartOk is a whole frame");
+                self.start_ok = start_ok.payload().to_vec();
+                self.state = State::SecureOrTune;
+                continue;
+            }
+            let method = ConnectionMethod::decode(frame.payload).map_err(undecodable)?;
             match (self.state, method) {
                 (_, ConnectionMethod::Close(_)) => {
                     to_broker.extend_from_slice(&self.client_in[raw]);
                     self.state = State::Done;
                     break TransparentProgress::ClientClosed;
-                }
-                (State::StartOk, ConnectionMethod::StartOk(start_ok)) => {
-                    // The client's own bytes with the additions spliced in
-                    // at the end of its table: nothing of its StartOk is
-                    // re-encoded. The decoded StartOk is kept as the
-                    // client's own (for a replay after a pause).
-                    start_ok_with_entries(&self.client_in[raw], &self.additions, to_broker)
-                        .expect("a StartOk the codec decoded is a whole frame");
-                    self.start_ok = Some(start_ok);
-                    self.state = State::SecureOrTune;
                 }
                 (State::SecureOk, ConnectionMethod::SecureOk { .. }) => {
                     to_broker.extend_from_slice(&self.client_in[raw]);
@@ -379,7 +389,7 @@ impl TransparentHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_frame, str_field, FieldTable, Start};
+    use crate::codec::{encode_frame, str_field, FieldTable, Start, StartOk};
     use crate::handshake::frame_of;
 
     fn broker_start() -> Vec<u8> {
