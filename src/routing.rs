@@ -136,25 +136,35 @@ pub fn route<'a>(snapshot: &'a ConfigSnapshot, vhost: &str) -> Result<Route<'a>,
 /// rotated to start at its marker. Members deleted since the farm was made
 /// are skipped, and so are drained members unless every member is drained.
 fn farm_order<'a>(config: &'a Config, farm: &Farm) -> Vec<&'a Backend> {
-    let parts = partitions(config, farm);
     let skip_drained = has_undrained_member(config, farm);
     let mut order = Vec::with_capacity(farm.members.len());
-    for (i, part) in parts.iter().enumerate() {
+    let mut add_partition = |i: usize, names: &mut dyn Iterator<Item = &str>| {
         // Drained members leave the rotation before it is applied, so the
         // rest share the load evenly.
-        let part: Vec<&'a Backend> = part
-            .iter()
-            .filter_map(|name| config.backends.get(*name))
-            .filter(|b| !(skip_drained && config.drained.contains(&b.name)))
-            .collect();
+        let begin = order.len();
+        order.extend(
+            names
+                .filter_map(|name| config.backends.get(name))
+                .filter(|b| !(skip_drained && config.drained.contains(&b.name))),
+        );
+        let part = &mut order[begin..];
         // Every partition's marker moves once per session, so a fallback
         // partition shares the load evenly too when the preferred one is down.
         let start = farm
             .markers
             .get(i)
             .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
-        for k in 0..part.len() {
-            order.push(part[(start + k) % part.len()]);
+        if !part.is_empty() {
+            let len = part.len();
+            part.rotate_left(start % len);
+        }
+    };
+    if farm.policies.is_empty() {
+        // One partition, the members in order: no per-session lists.
+        add_partition(0, &mut farm.members.iter().map(String::as_str));
+    } else {
+        for (i, part) in partitions(config, farm).iter().enumerate() {
+            add_partition(i, &mut part.iter().copied());
         }
     }
     order

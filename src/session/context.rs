@@ -132,6 +132,8 @@ pub struct ShardContext {
     pub index: usize,
     pub shared: Arc<Shared>,
     pub pool: Rc<BufferPool>,
+    /// Read buffers for the handshakes (`establish::HANDSHAKE_READ` bytes).
+    pub handshake_buffers: Rc<BufferPool>,
     pub resolver: Resolver,
     pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
     /// Sessions ended since the last statistics collection, and `TRACE`.
@@ -144,6 +146,10 @@ impl ShardContext {
             index,
             shared,
             pool: BufferPool::new(),
+            handshake_buffers: BufferPool::of(
+                super::establish::HANDSHAKE_READ,
+                super::pool::HANDSHAKE_KEEP,
+            ),
             resolver: Resolver::default(),
             sessions: RefCell::new(BTreeMap::new()),
             stats: Default::default(),

@@ -217,9 +217,12 @@ async fn establish(
     info.handshake.set(HandshakeKind::Proxied);
     let mut handshake = ClientHandshake::new();
     let left = deadline.saturating_duration_since(Instant::now());
-    let hello = net::with_timeout(left, client_handshake(client, &mut handshake, &header))
-        .await
-        .unwrap_or_else(|_| Err(handshake_timed_out(timeout)))?;
+    let hello = net::with_timeout(
+        left,
+        client_handshake(shard, client, &mut handshake, &header),
+    )
+    .await
+    .unwrap_or_else(|_| Err(handshake_timed_out(timeout)))?;
     replay::broker_side(shard, info, client, listen_port, hello, unreachable).await
 }
 
@@ -244,11 +247,12 @@ async fn read_header(client: &mut Stream) -> Result<Vec<u8>, Refusal> {
 }
 
 async fn client_handshake(
+    shard: &ShardContext,
     client: &mut Stream,
     handshake: &mut ClientHandshake,
     header: &[u8],
 ) -> Result<ClientHello, Refusal> {
-    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut buf = shard.handshake_buffers.take();
     let mut out = Vec::with_capacity(1024);
     let mut initial = Some(header);
     loop {

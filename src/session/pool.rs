@@ -1,8 +1,9 @@
-//! A shard-local pool of I/O buffers for the pass-through pump.
+//! Shard-local pools of I/O buffers: the pass-through pump's large ones,
+//! and the small read buffers of the handshakes.
 //!
-//! A session takes a buffer only while it has bytes to move and gives it
-//! back as soon as they are written, so an idle session pins no buffer and
-//! the steady state allocates nothing. Single-threaded (`Rc`, `RefCell`):
+//! A session takes a buffer only while it has bytes to move (or a
+//! handshake to read) and gives it back as soon as it is done, so an idle
+//! session pins no buffer and the steady state allocates nothing. Single-threaded (`Rc`, `RefCell`):
 //! never shared across shards.
 
 use std::cell::{Cell, RefCell};
@@ -17,13 +18,18 @@ use std::rc::Rc;
 /// do not pay for the size.
 pub const BUFFER_SIZE: usize = 256 * 1024;
 
-/// Buffers kept for reuse (4 MiB per shard at most); beyond this, returned
-/// buffers are freed so a burst does not pin memory for ever.
+/// Pump buffers kept for reuse (4 MiB per shard at most); beyond this,
+/// returned buffers are freed so a burst does not pin memory for ever.
 const KEEP: usize = 16;
 
+/// Handshake read buffers kept for reuse: enough for the handshakes a busy
+/// shard runs at once (512 KiB at most, at 4 KiB each).
+pub const HANDSHAKE_KEEP: usize = 128;
+
 /// The pool. Cheap to clone through `Rc`.
-#[derive(Default)]
 pub struct BufferPool {
+    size: usize,
+    keep: usize,
     free: RefCell<Vec<Box<[u8]>>>,
     allocated: Cell<u64>,
     in_use: Cell<u64>,
@@ -31,15 +37,28 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
+    /// The pump's pool: [`BUFFER_SIZE`] buffers.
     pub fn new() -> Rc<BufferPool> {
-        Rc::new(BufferPool::default())
+        BufferPool::of(BUFFER_SIZE, KEEP)
+    }
+
+    /// A pool of `size`-byte buffers that keeps at most `keep` for reuse.
+    pub fn of(size: usize, keep: usize) -> Rc<BufferPool> {
+        Rc::new(BufferPool {
+            size,
+            keep,
+            free: RefCell::default(),
+            allocated: Cell::default(),
+            in_use: Cell::default(),
+            peak_in_use: Cell::default(),
+        })
     }
 
     /// A buffer, from the pool or freshly allocated when the pool is empty.
     pub fn take(self: &Rc<Self>) -> PooledBuffer {
         let buf = self.free.borrow_mut().pop().unwrap_or_else(|| {
             self.allocated.set(self.allocated.get() + 1);
-            vec![0u8; BUFFER_SIZE].into_boxed_slice()
+            vec![0u8; self.size].into_boxed_slice()
         });
         self.in_use.set(self.in_use.get() + 1);
         self.peak_in_use
@@ -69,7 +88,7 @@ impl BufferPool {
     fn give_back(&self, buf: Box<[u8]>) {
         self.in_use.set(self.in_use.get() - 1);
         let mut free = self.free.borrow_mut();
-        if free.len() < KEEP {
+        if free.len() < self.keep {
             free.push(buf);
         }
     }
@@ -114,5 +133,16 @@ mod tests {
         drop(a);
         let _b = pool.take();
         assert_eq!((pool.allocated(), pool.in_use()), (1, 1));
+    }
+
+    #[test]
+    fn a_small_pool_keeps_only_its_bound() {
+        let pool = BufferPool::of(4096, 2);
+        let taken: Vec<_> = (0..3).map(|_| pool.take()).collect();
+        assert!(taken.iter().all(|b| b.len() == 4096));
+        drop(taken);
+        assert_eq!(pool.free.borrow().len(), 2);
+        let _again: Vec<_> = (0..3).map(|_| pool.take()).collect();
+        assert_eq!(pool.allocated(), 4);
     }
 }

@@ -15,7 +15,7 @@
 use super::establish::connect::{Stage, Unfit};
 use super::establish::{
     handshake_timed_out, hung_up, log_starting, refuse, replay, start_ok_additions, vhost_paused,
-    Candidates, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
+    Candidates, ClientGone, Established, Reason, Refusal,
 };
 use super::{HandshakeKind, Phase, SessionInfo, ShardContext};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -62,13 +62,14 @@ pub(super) async fn establish(
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });
     };
-    *info.via.borrow_mut() = Some(route.via.clone());
+    let routing::Route { via, candidates } = route;
+    *info.via.borrow_mut() = Some(via);
     // Each member in turn until one sends its Connection.Start: one that
     // closes or says nothing first is skipped, since nothing of it has
     // reached the client yet.
-    let mut candidates = Candidates::new(&route.candidates);
+    let mut candidates = Candidates::new(&candidates);
     // One read buffer for the whole relay, the broker's first bytes included.
-    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut buf = shard.handshake_buffers.take();
     let (mut broker, first) = loop {
         let Some(mut broker) = candidates.next(shard, info).await else {
             return Err(Fallback::Proxied { no_broker: true });

@@ -8,7 +8,6 @@ use super::connect::{Stage, Unfit};
 use super::refusal::{hung_up, refuse, ClientGone, Reason, Refusal};
 use super::{
     hold_at_open, log_starting, start_ok_additions, vhost_paused, Candidates, Established,
-    HANDSHAKE_READ,
 };
 use crate::codec::reply_code;
 use crate::config::Mapping;
@@ -107,7 +106,7 @@ pub async fn broker_side(
         let additions = start_ok_additions(shard, info, client, listen_port);
         let attempt = net::with_timeout(
             limit,
-            broker_handshake(&mut broker, &hello, &additions, &vhost),
+            broker_handshake(shard, &mut broker, &hello, &additions, &vhost),
         )
         .await
         .unwrap_or_else(|_| {
@@ -182,6 +181,7 @@ fn hang_up(handshake: &BrokerHandshake, vhost: &str, unfit: Unfit) -> Attempt {
 /// Replays the handshake to the broker; gives the bytes owed to the client
 /// (`OpenOk` and whatever followed).
 async fn broker_handshake(
+    shard: &ShardContext,
     broker: &mut Stream,
     hello: &ClientHello,
     additions: &[(&str, String)],
@@ -189,7 +189,7 @@ async fn broker_handshake(
 ) -> Result<Vec<u8>, Attempt> {
     let mut out = Vec::with_capacity(1024);
     let mut handshake = BrokerHandshake::start(hello, additions, &mut out);
-    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let mut buf = shard.handshake_buffers.take();
     let gone = |what: String, why: Unfit| {
         Attempt::Unfit(
             why,
