@@ -433,16 +433,19 @@ impl Shard {
                                     let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
-                                    glommio::spawn_local(async move {
+                                    // Boxed where it is made: the session's state
+                                    // (a few KiB) is then copied once, not at
+                                    // every step of spawning a task that holds it,
+                                    // and a Stream session's state does not size
+                                    // every AMQP session's task.
+                                    let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
                                         if kind.stream {
-                                            // Boxed: a Stream session's state would
-                                            // otherwise size (and be copied into)
-                                            // every AMQP session's task too.
                                             Box::pin(session::stream::run(context, incoming, port, kind))
-                                                .await;
                                         } else {
-                                            session::run(context, incoming, port, kind).await;
-                                        }
+                                            Box::pin(session::run(context, incoming, port, kind))
+                                        };
+                                    glommio::spawn_local(async move {
+                                        session.await;
                                         connections.set(connections.get() - 1);
                                     })
                                     .detach();

@@ -151,7 +151,15 @@ pub async fn for_backend(
     if !backend.tls {
         return Ok(Stream::from(tcp));
     }
-    connect(Arc::clone(&egress.egress), backend.host, tcp, limit).await
+    // Boxed: the TLS handshake's state is several KiB, and inline it would
+    // size (and be copied with) every plain session's handshake as well.
+    Box::pin(connect(
+        Arc::clone(&egress.egress),
+        backend.host,
+        tcp,
+        limit,
+    ))
+    .await
 }
 
 /// Sorts an I/O error out of a handshake: the socket's, or TLS's own.
