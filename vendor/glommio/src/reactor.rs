@@ -87,6 +87,11 @@ struct Timers {
     /// a timer ID used to distinguish timers that fire at the same time.
     /// The [`Waker`] represents the task awaiting the timer.
     timers: BTreeMap<(Instant, u64), Waker>,
+
+    /// amqpprox patch: the clock reading of the last `process_timers` that
+    /// read it. A timer the reactor holds is due no later than the first
+    /// such reading past its deadline, at which it is woken.
+    checked_at: Option<Instant>,
 }
 
 impl Timers {
@@ -95,6 +100,7 @@ impl Timers {
             timer_id: 0,
             timers_by_id: AHashMap::new(),
             timers: BTreeMap::new(),
+            checked_at: None,
         }
     }
 
@@ -130,6 +136,7 @@ impl Timers {
             return (None, 0);
         };
         let now = Instant::now();
+        self.checked_at = Some(now);
         if *first >= now {
             return (Some(first.saturating_duration_since(now)), 0);
         }
@@ -824,6 +831,12 @@ impl Reactor {
     pub(crate) fn remove_timer(&self, id: u64) -> Option<Waker> {
         let mut timers = self.timers.borrow_mut();
         timers.remove(id)
+    }
+
+    /// amqpprox patch: when the reactor last compared its timers with the
+    /// clock (see `Timers::checked_at`).
+    pub(crate) fn timers_checked_at(&self) -> Option<Instant> {
+        self.timers.borrow().checked_at
     }
 
     pub(crate) fn timer_exists(&self, id: &(Instant, u64)) -> bool {

@@ -135,6 +135,14 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// amqpprox patch: whether anyone reads this source's queued, submitted
+    /// and fulfilled times (its `latency` statistics function). Only then
+    /// is the clock read for them: sockets collect none, and the three
+    /// readings were a third of a proxy's clock reads per connection.
+    pub(crate) fn collects_latency(&self) -> bool {
+        self.stats_collection.is_some_and(|s| s.latency.is_some())
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }

@@ -177,19 +177,30 @@ impl Future for Timer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.inner.borrow_mut();
 
+        // amqpprox patch: a timer the reactor holds for this task is woken
+        // by the reactor once due, and the reactor compares every held
+        // timer with the clock on each turn: whether it is due is then
+        // known from that turn's reading, without reading the clock again
+        // at every poll (a timer raced against each step of a session is
+        // polled at each of the task's wake-ups).
+        if inner
+            .charged_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            let reactor = inner.reactor.upgrade().unwrap();
+            if reactor.timers_checked_at().is_some_and(|at| at >= inner.when) {
+                reactor.remove_timer(inner.id);
+                return Poll::Ready(inner.when);
+            }
+            return Poll::Pending;
+        }
+
         if Instant::now() >= inner.when {
             // Deregister the timer from the reactor if needed
             inner.reactor.upgrade().unwrap().remove_timer(inner.id);
             Poll::Ready(inner.when)
         } else {
-            if inner
-                .charged_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                // Registered for this task already, and not due yet.
-                return Poll::Pending;
-            }
             // Register the timer in the reactor.
             inner
                 .reactor
