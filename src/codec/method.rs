@@ -338,6 +338,18 @@ impl<'a> StartOkRef<'a> {
         })
     }
 
+    /// The view of a payload that [`StartOkRef::check`] accepted before,
+    /// without walking its table again; `None` if it is too short to be one.
+    pub fn of_checked(payload: &'a [u8]) -> Option<StartOkRef<'a>> {
+        let mut r = Reader::new(payload);
+        r.take(4).ok()?;
+        let client_properties = r.longstr().ok()?;
+        Some(StartOkRef {
+            payload,
+            client_properties,
+        })
+    }
+
     /// The whole method payload.
     pub fn payload(&self) -> &'a [u8] {
         self.payload

@@ -468,6 +468,11 @@ fn start_ok_check_agrees_with_decode_on_every_clients_bytes_cut_and_flipped() {
         let p = first_client_payload(&stream);
         let view = StartOkRef::check(p).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         assert_eq!(view.payload(), p);
+        let again = StartOkRef::of_checked(p).unwrap();
+        assert_eq!(
+            again.longstr_property("connection_name"),
+            view.longstr_property("connection_name")
+        );
         // Every prefix, and every byte replaced by a few telling values
         // (a length's top byte, a tag, zero): the same verdict each time.
         for cut in 0..p.len() {

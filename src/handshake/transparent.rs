@@ -185,8 +185,7 @@ impl TransparentHandshake {
     /// The client's `connection_name` property, or "" (for the log line
     /// operators grep for).
     pub fn connection_name(&self) -> Cow<'_, str> {
-        StartOkRef::check(&self.start_ok)
-            .ok()
+        StartOkRef::of_checked(&self.start_ok)
             .and_then(|s| s.longstr_property("connection_name"))
             .map_or(Cow::Borrowed(""), String::from_utf8_lossy)
     }
@@ -240,19 +239,19 @@ impl TransparentHandshake {
                 to_broker.extend_from_slice(&self.client_in[raw]);
                 continue;
             }
-            if connection_method_id(&frame).is_none() {
+            let Some(id) = connection_method_id(&frame) else {
                 return Err(ClientHandshakeError::UnexpectedFrame {
                     expected,
                     frame_type: frame.frame_type,
                     channel: frame.channel,
                 }
                 .into());
-            }
+            };
             let undecodable = |error| ClientHandshakeError::UndecodableMethod {
                 expected_context: expected,
                 error,
             };
-            if connection_method_id(&frame) == Some(method_id::START_OK) {
+            if id == method_id::START_OK {
                 // Checked, not decoded: its bytes go on as they came, with
                 // the additions spliced in, and only a replay after a pause
                 // needs the decoded method.

@@ -3,8 +3,8 @@
 //!
 //! A session takes a buffer only while it has bytes to move (or a
 //! handshake to read) and gives it back as soon as it is done, so an idle
-//! session pins no buffer and the steady state allocates nothing. Single-threaded (`Rc`, `RefCell`):
-//! never shared across shards.
+//! session pins no buffer and the steady state allocates nothing.
+//! Single-threaded (`Rc`, `RefCell`): never shared across shards.
 
 use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
