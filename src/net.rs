@@ -324,4 +324,62 @@ mod tests {
         assert_eq!(late.limit, Duration::from_millis(20));
         assert_eq!(late.to_string(), "not completed within 20 ms");
     }
+
+    #[test]
+    fn a_read_that_awaits_a_reply_gets_every_byte_whenever_it_came() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        let got = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut got = Vec::new();
+
+            // The reply comes after the read has started to wait.
+            let mut asker: crate::stream::Stream = TcpStream::connect(addr).await.unwrap().into();
+            let mut answerer = listener.accept().await.unwrap();
+            asker.write_all(b"ask").await.unwrap();
+            asker.await_reply();
+            let answer = glommio::spawn_local(async move {
+                let mut buf = [0u8; 3];
+                answerer.read_exact(&mut buf).await.unwrap();
+                answerer.write_all(b"late").await.unwrap();
+                answerer
+            });
+            let mut buf = [0u8; 16];
+            let n = with_timeout(Duration::from_secs(5), asker.read(&mut buf)).await;
+            got.push(n.map(|n| buf[..n.unwrap()].to_vec()));
+            let _answerer = answer.await;
+
+            // The reply is already queued when the read starts.
+            let mut asker: crate::stream::Stream = TcpStream::connect(addr).await.unwrap().into();
+            let mut answerer = listener.accept().await.unwrap();
+            answerer.write_all(b"early").await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while asker.tcp().peek(&mut [0u8; 5]).await.unwrap() < 5 && Instant::now() < deadline {}
+            asker.await_reply();
+            let n = with_timeout(Duration::from_secs(5), asker.read(&mut buf)).await;
+            got.push(n.map(|n| buf[..n.unwrap()].to_vec()));
+
+            // A read that filled its buffer left bytes behind, and no poll
+            // has reported them: they are read, not waited for.
+            answerer.write_all(b"0123456789").await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while asker.tcp().peek(&mut [0u8; 10]).await.unwrap() < 10 && Instant::now() < deadline
+            {
+            }
+            let mut four = [0u8; 4];
+            asker.read_exact(&mut four).await.unwrap();
+            asker.await_reply();
+            let n = with_timeout(Duration::from_secs(5), asker.read(&mut buf)).await;
+            got.push(n.map(|n| buf[..n.unwrap()].to_vec()));
+            got
+        });
+        assert_eq!(
+            got,
+            vec![
+                Ok(b"late".to_vec()),
+                Ok(b"early".to_vec()),
+                Ok(b"456789".to_vec())
+            ]
+        );
+    }
 }

@@ -93,6 +93,17 @@ impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr().map_err(io::Error::from)
     }
+
+    /// The next read waits until the socket reports data instead of trying
+    /// it first: for a peer that has just been asked something and cannot
+    /// have answered yet (a broker sent the protocol header), it saves a
+    /// `recv` that would find nothing. TLS streams read as before: rustls
+    /// may already hold the bytes.
+    pub fn await_reply(&mut self) {
+        if let Stream::Plain(s) = self {
+            s.await_reply();
+        }
+    }
 }
 
 /// What the pump asks of a socket besides reading and writing: whether its

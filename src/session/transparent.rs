@@ -161,6 +161,8 @@ async fn await_start(broker: &mut Stream, buf: &mut [u8], limit: Duration) -> Re
             .write_all(&PROTOCOL_HEADER)
             .await
             .map_err(|source| Unfit::Failed { stage, source })?;
+        // A broker speaks only once it has the header.
+        broker.await_reply();
         match broker.read(buf).await {
             Ok(0) => Err(Unfit::Closed { stage }),
             Ok(n) => Ok(n),

@@ -208,6 +208,8 @@ async fn broker_handshake(
                 .await
                 .map_err(|e| gone(format!("failed ({e})"), Unfit::Failed { stage, source: e }))?;
             out.clear();
+            // The broker answers what it was just sent.
+            broker.await_reply();
         }
         let n = match broker.read(&mut buf).await {
             Ok(0) => return Err(hang_up(&handshake, vhost, Unfit::Closed { stage })),

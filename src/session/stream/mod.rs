@@ -517,6 +517,8 @@ async fn replay(
                 .await
                 .map_err(|source| Attempt::Unfit(Unfit::Failed { stage, source }))?;
             out.clear();
+            // The broker answers what it was just sent.
+            broker.await_reply();
         }
         let n = match broker.read(&mut buf).await {
             Ok(0) => return Err(Attempt::Unfit(Unfit::Closed { stage })),

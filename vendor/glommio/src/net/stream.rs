@@ -262,6 +262,18 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.rx_closing
     }
 
+    /// amqpprox patch: the next read waits for the poll's report instead of
+    /// trying the socket first (see `TcpStream::await_reply`). Only while
+    /// no poll is armed: the poll the read then arms completes at once if
+    /// data is already queued, so nothing queued is left waiting. An armed
+    /// poll may already have reported what is queued, so then reads go on
+    /// as before.
+    pub(crate) fn await_reply(&mut self) {
+        if self.source_rx.is_none() && !self.rx_closing {
+            self.rx_ready = false;
+        }
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -540,6 +552,14 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// amqpprox patch: see `NonBufferedStream::peer_closed`.
     pub(crate) fn peer_closed(&self) -> bool {
         self.stream.peer_closed()
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::await_reply`. Nothing is
+    /// skipped while the read buffer holds bytes.
+    pub(crate) fn await_reply(&mut self) {
+        if self.rx_buf.is_empty() {
+            self.stream.await_reply();
+        }
     }
 }
 

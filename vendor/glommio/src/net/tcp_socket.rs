@@ -607,6 +607,16 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peer_closed()
     }
 
+    /// amqpprox patch: the next read waits for the read poll's report before
+    /// it tries the socket, instead of trying first and arming the poll when
+    /// the socket is empty. For a peer that speaks only in answer (a broker
+    /// just sent the protocol header): it saves the `recv` that would find
+    /// nothing. A reply already queued completes the poll at once, so no
+    /// data waits longer for it.
+    pub fn await_reply(&mut self) {
+        self.stream.await_reply()
+    }
+
     /// Sets the value of the `TCP_NODELAY` option on this socket.
     ///
     /// If set, this option disables the Nagle algorithm. This means that
