@@ -1,5 +1,6 @@
-//! Results: every run's metrics, their medians per (scenario, target), the
-//! ratio of each target to direct, the proxy's CPU per unit of work, the
+//! Results: every run's metrics, their medians per (scenario, target) and
+//! how far the runs spread around them, the ratio of each target to direct,
+//! the proxy's CPU per unit of work, the
 //! issue's goals (#6) checked against the medians (that of
 //! `connections-tls` against the `external` target, HAProxy in the issue,
 //! not direct), the printed table and the JSON file written for later
@@ -46,6 +47,9 @@ pub struct Row {
     pub pass: Option<bool>,
     pub runs: usize,
     pub medians: Metrics,
+    /// How far the runs spread around each median: half the range over
+    /// the median (0.05 is +-5%); only with two runs or more.
+    pub spreads: Metrics,
 }
 
 /// The median of each metric over the runs of one (scenario, target).
@@ -62,6 +66,39 @@ fn medians(runs: &[&RunRecord]) -> Metrics {
         .collect()
 }
 
+/// Half the range of each metric over its median, for the runs of one
+/// (scenario, target) that number two or more: how far a median can be
+/// trusted on a machine whose speed drifts between runs.
+fn spreads(runs: &[&RunRecord]) -> Metrics {
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in runs {
+        for (k, v) in &r.metrics {
+            values.entry(k).or_default().push(*v);
+        }
+    }
+    values
+        .into_iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .filter_map(|(k, mut v)| {
+            let mid = median(&mut v);
+            let (lo, hi) = (v[0], v[v.len() - 1]);
+            (mid.is_finite() && mid != 0.0).then(|| (k.to_string(), (hi - lo) / 2.0 / mid.abs()))
+        })
+        .collect()
+}
+
+/// The metric a scenario's value is judged by, and its CPU per unit.
+fn headline_keys(scenario: &str) -> (&'static str, &'static str) {
+    match scenario {
+        "large" => ("mb_per_s", "cpu_s_per_gb"),
+        "small" => ("msgs_per_s", "cpu_s_per_gb"),
+        "connections" | "connections-tls" => ("conns_per_s", "cpu_us_per_conn"),
+        "latency" => ("p99_us", "cpu_us_per_rt"),
+        "idle" => ("kib_per_session", "cpu_us_per_session"),
+        _ => ("msgs_per_s", "cpu_us_per_msg"),
+    }
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -71,8 +108,9 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Medians per (scenario, target), in the order the runs happened.
-fn grouped(runs: &[RunRecord]) -> Vec<(String, String, usize, Metrics)> {
+/// Medians and spreads per (scenario, target), in the order the runs
+/// happened.
+fn grouped(runs: &[RunRecord]) -> Vec<(String, String, usize, Metrics, Metrics)> {
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in runs {
         let key = (r.scenario.clone(), r.target.clone());
@@ -86,8 +124,8 @@ fn grouped(runs: &[RunRecord]) -> Vec<(String, String, usize, Metrics)> {
                 .iter()
                 .filter(|r| r.scenario == scenario && r.target == target && r.error.is_none())
                 .collect();
-            let m = medians(&ok);
-            (scenario, target, ok.len(), m)
+            let (m, spread) = (medians(&ok), spreads(&ok));
+            (scenario, target, ok.len(), m, spread)
         })
         .collect()
 }
@@ -116,21 +154,21 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
     let median_of = |scenario: &str, target: &str| {
         groups
             .iter()
-            .find(|(s, t, n, _)| s == scenario && t == target && *n > 0)
-            .map(|(_, _, _, m)| m.clone())
+            .find(|(s, t, n, _, _)| s == scenario && t == target && *n > 0)
+            .map(|(_, _, _, m, _)| m.clone())
     };
     let direct_of = |scenario: &str| median_of(scenario, DIRECT);
     // "proxy-N": the proxy target with the most shards in the scenario.
     let widest_proxy = |scenario: &str| {
         groups
             .iter()
-            .filter(|(s, _, _, _)| s == scenario)
-            .filter_map(|(_, t, _, _)| Some((proxy_shards(t)?, t.as_str())))
+            .filter(|(s, _, _, _, _)| s == scenario)
+            .filter_map(|(_, t, _, _, _)| Some((proxy_shards(t)?, t.as_str())))
             .max()
             .map(|(_, t)| t.to_string())
     };
     let mut out = Vec::new();
-    for (scenario, target, n, m) in &groups {
+    for (scenario, target, n, m, spread) in &groups {
         let direct = direct_of(scenario);
         let is_direct = target == DIRECT;
         let mut row = Row {
@@ -143,6 +181,7 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
             pass: None,
             runs: *n,
             medians: m.clone(),
+            spreads: spread.clone(),
         };
         if *n == 0 {
             row.value = "FAILED".into();
@@ -301,11 +340,19 @@ pub fn table(rows: &[Row]) -> String {
         "median value",
         "vs direct",
         "proxy CPU",
+        "spread",
         "goal",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
+            let (value_key, cpu_key) = headline_keys(&r.scenario);
+            let pct = |k: &str| get(&r.spreads, k).map(|v| format!("+-{:.0}%", v * 100.0));
+            let spread = match (pct(value_key), pct(cpu_key)) {
+                (Some(v), Some(c)) => format!("{v} / {c}"),
+                (Some(v), None) => v,
+                _ => "-".into(),
+            };
             let goal = match r.pass {
                 Some(true) => format!("{}: PASS", r.goal),
                 Some(false) => format!("{}: FAIL", r.goal),
@@ -318,6 +365,7 @@ pub fn table(rows: &[Row]) -> String {
                 r.value.clone(),
                 ratio,
                 r.cpu.clone(),
+                spread,
                 goal,
             ]
         })
@@ -559,6 +607,38 @@ mod tests {
         // harness, broker, target, total (which leaves the user part out:
         // it is inside the target's), then the target's user part.
         assert_eq!(cells[3..], ["130.0", "100.0", "190.0", "420.0", "40.0"]);
+    }
+
+    #[test]
+    fn the_table_shows_how_far_the_runs_spread_around_each_median() {
+        let c = |rate: f64, cpu: f64| {
+            run(
+                "connections",
+                "proxy-1",
+                &[("conns_per_s", rate), ("cpu_us_per_conn", cpu)],
+            )
+        };
+        let runs = vec![
+            c(3000.0, 250.0),
+            c(2700.0, 300.0),
+            c(3300.0, 200.0),
+            run("connections", EXTERNAL, &[("conns_per_s", 3100.0)]),
+        ];
+        let rows = rows(&runs);
+        // Rate 2700..3300 around 3000: +-10%; CPU 200..300 around 250: +-20%.
+        assert_eq!(get(&rows[0].spreads, "conns_per_s"), Some(0.1));
+        assert_eq!(get(&rows[0].spreads, "cpu_us_per_conn"), Some(0.2));
+        let table = table(&rows);
+        let cells = |target: &str| -> Vec<String> {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with("connections ") && l.contains(target))
+                .expect("a row");
+            line.split('|').map(|c| c.trim().to_string()).collect()
+        };
+        assert_eq!(cells("proxy-1")[5], "+-10% / +-20%");
+        // One run says nothing about its spread.
+        assert_eq!(cells(EXTERNAL)[5], "-");
     }
 
     #[test]
