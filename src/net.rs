@@ -334,7 +334,7 @@ mod tests {
             let mut got = Vec::new();
 
             // The reply comes after the read has started to wait.
-            let mut asker: crate::stream::Stream = TcpStream::connect(addr).await.unwrap().into();
+            let mut asker = TcpStream::connect(addr).await.unwrap();
             let mut answerer = listener.accept().await.unwrap();
             asker.write_all(b"ask").await.unwrap();
             asker.await_reply();
@@ -350,11 +350,11 @@ mod tests {
             let _answerer = answer.await;
 
             // The reply is already queued when the read starts.
-            let mut asker: crate::stream::Stream = TcpStream::connect(addr).await.unwrap().into();
+            let mut asker = TcpStream::connect(addr).await.unwrap();
             let mut answerer = listener.accept().await.unwrap();
             answerer.write_all(b"early").await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while asker.tcp().peek(&mut [0u8; 5]).await.unwrap() < 5 && Instant::now() < deadline {}
+            while asker.peek(&mut [0u8; 5]).await.unwrap() < 5 && Instant::now() < deadline {}
             asker.await_reply();
             let n = with_timeout(Duration::from_secs(5), asker.read(&mut buf)).await;
             got.push(n.map(|n| buf[..n.unwrap()].to_vec()));
@@ -363,9 +363,7 @@ mod tests {
             // has reported them: they are read, not waited for.
             answerer.write_all(b"0123456789").await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while asker.tcp().peek(&mut [0u8; 10]).await.unwrap() < 10 && Instant::now() < deadline
-            {
-            }
+            while asker.peek(&mut [0u8; 10]).await.unwrap() < 10 && Instant::now() < deadline {}
             let mut four = [0u8; 4];
             asker.read_exact(&mut four).await.unwrap();
             asker.await_reply();
