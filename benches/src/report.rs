@@ -52,39 +52,28 @@ pub struct Row {
     pub spreads: Metrics,
 }
 
-/// The median of each metric over the runs of one (scenario, target).
-fn medians(runs: &[&RunRecord]) -> Metrics {
+/// The median of each metric over the runs of one (scenario, target), and
+/// how far the runs spread around it: half the range over the median, for
+/// metrics with two runs or more (how far a median can be trusted on a
+/// machine whose speed drifts between runs).
+fn medians_and_spreads(runs: &[&RunRecord]) -> (Metrics, Metrics) {
     let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for r in runs {
         for (k, v) in &r.metrics {
             values.entry(k).or_default().push(*v);
         }
     }
-    values
-        .into_iter()
-        .map(|(k, mut v)| (k.to_string(), median(&mut v)))
-        .collect()
-}
-
-/// Half the range of each metric over its median, for the runs of one
-/// (scenario, target) that number two or more: how far a median can be
-/// trusted on a machine whose speed drifts between runs.
-fn spreads(runs: &[&RunRecord]) -> Metrics {
-    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for r in runs {
-        for (k, v) in &r.metrics {
-            values.entry(k).or_default().push(*v);
+    let (mut medians, mut spreads) = (Metrics::new(), Metrics::new());
+    for (k, mut v) in values {
+        // `median` sorts, so the ends are the range.
+        let mid = median(&mut v);
+        let (lo, hi) = (v[0], v[v.len() - 1]);
+        if v.len() >= 2 && mid.is_finite() && mid != 0.0 {
+            spreads.insert(k.to_string(), (hi - lo) / 2.0 / mid.abs());
         }
+        medians.insert(k.to_string(), mid);
     }
-    values
-        .into_iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .filter_map(|(k, mut v)| {
-            let mid = median(&mut v);
-            let (lo, hi) = (v[0], v[v.len() - 1]);
-            (mid.is_finite() && mid != 0.0).then(|| (k.to_string(), (hi - lo) / 2.0 / mid.abs()))
-        })
-        .collect()
+    (medians, spreads)
 }
 
 /// The metric a scenario's value is judged by, and its CPU per unit.
@@ -124,7 +113,7 @@ fn grouped(runs: &[RunRecord]) -> Vec<(String, String, usize, Metrics, Metrics)>
                 .iter()
                 .filter(|r| r.scenario == scenario && r.target == target && r.error.is_none())
                 .collect();
-            let (m, spread) = (medians(&ok), spreads(&ok));
+            let (m, spread) = medians_and_spreads(&ok);
             (scenario, target, ok.len(), m, spread)
         })
         .collect()
