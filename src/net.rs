@@ -169,6 +169,8 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 /// Shuts both directions of a socket down now: the peer sees the end at
 /// once, even while another task still holds the stream.
 pub fn shutdown(stream: &TcpStream) {
+    // A handshake message queued on the ring leaves before the FIN.
+    stream.submit_send_behind();
     // SAFETY: the fd stays open for the duration of the borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
@@ -182,6 +184,7 @@ pub fn shutdown(stream: &TcpStream) {
 /// (docs/sessions.md#pass-through); anything that must go out without a
 /// shutdown is pushed by [`push_queued`].
 pub fn queue_before_end(stream: &TcpStream, bytes: &[u8]) -> usize {
+    stream.submit_send_behind();
     // SAFETY: a send from a live buffer on a descriptor the stream owns.
     let sent = unsafe {
         libc::send(
@@ -323,6 +326,61 @@ mod tests {
         let late = late.unwrap_err();
         assert_eq!(late.limit, Duration::from_millis(20));
         assert_eq!(late.to_string(), "not completed within 20 ms");
+    }
+
+    #[test]
+    fn bytes_sent_through_the_ring_keep_their_order_and_reach_the_peer() {
+        use futures_lite::AsyncWriteExt;
+        use std::io::Read;
+        let (in_order, dropped, reset) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+
+            // Ring sends, a plain write between them, and a shutdown right
+            // after the last one: the bytes arrive in the order written,
+            // all before the end of the stream.
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut ours = listener.accept().await.unwrap();
+            ours.send_behind(b"one,").await.unwrap();
+            ours.send_behind(b"two,").await.unwrap();
+            ours.write_all(b"three,").await.unwrap();
+            ours.send_behind(b"four").await.unwrap();
+            shutdown(&ours);
+            let mut in_order = String::new();
+            peer.read_to_string(&mut in_order).unwrap();
+
+            // Dropped while its send is still queued, not yet submitted:
+            // the bytes go out before the socket closes.
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut ours = listener.accept().await.unwrap();
+            ours.send_behind(b"queued, then dropped").await.unwrap();
+            drop(ours);
+            let mut dropped = String::new();
+            peer.read_to_string(&mut dropped).unwrap();
+
+            // A peer that reset the connection: the failed ring send is
+            // reported by the next write.
+            let peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut ours = listener.accept().await.unwrap();
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            let reset = match ours.send_behind(b"to nobody").await {
+                Err(e) => Err(io::Error::from(e)),
+                Ok(()) => ours.write_all(b"and more").await,
+            };
+            (in_order, dropped, reset.map_err(|e| e.kind()))
+        });
+        assert_eq!(in_order, "one,two,three,four");
+        assert_eq!(dropped, "queued, then dropped");
+        assert!(
+            matches!(
+                reset,
+                Err(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+            ),
+            "{reset:?}"
+        );
     }
 
     #[test]

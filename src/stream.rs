@@ -104,6 +104,21 @@ impl Stream {
             s.await_reply();
         }
     }
+
+    /// Writes a handshake message that the peer will answer. On plain TCP
+    /// the bytes go through the ring, sent with the shard's other requests
+    /// of this turn in one system call instead of a `send` of their own,
+    /// and this returns once they are queued (`vendor/glommio/PATCHES.md`).
+    /// The order with later writes and shutdowns is kept, and an error
+    /// comes back from the next write. TLS streams write as before.
+    pub async fn send_behind(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.send_behind(bytes).await.map_err(io::Error::from),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => {
+                futures_lite::AsyncWriteExt::write_all(self, bytes).await
+            }
+        }
+    }
 }
 
 /// What the pump asks of a socket besides reading and writing: whether its

@@ -277,7 +277,7 @@ async fn client_handshake(
             }
         };
         if !out.is_empty() {
-            if let Err(e) = client.write_all(&out).await {
+            if let Err(e) = client.send_behind(&out).await {
                 return Err(ClientGone::Failed(e).into());
             }
         }

@@ -23,7 +23,7 @@ use crate::handshake::{Side, TransparentError, TransparentHandshake, Transparent
 use crate::net;
 use crate::routing;
 use crate::stream::Stream;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ async fn await_start(broker: &mut Stream, buf: &mut [u8], limit: Duration) -> Re
     let stage = Stage::Start;
     let first = async {
         broker
-            .write_all(&PROTOCOL_HEADER)
+            .send_behind(&PROTOCOL_HEADER)
             .await
             .map_err(|source| Unfit::Failed { stage, source })?;
         // A broker speaks only once it has the header.
@@ -258,14 +258,14 @@ async fn relay(
         }
         if !to_broker.is_empty() {
             broker
-                .write_all(&to_broker)
+                .send_behind(&to_broker)
                 .await
                 .map_err(|e| broker_failed(&format!("failed ({e})")))?;
             to_broker.clear();
         }
         if !to_client.is_empty() && progress != TransparentProgress::Open {
             client
-                .write_all(&to_client)
+                .send_behind(&to_client)
                 .await
                 .map_err(ClientGone::RelayWriteFailed)?;
             to_client.clear();
@@ -274,7 +274,7 @@ async fn relay(
             TransparentProgress::NeedMore | TransparentProgress::OpenReceived { .. } => {}
             TransparentProgress::Open => {
                 client
-                    .write_all(&to_client)
+                    .send_behind(&to_client)
                     .await
                     .map_err(ClientGone::RelayWriteFailed)?;
                 return Ok(Outcome::Open(to_client));

@@ -141,7 +141,7 @@ pub async fn broker_side(
             }
         }
     };
-    if let Err(e) = client.write_all(&to_client).await {
+    if let Err(e) = client.send_behind(&to_client).await {
         net::shutdown(broker.tcp());
         return Err(ClientGone::OpenOkWriteFailed(e).into());
     }
@@ -204,7 +204,7 @@ async fn broker_handshake(
     loop {
         if !out.is_empty() {
             broker
-                .write_all(&out)
+                .send_behind(&out)
                 .await
                 .map_err(|e| gone(format!("failed ({e})"), Unfit::Failed { stage, source: e }))?;
             out.clear();

@@ -435,7 +435,7 @@ async fn establish(
     }
     let mut out = Vec::with_capacity(128);
     hello.encode_open_response(response_code::OK, response.properties, &mut out);
-    if let Err(e) = client.write_all(&out).await {
+    if let Err(e) = client.send_behind(&out).await {
         net::shutdown(broker.tcp());
         return Err(StreamRefusal::ClientGone(ClientLeft::Failed(e)));
     }
@@ -462,7 +462,7 @@ async fn client_handshake(client: &mut Stream) -> Result<ClientHello, StreamRefu
         out.clear();
         let progress = handshake.receive(&buf[..n], &mut out);
         if !out.is_empty() {
-            if let Err(e) = client.write_all(&out).await {
+            if let Err(e) = client.send_behind(&out).await {
                 return Err(StreamRefusal::ClientGone(ClientLeft::Failed(e)));
             }
         }
@@ -513,7 +513,7 @@ async fn replay(
     loop {
         if !out.is_empty() {
             broker
-                .write_all(&out)
+                .send_behind(&out)
                 .await
                 .map_err(|source| Attempt::Unfit(Unfit::Failed { stage, source }))?;
             out.clear();

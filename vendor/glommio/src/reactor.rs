@@ -464,6 +464,17 @@ impl Reactor {
         source
     }
 
+    /// amqpprox patch: a send that goes to the kernel with the ring's next
+    /// submission (the turn's other requests), not rushed on its own. With
+    /// `MSG_WAITALL` the ring keeps sending until all of `buf` is out (or
+    /// an error); `MSG_NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
+    pub(crate) fn queue_send(&self, fd: RawFd, buf: DmaBuffer) -> Source {
+        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+        self.sys
+            .send(&source, MsgFlags::MSG_WAITALL | MsgFlags::MSG_NOSIGNAL);
+        source
+    }
+
     pub(crate) fn rushed_send(
         &self,
         fd: RawFd,
@@ -870,6 +881,11 @@ impl Reactor {
             }
             None => 0,
         }
+    }
+
+    /// amqpprox patch: see `sys::Reactor::submit_main_ring_now`.
+    pub(crate) fn submit_main_ring_now(&self) {
+        self.sys.submit_main_ring_now()
     }
 
     pub(crate) fn rush_dispatch(&self, source: &Source) -> io::Result<()> {

@@ -239,6 +239,11 @@ pub(crate) struct NonBufferedStream<S> {
     // Without this, a FIN that arrived behind data, both reported before
     // the read that took the data, would never be read.
     rx_closing: bool,
+    // amqpprox patch: a send `send_behind` queued on the ring, kept until
+    // its completion has been seen. Every other write, the shutdowns and
+    // the drop wait for it (or submit it) first, so bytes leave in the
+    // order they were written. With it, the length it must send.
+    send_behind: Option<(Source, usize)>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -271,6 +276,52 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     pub(crate) fn await_reply(&mut self) {
         if self.source_rx.is_none() && !self.rx_closing {
             self.rx_ready = false;
+        }
+    }
+
+    /// amqpprox patch: queues `buf` to be sent by the ring with the other
+    /// requests of this turn of the reactor, instead of a `send` of its own
+    /// now (see `TcpStream::send_behind`). The send queued before must have
+    /// been seen complete (`poll_sent`).
+    pub(crate) fn send_behind(&mut self, buf: &[u8]) {
+        debug_assert!(self.send_behind.is_none());
+        let reactor = self.reactor.upgrade().unwrap();
+        let mut bytes = reactor.alloc_dma_buffer(buf.len());
+        bytes.as_bytes_mut().copy_from_slice(buf);
+        let source = reactor.queue_send(self.stream.as_raw_fd(), bytes);
+        self.send_behind = Some((source, buf.len()));
+    }
+
+    /// amqpprox patch: ready once the send `send_behind` queued (if any) is
+    /// complete, with its error if it failed or sent less than all.
+    pub(crate) fn poll_sent(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let Some((source, len)) = &self.send_behind else {
+            return Poll::Ready(Ok(()));
+        };
+        let Some(result) = source.result() else {
+            source.add_waiter_single(cx.waker());
+            return Poll::Pending;
+        };
+        let len = *len;
+        self.send_behind = None;
+        Poll::Ready(match result {
+            Ok(sent) if sent == len => Ok(()),
+            Ok(_) => Err(io::ErrorKind::WriteZero.into()),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// amqpprox patch: a send `send_behind` queued that the kernel may not
+    /// have seen yet goes to it now, before a system call of the caller's
+    /// that must come after it (a `shutdown`) or the drop (which would
+    /// discard it unsubmitted).
+    pub(crate) fn submit_send_behind(&self) {
+        if let Some((source, _)) = &self.send_behind {
+            if source.result().is_none() {
+                if let Some(reactor) = self.reactor.upgrade() {
+                    reactor.submit_main_ring_now();
+                }
+            }
         }
     }
 
@@ -347,6 +398,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        // amqpprox patch: bytes queued by `send_behind` go first.
+        if self.send_behind.is_some() {
+            ready!(self.poll_sent(cx))?;
+        }
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
         // out since the last `poll_write`, but it would not cost much more to
@@ -378,7 +433,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
-    pub(crate) fn poll_close(&mut self, _: &Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_close(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        // amqpprox patch: bytes queued by `send_behind` go before the FIN.
+        ready!(self.poll_sent(cx))?;
         self.source_tx.take();
         Poll::Ready(sys::shutdown(self.stream.as_raw_fd(), Shutdown::Write))
     }
@@ -389,10 +446,32 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// we'll sync-emulate this but already on an async wrapper
     pub(crate) fn poll_shutdown(
         &self,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         how: Shutdown,
     ) -> Poll<io::Result<()>> {
+        // amqpprox patch: bytes queued by `send_behind` go before the FIN
+        // (the send's result stays for the next write to report).
+        if let Some((source, _)) = &self.send_behind {
+            if source.result().is_none() {
+                source.add_waiter_single(cx.waker());
+                return Poll::Pending;
+            }
+        }
         Poll::Ready(sys::shutdown(self.stream.as_raw_fd(), how))
+    }
+}
+
+// amqpprox patch: a send `send_behind` queued and not yet submitted would
+// be discarded with its source: it goes to the kernel first.
+impl<S> Drop for NonBufferedStream<S> {
+    fn drop(&mut self) {
+        if let Some((source, _)) = &self.send_behind {
+            if source.result().is_none() {
+                if let Some(reactor) = self.reactor.upgrade() {
+                    reactor.submit_main_ring_now();
+                }
+            }
+        }
     }
 }
 
@@ -419,6 +498,7 @@ where
             // socket empty; the first read tries at once.
             rx_ready: true,
             rx_closing: false,
+            send_behind: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -511,6 +591,21 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.stream.poll_write(cx, buf)
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::send_behind`.
+    pub(crate) fn send_behind(&mut self, buf: &[u8]) {
+        self.stream.send_behind(buf)
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::poll_sent`.
+    pub(crate) fn poll_sent(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_sent(cx)
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::submit_send_behind`.
+    pub(crate) fn submit_send_behind(&self) {
+        self.stream.submit_send_behind()
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

@@ -617,6 +617,27 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.await_reply()
     }
 
+    /// amqpprox patch: writes `buf` through the ring: the bytes are copied
+    /// and the send goes to the kernel with the other requests of this turn
+    /// of the reactor, in the same system call, instead of a `send` of its
+    /// own now. Returns once the send is queued (after the one queued
+    /// before has completed); its error, if any, is returned by the next
+    /// write, `send_behind` or close. Writes, shutdowns and the drop keep
+    /// the order: each waits for (or submits) a queued send first. For a
+    /// short message after which the caller waits for the peer's answer.
+    pub async fn send_behind(&mut self, buf: &[u8]) -> Result<()> {
+        poll_fn(|cx| self.stream.poll_sent(cx)).await?;
+        self.stream.send_behind(buf);
+        Ok(())
+    }
+
+    /// amqpprox patch: a send [`send_behind`](Self::send_behind) queued
+    /// goes to the kernel now if it has not yet, for a caller about to
+    /// act on the socket outside the ring (a `shutdown` of its own).
+    pub fn submit_send_behind(&self) {
+        self.stream.submit_send_behind()
+    }
+
     /// Sets the value of the `TCP_NODELAY` option on this socket.
     ///
     /// If set, this option disables the Nagle algorithm. This means that

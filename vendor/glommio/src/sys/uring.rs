@@ -1913,6 +1913,18 @@ impl Reactor {
         Ok(())
     }
 
+    /// amqpprox patch: hands the main ring's queued requests to the kernel
+    /// now (one `io_uring_enter` that submits and does not wait or reap),
+    /// for a caller about to act outside the ring on what they touch. The
+    /// main ring cannot be rushed (`may_rush`), since rushing also reaps
+    /// completions; submitting alone wakes no task. Does nothing if the
+    /// ring is in use further up the stack.
+    pub(crate) fn submit_main_ring_now(&self) {
+        if let Ok(mut ring) = self.main_ring.try_borrow_mut() {
+            let _ = ring.consume_submission_queue();
+        }
+    }
+
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
         let ring = &mut *self.ring_for_source(src);
         if ring.may_rush() {
