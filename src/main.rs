@@ -3,15 +3,10 @@
 
 use amqpprox::{cli, logging, supervisor};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
-    // Pump buffers (256 KiB) must come from mmap, never from the heap:
-    // fresh mmap'd pages are zero and cost no RSS until a read touches them,
-    // where a heap chunk would be memset whole. glibc would otherwise raise
-    // its threshold after the first large free.
-    // SAFETY: mallopt only tunes the allocator; called before any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
     let options = match cli::parse(std::env::args_os()) {
         Ok(o) => o,
         Err(exit) => {
