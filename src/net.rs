@@ -176,6 +176,15 @@ pub fn shutdown(stream: &TcpStream) {
     let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
 }
 
+/// Shuts the sending side of a socket down now (a FIN after what was
+/// written), leaving the receiving side open.
+pub fn half_close(stream: &TcpStream) {
+    stream.submit_send_behind();
+    // SAFETY: the fd stays open for the duration of the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
+}
+
 /// Queues `bytes` on a socket to leave with what follows it (`MSG_MORE`)
 /// rather than at once, without waiting; returns how many it took (0 when
 /// the socket would block or fails: the caller then writes them as usual,

@@ -41,7 +41,6 @@ use crate::streamproto::{
 };
 use crate::tls::ingress::{Incoming, ListenerKind};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use log::Level;
 use std::io;
 use std::rc::Rc;
@@ -214,18 +213,10 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
 /// meanwhile) resets it, and the client may then lose the frame it has not
 /// read yet. So: FIN first, then read until the client closes (bounded).
 async fn close_after_reply(client: &mut Stream) {
-    half_close(client.tcp());
+    net::half_close(client.tcp());
     let mut sink = [0u8; 512];
     let drain = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = net::with_timeout(REFUSED_CLOSE_WAIT, drain).await;
-}
-
-/// Shuts down the sending side only.
-pub(super) fn half_close(stream: &TcpStream) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the fd stays open for the duration of the borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
 }
 
 /// Resolves when the operator ends the session before it is established.

@@ -19,7 +19,7 @@ use super::super::control::{Ending, SessionControl};
 use super::super::pool::BufferPool;
 use super::super::pump::{read_pooled, SharedStream};
 use super::super::{Direction, DirectionStats, Disconnect, Phase, SessionInfo, ShardContext};
-use super::{half_close, Established};
+use super::Established;
 use crate::net;
 use crate::session_log;
 use crate::stream::Stream;
@@ -464,7 +464,7 @@ impl Pump<'_> {
         if client.write_all(&out).await.is_err() {
             return;
         }
-        self.client.with(|s| half_close(s.tcp()));
+        self.client.with(|s| net::half_close(s.tcp()));
         // The client answers, then closes; what it sends is dropped.
         let drain = async {
             while let Ok((_, 1..)) = read_pooled(&mut client, self.pool, usize::MAX).await {}
