@@ -468,8 +468,8 @@ impl Reactor {
     /// submission (the turn's other requests), not rushed on its own. With
     /// `MSG_WAITALL` the ring keeps sending until all of `buf` is out (or
     /// an error); `MSG_NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
-    pub(crate) fn queue_send(&self, fd: RawFd, buf: DmaBuffer) -> Source {
-        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+    pub(crate) fn queue_send(&self, fd: RawFd, buf: Box<[u8]>) -> Source {
+        let source = self.new_source(fd, SourceType::SockSendBytes(buf), None);
         self.sys
             .send(&source, MsgFlags::MSG_WAITALL | MsgFlags::MSG_NOSIGNAL);
         source

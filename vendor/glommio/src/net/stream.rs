@@ -286,9 +286,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     pub(crate) fn send_behind(&mut self, buf: &[u8]) {
         debug_assert!(self.send_behind.is_none());
         let reactor = self.reactor.upgrade().unwrap();
-        let mut bytes = reactor.alloc_dma_buffer(buf.len());
-        bytes.as_bytes_mut().copy_from_slice(buf);
-        let source = reactor.queue_send(self.stream.as_raw_fd(), bytes);
+        let source = reactor.queue_send(self.stream.as_raw_fd(), buf.into());
         self.send_behind = Some((source, buf.len()));
     }
 

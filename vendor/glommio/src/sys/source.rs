@@ -34,6 +34,12 @@ pub(crate) enum SourceType {
     Read(PollableStatus, Option<IoBuffer>),
     PollAdd,
     SockSend(DmaBuffer),
+    // amqpprox patch: a send from bytes the source owns on the heap
+    // (`TcpStream::send_behind`), not from the registered-buffer arena:
+    // small handshake messages, where the arena's 4 KiB blocks (and its
+    // fallback to a page-aligned allocation when they run out) cost more
+    // than the copy.
+    SockSendBytes(Box<[u8]>),
     SockRecv(Option<DmaBuffer>),
     SockRecvMsg(
         Option<DmaBuffer>,

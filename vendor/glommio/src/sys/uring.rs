@@ -1598,6 +1598,10 @@ impl Reactor {
             SourceType::SockSend(buf) => {
                 UringOpDescriptor::SockSend(buf.as_ptr(), buf.len(), flags.bits())
             }
+            // amqpprox patch: see `SourceType::SockSendBytes`.
+            SourceType::SockSendBytes(buf) => {
+                UringOpDescriptor::SockSend(buf.as_ptr(), buf.len(), flags.bits())
+            }
             _ => unreachable!(),
         };
         queue_request_into_ring(
