@@ -169,20 +169,21 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 /// Shuts both directions of a socket down now: the peer sees the end at
 /// once, even while another task still holds the stream.
 pub fn shutdown(stream: &TcpStream) {
-    // A handshake message queued on the ring leaves before the FIN.
-    stream.submit_send_behind();
-    // SAFETY: the fd stays open for the duration of the borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+    shutdown_now(stream, std::net::Shutdown::Both);
 }
 
 /// Shuts the sending side of a socket down now (a FIN after what was
 /// written), leaving the receiving side open.
 pub fn half_close(stream: &TcpStream) {
+    shutdown_now(stream, std::net::Shutdown::Write);
+}
+
+fn shutdown_now(stream: &TcpStream, how: std::net::Shutdown) {
+    // A handshake message queued on the ring leaves before the FIN.
     stream.submit_send_behind();
     // SAFETY: the fd stays open for the duration of the borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let _ = SockRef::from(&fd).shutdown(std::net::Shutdown::Write);
+    let _ = SockRef::from(&fd).shutdown(how);
 }
 
 /// Queues `bytes` on a socket to leave with what follows it (`MSG_MORE`)

@@ -177,11 +177,14 @@ impl Pages {
                 0,
             )
         };
-        match NonNull::new(ptr.cast::<u8>()) {
-            Some(ptr) if ptr.as_ptr().cast() != libc::MAP_FAILED => Pages { ptr, len },
-            _ => std::alloc::handle_alloc_error(
+        if ptr == libc::MAP_FAILED {
+            std::alloc::handle_alloc_error(
                 std::alloc::Layout::from_size_align(len, 4096).expect("a page-aligned layout"),
-            ),
+            );
+        }
+        Pages {
+            ptr: NonNull::new(ptr.cast()).expect("mmap never maps address 0 here"),
+            len,
         }
     }
 

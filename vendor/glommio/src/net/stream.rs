@@ -309,20 +309,6 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         })
     }
 
-    /// amqpprox patch: a send `send_behind` queued that the kernel may not
-    /// have seen yet goes to it now, before a system call of the caller's
-    /// that must come after it (a `shutdown`) or the drop (which would
-    /// discard it unsubmitted).
-    pub(crate) fn submit_send_behind(&self) {
-        if let Some((source, _)) = &self.send_behind {
-            if source.result().is_none() {
-                if let Some(reactor) = self.reactor.upgrade() {
-                    reactor.submit_main_ring_now();
-                }
-            }
-        }
-    }
-
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -463,6 +449,16 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 // be discarded with its source: it goes to the kernel first.
 impl<S> Drop for NonBufferedStream<S> {
     fn drop(&mut self) {
+        self.submit_send_behind();
+    }
+}
+
+impl<S> NonBufferedStream<S> {
+    /// amqpprox patch: a send `send_behind` queued that the kernel may not
+    /// have seen yet goes to it now, before a system call of the caller's
+    /// that must come after it (a `shutdown`) or the drop (which would
+    /// discard it unsubmitted).
+    pub(crate) fn submit_send_behind(&self) {
         if let Some((source, _)) = &self.send_behind {
             if source.result().is_none() {
                 if let Some(reactor) = self.reactor.upgrade() {
