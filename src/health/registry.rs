@@ -2,10 +2,12 @@
 //! control commands: one [`BackendHealth`] per configured backend, keyed by
 //! backend name, with what the probe needs to reach it.
 //!
-//! Shards only read it (one lock-free map load and a few atomic loads per
-//! routed session, never per frame); the map is replaced as a whole when the
-//! backend list changes ([`HealthRegistry::sync`]). It never opens a socket
-//! and never decides a route: [`filter_up`] is the pure helper routing uses.
+//! Shards read it (one lock-free map load and a few atomic loads per routed
+//! session, never per frame) and report their sessions' outcomes, which
+//! store nothing while the backend stays settled up; the map is replaced as
+//! a whole when the backend list changes ([`HealthRegistry::sync`]). It
+//! never opens a socket and never decides a route: [`filter_up`] is the pure
+//! helper routing uses.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -104,7 +106,10 @@ impl HealthRegistry {
         outcome: Outcome,
         reason: Option<&dyn fmt::Display>,
     ) -> Option<Recorded> {
-        let entry = self.entry(name)?;
+        // Borrowed from the map, not cloned: a clone would write the
+        // entry's shared reference count at every session.
+        let entries = self.entries.load();
+        let entry = entries.get(name)?;
         Some(
             entry
                 .health

@@ -166,8 +166,9 @@ impl Recorded {
 }
 
 /// One backend's shared health. Reads are single atomic loads; writes (a
-/// probe result, a session's connect outcome) are rare and serialised by
-/// `write`, so the counters always move together.
+/// probe result, a session's failure, a success that moves a counter that
+/// still decides something) are rare and serialised by `write`, so the
+/// counters always move together.
 #[derive(Debug)]
 pub struct BackendHealth {
     state: AtomicU8,
@@ -230,6 +231,12 @@ impl BackendHealth {
         now: Duration,
         policy: &HealthPolicy,
     ) -> Recorded {
+        if self.settled_by(outcome, policy) {
+            return Recorded {
+                before: HealthState::Up,
+                after: HealthState::Up,
+            };
+        }
         let mut last = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.counters();
         let next = next_state(current, outcome, policy);
@@ -255,6 +262,21 @@ impl BackendHealth {
             before: current.state,
             after: next.state,
         }
+    }
+
+    /// Whether `outcome` changes nothing a route, a display or a later
+    /// transition reads: a success while the backend is up, with no failure
+    /// counted and `rise` successes in a row already (past that the count
+    /// decides nothing; only a failure, which resets it, moves the backend).
+    /// Every session that reaches `OpenOk` reports a success, from every
+    /// shard: answered from three loads, it leaves the counters' cache line
+    /// shared between the cores instead of moving it at each session.
+    fn settled_by(&self, outcome: Outcome, policy: &HealthPolicy) -> bool {
+        let current = self.counters();
+        outcome.ok
+            && current.state == HealthState::Up
+            && current.consecutive_failures == 0
+            && current.consecutive_successes >= policy.rise.max(1)
     }
 
     fn counters(&self) -> Counters {
@@ -347,6 +369,35 @@ mod tests {
         );
         // Probe and session failures add up; the last one's threshold counts.
         assert_eq!(run(&[PROBE_FAIL, SESSION_FAIL]), [Unknown, Down]);
+    }
+
+    #[test]
+    fn a_success_on_a_settled_backend_stores_nothing() {
+        let h = BackendHealth::new();
+        let p = policy();
+        let t = Duration::from_secs;
+        // The first session success makes it up; the second reaches `rise`.
+        for second in 1..=2 {
+            h.record(SESSION_OK, None, t(second), &p);
+        }
+        let settled = h.snapshot();
+        assert_eq!(settled.counters.consecutive_successes, 2);
+        let r = h.record(SESSION_OK, None, t(3), &p);
+        assert_eq!((r.before, r.after), (Up, Up));
+        assert_eq!(h.snapshot(), settled, "a settled success moved a counter");
+        // A failure still counts, and the next success is recorded again.
+        h.record(PROBE_FAIL, Some(&"refused"), t(4), &p);
+        assert_eq!(h.snapshot().counters.consecutive_failures, 1);
+        h.record(SESSION_OK, None, t(5), &p);
+        let after = h.snapshot().counters;
+        assert_eq!(
+            (
+                after.state,
+                after.consecutive_failures,
+                after.consecutive_successes
+            ),
+            (Up, 0, 1)
+        );
     }
 
     #[test]
