@@ -101,7 +101,8 @@ pub fn vhost_independent(config: &Config) -> bool {
 }
 
 /// Resolves the route for `vhost`: its own mapping, else the default farm.
-/// Advances the chosen farm's round-robin markers once.
+/// Advances the chosen farm's round-robin markers once (those of its
+/// partitions with more than one member to rotate).
 pub fn route<'a>(snapshot: &'a ConfigSnapshot, vhost: &str) -> Result<Route<'a>, RouteError> {
     let config = &snapshot.config;
     let farm_name = match config.mappings.get(vhost) {
@@ -150,11 +151,14 @@ fn farm_order<'a>(config: &'a Config, farm: &Farm) -> Vec<&'a Backend> {
         let part = &mut order[begin..];
         // Every partition's marker moves once per session, so a fallback
         // partition shares the load evenly too when the preferred one is down.
-        let start = farm
-            .markers
-            .get(i)
-            .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
-        if !part.is_empty() {
+        // One member has no rotation: its marker is left alone, since every
+        // shard writes it and its cache line would move between the cores
+        // at each session for nothing.
+        if part.len() > 1 {
+            let start = farm
+                .markers
+                .get(i)
+                .map_or(0, |m| m.fetch_add(1, Ordering::Relaxed));
             let len = part.len();
             part.rotate_left(start % len);
         }
@@ -314,6 +318,16 @@ mod tests {
         }
         assert_eq!(names(&route(&snap, "/").unwrap()), ["b1", "b2", "b3"]);
         assert_eq!(names(&route(&snap, "/").unwrap()), ["b2", "b3", "b1"]);
+    }
+
+    #[test]
+    fn a_lone_member_leaves_its_marker_alone() {
+        let snap = config_with_farm(&[("b1", "")], vec![], "");
+        for _ in 0..3 {
+            assert_eq!(names(&route(&snap, "/").unwrap()), ["b1"]);
+        }
+        let farm = &snap.config.farms["f"];
+        assert_eq!(farm.markers[0].load(Ordering::Relaxed), 0);
     }
 
     #[test]
