@@ -138,6 +138,38 @@ pub struct ShardContext {
     pub sessions: RefCell<BTreeMap<SessionId, Rc<SessionInfo>>>,
     /// Sessions ended since the last statistics collection, and `TRACE`.
     pub stats: ShardStats,
+    /// This shard's references to the configuration and the auth settings
+    /// in force (see [`LocalCopy`]).
+    config_copy: LocalCopy<ConfigSnapshot>,
+    auth_copy: LocalCopy<AuthSettings>,
+}
+
+/// A shard's own reference to a value the control thread publishes in an
+/// `ArcSwap`, refreshed when the published one changes. Handed out as an
+/// `Rc`: a session that keeps the value then writes no reference count the
+/// other cores write too, as an `Arc` clone of the published value would at
+/// every session, from every shard.
+#[derive(Default)]
+struct LocalCopy<T>(RefCell<Option<Local<T>>>);
+
+/// A published value as a session holds it: the `Rc` is the point (its
+/// count is this shard's alone), not an extra allocation by mistake.
+#[allow(clippy::redundant_allocation)]
+pub type Local<T> = Rc<Arc<T>>;
+
+impl<T> LocalCopy<T> {
+    fn get(&self, published: &ArcSwap<T>) -> Local<T> {
+        let current = published.load();
+        let mut copy = self.0.borrow_mut();
+        match &*copy {
+            Some(held) if Arc::ptr_eq(held, &current) => Rc::clone(held),
+            _ => {
+                let fresh = Rc::new(arc_swap::Guard::into_inner(current));
+                *copy = Some(Rc::clone(&fresh));
+                fresh
+            }
+        }
+    }
 }
 
 impl ShardContext {
@@ -153,7 +185,19 @@ impl ShardContext {
             resolver: Resolver::default(),
             sessions: RefCell::new(BTreeMap::new()),
             stats: Default::default(),
+            config_copy: LocalCopy::default(),
+            auth_copy: LocalCopy::default(),
         }
+    }
+
+    /// The configuration in force, for a session to route by and keep.
+    pub fn config(&self) -> Local<ConfigSnapshot> {
+        self.config_copy.get(&self.shared.config)
+    }
+
+    /// The auth settings in force, which a session accepted now keeps.
+    pub fn auth(&self) -> Local<AuthSettings> {
+        self.auth_copy.get(&self.shared.auth)
     }
 
     /// Counts a session that has just left the table, settling its final

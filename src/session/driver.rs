@@ -55,7 +55,7 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
         local,
     ));
     // The auth interceptor in force at accept is the session's.
-    *info.admission.auth.borrow_mut() = shard.shared.auth.load_full();
+    *info.admission.auth.borrow_mut() = Some(shard.auth());
     shard
         .sessions
         .borrow_mut()

@@ -211,7 +211,9 @@ pub struct SessionInfo {
 pub struct SessionAdmission {
     /// The auth interceptor in force when the session was accepted: a
     /// later `AUTH` changes only sessions accepted after it.
-    pub auth: RefCell<std::sync::Arc<crate::auth::AuthSettings>>,
+    /// `None` until accepted, and for sessions that were never accepted
+    /// (the tests'): no interceptor.
+    pub auth: RefCell<Option<context::Local<crate::auth::AuthSettings>>>,
     /// Its vhost's concurrent count and data budget, once admitted at
     /// `Open`; dropped when the session ends.
     pub slot: RefCell<Option<crate::limits::ConnectionSlot>>,

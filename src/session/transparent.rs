@@ -57,7 +57,7 @@ pub(super) async fn establish(
     listen_port: u16,
     deadline: Instant,
 ) -> Result<Established, Fallback> {
-    let snapshot = shard.shared.config.load_full();
+    let snapshot = shard.config();
     let Ok(route) = routing::route(&snapshot, "") else {
         // The configuration changed under us: let the proxied path explain.
         return Err(Fallback::Proxied { no_broker: false });

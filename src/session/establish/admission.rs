@@ -65,10 +65,10 @@ pub async fn authorise(
     hello: &mut ClientHello,
 ) -> Result<(), Refusal> {
     let settings = info.admission.auth.borrow().clone();
-    if let AuthSettings::AlwaysAllow = *settings {
+    let Some(settings) = settings.filter(|s| !matches!(***s, AuthSettings::AlwaysAllow)) else {
         // No request, no log line per session: the common case.
         return Ok(());
-    }
+    };
     let client_hostname = crate::hostnames::hostname_for(info.ingress_remote.ip())
         .unwrap_or_else(|| info.ingress_remote.ip().to_string());
     let vhost = hello.open.vhost.clone();

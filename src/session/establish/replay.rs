@@ -44,7 +44,7 @@ pub async fn broker_side(
     // unpaused), then the route, then the auth service.
     super::admission::admit(shard, info, &vhost).await?;
     // The mapping in force now, after any pause.
-    let snapshot = shard.shared.config.load_full();
+    let snapshot = shard.config();
     let route = routing::route(&snapshot, &vhost).map_err(|e| {
         let level = if matches!(e, RouteError::NoFarm) {
             Level::Error

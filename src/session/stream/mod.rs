@@ -277,7 +277,7 @@ async fn establish(
         ));
     }
     // The configuration in force now, after any pause.
-    let snapshot = shard.shared.config.load_full();
+    let snapshot = shard.config();
     let config = &snapshot.config;
     let route = routing::route(&snapshot, &vhost).map_err(|source| {
         refuse_open(
