@@ -65,9 +65,10 @@ pub async fn authorise(
     hello: &mut ClientHello,
 ) -> Result<(), Refusal> {
     let settings = info.admission.auth.borrow().clone();
-    let Some(settings) = settings.filter(|s| !matches!(***s, AuthSettings::AlwaysAllow)) else {
+    let settings = match settings {
+        Some(settings) if !matches!(**settings, AuthSettings::AlwaysAllow) => settings,
         // No request, no log line per session: the common case.
-        return Ok(());
+        _ => return Ok(()),
     };
     let client_hostname = crate::hostnames::hostname_for(info.ingress_remote.ip())
         .unwrap_or_else(|| info.ingress_remote.ip().to_string());
