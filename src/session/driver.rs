@@ -71,7 +71,7 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
     // Boxed: the handshake's state is large and short-lived; inline it
     // would size every idle session's task for it.
     let establishing = futures_lite::future::or(
-        Box::pin(establish(&shard, &info, &mut client, listen_port)),
+        super::boxed_in_place(|| establish(&shard, &info, &mut client, listen_port)),
         forced(&info),
     );
     match establishing.await {

@@ -270,6 +270,17 @@ impl SessionInfo {
     }
 }
 
+/// A future boxed where it is built: the allocation comes first and the
+/// future's initial state is written into it. `Box::pin(f())` builds the
+/// future on the stack and then copies all of it, a session's few KiB of
+/// which the initial state uses a few words, once per connection.
+pub fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
 /// Logs with the session's vhost and id attached, in the original's shape
 /// (`INFO [vhost] 42: ...`).
 #[macro_export]
@@ -279,4 +290,27 @@ macro_rules! session_log {
         let vhost = info.vhost.borrow();
         ::log::log!($lvl, vhost = vhost.as_str(), conn = info.id.0; $($arg)+)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boxed_in_place;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_future_boxed_in_place_is_built_once_and_runs_when_awaited() {
+        let built = Cell::new(0);
+        let ran = Cell::new(false);
+        let future = boxed_in_place(|| {
+            built.set(built.get() + 1);
+            async {
+                ran.set(true);
+                41 + 1
+            }
+        });
+        assert_eq!(built.get(), 1);
+        assert!(!ran.get(), "building must not poll it");
+        assert_eq!(futures_lite::future::block_on(future), 42);
+        assert!(ran.get());
+    }
 }

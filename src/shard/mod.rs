@@ -433,16 +433,17 @@ impl Shard {
                                     let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
-                                    // Boxed where it is made: the session's state
-                                    // (a few KiB) is then copied once, not at
-                                    // every step of spawning a task that holds it,
-                                    // and a Stream session's state does not size
-                                    // every AMQP session's task.
+                                    // Boxed where it is made, in place: the
+                                    // session's state (a few KiB) is never
+                                    // copied, neither at any step of spawning a
+                                    // task that holds it nor into the box, and a
+                                    // Stream session's state does not size every
+                                    // AMQP session's task.
                                     let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
                                         if kind.stream {
-                                            Box::pin(session::stream::run(context, incoming, port, kind))
+                                            session::boxed_in_place(|| session::stream::run(context, incoming, port, kind))
                                         } else {
-                                            Box::pin(session::run(context, incoming, port, kind))
+                                            session::boxed_in_place(|| session::run(context, incoming, port, kind))
                                         };
                                     glommio::spawn_local(async move {
                                         session.await;

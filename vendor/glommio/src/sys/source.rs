@@ -26,6 +26,22 @@ use std::{
     time::Duration,
 };
 
+/// amqpprox patch: a `recvmsg`'s buffer, vector, header and peer address.
+pub(crate) type RecvMsgParts = (
+    Option<DmaBuffer>,
+    libc::iovec,
+    libc::msghdr,
+    MaybeUninit<nix::sys::socket::sockaddr_storage>,
+);
+
+/// amqpprox patch: a `sendmsg`'s buffer, vector, header and peer address.
+pub(crate) type SendMsgParts = (
+    DmaBuffer,
+    libc::iovec,
+    libc::msghdr,
+    nix::sys::socket::SockaddrStorage,
+);
+
 #[derive(Debug)]
 #[allow(dead_code)] // Clippy is unhappy with some of the fields on these enums never being read,
                     // but they are certainly used, and read by debug
@@ -41,18 +57,11 @@ pub(crate) enum SourceType {
     // than the copy.
     SockSendBytes(Box<[u8]>),
     SockRecv(Option<DmaBuffer>),
-    SockRecvMsg(
-        Option<DmaBuffer>,
-        libc::iovec,
-        libc::msghdr,
-        MaybeUninit<nix::sys::socket::sockaddr_storage>,
-    ),
-    SockSendMsg(
-        DmaBuffer,
-        libc::iovec,
-        libc::msghdr,
-        nix::sys::socket::SockaddrStorage,
-    ),
+    // amqpprox patch: the message headers, addresses and the connect and
+    // accept addresses live in boxes, so that `SourceType` (and every
+    // source, which embeds one) is a few words rather than 256 bytes.
+    SockRecvMsg(Box<RecvMsgParts>),
+    SockSendMsg(Box<SendMsgParts>),
     Open(CString),
     FdataSync,
     Fallocate,
@@ -62,8 +71,8 @@ pub(crate) enum SourceType {
     ForeignNotifier(u64, bool),
     Statx(CString, Box<RefCell<Statx>>),
     Timeout(TimeSpec64, u32),
-    Connect(nix::sys::socket::SockaddrStorage),
-    Accept(SockAddrStorage),
+    Connect(Box<nix::sys::socket::SockaddrStorage>),
+    Accept(Box<SockAddrStorage>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
@@ -140,6 +149,10 @@ pub(crate) struct InnerSource {
     pub(crate) task_queue: Option<TaskQueueHandle>,
 }
 
+// amqpprox patch: kept small, since every I/O request builds one; a large
+// variant goes in a box.
+const _: () = assert!(std::mem::size_of::<SourceType>() <= 64);
+
 impl InnerSource {
     /// amqpprox patch: whether anyone reads this source's queued, submitted
     /// and fulfilled times (its `latency` statistics function). Only then
@@ -179,8 +192,13 @@ impl Source {
         stats_collection: Option<StatsCollection>,
         task_queue: Option<TaskQueueHandle>,
     ) -> Source {
-        Source {
-            inner: Rc::pin(RefCell::new(InnerSource {
+        // amqpprox patch: the source is written straight into its heap
+        // cell. `Rc::pin(RefCell::new(..))` built it on the stack first and
+        // copied it over after the allocation, once per I/O request.
+        let mut cell = Rc::<RefCell<InnerSource>>::new_uninit();
+        Rc::get_mut(&mut cell)
+            .expect("a new Rc has one owner")
+            .write(RefCell::new(InnerSource {
                 raw,
                 wakers: Wakers::new(),
                 source_type,
@@ -189,7 +207,11 @@ impl Source {
                 timeout: None,
                 stats_collection,
                 task_queue,
-            })),
+            }));
+        // SAFETY: initialised just above; an `Rc`'s contents never move,
+        // which is what `Pin` promises.
+        Source {
+            inner: unsafe { Pin::new_unchecked(cell.assume_init()) },
         }
     }
 
