@@ -394,6 +394,45 @@ mod tests {
     }
 
     #[test]
+    fn ring_sends_of_two_streams_reusing_buffers_carry_only_their_own_bytes() {
+        use std::io::Read;
+        // Completed ring sends hand their buffers back to the shard for the
+        // next ones, of either stream: each message must leave alone, with
+        // nothing of a longer one sent before it through the same buffer.
+        let long = "L".repeat(3000);
+        let medium = "m".repeat(600);
+        let messages: Vec<String> = [medium.as_str(), "a", &long, "b", &medium, "c"]
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        let (first, second) = on_executor(move || async move {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut peer_one = std::net::TcpStream::connect(addr).unwrap();
+            let mut one = listener.accept().await.unwrap();
+            let mut peer_two = std::net::TcpStream::connect(addr).unwrap();
+            let mut two = listener.accept().await.unwrap();
+            for (i, m) in messages.iter().enumerate() {
+                let (ours, tag) = if i % 2 == 0 {
+                    (&mut one, "1")
+                } else {
+                    (&mut two, "2")
+                };
+                ours.send_behind(m.as_bytes()).await.unwrap();
+                ours.send_behind(tag.as_bytes()).await.unwrap();
+            }
+            shutdown(&one);
+            shutdown(&two);
+            let (mut first, mut second) = (String::new(), String::new());
+            peer_one.read_to_string(&mut first).unwrap();
+            peer_two.read_to_string(&mut second).unwrap();
+            (first, second)
+        });
+        assert_eq!(first, format!("{medium}1{long}1{medium}1"));
+        assert_eq!(second, "a2b2c2");
+    }
+
+    #[test]
     fn a_read_that_awaits_a_reply_gets_every_byte_whenever_it_came() {
         use futures_lite::{AsyncReadExt, AsyncWriteExt};
         let got = on_executor(|| async {

@@ -190,7 +190,20 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// amqpprox patch: buffers of completed `send_behind` sends, for the
+    /// next ones (see `take_send_buffer`).
+    send_buffers: RefCell<Vec<Vec<u8>>>,
 }
+
+/// amqpprox patch: how many completed send buffers a reactor keeps, and
+/// the largest it keeps: enough for a connection storm's handshake
+/// messages, a few tens of KiB per shard at most.
+const SPARE_SEND_BUFFERS: usize = 32;
+const SPARE_SEND_BUFFER_MAX: usize = 2048;
+/// amqpprox patch: a new send buffer's room: a protocol header's buffer
+/// later carries a `Connection.Start` without growing.
+const SEND_BUFFER_MIN: usize = 1024;
 
 impl Reactor {
     pub(crate) fn new(
@@ -210,7 +223,28 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            send_buffers: RefCell::new(Vec::new()),
         })
+    }
+
+    /// amqpprox patch: an empty buffer for a `send_behind`, the one most
+    /// recently handed back if any: its memory is likely still in the
+    /// cache, where a fresh allocation's first touch is a miss.
+    pub(crate) fn take_send_buffer(&self) -> Vec<u8> {
+        self.send_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SEND_BUFFER_MIN))
+    }
+
+    /// amqpprox patch: a completed send's buffer, kept for the next
+    /// `take_send_buffer` unless enough are kept or it grew large.
+    pub(crate) fn give_send_buffer(&self, mut buf: Vec<u8>) {
+        let mut spare = self.send_buffers.borrow_mut();
+        if spare.len() < SPARE_SEND_BUFFERS && buf.capacity() <= SPARE_SEND_BUFFER_MAX {
+            buf.clear();
+            spare.push(buf);
+        }
     }
 
     pub(crate) fn io_stats(&self) -> IoStats {
@@ -468,7 +502,7 @@ impl Reactor {
     /// submission (the turn's other requests), not rushed on its own. With
     /// `MSG_WAITALL` the ring keeps sending until all of `buf` is out (or
     /// an error); `MSG_NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
-    pub(crate) fn queue_send(&self, fd: RawFd, buf: Box<[u8]>) -> Source {
+    pub(crate) fn queue_send(&self, fd: RawFd, buf: Vec<u8>) -> Source {
         let source = self.new_source(fd, SourceType::SockSendBytes(buf), None);
         self.sys
             .send(&source, MsgFlags::MSG_WAITALL | MsgFlags::MSG_NOSIGNAL);

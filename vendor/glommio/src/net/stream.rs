@@ -286,7 +286,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     pub(crate) fn send_behind(&mut self, buf: &[u8]) {
         debug_assert!(self.send_behind.is_none());
         let reactor = self.reactor.upgrade().unwrap();
-        let source = reactor.queue_send(self.stream.as_raw_fd(), buf.into());
+        let mut bytes = reactor.take_send_buffer();
+        bytes.extend_from_slice(buf);
+        let source = reactor.queue_send(self.stream.as_raw_fd(), bytes);
         self.send_behind = Some((source, buf.len()));
     }
 
@@ -301,7 +303,15 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             return Poll::Pending;
         };
         let len = *len;
-        self.send_behind = None;
+        if let Some((source, _)) = self.send_behind.take() {
+            // Complete: the kernel is done with the bytes, and the buffer
+            // goes back to the reactor for the next send of any stream.
+            if let (SourceType::SockSendBytes(bytes), Some(reactor)) =
+                (source.extract_source_type(), self.reactor.upgrade())
+            {
+                reactor.give_send_buffer(bytes);
+            }
+        }
         Poll::Ready(match result {
             Ok(sent) if sent == len => Ok(()),
             Ok(_) => Err(io::ErrorKind::WriteZero.into()),

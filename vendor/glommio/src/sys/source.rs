@@ -54,8 +54,9 @@ pub(crate) enum SourceType {
     // (`TcpStream::send_behind`), not from the registered-buffer arena:
     // small handshake messages, where the arena's 4 KiB blocks (and its
     // fallback to a page-aligned allocation when they run out) cost more
-    // than the copy.
-    SockSendBytes(Box<[u8]>),
+    // than the copy. A `Vec` so that the stream can take it back once the
+    // send is complete and copy its next message into the same memory.
+    SockSendBytes(Vec<u8>),
     SockRecv(Option<DmaBuffer>),
     // amqpprox patch: the message headers, addresses and the connect and
     // accept addresses live in boxes, so that `SourceType` (and every
