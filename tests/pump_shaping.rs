@@ -14,10 +14,10 @@ use amqpprox::codec::FrameScanner;
 use amqpprox::limits::{
     DataShaper, LimitChange, LimitKind, LimitScope, Limits, SessionShaping, Stamp,
 };
-use amqpprox::session::control::{Ending, SessionControl};
+use amqpprox::session::control::Ending;
 use amqpprox::session::pool::BufferPool;
 use amqpprox::session::pump::{Pump, SharedStream, PASS_THROUGH_MAX_FRAME};
-use amqpprox::session::DirectionStats;
+use amqpprox::session::{SessionId, SessionInfo};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -55,7 +55,7 @@ fn set(limits: &Limits, kind: LimitKind, value: Option<u64>) {
 /// `test` gets the client's end, the broker's end, and the limits.
 fn with_pump<F, Fut>(limits: Arc<Limits>, shaping: Arc<SessionShaping>, test: F)
 where
-    F: FnOnce(TcpStream, TcpStream, Arc<Limits>, Rc<SessionControl>) -> Fut + Send + 'static,
+    F: FnOnce(TcpStream, TcpStream, Arc<Limits>, Rc<SessionInfo>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -67,15 +67,17 @@ where
                 .outcome
                 .expect("no connection limit is set");
             let shaper: DataShaper = slot.data_shaper(shaping);
-            let control = Rc::new(SessionControl::default());
+            let session = Rc::new(SessionInfo::new(
+                SessionId(1),
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ));
             let pump = Rc::new(
                 Pump::new(
                     SharedStream::new(client_side),
                     SharedStream::new(broker_side),
                     BufferPool::new(),
-                    Rc::clone(&control),
-                    Rc::new(DirectionStats::default()),
-                    Rc::new(DirectionStats::default()),
+                    Rc::clone(&session),
                     0,
                 )
                 .with_shaper(Some(shaper)),
@@ -91,9 +93,9 @@ where
                 let pump = Rc::clone(&pump);
                 async move { pump.egress(FrameScanner::new(PASS_THROUGH_MAX_FRAME)).await }
             });
-            test(client, broker, limits, Rc::clone(&control)).await;
+            test(client, broker, limits, Rc::clone(&session)).await;
             // The pump's tasks end with the executor.
-            control.end(Ending::Force);
+            session.control.end(Ending::Force);
             drop((up, down, slot));
         })
         .expect("start an executor")
@@ -139,7 +141,7 @@ fn each_direction_moves_its_vhosts_rate() {
     with_pump(
         limits,
         Arc::new(SessionShaping::default()),
-        |client, broker, _limits, _control| async move {
+        |client, broker, _limits, _session| async move {
             // Both ends flood and read at once: each direction has its own
             // budget of the vhost's rate.
             let client = SharedStream::new(client);
@@ -190,7 +192,7 @@ fn rate_zero_stops_reading_and_a_live_change_resumes() {
     with_pump(
         limits,
         Arc::new(SessionShaping::default()),
-        |mut client, mut broker, limits, _control| async move {
+        |mut client, mut broker, limits, _session| async move {
             let frame = body_frame(1000);
             client.write_all(&frame).await.expect("write a frame");
             // Polled for a second: nothing may pass at rate 0.
@@ -230,7 +232,7 @@ fn a_sessions_own_limit_applies_live() {
     with_pump(
         limits,
         shaping,
-        move |client, mut broker, _limits, _control| async move {
+        move |client, mut broker, _limits, _session| async move {
             let written = Rc::new(Cell::new(0));
             let _writer = flood(client, Rc::clone(&written));
             // Unlimited first: far more than the coming limit in 500 ms.

@@ -63,9 +63,7 @@ pub(super) async fn run(
         SharedStream::new(client),
         SharedStream::new(broker),
         Rc::clone(&shard.pool),
-        Rc::clone(&info.control),
-        Rc::clone(&info.ingress),
-        Rc::clone(&info.egress),
+        Rc::clone(info),
         heartbeat,
     )
     .with_shaper(info.admission.data_shaper());

@@ -19,7 +19,7 @@
 
 use super::control::{Ending, SessionControl};
 use super::pool::{BufferPool, PooledBuffer};
-use super::DirectionStats;
+use super::{Direction, DirectionStats, SessionInfo};
 use crate::codec::{
     method_id, FrameEvent, FrameScanner, ScanError, CONNECTION_CLASS, HEARTBEAT_FRAME,
 };
@@ -149,7 +149,8 @@ pub struct Pump<C, B> {
     pub client: SharedStream<C>,
     pub broker: SharedStream<B>,
     pub pool: Rc<BufferPool>,
-    pub control: Rc<SessionControl>,
+    /// The session: its control flags and each direction's counters.
+    pub session: Rc<SessionInfo>,
     /// Client → broker.
     up: Leg,
     /// Broker → client.
@@ -167,7 +168,8 @@ pub struct Pump<C, B> {
 
 /// One direction's own state.
 struct Leg {
-    stats: Rc<DirectionStats>,
+    /// Whose counters it keeps (the session's `ingress` or `egress`).
+    side: Direction,
     /// Which budget the leg's reads are charged to.
     direction: limits::Direction,
     /// The stream this leg writes is between frames (for the ingress leg:
@@ -176,9 +178,9 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(stats: Rc<DirectionStats>, direction: limits::Direction) -> Leg {
+    fn new(side: Direction, direction: limits::Direction) -> Leg {
         Leg {
-            stats,
+            side,
             direction,
             at_boundary: Cell::new(true),
         }
@@ -205,21 +207,32 @@ where
         client: SharedStream<C>,
         broker: SharedStream<B>,
         pool: Rc<BufferPool>,
-        control: Rc<SessionControl>,
-        ingress: Rc<DirectionStats>,
-        egress: Rc<DirectionStats>,
+        session: Rc<SessionInfo>,
         heartbeat: u16,
     ) -> Self {
         Pump {
             client,
             broker,
             pool,
-            control,
-            up: Leg::new(ingress, limits::Direction::ClientToBroker),
-            down: Leg::new(egress, limits::Direction::BrokerToClient),
+            session,
+            up: Leg::new(Direction::Ingress, limits::Direction::ClientToBroker),
+            down: Leg::new(Direction::Egress, limits::Direction::BrokerToClient),
             heartbeat,
             close_sent_to_client: Cell::new(false),
             shaper: None,
+        }
+    }
+
+    /// The session's control flags.
+    fn control(&self) -> &SessionControl {
+        &self.session.control
+    }
+
+    /// The counters `leg` keeps.
+    fn stats(&self, leg: &Leg) -> &DirectionStats {
+        match leg.side {
+            Direction::Ingress => &self.session.ingress,
+            Direction::Egress => &self.session.egress,
         }
     }
 
@@ -247,7 +260,7 @@ where
                 Allowance::Read(n) => return Some(n),
                 Allowance::Wait(wait) => {
                     let changed =
-                        crate::net::with_timeout(wait, self.control.changed_since(generation));
+                        crate::net::with_timeout(wait, self.control().changed_since(generation));
                     if changed.await.is_ok() {
                         return None;
                     }
@@ -281,14 +294,14 @@ where
             return Ok(());
         }
         scanner
-            .scan(bytes, |ev| self.up.stats.on_frame(&ev))
+            .scan(bytes, |ev| self.session.ingress.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         self.broker
             .clone()
             .write_all(bytes)
             .await
             .map_err(DirectionEnd::WriteError)?;
-        self.up.stats.on_chunk(bytes.len(), Instant::now());
+        self.session.ingress.on_chunk(bytes.len(), Instant::now());
         self.up.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
@@ -304,7 +317,7 @@ where
         futures_lite::future::or(
             async { Some(read_pooled(from, &self.pool, limit).await) },
             async {
-                self.control.changed_since(generation).await;
+                self.control().changed_since(generation).await;
                 None
             },
         )
@@ -317,15 +330,15 @@ where
         let mut client = self.client.clone();
         let mut broker = self.broker.clone();
         loop {
-            let generation = self.control.generation();
-            let ending = self.control.ending();
+            let generation = self.control().generation();
+            let ending = self.control().ending();
             if scanner.at_frame_boundary() {
                 match ending {
                     Some(Ending::Graceful | Ending::Drain | Ending::Move) => {
                         return Box::pin(self.ingress_closing(scanner)).await
                     }
                     Some(_) => return DirectionEnd::Stopped,
-                    None if self.control.paused() => {
+                    None if self.control().paused() => {
                         if let Err(e) = Box::pin(self.hold_paused(generation)).await {
                             return DirectionEnd::WriteError(e);
                         }
@@ -334,7 +347,7 @@ where
                     None => {}
                 }
             }
-            let limit = read_limit(&scanner, ending.is_some() || self.control.paused());
+            let limit = read_limit(&scanner, ending.is_some() || self.control().paused());
             if let Err(end) = self
                 .step(
                     &mut client,
@@ -377,7 +390,7 @@ where
             Some(Err(e)) => return Err(DirectionEnd::ReadError(e)),
         };
         scanner
-            .scan(&buf[..n], |ev| leg.stats.on_frame(&ev))
+            .scan(&buf[..n], |ev| self.stats(leg).on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         leg.at_boundary.set(false);
         // One clock reading serves as the read's time and the write's start.
@@ -397,9 +410,9 @@ where
                 .await
                 .map_err(DirectionEnd::WriteError)?;
         }
-        leg.stats
+        self.stats(leg)
             .record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
-        leg.stats.on_chunk(n, read_at);
+        self.stats(leg).on_chunk(n, read_at);
         leg.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
@@ -411,10 +424,10 @@ where
         let interval = Duration::from_millis(u64::from(self.heartbeat) * 500);
         loop {
             if self.heartbeat == 0 {
-                self.control.changed_since(generation).await;
+                self.control().changed_since(generation).await;
                 return Ok(());
             }
-            let woke = crate::net::with_timeout(interval, self.control.changed_since(generation))
+            let woke = crate::net::with_timeout(interval, self.control().changed_since(generation))
                 .await
                 .is_ok();
             if woke {
@@ -465,8 +478,8 @@ where
         let mut broker = self.broker.clone();
         let mut client = self.client.clone();
         loop {
-            let generation = self.control.generation();
-            let ending = self.control.ending();
+            let generation = self.control().generation();
+            let ending = self.control().ending();
             if scanner.at_frame_boundary() {
                 match ending {
                     Some(how @ (Ending::Graceful | Ending::Drain | Ending::Move)) => {
