@@ -8,7 +8,9 @@
 
 use super::control::Ending;
 use super::establish::Established;
-use super::pump::{read_pooled, DirectionEnd, Pump, SharedStream, PASS_THROUGH_MAX_FRAME};
+use super::pump::{
+    read_pooled, DirectionEnd, Pump, SharedStream, StreamRef, PASS_THROUGH_MAX_FRAME,
+};
 use super::ShardContext;
 use super::{Direction, Disconnect, Phase, SessionInfo};
 use crate::codec::FrameScanner;
@@ -137,7 +139,7 @@ pub(super) async fn run(
         // session's end must not wait for a shutdown that is not coming.
         pump.client.with(|s| net::push_queued(s.tcp()));
         info.phase.set(Phase::BrokerDisconnected);
-        hold_client(shard, info, pump.client.clone()).await;
+        hold_client(shard, info, pump.client.handle()).await;
     }
     pump.client.with(|s| net::shutdown(s.tcp()));
 }
@@ -148,7 +150,7 @@ pub(super) async fn run(
 async fn hold_client(
     shard: &Rc<ShardContext>,
     info: &SessionInfo,
-    mut client: SharedStream<Stream>,
+    mut client: StreamRef<'_, Stream>,
 ) {
     loop {
         let generation = info.control.generation();

@@ -40,18 +40,18 @@ pub const PASS_THROUGH_MAX_FRAME: u32 = 150_000;
 
 /// One socket shared by the two directions of a session: each poll borrows
 /// it for the duration of the call only, on one thread, so the reading and
-/// the writing direction never contend.
-pub struct SharedStream<S>(Rc<RefCell<S>>);
-
-impl<S> Clone for SharedStream<S> {
-    fn clone(&self) -> Self {
-        SharedStream(Rc::clone(&self.0))
-    }
-}
+/// the writing direction never contend. Held in place by its pump; each
+/// direction works through a [`StreamRef`] to it.
+pub struct SharedStream<S>(RefCell<S>);
 
 impl<S> SharedStream<S> {
     pub fn new(stream: S) -> Self {
-        SharedStream(Rc::new(RefCell::new(stream)))
+        SharedStream(RefCell::new(stream))
+    }
+
+    /// A handle to read from or write to the socket.
+    pub fn handle(&self) -> StreamRef<'_, S> {
+        StreamRef(&self.0)
     }
 
     /// Runs `f` on the socket (for shutdown and addresses).
@@ -60,7 +60,25 @@ impl<S> SharedStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for SharedStream<S> {
+/// A direction's handle to a [`SharedStream`].
+pub struct StreamRef<'a, S>(&'a RefCell<S>);
+
+impl<S> Clone for StreamRef<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for StreamRef<'_, S> {}
+
+impl<S> StreamRef<'_, S> {
+    /// Runs `f` on the socket (for shutdown and addresses).
+    pub fn with<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.0.borrow())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StreamRef<'_, S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -70,7 +88,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SharedStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SharedStream<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for StreamRef<'_, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,7 +109,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SharedStream<S> {
 /// the socket has nothing, so an idle session holds none. Cancel-safe:
 /// nothing is consumed from the socket unless the read completes.
 pub async fn read_pooled<S: AsyncRead + Unpin>(
-    from: &mut SharedStream<S>,
+    from: &mut StreamRef<'_, S>,
     pool: &Rc<BufferPool>,
     limit: usize,
 ) -> io::Result<(PooledBuffer, usize)> {
@@ -297,7 +315,7 @@ where
             .scan(bytes, |ev| self.session.ingress.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         self.broker
-            .clone()
+            .handle()
             .write_all(bytes)
             .await
             .map_err(DirectionEnd::WriteError)?;
@@ -310,7 +328,7 @@ where
     /// flags changed first.
     async fn next_chunk<S: AsyncRead + Unpin>(
         &self,
-        from: &mut SharedStream<S>,
+        from: &mut StreamRef<'_, S>,
         limit: usize,
         generation: u64,
     ) -> Option<io::Result<(PooledBuffer, usize)>> {
@@ -327,8 +345,8 @@ where
     /// Client → broker. (The rare paths, closing and pausing, are boxed so
     /// that they do not size the future every established session holds.)
     pub async fn ingress(&self, mut scanner: FrameScanner) -> DirectionEnd {
-        let mut client = self.client.clone();
-        let mut broker = self.broker.clone();
+        let mut client = self.client.handle();
+        let mut broker = self.broker.handle();
         loop {
             let generation = self.control().generation();
             let ending = self.control().ending();
@@ -369,8 +387,8 @@ where
     /// writes it on from the same buffer.
     async fn step<R, W>(
         &self,
-        from: &mut SharedStream<R>,
-        to: &mut SharedStream<W>,
+        from: &mut StreamRef<'_, R>,
+        to: &mut StreamRef<'_, W>,
         scanner: &mut FrameScanner,
         leg: &Leg,
         limit: usize,
@@ -433,14 +451,14 @@ where
             if woke {
                 return Ok(());
             }
-            self.broker.clone().write_all(&HEARTBEAT_FRAME).await?;
+            self.broker.handle().write_all(&HEARTBEAT_FRAME).await?;
         }
     }
 
     /// Graceful end, client side: discard the client's frames until it
     /// answers our Close (or leaves), then close toward the broker.
     async fn ingress_closing(&self, mut scanner: FrameScanner) -> DirectionEnd {
-        let mut client = self.client.clone();
+        let mut client = self.client.handle();
         let client_answered = loop {
             let (buf, n) = match read_pooled(&mut client, &self.pool, usize::MAX).await {
                 Ok((_, 0)) | Err(_) => break false,
@@ -469,14 +487,18 @@ where
                 _ => {}
             }
         };
-        let _ = self.broker.clone().write_all(&close_frame(200, "OK")).await;
+        let _ = self
+            .broker
+            .handle()
+            .write_all(&close_frame(200, "OK"))
+            .await;
         DirectionEnd::CloseSentToBroker { client_answered }
     }
 
     /// Broker → client.
     pub async fn egress(&self, mut scanner: FrameScanner) -> DirectionEnd {
-        let mut broker = self.broker.clone();
-        let mut client = self.client.clone();
+        let mut broker = self.broker.handle();
+        let mut client = self.client.handle();
         loop {
             let generation = self.control().generation();
             let ending = self.control().ending();
@@ -510,13 +532,13 @@ where
     /// proxy drains or moves the session off its broker), then discard the
     /// broker's frames until it acknowledges our Close (or closes itself).
     async fn egress_closing(&self, mut scanner: FrameScanner, how: Ending) -> DirectionEnd {
-        let mut client = self.client.clone();
+        let mut client = self.client.handle();
         let (code, text) = how.client_close();
         if let Err(e) = client.write_all(&close_frame(code, text)).await {
             return DirectionEnd::WriteError(e);
         }
         self.close_sent_to_client.set(true);
-        let mut broker = self.broker.clone();
+        let mut broker = self.broker.handle();
         loop {
             let (buf, n) = match read_pooled(&mut broker, &self.pool, usize::MAX).await {
                 Ok((_, 0)) => return DirectionEnd::Eof,

@@ -273,7 +273,7 @@ impl Pump<'_> {
             .map_err(|e| First::Up(End::BadFrame(e)))?;
         note_frames(&self.info.ingress, frames, closes);
         self.broker
-            .clone()
+            .handle()
             .write_all(bytes)
             .await
             .map_err(|e| First::Up(End::WriteError(e)))?;
@@ -306,7 +306,7 @@ impl Pump<'_> {
         map: &AddressMap,
     ) -> Result<(), End> {
         let (frames, closes) = (filter.frames, filter.closes);
-        let mut client = self.client.clone();
+        let mut client = self.client.handle();
         let mut pos = 0;
         let result = loop {
             match filter.next(chunk, &mut pos, map) {
@@ -329,8 +329,8 @@ impl Pump<'_> {
 
     /// Client → broker.
     async fn ingress(&self, scanner: &mut StreamFrameScanner) -> End {
-        let mut client = self.client.clone();
-        let mut broker = self.broker.clone();
+        let mut client = self.client.handle();
+        let mut broker = self.broker.handle();
         loop {
             let generation = self.control.generation();
             let ending = self.control.ending();
@@ -385,7 +385,7 @@ impl Pump<'_> {
 
     /// Broker → client.
     async fn egress(&self, filter: &mut EgressFilter, map: &AddressMap) -> End {
-        let mut broker = self.broker.clone();
+        let mut broker = self.broker.handle();
         loop {
             let generation = self.control.generation();
             let ending = self.control.ending();
@@ -439,7 +439,7 @@ impl Pump<'_> {
             {
                 return Ok(());
             }
-            self.broker.clone().write_all(&HEARTBEAT_FRAME).await?;
+            self.broker.handle().write_all(&HEARTBEAT_FRAME).await?;
         }
     }
 
@@ -459,8 +459,8 @@ impl Pump<'_> {
             reason: reason.into(),
         }
         .encode(&mut out);
-        let _ = self.broker.clone().write_all(&out).await;
-        let mut client = self.client.clone();
+        let _ = self.broker.handle().write_all(&out).await;
+        let mut client = self.client.handle();
         if client.write_all(&out).await.is_err() {
             return;
         }
