@@ -191,15 +191,15 @@ pub(crate) struct Reactor {
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
 
-    /// amqpprox patch: buffers of completed `send_behind` sends, for the
-    /// next ones (see `take_send_buffer`).
-    send_buffers: RefCell<Vec<Vec<u8>>>,
+    /// amqpprox patch: sources of completed `send_behind` sends, each with
+    /// its buffer, for the next ones (see `queue_send`).
+    send_sources: RefCell<Vec<Source>>,
 }
 
-/// amqpprox patch: how many completed send buffers a reactor keeps, and
-/// the largest it keeps: enough for a connection storm's handshake
-/// messages, a few tens of KiB per shard at most.
-const SPARE_SEND_BUFFERS: usize = 32;
+/// amqpprox patch: how many completed send sources a reactor keeps, and
+/// the largest buffer it keeps with one: enough for a connection storm's
+/// handshake messages, a few tens of KiB per shard at most.
+const SPARE_SEND_SOURCES: usize = 32;
 const SPARE_SEND_BUFFER_MAX: usize = 2048;
 /// amqpprox patch: a new send buffer's room: a protocol header's buffer
 /// later carries a `Connection.Start` without growing.
@@ -223,27 +223,20 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
-            send_buffers: RefCell::new(Vec::new()),
+            send_sources: RefCell::new(Vec::new()),
         })
     }
 
-    /// amqpprox patch: an empty buffer for a `send_behind`, the one most
-    /// recently handed back if any: its memory is likely still in the
-    /// cache, where a fresh allocation's first touch is a miss.
-    pub(crate) fn take_send_buffer(&self) -> Vec<u8> {
-        self.send_buffers
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(SEND_BUFFER_MIN))
-    }
-
-    /// amqpprox patch: a completed send's buffer, kept for the next
-    /// `take_send_buffer` unless enough are kept or it grew large.
-    pub(crate) fn give_send_buffer(&self, mut buf: Vec<u8>) {
-        let mut spare = self.send_buffers.borrow_mut();
-        if spare.len() < SPARE_SEND_BUFFERS && buf.capacity() <= SPARE_SEND_BUFFER_MAX {
-            buf.clear();
-            spare.push(buf);
+    /// amqpprox patch: a completed `send_behind` source, kept with its
+    /// buffer for the next `queue_send` unless enough are kept or its
+    /// buffer grew large.
+    pub(crate) fn give_send_source(&self, source: Source) {
+        let keep = source
+            .completed_send_capacity()
+            .is_some_and(|capacity| capacity <= SPARE_SEND_BUFFER_MAX);
+        let mut spare = self.send_sources.borrow_mut();
+        if keep && spare.len() < SPARE_SEND_SOURCES {
+            spare.push(source);
         }
     }
 
@@ -502,8 +495,34 @@ impl Reactor {
     /// submission (the turn's other requests), not rushed on its own. With
     /// `MSG_WAITALL` the ring keeps sending until all of `buf` is out (or
     /// an error); `MSG_NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
-    pub(crate) fn queue_send(&self, fd: RawFd, buf: Vec<u8>) -> Source {
-        let source = self.new_source(fd, SourceType::SockSendBytes(buf), None);
+    /// amqpprox patch: queues a send of `bytes` (copied) on the main ring.
+    /// The source and its buffer are the ones a completed send handed
+    /// back last (`give_send_source`), if any: likely still in the cache,
+    /// where a new source and buffer are two allocations and first touches.
+    pub(crate) fn queue_send(&self, fd: RawFd, bytes: &[u8]) -> Source {
+        let spare = self.send_sources.borrow_mut().pop();
+        let source = match spare {
+            Some(source) => {
+                let mut buf = match source.extract_source_type_in_place() {
+                    SourceType::SockSendBytes(buf) => buf,
+                    _ => Vec::new(),
+                };
+                buf.clear();
+                buf.extend_from_slice(bytes);
+                source.reuse(
+                    self.io_scheduler.requirements(),
+                    fd,
+                    SourceType::SockSendBytes(buf),
+                    Some(crate::executor().current_task_queue()),
+                );
+                source
+            }
+            None => {
+                let mut buf = Vec::with_capacity(SEND_BUFFER_MIN.max(bytes.len()));
+                buf.extend_from_slice(bytes);
+                self.new_source(fd, SourceType::SockSendBytes(buf), None)
+            }
+        };
         self.sys
             .send(&source, MsgFlags::MSG_WAITALL | MsgFlags::MSG_NOSIGNAL);
         source

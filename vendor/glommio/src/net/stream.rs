@@ -286,9 +286,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     pub(crate) fn send_behind(&mut self, buf: &[u8]) {
         debug_assert!(self.send_behind.is_none());
         let reactor = self.reactor.upgrade().unwrap();
-        let mut bytes = reactor.take_send_buffer();
-        bytes.extend_from_slice(buf);
-        let source = reactor.queue_send(self.stream.as_raw_fd(), bytes);
+        let source = reactor.queue_send(self.stream.as_raw_fd(), buf);
         self.send_behind = Some((source, buf.len()));
     }
 
@@ -304,12 +302,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         };
         let len = *len;
         if let Some((source, _)) = self.send_behind.take() {
-            // Complete: the kernel is done with the bytes, and the buffer
-            // goes back to the reactor for the next send of any stream.
-            if let (SourceType::SockSendBytes(bytes), Some(reactor)) =
-                (source.extract_source_type(), self.reactor.upgrade())
-            {
-                reactor.give_send_buffer(bytes);
+            // Complete: the kernel is done with the bytes, and the source
+            // and its buffer go back to the reactor for the next send of
+            // any stream.
+            if let Some(reactor) = self.reactor.upgrade() {
+                reactor.give_send_source(source);
             }
         }
         Poll::Ready(match result {

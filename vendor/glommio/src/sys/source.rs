@@ -216,6 +216,28 @@ impl Source {
         }
     }
 
+    /// amqpprox patch: a source whose completion was seen, made ready to be
+    /// queued again for `raw` with `source_type`: its result and
+    /// bookkeeping cleared as `new` would have them. The caller guarantees
+    /// the completion was seen (the source is in no ring and no source
+    /// map); `Reactor::give_send_source` keeps only such sources.
+    pub(crate) fn reuse(
+        &self,
+        ioreq: IoRequirements,
+        raw: RawFd,
+        source_type: SourceType,
+        task_queue: Option<TaskQueueHandle>,
+    ) {
+        let mut inner = self.inner.borrow_mut();
+        debug_assert!(inner.enqueued.is_none() && inner.wakers.result.is_some());
+        inner.raw = raw;
+        inner.wakers = Wakers::new();
+        inner.source_type = source_type;
+        inner.io_requirements = ioreq;
+        inner.timeout = None;
+        inner.task_queue = task_queue;
+    }
+
     pub(crate) fn set_timeout(&self, d: Duration) -> Option<Duration> {
         let mut inner = self.inner.borrow_mut();
         let t = &mut inner.timeout;
@@ -236,6 +258,29 @@ impl Source {
 
     pub(crate) fn source_type_mut(&self) -> RefMut<'_, SourceType> {
         RefMut::map(self.inner.borrow_mut(), |x| &mut x.source_type)
+    }
+
+    /// amqpprox patch: for a `send_behind` source whose completion was seen
+    /// (in no ring and no source map), its buffer's capacity; `None` for
+    /// any other source.
+    pub(crate) fn completed_send_capacity(&self) -> Option<usize> {
+        let inner = self.inner.borrow();
+        match &inner.source_type {
+            SourceType::SockSendBytes(buf)
+                if inner.enqueued.is_none() && inner.wakers.result.is_some() =>
+            {
+                Some(buf.capacity())
+            }
+            _ => None,
+        }
+    }
+
+    /// amqpprox patch: the request kind, leaving `Invalid` in its place,
+    /// for a source that stays alive (see `Reactor::queue_send`).
+    pub(crate) fn extract_source_type_in_place(&self) -> SourceType {
+        self.inner
+            .borrow_mut()
+            .update_source_type(SourceType::Invalid)
     }
 
     pub(crate) fn extract_source_type(self) -> SourceType {
