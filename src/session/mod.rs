@@ -58,11 +58,18 @@ pub struct DirectionStats {
 
 impl Default for DirectionStats {
     fn default() -> Self {
+        DirectionStats::active_since(Instant::now())
+    }
+}
+
+impl DirectionStats {
+    /// Counters at zero, last active `at`.
+    fn active_since(at: Instant) -> Self {
         DirectionStats {
             bytes: Cell::new(0),
             frames: Cell::new(0),
             packets: Cell::new(0),
-            last_activity: Cell::new(Instant::now()),
+            last_activity: Cell::new(at),
             close_seen_at: Cell::new(None),
             write_latency_ns_total: Cell::new(0),
             writes: Cell::new(0),
@@ -70,9 +77,7 @@ impl Default for DirectionStats {
             trace: RefCell::new(None),
         }
     }
-}
 
-impl DirectionStats {
     fn on_frame(&self, ev: &FrameEvent) {
         self.frames.set(self.frames.get() + 1);
         if pump::is_connection_close(ev) && self.close_seen_at.get().is_none() {
@@ -248,6 +253,8 @@ impl SessionInfo {
         ingress_remote: SocketAddr,
         ingress_local: SocketAddr,
     ) -> SessionInfo {
+        // One clock reading for both directions' start.
+        let now = Instant::now();
         SessionInfo {
             id,
             vhost: RefCell::new(String::new()),
@@ -264,8 +271,8 @@ impl SessionInfo {
             auth_denied: Cell::new(false),
             limited: Cell::new(false),
             stats_reported: Cell::new(Default::default()),
-            ingress: Default::default(),
-            egress: Default::default(),
+            ingress: DirectionStats::active_since(now),
+            egress: DirectionStats::active_since(now),
             control: Default::default(),
             admission: Default::default(),
         }

@@ -120,17 +120,17 @@ pub(super) async fn run(
         First::Down(end) => classify(info, Direction::Egress, end),
     };
     info.disconnect.set(cause);
-    let description = match &first {
-        First::Up(end) => format!("client side: {end:?}"),
-        First::Down(end) => format!("broker side: {end:?}"),
-        First::Operator(how) => format!("operator: {how:?}"),
-    };
     let level = match (&first, cause) {
         (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
         (First::Up(DirectionEnd::Eof) | First::Down(DirectionEnd::Eof), _) => Level::Info,
         _ => Level::Warn,
     };
-    session_log!(level, info, "Session ended ({cause:?}): {description}");
+    session_log!(
+        level,
+        info,
+        "Session ended ({cause:?}): {}",
+        EndedBy(&first)
+    );
 
     // The broker side always closes now.
     pump.broker.with(|s| net::shutdown(s.tcp()));
@@ -142,6 +142,20 @@ pub(super) async fn run(
         hold_client(shard, info, pump.client.handle()).await;
     }
     pump.client.with(|s| net::shutdown(s.tcp()));
+}
+
+/// Which side or action ended the session, for its last log line:
+/// formatted into the line itself, with no string of its own.
+struct EndedBy<'a>(&'a First);
+
+impl std::fmt::Display for EndedBy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            First::Up(end) => write!(f, "client side: {end:?}"),
+            First::Down(end) => write!(f, "broker side: {end:?}"),
+            First::Operator(how) => write!(f, "operator: {how:?}"),
+        }
+    }
 }
 
 /// After `BACKEND_DISCONNECT`: the client side stays open (and the session
