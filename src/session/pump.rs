@@ -56,7 +56,7 @@ impl<S> SharedStream<S> {
 
     /// Runs `f` on the socket (for shutdown and addresses).
     pub fn with<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.0.borrow())
+        self.handle().with(f)
     }
 }
 
@@ -186,21 +186,27 @@ pub struct Pump<C, B> {
 
 /// One direction's own state.
 struct Leg {
-    /// Whose counters it keeps (the session's `ingress` or `egress`).
+    /// Whose counters it keeps (the session's `ingress` or `egress`), and
+    /// so which budget its reads are charged to.
     side: Direction,
-    /// Which budget the leg's reads are charged to.
-    direction: limits::Direction,
     /// The stream this leg writes is between frames (for the ingress leg:
     /// the egress side may then inject a `CloseOk` toward the broker).
     at_boundary: Cell<bool>,
 }
 
 impl Leg {
-    fn new(side: Direction, direction: limits::Direction) -> Leg {
+    fn new(side: Direction) -> Leg {
         Leg {
             side,
-            direction,
             at_boundary: Cell::new(true),
+        }
+    }
+
+    /// The data budget the leg's reads are charged to.
+    fn budget(&self) -> limits::Direction {
+        match self.side {
+            Direction::Ingress => limits::Direction::ClientToBroker,
+            Direction::Egress => limits::Direction::BrokerToClient,
         }
     }
 }
@@ -220,7 +226,6 @@ where
     C: AsyncRead + AsyncWrite + SessionEnd + Unpin,
     B: AsyncRead + AsyncWrite + SessionEnd + Unpin,
 {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: SharedStream<C>,
         broker: SharedStream<B>,
@@ -233,8 +238,8 @@ where
             broker,
             pool,
             session,
-            up: Leg::new(Direction::Ingress, limits::Direction::ClientToBroker),
-            down: Leg::new(Direction::Egress, limits::Direction::BrokerToClient),
+            up: Leg::new(Direction::Ingress),
+            down: Leg::new(Direction::Egress),
             heartbeat,
             close_sent_to_client: Cell::new(false),
             shaper: None,
@@ -270,11 +275,11 @@ where
             return Some(limit);
         };
         loop {
-            if !shaper.is_shaped(leg.direction) {
+            if !shaper.is_shaped(leg.budget()) {
                 return Some(limit);
             }
             let now = Stamp::from_instant(Instant::now());
-            match shaper.allowance(leg.direction, now, limit) {
+            match shaper.allowance(leg.budget(), now, limit) {
                 Allowance::Read(n) => return Some(n),
                 Allowance::Wait(wait) => {
                     let changed =
@@ -293,10 +298,10 @@ where
         let Some(shaper) = &self.shaper else {
             return;
         };
-        if !shaper.is_metered(leg.direction) {
+        if !shaper.is_metered(leg.budget()) {
             return;
         }
-        if let Some(alarm) = shaper.charge(leg.direction, Stamp::from_instant(read_at), n) {
+        if let Some(alarm) = shaper.charge(leg.budget(), Stamp::from_instant(read_at), n) {
             log::info!("{alarm}");
         }
     }
@@ -312,14 +317,14 @@ where
             return Ok(());
         }
         scanner
-            .scan(bytes, |ev| self.session.ingress.on_frame(&ev))
+            .scan(bytes, |ev| self.stats(&self.up).on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         self.broker
             .handle()
             .write_all(bytes)
             .await
             .map_err(DirectionEnd::WriteError)?;
-        self.session.ingress.on_chunk(bytes.len(), Instant::now());
+        self.stats(&self.up).on_chunk(bytes.len(), Instant::now());
         self.up.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }
@@ -407,8 +412,9 @@ where
             Some(Ok(read)) => read,
             Some(Err(e)) => return Err(DirectionEnd::ReadError(e)),
         };
+        let stats = self.stats(leg);
         scanner
-            .scan(&buf[..n], |ev| self.stats(leg).on_frame(&ev))
+            .scan(&buf[..n], |ev| stats.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         leg.at_boundary.set(false);
         // One clock reading serves as the read's time and the write's start.
@@ -428,9 +434,8 @@ where
                 .await
                 .map_err(DirectionEnd::WriteError)?;
         }
-        self.stats(leg)
-            .record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
-        self.stats(leg).on_chunk(n, read_at);
+        stats.record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
+        stats.on_chunk(n, read_at);
         leg.at_boundary.set(scanner.at_frame_boundary());
         Ok(())
     }

@@ -267,13 +267,27 @@ impl Reactor {
         stype: SourceType,
         stats_collection: Option<StatsCollection>,
     ) -> Source {
-        sys::Source::new(
-            self.io_scheduler.requirements(),
-            raw,
-            stype,
-            stats_collection,
-            Some(crate::executor().current_task_queue()),
-        )
+        self.source_from(None, raw, stype, stats_collection)
+    }
+
+    /// amqpprox patch: `spare` (a source whose completion was seen) made
+    /// over for this request, or a new source without one.
+    fn source_from(
+        &self,
+        spare: Option<Source>,
+        raw: RawFd,
+        stype: SourceType,
+        stats_collection: Option<StatsCollection>,
+    ) -> Source {
+        let ioreq = self.io_scheduler.requirements();
+        let task_queue = Some(crate::executor().current_task_queue());
+        match spare {
+            Some(source) => {
+                source.reuse(ioreq, raw, stype, stats_collection, task_queue);
+                source
+            }
+            None => sys::Source::new(ioreq, raw, stype, stats_collection, task_queue),
+        }
     }
 
     pub(crate) fn inform_io_requirements(&self, req: IoRequirements) {
@@ -491,38 +505,23 @@ impl Reactor {
         source
     }
 
-    /// amqpprox patch: a send that goes to the kernel with the ring's next
-    /// submission (the turn's other requests), not rushed on its own. With
-    /// `MSG_WAITALL` the ring keeps sending until all of `buf` is out (or
-    /// an error); `MSG_NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
-    /// amqpprox patch: queues a send of `bytes` (copied) on the main ring.
-    /// The source and its buffer are the ones a completed send handed
-    /// back last (`give_send_source`), if any: likely still in the cache,
-    /// where a new source and buffer are two allocations and first touches.
+    /// amqpprox patch: a send of `bytes` (copied) that goes to the kernel
+    /// with the ring's next submission (the turn's other requests), not
+    /// rushed on its own. With `MSG_WAITALL` the ring keeps sending until
+    /// all of it is out (or an error); `MSG_NOSIGNAL`: a closed peer is an
+    /// `EPIPE`, not a signal. The source and its buffer are the ones a
+    /// completed send handed back last (`give_send_source`), if any: likely
+    /// still in the cache, where a new source and buffer are two
+    /// allocations and first touches.
     pub(crate) fn queue_send(&self, fd: RawFd, bytes: &[u8]) -> Source {
         let spare = self.send_sources.borrow_mut().pop();
-        let source = match spare {
-            Some(source) => {
-                let mut buf = match source.extract_source_type_in_place() {
-                    SourceType::SockSendBytes(buf) => buf,
-                    _ => Vec::new(),
-                };
-                buf.clear();
-                buf.extend_from_slice(bytes);
-                source.reuse(
-                    self.io_scheduler.requirements(),
-                    fd,
-                    SourceType::SockSendBytes(buf),
-                    Some(crate::executor().current_task_queue()),
-                );
-                source
-            }
-            None => {
-                let mut buf = Vec::with_capacity(SEND_BUFFER_MIN.max(bytes.len()));
-                buf.extend_from_slice(bytes);
-                self.new_source(fd, SourceType::SockSendBytes(buf), None)
-            }
+        let mut buf = match spare.as_ref().map(Source::extract_source_type_in_place) {
+            Some(SourceType::SockSendBytes(buf)) => buf,
+            _ => Vec::with_capacity(SEND_BUFFER_MIN.max(bytes.len())),
         };
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        let source = self.source_from(spare, fd, SourceType::SockSendBytes(buf), None);
         self.sys
             .send(&source, MsgFlags::MSG_WAITALL | MsgFlags::MSG_NOSIGNAL);
         source

@@ -54,8 +54,8 @@ pub(crate) enum SourceType {
     // (`TcpStream::send_behind`), not from the registered-buffer arena:
     // small handshake messages, where the arena's 4 KiB blocks (and its
     // fallback to a page-aligned allocation when they run out) cost more
-    // than the copy. A `Vec` so that the stream can take it back once the
-    // send is complete and copy its next message into the same memory.
+    // than the copy. A `Vec` so that, once the send is complete, the same
+    // memory carries the next message (`Reactor::queue_send`).
     SockSendBytes(Vec<u8>),
     SockRecv(Option<DmaBuffer>),
     // amqpprox patch: the message headers, addresses and the connect and
@@ -155,6 +155,27 @@ pub(crate) struct InnerSource {
 const _: () = assert!(std::mem::size_of::<SourceType>() <= 64);
 
 impl InnerSource {
+    /// A source for a request not queued yet, with no result.
+    #[inline(always)]
+    fn fresh(
+        io_requirements: IoRequirements,
+        raw: RawFd,
+        source_type: SourceType,
+        stats_collection: Option<StatsCollection>,
+        task_queue: Option<TaskQueueHandle>,
+    ) -> InnerSource {
+        InnerSource {
+            raw,
+            wakers: Wakers::new(),
+            source_type,
+            io_requirements,
+            enqueued: None,
+            timeout: None,
+            stats_collection,
+            task_queue,
+        }
+    }
+
     /// amqpprox patch: whether anyone reads this source's queued, submitted
     /// and fulfilled times (its `latency` statistics function). Only then
     /// is the clock read for them: sockets collect none, and the three
@@ -199,16 +220,13 @@ impl Source {
         let mut cell = Rc::<RefCell<InnerSource>>::new_uninit();
         Rc::get_mut(&mut cell)
             .expect("a new Rc has one owner")
-            .write(RefCell::new(InnerSource {
+            .write(RefCell::new(InnerSource::fresh(
+                ioreq,
                 raw,
-                wakers: Wakers::new(),
                 source_type,
-                io_requirements: ioreq,
-                enqueued: None,
-                timeout: None,
                 stats_collection,
                 task_queue,
-            }));
+            )));
         // SAFETY: initialised just above; an `Rc`'s contents never move,
         // which is what `Pin` promises.
         Source {
@@ -216,26 +234,21 @@ impl Source {
         }
     }
 
-    /// amqpprox patch: a source whose completion was seen, made ready to be
-    /// queued again for `raw` with `source_type`: its result and
-    /// bookkeeping cleared as `new` would have them. The caller guarantees
-    /// the completion was seen (the source is in no ring and no source
-    /// map); `Reactor::give_send_source` keeps only such sources.
+    /// amqpprox patch: a source whose completion was seen, made over for a
+    /// new request exactly as `new` makes one. The caller guarantees the
+    /// completion was seen (the source is in no ring and no source map);
+    /// `Reactor::give_send_source` keeps only such sources.
     pub(crate) fn reuse(
         &self,
         ioreq: IoRequirements,
         raw: RawFd,
         source_type: SourceType,
+        stats_collection: Option<StatsCollection>,
         task_queue: Option<TaskQueueHandle>,
     ) {
         let mut inner = self.inner.borrow_mut();
         debug_assert!(inner.enqueued.is_none() && inner.wakers.result.is_some());
-        inner.raw = raw;
-        inner.wakers = Wakers::new();
-        inner.source_type = source_type;
-        inner.io_requirements = ioreq;
-        inner.timeout = None;
-        inner.task_queue = task_queue;
+        *inner = InnerSource::fresh(ioreq, raw, source_type, stats_collection, task_queue);
     }
 
     pub(crate) fn set_timeout(&self, d: Duration) -> Option<Duration> {
