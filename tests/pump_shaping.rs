@@ -85,13 +85,16 @@ where
             let up = glommio::spawn_local({
                 let pump = Rc::clone(&pump);
                 async move {
-                    pump.ingress(FrameScanner::new(PASS_THROUGH_MAX_FRAME))
-                        .await
+                    let mut scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+                    pump.ingress(&mut scanner).await
                 }
             });
             let down = glommio::spawn_local({
                 let pump = Rc::clone(&pump);
-                async move { pump.egress(FrameScanner::new(PASS_THROUGH_MAX_FRAME)).await }
+                async move {
+                    let mut scanner = FrameScanner::new(PASS_THROUGH_MAX_FRAME);
+                    pump.egress(&mut scanner).await
+                }
             });
             test(client, broker, limits, Rc::clone(&session)).await;
             // The pump's tasks end with the executor.

@@ -13,7 +13,7 @@ use super::establish::{
     handshake_timed_out, refuse, replay, ClientGone, Established, Reason, Refusal, HANDSHAKE_READ,
 };
 use super::transparent::Fallback;
-use super::{Disconnect, HandshakeKind, Phase, SessionInfo, ShardContext};
+use super::{Disconnect, HandshakeKind, SessionInfo, ShardContext};
 use crate::codec::{decode_frame, method_id, method_ids, CONNECTION_CLASS, FRAME_METHOD};
 use crate::handshake::{
     check_protocol_header, ClientHandshake, ClientHandshakeError, ClientHello, ClientProgress,
@@ -29,26 +29,51 @@ use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Runs a session from accept to close.
-pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, kind: ListenerKind) {
+/// Runs a session from accept to close, in two phases with a box each: the
+/// accept and the handshakes (a few KiB, freed the moment the session is
+/// established) and the established session (the pump's state), so that a
+/// session that idles for days holds only the second. The future returned
+/// is a few words: the two boxes and where it is.
+pub fn run(
+    shard: Rc<ShardContext>,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+) -> impl std::future::Future<Output = ()> {
+    let starting = super::boxed_in_place(|| start(shard, client, listen_port, kind));
+    async move {
+        if let Some(mut established) = starting.await {
+            established.as_mut().await;
+        }
+    }
+}
+
+/// The established phase's state, boxed where it is made.
+type EstablishedPhase = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// From accept to `OpenOk`: `Some` with the established phase to run, or
+/// `None` when the session ended before (refused, or the client left), in
+/// which case it is already closed and counted.
+async fn start(
+    shard: Rc<ShardContext>,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+) -> Option<EstablishedPhase> {
     // An ingress PROXY header and TLS, when the listener asks for them,
     // come before the session exists (they log their own refusals).
-    let Some(accepted) = crate::tls::ingress::accept(
+    let crate::tls::ingress::Accepted {
+        stream: mut client,
+        remote,
+        local,
+    } = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
         listen_port,
         kind,
     )
-    .await
-    else {
-        return;
-    };
-    let crate::tls::ingress::Accepted {
-        stream: client,
-        remote,
-        local,
-    } = accepted;
+    .await?;
     let info = Rc::new(SessionInfo::new(
         shard.shared.next_session_id(),
         remote,
@@ -66,12 +91,9 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
         "Accepted connection from {remote} on port {listen_port}"
     );
 
-    let mut client = client;
     // An operator's forced disconnect ends the session in any phase.
-    // Boxed: the handshake's state is large and short-lived; inline it
-    // would size every idle session's task for it.
     let establishing = futures_lite::future::or(
-        super::boxed_in_place(|| establish(&shard, &info, &mut client, listen_port)),
+        establish(&shard, &info, &mut client, listen_port),
         forced(&info),
     );
     match establishing.await {
@@ -81,7 +103,9 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
             // Routed by the configuration before a change that concerns its
             // backend (a drain while it was connecting): moved at once.
             shard.move_if_misplaced(&info);
-            super::passthrough::run(&shard, &info, client, established).await
+            return Some(super::boxed_in_place(|| {
+                super::passthrough::run(shard, info, client, established)
+            }));
         }
         Err(Refusal::Reply {
             bytes,
@@ -121,12 +145,8 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
             net::shutdown(client.tcp());
         }
     }
-    info.phase.set(Phase::Closed);
-    // Its place in the vhost's concurrent count ends with it.
-    info.admission.slot.borrow_mut().take();
-    shard.sessions.borrow_mut().remove(&info.id);
-    // Counted now, in the interval it ended in: it has left the table.
-    shard.session_ended(&info);
+    super::finish(&shard, &info);
+    None
 }
 
 /// How long a refused client may take to acknowledge our `Connection.Close`.

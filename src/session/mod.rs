@@ -279,6 +279,16 @@ impl SessionInfo {
     }
 }
 
+/// The last step of every session, whichever phase it ended in.
+fn finish(shard: &ShardContext, info: &SessionInfo) {
+    info.phase.set(Phase::Closed);
+    // Its place in the vhost's concurrent count ends with it.
+    info.admission.slot.borrow_mut().take();
+    shard.sessions.borrow_mut().remove(&info.id);
+    // Counted now, in the interval it ended in: it has left the table.
+    shard.session_ended(info);
+}
+
 /// A future boxed where it is built: the allocation comes first and the
 /// future's initial state is written into it. `Box::pin(f())` builds the
 /// future on the stack and then copies all of it, a session's few KiB of

@@ -9,7 +9,8 @@
 use super::control::Ending;
 use super::establish::Established;
 use super::pump::{
-    read_pooled, DirectionEnd, Pump, SharedStream, StreamRef, PASS_THROUGH_MAX_FRAME,
+    abrupt_ending, first_end, read_pooled, DirectionEnd, Pump, SharedStream, StreamRef,
+    PASS_THROUGH_MAX_FRAME,
 };
 use super::ShardContext;
 use super::{Direction, Disconnect, Phase, SessionInfo};
@@ -21,38 +22,25 @@ use log::Level;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 /// How long a graceful close waits for the broker's `CloseOk` once the
 /// client has answered.
 const GRACEFUL_BROKER_WAIT: Duration = Duration::from_secs(5);
 
-/// What ended the pump first.
-enum First {
-    Up(DirectionEnd),
-    Down(DirectionEnd),
-    Operator(Ending),
-}
+type First = super::pump::First<DirectionEnd>;
 
-/// Resolves when the operator asks for a forced or backend end (a graceful
-/// end is run by the pump itself).
-async fn abrupt_ending(info: &SessionInfo) -> Ending {
-    loop {
-        let generation = info.control.generation();
-        match info.control.ending() {
-            Some(how @ (Ending::Force | Ending::BackendDisconnect)) => return how,
-            _ => info.control.changed_since(generation).await,
-        }
-    }
-}
-
-pub(super) async fn run(
-    shard: &Rc<ShardContext>,
-    info: &Rc<SessionInfo>,
+/// Builds the established phase of a session: what it needs is set up
+/// here, before the future exists, so that the future holds the pump and
+/// its scanners and none of what they were made from (the handshake's
+/// result and the client's socket would otherwise keep their room in it
+/// for the session's whole life). Ends the session when it ends.
+pub(super) fn run(
+    shard: Rc<ShardContext>,
+    info: Rc<SessionInfo>,
     client: Stream,
     established: Established,
-) {
+) -> impl Future<Output = ()> {
     let Established {
         broker,
         pipelined,
@@ -65,7 +53,7 @@ pub(super) async fn run(
         SharedStream::new(client),
         SharedStream::new(broker),
         Rc::clone(&shard.pool),
-        Rc::clone(info),
+        Rc::clone(&info),
         heartbeat,
     )
     .with_shaper(info.admission.data_shaper());
@@ -80,68 +68,64 @@ pub(super) async fn run(
     // The handshake's buffers go now, not at the end of a session that may
     // idle for days.
     drop(sent_to_client);
-
-    let held = pump.forward_held(&pipelined, &mut ingress_scanner).await;
-    drop(pipelined);
-    let first = match held {
-        Err(e) => First::Up(e),
-        Ok(()) => {
-            let mut up = pin!(pump.ingress(ingress_scanner));
-            let mut down = pin!(pump.egress(egress_scanner));
-            let mut operator = pin!(abrupt_ending(info));
-            let first = futures_lite::future::poll_fn(|cx| {
-                if let Poll::Ready(how) = operator.as_mut().poll(cx) {
-                    return Poll::Ready(First::Operator(how));
+    // One async block, not a call of an async function with these as its
+    // arguments: those would be stored twice, in the block and again in
+    // the function's state, for the session's whole life.
+    async move {
+        let (shard, info, pump) = (&shard, &*info, &pump);
+        let held = pump.forward_held(&pipelined, &mut ingress_scanner).await;
+        drop(pipelined);
+        let first = match held {
+            Err(e) => First::Up(e),
+            Ok(()) => {
+                let mut up = pin!(pump.ingress(&mut ingress_scanner));
+                let mut down = pin!(pump.egress(&mut egress_scanner));
+                let mut operator = pin!(abrupt_ending(info));
+                let first = first_end(operator.as_mut(), up.as_mut(), down.as_mut()).await;
+                // The client answered a graceful close: let the broker
+                // acknowledge ours before closing both.
+                if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
+                    let _ = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut()).await;
                 }
-                if let Poll::Ready(end) = up.as_mut().poll(cx) {
-                    return Poll::Ready(First::Up(end));
-                }
-                if let Poll::Ready(end) = down.as_mut().poll(cx) {
-                    return Poll::Ready(First::Down(end));
-                }
-                Poll::Pending
-            })
-            .await;
-            // The client answered a graceful close: let the broker
-            // acknowledge ours before closing both.
-            if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
-                let _ = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut()).await;
+                first
             }
-            first
+        };
+
+        let cause = match &first {
+            First::Operator(Ending::Force) => Disconnect::Proxy,
+            First::Operator(_) => Disconnect::Proxy,
+            First::Up(DirectionEnd::CloseSentToBroker { .. })
+            | First::Down(DirectionEnd::BrokerClosed) => Disconnect::Graceful,
+            First::Up(end) => classify(info, Direction::Ingress, end),
+            First::Down(end) => classify(info, Direction::Egress, end),
+        };
+        info.disconnect.set(cause);
+        let level = match (&first, cause) {
+            (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
+            (First::Up(DirectionEnd::Eof) | First::Down(DirectionEnd::Eof), _) => Level::Info,
+            _ => Level::Warn,
+        };
+        session_log!(
+            level,
+            info,
+            "Session ended ({cause:?}): {}",
+            EndedBy(&first)
+        );
+
+        // The broker side always closes now.
+        pump.broker.with(|s| net::shutdown(s.tcp()));
+        if let First::Operator(Ending::BackendDisconnect) = first {
+            // The client stays open: bytes the egress side queued for the
+            // session's end must not wait for a shutdown that is not coming.
+            pump.client.with(|s| net::push_queued(s.tcp()));
+            info.phase.set(Phase::BrokerDisconnected);
+            // Boxed: rare, and inline its state would size every
+            // session's for it.
+            Box::pin(hold_client(shard, info, pump.client.handle())).await;
         }
-    };
-
-    let cause = match &first {
-        First::Operator(Ending::Force) => Disconnect::Proxy,
-        First::Operator(_) => Disconnect::Proxy,
-        First::Up(DirectionEnd::CloseSentToBroker { .. })
-        | First::Down(DirectionEnd::BrokerClosed) => Disconnect::Graceful,
-        First::Up(end) => classify(info, Direction::Ingress, end),
-        First::Down(end) => classify(info, Direction::Egress, end),
-    };
-    info.disconnect.set(cause);
-    let level = match (&first, cause) {
-        (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
-        (First::Up(DirectionEnd::Eof) | First::Down(DirectionEnd::Eof), _) => Level::Info,
-        _ => Level::Warn,
-    };
-    session_log!(
-        level,
-        info,
-        "Session ended ({cause:?}): {}",
-        EndedBy(&first)
-    );
-
-    // The broker side always closes now.
-    pump.broker.with(|s| net::shutdown(s.tcp()));
-    if let First::Operator(Ending::BackendDisconnect) = first {
-        // The client stays open: bytes the egress side queued for the
-        // session's end must not wait for a shutdown that is not coming.
-        pump.client.with(|s| net::push_queued(s.tcp()));
-        info.phase.set(Phase::BrokerDisconnected);
-        hold_client(shard, info, pump.client.handle()).await;
+        pump.client.with(|s| net::shutdown(s.tcp()));
+        super::finish(shard, info);
     }
-    pump.client.with(|s| net::shutdown(s.tcp()));
 }
 
 /// Which side or action ended the session, for its last log line:

@@ -28,6 +28,7 @@ use crate::limits::{self, Allowance, DataShaper, Stamp};
 use crate::stream::SessionEnd;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -37,6 +38,50 @@ use std::time::{Duration, Instant};
 /// The largest frame accepted in pass-through, header and end octet
 /// included: the original's safety net, above the 131072 offered in Tune.
 pub const PASS_THROUGH_MAX_FRAME: u32 = 150_000;
+
+/// What ended an established session first: one of its two directions
+/// (each ending with an `E`), or the operator.
+pub enum First<E> {
+    Up(E),
+    Down(E),
+    Operator(Ending),
+}
+
+/// Resolves when the operator asks for a forced or backend end (a graceful
+/// end is run by the pumps themselves).
+pub async fn abrupt_ending(info: &SessionInfo) -> Ending {
+    loop {
+        let generation = info.control.generation();
+        match info.control.ending() {
+            Some(how @ (Ending::Force | Ending::BackendDisconnect)) => return how,
+            _ => info.control.changed_since(generation).await,
+        }
+    }
+}
+
+/// Runs a session's two directions and the operator's watch until one of
+/// them ends. Polled in that order, the operator first, which decides what
+/// is named when several end in the same wake-up. All three stay the
+/// caller's, which may let a direction finish afterwards; the future this
+/// returns holds only the three references.
+pub fn first_end<'a, E>(
+    mut operator: Pin<&'a mut impl Future<Output = Ending>>,
+    mut up: Pin<&'a mut impl Future<Output = E>>,
+    mut down: Pin<&'a mut impl Future<Output = E>>,
+) -> impl Future<Output = First<E>> + 'a {
+    futures_lite::future::poll_fn(move |cx| {
+        if let Poll::Ready(how) = operator.as_mut().poll(cx) {
+            return Poll::Ready(First::Operator(how));
+        }
+        if let Poll::Ready(end) = up.as_mut().poll(cx) {
+            return Poll::Ready(First::Up(end));
+        }
+        if let Poll::Ready(end) = down.as_mut().poll(cx) {
+            return Poll::Ready(First::Down(end));
+        }
+        Poll::Pending
+    })
+}
 
 /// One socket shared by the two directions of a session: each poll borrows
 /// it for the duration of the call only, on one thread, so the reading and
@@ -348,8 +393,10 @@ where
     }
 
     /// Client → broker. (The rare paths, closing and pausing, are boxed so
-    /// that they do not size the future every established session holds.)
-    pub async fn ingress(&self, mut scanner: FrameScanner) -> DirectionEnd {
+    /// that they do not size the future every established session holds;
+    /// the scanner is the caller's, so that it is not held twice, as the
+    /// future's argument and again as its local.)
+    pub async fn ingress(&self, scanner: &mut FrameScanner) -> DirectionEnd {
         let mut client = self.client.handle();
         let mut broker = self.broker.handle();
         loop {
@@ -370,12 +417,12 @@ where
                     None => {}
                 }
             }
-            let limit = read_limit(&scanner, ending.is_some() || self.control().paused());
+            let limit = read_limit(scanner, ending.is_some() || self.control().paused());
             if let Err(end) = self
                 .step(
                     &mut client,
                     &mut broker,
-                    &mut scanner,
+                    scanner,
                     &self.up,
                     limit,
                     generation,
@@ -462,7 +509,7 @@ where
 
     /// Graceful end, client side: discard the client's frames until it
     /// answers our Close (or leaves), then close toward the broker.
-    async fn ingress_closing(&self, mut scanner: FrameScanner) -> DirectionEnd {
+    async fn ingress_closing(&self, scanner: &mut FrameScanner) -> DirectionEnd {
         let mut client = self.client.handle();
         let client_answered = loop {
             let (buf, n) = match read_pooled(&mut client, &self.pool, usize::MAX).await {
@@ -500,8 +547,8 @@ where
         DirectionEnd::CloseSentToBroker { client_answered }
     }
 
-    /// Broker → client.
-    pub async fn egress(&self, mut scanner: FrameScanner) -> DirectionEnd {
+    /// Broker → client (the scanner is the caller's, as in `ingress`).
+    pub async fn egress(&self, scanner: &mut FrameScanner) -> DirectionEnd {
         let mut broker = self.broker.handle();
         let mut client = self.client.handle();
         loop {
@@ -516,12 +563,12 @@ where
                     None => {}
                 }
             }
-            let limit = read_limit(&scanner, ending.is_some());
+            let limit = read_limit(scanner, ending.is_some());
             if let Err(end) = self
                 .step(
                     &mut broker,
                     &mut client,
-                    &mut scanner,
+                    scanner,
                     &self.down,
                     limit,
                     generation,
@@ -536,7 +583,7 @@ where
     /// Graceful end, broker side: tell the client (200 OK, or 320 when the
     /// proxy drains or moves the session off its broker), then discard the
     /// broker's frames until it acknowledges our Close (or closes itself).
-    async fn egress_closing(&self, mut scanner: FrameScanner, how: Ending) -> DirectionEnd {
+    async fn egress_closing(&self, scanner: &mut FrameScanner, how: Ending) -> DirectionEnd {
         let mut client = self.client.handle();
         let (code, text) = how.client_close();
         if let Err(e) = client.write_all(&close_frame(code, text)).await {

@@ -433,23 +433,25 @@ impl Shard {
                                     let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
-                                    // Boxed where it is made, in place: the
-                                    // session's state (a few KiB) is never
-                                    // copied, neither at any step of spawning a
-                                    // task that holds it nor into the box, and a
-                                    // Stream session's state does not size every
-                                    // AMQP session's task.
-                                    let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
-                                        if kind.stream {
-                                            session::boxed_in_place(|| session::stream::run(context, incoming, port, kind))
-                                        } else {
-                                            session::boxed_in_place(|| session::run(context, incoming, port, kind))
-                                        };
-                                    glommio::spawn_local(async move {
-                                        session.await;
-                                        connections.set(connections.get() - 1);
-                                    })
-                                    .detach();
+                                    // An AMQP session's task holds a few words
+                                    // (its phases box their own state); a
+                                    // Stream session's state is boxed where it
+                                    // is made, so it is never copied, neither at
+                                    // any step of spawning a task nor into the
+                                    // box.
+                                    if kind.stream {
+                                        spawn_session(
+                                            session::boxed_in_place(|| {
+                                                session::stream::run(context, incoming, port, kind)
+                                            }),
+                                            connections,
+                                        );
+                                    } else {
+                                        spawn_session(
+                                            session::run(context, incoming, port, kind),
+                                            connections,
+                                        );
+                                    }
                                     gate.disarm();
                                 }
                                 Err(e) => {
@@ -602,6 +604,19 @@ pub enum ShardEvent {
         index: usize,
         panicked: bool,
     },
+}
+
+/// Runs one session as a task of its own, counted among the shard's
+/// connections until it ends.
+fn spawn_session(
+    session: impl std::future::Future<Output = ()> + 'static,
+    connections: Rc<Cell<usize>>,
+) {
+    glommio::spawn_local(async move {
+        session.await;
+        connections.set(connections.get() - 1);
+    })
+    .detach();
 }
 
 /// The CPUs this process may run on, for pinning shards.

@@ -17,7 +17,7 @@
 
 use super::super::control::{Ending, SessionControl};
 use super::super::pool::BufferPool;
-use super::super::pump::{read_pooled, SharedStream};
+use super::super::pump::{abrupt_ending, first_end, read_pooled, SharedStream};
 use super::super::{Direction, DirectionStats, Disconnect, Phase, SessionInfo, ShardContext};
 use super::Established;
 use crate::net;
@@ -29,11 +29,9 @@ use crate::streamproto::{
 };
 use futures_lite::AsyncWriteExt;
 use log::Level;
-use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How long a graceful close waits for the other direction to reach a
@@ -63,12 +61,7 @@ enum End {
     Stopped,
 }
 
-/// What ended the session first.
-enum First {
-    Up(End),
-    Down(End),
-    Operator(Ending),
-}
+type First = super::super::pump::First<End>;
 
 /// Both sides and what the directions share.
 struct Pump<'a> {
@@ -125,19 +118,7 @@ pub(super) async fn run(
             let mut up = pin!(pump.ingress(&mut scanner));
             let mut down = pin!(pump.egress(&mut filter, &map));
             let mut operator = pin!(abrupt_ending(info));
-            let first = futures_lite::future::poll_fn(|cx| {
-                if let Poll::Ready(how) = operator.as_mut().poll(cx) {
-                    return Poll::Ready(First::Operator(how));
-                }
-                if let Poll::Ready(end) = up.as_mut().poll(cx) {
-                    return Poll::Ready(First::Up(end));
-                }
-                if let Poll::Ready(end) = down.as_mut().poll(cx) {
-                    return Poll::Ready(First::Down(end));
-                }
-                Poll::Pending
-            })
-            .await;
+            let first = first_end(operator.as_mut(), up.as_mut(), down.as_mut()).await;
             // A graceful end: the other direction finishes its frame too,
             // then each side is told.
             let other_done = match &first {
@@ -201,17 +182,6 @@ pub(super) async fn run(
     }
     pump.broker.with(|s| net::shutdown(s.tcp()));
     pump.client.with(|s| net::shutdown(s.tcp()));
-}
-
-/// Resolves when the operator asks for a forced or backend end.
-async fn abrupt_ending(info: &SessionInfo) -> Ending {
-    loop {
-        let generation = info.control.generation();
-        match info.control.ending() {
-            Some(how @ (Ending::Force | Ending::BackendDisconnect)) => return how,
-            _ => info.control.changed_since(generation).await,
-        }
-    }
 }
 
 /// A Close request from the side that started it makes the end graceful
