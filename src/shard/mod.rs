@@ -433,17 +433,12 @@ impl Shard {
                                     let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));
-                                    // An AMQP session's task holds a few words
-                                    // (its phases box their own state); a
-                                    // Stream session's state is boxed where it
-                                    // is made, so it is never copied, neither at
-                                    // any step of spawning a task nor into the
-                                    // box.
+                                    // A session's task holds a few words: its
+                                    // phases box their own state, each where it
+                                    // is made, so none of it is ever copied.
                                     if kind.stream {
                                         spawn_session(
-                                            session::boxed_in_place(|| {
-                                                session::stream::run(context, incoming, port, kind)
-                                            }),
+                                            session::stream::run(context, incoming, port, kind),
                                             connections,
                                         );
                                     } else {

@@ -129,24 +129,44 @@ pub struct Established {
     pub map: AddressMap,
 }
 
-/// Runs a stream session from accept to close.
-pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, kind: ListenerKind) {
-    let Some(accepted) = crate::tls::ingress::accept(
+/// Runs a stream session from accept to close, in two phases with a box
+/// each, as an AMQP session (`session::run`): an idle session holds only
+/// the established phase's state.
+pub fn run(
+    shard: Rc<ShardContext>,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+) -> impl std::future::Future<Output = ()> {
+    let starting = super::boxed_in_place(|| start(shard, client, listen_port, kind));
+    async move {
+        if let Some(mut established) = starting.await {
+            established.as_mut().await;
+        }
+    }
+}
+
+/// From accept to the broker's Open response: `Some` with the established
+/// phase to run, or `None` when the session ended before (and is already
+/// closed and counted).
+async fn start(
+    shard: Rc<ShardContext>,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+    let crate::tls::ingress::Accepted {
+        stream: mut client,
+        remote,
+        local,
+    } = crate::tls::ingress::accept(
         &shard.shared.tls,
         shard.shared.handshake_timeout,
         client,
         listen_port,
         kind,
     )
-    .await
-    else {
-        return;
-    };
-    let crate::tls::ingress::Accepted {
-        stream: mut client,
-        remote,
-        local,
-    } = accepted;
+    .await?;
     let info = Rc::new(SessionInfo::new(
         shard.shared.next_session_id(),
         remote,
@@ -163,10 +183,10 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
         "Accepted stream connection from {remote} on port {listen_port}"
     );
 
-    // Boxed: the handshake state is short-lived and large next to an idle
-    // session's.
+    // Inline: this phase's whole state is boxed apart and freed once the
+    // session is established.
     let establishing = futures_lite::future::or(
-        Box::pin(establish(&shard, &info, &mut client, listen_port)),
+        establish(&shard, &info, &mut client, listen_port),
         forced(&info),
     );
     match establishing.await {
@@ -174,7 +194,9 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
             // A routing change made while it connected may already have
             // moved its backend out of its route.
             shard.move_if_misplaced(&info);
-            pump::run(&shard, &info, client, established).await
+            return Some(super::boxed_in_place(|| {
+                pump::run(shard, info, client, established)
+            }));
         }
         Err(StreamRefusal::Reply {
             bytes,
@@ -203,9 +225,8 @@ pub async fn run(shard: Rc<ShardContext>, client: Incoming, listen_port: u16, ki
             net::shutdown(client.tcp());
         }
     }
-    info.phase.set(Phase::Closed);
-    shard.sessions.borrow_mut().remove(&info.id);
-    shard.session_ended(&info);
+    super::finish(&shard, &info);
+    None
 }
 
 /// Ends a connection whose last frame was just written, without a reset:

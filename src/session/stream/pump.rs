@@ -29,6 +29,7 @@ use crate::streamproto::{
 };
 use futures_lite::AsyncWriteExt;
 use log::Level;
+use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
@@ -65,8 +66,8 @@ type First = super::super::pump::First<End>;
 
 /// Both sides and what the directions share.
 struct Pump<'a> {
-    client: SharedStream<Stream>,
-    broker: SharedStream<Stream>,
+    client: &'a SharedStream<Stream>,
+    broker: &'a SharedStream<Stream>,
     pool: &'a Rc<BufferPool>,
     control: &'a SessionControl,
     info: &'a SessionInfo,
@@ -74,12 +75,17 @@ struct Pump<'a> {
     heartbeat: u32,
 }
 
-pub(super) async fn run(
-    shard: &Rc<ShardContext>,
-    info: &Rc<SessionInfo>,
+/// Builds the established phase of a Stream session, set up before its
+/// future exists so that the future holds the two sockets, the scanners
+/// and the held bytes once, and none of what they were made from, for the
+/// session's whole life (as the AMQP one, `session::passthrough::run`).
+/// Ends the session when it ends.
+pub(super) fn run(
+    shard: Rc<ShardContext>,
+    info: Rc<SessionInfo>,
     client: Stream,
     established: Established,
-) {
+) -> impl Future<Output = ()> {
     let Established {
         broker,
         pipelined,
@@ -93,95 +99,101 @@ pub(super) async fn run(
     // exceed the agreed frame size (seen: 1052729 bytes with 1048576).
     // Only a Metadata response is held, under its own bound.
     let max_frame = u32::MAX;
-    let pump = Pump {
-        client: SharedStream::new(client),
-        broker: SharedStream::new(broker),
-        pool: &shard.pool,
-        control: &info.control,
-        info,
-        heartbeat: tune.heartbeat,
-    };
+    let (client, broker) = (SharedStream::new(client), SharedStream::new(broker));
     let mut scanner = StreamFrameScanner::new(max_frame);
     let mut filter = EgressFilter::new(max_frame);
+    let heartbeat = tune.heartbeat;
+    async move {
+        let pump = Pump {
+            client: &client,
+            broker: &broker,
+            pool: &shard.pool,
+            control: &info.control,
+            info: &info,
+            heartbeat,
+        };
+        let info: &SessionInfo = &info;
+        let held = async {
+            pump.forward_held(&pipelined, &mut scanner).await?;
+            pump.deliver_held(&from_broker, &mut filter, &map).await
+        }
+        .await;
+        drop((pipelined, from_broker));
 
-    let held = async {
-        pump.forward_held(&pipelined, &mut scanner).await?;
-        pump.deliver_held(&from_broker, &mut filter, &map).await
-    }
-    .await;
-    drop((pipelined, from_broker));
-
-    let first = match held {
-        Err(First::Up(e)) => First::Up(e),
-        Err(other) => other,
-        Ok(()) => {
-            let mut up = pin!(pump.ingress(&mut scanner));
-            let mut down = pin!(pump.egress(&mut filter, &map));
-            let mut operator = pin!(abrupt_ending(info));
-            let first = first_end(operator.as_mut(), up.as_mut(), down.as_mut()).await;
-            // A graceful end: the other direction finishes its frame too,
-            // then each side is told.
-            let other_done = match &first {
-                First::Up(End::AtBoundary) => {
-                    matches!(
-                        net::with_timeout(GRACEFUL_WAIT, down.as_mut()).await,
-                        Ok(End::AtBoundary)
-                    )
+        let first = match held {
+            Err(First::Up(e)) => First::Up(e),
+            Err(other) => other,
+            Ok(()) => {
+                let mut up = pin!(pump.ingress(&mut scanner));
+                let mut down = pin!(pump.egress(&mut filter, &map));
+                let mut operator = pin!(abrupt_ending(info));
+                let first = first_end(operator.as_mut(), up.as_mut(), down.as_mut()).await;
+                // A graceful end: the other direction finishes its frame too,
+                // then each side is told.
+                let other_done = match &first {
+                    First::Up(End::AtBoundary) => {
+                        matches!(
+                            net::with_timeout(GRACEFUL_WAIT, down.as_mut()).await,
+                            Ok(End::AtBoundary)
+                        )
+                    }
+                    First::Down(End::AtBoundary) => {
+                        matches!(
+                            net::with_timeout(GRACEFUL_WAIT, up.as_mut()).await,
+                            Ok(End::AtBoundary)
+                        )
+                    }
+                    _ => false,
+                };
+                if other_done {
+                    let how = info.control.ending().unwrap_or(Ending::Graceful);
+                    pump.close_both(how).await;
                 }
-                First::Down(End::AtBoundary) => {
-                    matches!(
-                        net::with_timeout(GRACEFUL_WAIT, up.as_mut()).await,
-                        Ok(End::AtBoundary)
-                    )
-                }
-                _ => false,
-            };
-            if other_done {
-                let how = info.control.ending().unwrap_or(Ending::Graceful);
-                pump.close_both(how).await;
+                first
             }
-            first
-        }
-    };
+        };
 
-    let cause = match &first {
-        First::Operator(_) | First::Up(End::AtBoundary) | First::Down(End::AtBoundary) => {
-            Disconnect::Proxy
-        }
-        First::Up(End::Stopped) | First::Down(End::Stopped) => Disconnect::Proxy,
-        First::Up(end) => classify(info, Direction::Ingress, end),
-        First::Down(end) => classify(info, Direction::Egress, end),
-    };
-    info.disconnect.set(cause);
-    let description = match &first {
-        First::Up(end) => format!("client side: {end}"),
-        First::Down(end) => format!("broker side: {end}"),
-        First::Operator(how) => format!("operator: {how:?}"),
-    };
-    let level = match (&first, cause) {
-        (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
-        (First::Up(End::Eof | End::AtBoundary) | First::Down(End::Eof | End::AtBoundary), _) => {
-            Level::Info
-        }
-        _ => Level::Warn,
-    };
-    session_log!(
-        level,
-        info,
-        "Stream session ended ({cause:?}): {description}"
-    );
-    if filter.rewrites.unmapped > 0 || filter.undecodable > 0 {
+        let cause = match &first {
+            First::Operator(_) | First::Up(End::AtBoundary) | First::Down(End::AtBoundary) => {
+                Disconnect::Proxy
+            }
+            First::Up(End::Stopped) | First::Down(End::Stopped) => Disconnect::Proxy,
+            First::Up(end) => classify(info, Direction::Ingress, end),
+            First::Down(end) => classify(info, Direction::Egress, end),
+        };
+        info.disconnect.set(cause);
+        let description = match &first {
+            First::Up(end) => format!("client side: {end}"),
+            First::Down(end) => format!("broker side: {end}"),
+            First::Operator(how) => format!("operator: {how:?}"),
+        };
+        let level = match (&first, cause) {
+            (_, Disconnect::Graceful) | (First::Operator(_), _) => Level::Info,
+            (
+                First::Up(End::Eof | End::AtBoundary) | First::Down(End::Eof | End::AtBoundary),
+                _,
+            ) => Level::Info,
+            _ => Level::Warn,
+        };
         session_log!(
-            Level::Warn,
+            level,
             info,
-            "{} Metadata responses: {} broker addresses not mapped to a proxy endpoint, {} undecodable (passed unchanged)",
-            filter.metadata_frames,
-            filter.rewrites.unmapped,
-            filter.undecodable
+            "Stream session ended ({cause:?}): {description}"
         );
+        if filter.rewrites.unmapped > 0 || filter.undecodable > 0 {
+            session_log!(
+                Level::Warn,
+                info,
+                "{} Metadata responses: {} broker addresses not mapped to a proxy endpoint, {} undecodable (passed unchanged)",
+                filter.metadata_frames,
+                filter.rewrites.unmapped,
+                filter.undecodable
+            );
+        }
+        pump.broker.with(|s| net::shutdown(s.tcp()));
+        pump.client.with(|s| net::shutdown(s.tcp()));
+        super::super::finish(&shard, info);
     }
-    pump.broker.with(|s| net::shutdown(s.tcp()));
-    pump.client.with(|s| net::shutdown(s.tcp()));
 }
 
 /// A Close request from the side that started it makes the end graceful
