@@ -29,27 +29,17 @@ use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Runs a session from accept to close, in two phases with a box each: the
-/// accept and the handshakes (a few KiB, freed the moment the session is
-/// established) and the established session (the pump's state), so that a
-/// session that idles for days holds only the second. The future returned
-/// is a few words: the two boxes and where it is.
+/// Runs an AMQP session from accept to close ([`super::in_two_phases`]).
 pub fn run(
     shard: Rc<ShardContext>,
     client: Incoming,
     listen_port: u16,
     kind: ListenerKind,
 ) -> impl std::future::Future<Output = ()> {
-    let starting = super::boxed_in_place(|| start(shard, client, listen_port, kind));
-    async move {
-        if let Some(mut established) = starting.await {
-            established.as_mut().await;
-        }
-    }
+    super::in_two_phases(super::boxed_in_place(|| {
+        start(shard, client, listen_port, kind)
+    }))
 }
-
-/// The established phase's state, boxed where it is made.
-type EstablishedPhase = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// From accept to `OpenOk`: `Some` with the established phase to run, or
 /// `None` when the session ended before (refused, or the client left), in
@@ -59,7 +49,7 @@ async fn start(
     client: Incoming,
     listen_port: u16,
     kind: ListenerKind,
-) -> Option<EstablishedPhase> {
+) -> Option<super::EstablishedPhase> {
     // An ingress PROXY header and TLS, when the listener asks for them,
     // come before the session exists (they log their own refusals).
     let crate::tls::ingress::Accepted {

@@ -279,6 +279,23 @@ impl SessionInfo {
     }
 }
 
+/// The established phase of a session, boxed where it is made.
+type EstablishedPhase = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// A session's task in two phases with a box each: the accept and the
+/// handshakes (a few KiB, freed the moment the session is established),
+/// which end with the established phase to run (`None` when the session
+/// ended before, already closed and counted), and that phase (the pump's
+/// state), so a session that idles for days holds only the second. The
+/// future returned is a few words: the two boxes and where it is.
+async fn in_two_phases(
+    starting: std::pin::Pin<Box<impl std::future::Future<Output = Option<EstablishedPhase>>>>,
+) {
+    if let Some(mut established) = starting.await {
+        established.as_mut().await;
+    }
+}
+
 /// The last step of every session, whichever phase it ended in.
 fn finish(shard: &ShardContext, info: &SessionInfo) {
     info.phase.set(Phase::Closed);

@@ -129,21 +129,17 @@ pub struct Established {
     pub map: AddressMap,
 }
 
-/// Runs a stream session from accept to close, in two phases with a box
-/// each, as an AMQP session (`session::run`): an idle session holds only
-/// the established phase's state.
+/// Runs a stream session from accept to close, in two phases as an AMQP
+/// session ([`super::in_two_phases`]).
 pub fn run(
     shard: Rc<ShardContext>,
     client: Incoming,
     listen_port: u16,
     kind: ListenerKind,
 ) -> impl std::future::Future<Output = ()> {
-    let starting = super::boxed_in_place(|| start(shard, client, listen_port, kind));
-    async move {
-        if let Some(mut established) = starting.await {
-            established.as_mut().await;
-        }
-    }
+    super::in_two_phases(super::boxed_in_place(|| {
+        start(shard, client, listen_port, kind)
+    }))
 }
 
 /// From accept to the broker's Open response: `Some` with the established
@@ -154,7 +150,7 @@ async fn start(
     client: Incoming,
     listen_port: u16,
     kind: ListenerKind,
-) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+) -> Option<super::EstablishedPhase> {
     let crate::tls::ingress::Accepted {
         stream: mut client,
         remote,
