@@ -33,10 +33,10 @@ use crate::{
     iou::sqe::SockAddrStorage,
     sys::{
         self, blocking::BlockingThreadPool, common_flags, read_flags, sysfs, DirectIo, DmaBuffer,
-        DmaSource, IoBuffer, PollableStatus, SleepNotifier, Source, SourceType, StatsCollection,
-        Statx,
+        DmaSource, IoBuffer, LatencyCollectionFn, PollableStatus, SleepNotifier, Source,
+        SourceType, StatsCollection, Statx,
     },
-    IoRequirements, IoStats, TaskQueueHandle,
+    IoRequirements, IoStats, RingIoStats, TaskQueueHandle,
 };
 use nix::poll::PollFlags;
 
@@ -205,6 +205,23 @@ const SPARE_SEND_BUFFER_MAX: usize = 2048;
 /// later carries a `Connection.Start` without growing.
 const SEND_BUFFER_MIN: usize = 1024;
 
+/// amqpprox patch: the scheduler latency statistics of file reads, one
+/// function the read sources' statistics refer to.
+fn record_latency(
+    pre_lat: std::time::Duration,
+    io_lat: std::time::Duration,
+    post_lat: std::time::Duration,
+    stats: &mut RingIoStats,
+) {
+    stats
+        .pre_reactor_io_scheduler_latency_us
+        .add(pre_lat.as_micros() as f64);
+    stats.io_latency_us.add(io_lat.as_micros() as f64);
+    stats
+        .post_reactor_io_scheduler_latency_us
+        .add(post_lat.as_micros() as f64)
+}
+
 impl Reactor {
     pub(crate) fn new(
         notifier: Arc<SleepNotifier>,
@@ -265,7 +282,7 @@ impl Reactor {
         &self,
         raw: RawFd,
         stype: SourceType,
-        stats_collection: Option<StatsCollection>,
+        stats_collection: Option<&'static StatsCollection>,
     ) -> Source {
         self.source_from(None, raw, stype, stats_collection)
     }
@@ -277,7 +294,7 @@ impl Reactor {
         spare: Option<Source>,
         raw: RawFd,
         stype: SourceType,
-        stats_collection: Option<StatsCollection>,
+        stats_collection: Option<&'static StatsCollection>,
     ) -> Source {
         let ioreq = self.io_scheduler.requirements();
         let task_queue = Some(crate::executor().current_task_queue());
@@ -385,7 +402,7 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
-        let stats = StatsCollection {
+        static STATS: StatsCollection = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
                     stats.file_writes += op_count;
@@ -399,7 +416,7 @@ impl Reactor {
         let source = self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
-            Some(stats),
+            Some(&STATS),
         );
         self.sys.write_dma(&source, pos);
         source
@@ -413,7 +430,7 @@ impl Reactor {
         off_out: u64,
         len: usize,
     ) -> impl Future<Output = Source> {
-        let stats = StatsCollection {
+        static STATS: StatsCollection = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
                     let len = *result as u64 * op_count;
@@ -431,7 +448,7 @@ impl Reactor {
         let source = self.new_source(
             fd_out,
             SourceType::CopyFileRange(fd_in, off_in, len),
-            Some(stats),
+            Some(&STATS),
         );
         let waiter = self.sys.copy_file_range(&source, off_out);
         async move {
@@ -441,7 +458,7 @@ impl Reactor {
     }
 
     pub(crate) fn write_buffered(&self, raw: RawFd, buf: Vec<u8>, pos: u64) -> Source {
-        let stats = StatsCollection {
+        static STATS: StatsCollection = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
                     stats.file_buffered_writes += op_count;
@@ -458,7 +475,7 @@ impl Reactor {
                 PollableStatus::NonPollable(DirectIo::Disabled),
                 IoBuffer::Buffered(buf),
             ),
-            Some(stats),
+            Some(&STATS),
         );
         self.sys.write_buffered(&source, pos);
         source
@@ -627,33 +644,28 @@ impl Reactor {
         pollable: PollableStatus,
         scheduler: Option<&FileScheduler>,
     ) -> ScheduledSource {
-        let stats = StatsCollection {
-            fulfilled: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_reads += op_count;
-                    stats.file_bytes_read += *result as u64 * op_count;
-                }
-            }),
-            reused: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_deduped_reads += op_count;
-                    stats.file_deduped_bytes_read += *result as u64 * op_count;
-                }
-            }),
-            latency: if self.record_io_latencies {
-                Some(|pre_lat, io_lat, post_lat, stats| {
-                    stats
-                        .pre_reactor_io_scheduler_latency_us
-                        .add(pre_lat.as_micros() as f64);
-                    stats.io_latency_us.add(io_lat.as_micros() as f64);
-                    stats
-                        .post_reactor_io_scheduler_latency_us
-                        .add(post_lat.as_micros() as f64)
-                })
-            } else {
-                None
-            },
-        };
+        // amqpprox patch: the source holds a reference to one of two
+        // statics instead of its own copy (24 bytes fewer per source).
+        const fn stats(latency: Option<LatencyCollectionFn>) -> StatsCollection {
+            StatsCollection {
+                fulfilled: Some(|result, stats, op_count| {
+                    if let Ok(result) = result {
+                        stats.file_reads += op_count;
+                        stats.file_bytes_read += *result as u64 * op_count;
+                    }
+                }),
+                reused: Some(|result, stats, op_count| {
+                    if let Ok(result) = result {
+                        stats.file_deduped_reads += op_count;
+                        stats.file_deduped_bytes_read += *result as u64 * op_count;
+                    }
+                }),
+                latency,
+            }
+        }
+        static PLAIN: StatsCollection = stats(None);
+        static TIMED: StatsCollection = stats(Some(record_latency));
+        let stats = if self.record_io_latencies { &TIMED } else { &PLAIN };
 
         let source = self.new_source(raw, SourceType::Read(pollable, None), Some(stats));
 
@@ -679,28 +691,22 @@ impl Reactor {
         size: usize,
         scheduler: Option<&FileScheduler>,
     ) -> ScheduledSource {
-        let stats = StatsCollection {
-            fulfilled: Some(|result, stats, op_count| {
-                if let Ok(result) = result {
-                    stats.file_buffered_reads += op_count;
-                    stats.file_buffered_bytes_read += *result as u64 * op_count;
-                }
-            }),
-            reused: None,
-            latency: if self.record_io_latencies {
-                Some(|pre_lat, io_lat, post_lat, stats| {
-                    stats
-                        .pre_reactor_io_scheduler_latency_us
-                        .add(pre_lat.as_micros() as f64);
-                    stats.io_latency_us.add(io_lat.as_micros() as f64);
-                    stats
-                        .post_reactor_io_scheduler_latency_us
-                        .add(post_lat.as_micros() as f64)
-                })
-            } else {
-                None
-            },
-        };
+        // amqpprox patch: as in `read_dma`.
+        const fn stats(latency: Option<LatencyCollectionFn>) -> StatsCollection {
+            StatsCollection {
+                fulfilled: Some(|result, stats, op_count| {
+                    if let Ok(result) = result {
+                        stats.file_buffered_reads += op_count;
+                        stats.file_buffered_bytes_read += *result as u64 * op_count;
+                    }
+                }),
+                reused: None,
+                latency,
+            }
+        }
+        static PLAIN: StatsCollection = stats(None);
+        static TIMED: StatsCollection = stats(Some(record_latency));
+        let stats = if self.record_io_latencies { &TIMED } else { &PLAIN };
 
         let source = self.new_source(
             raw,
@@ -810,7 +816,7 @@ impl Reactor {
         let source = self.new_source(
             raw,
             SourceType::Close,
-            Some(StatsCollection {
+            Some(&StatsCollection {
                 fulfilled: Some(|result, stats, op_count| {
                     if result.is_ok() {
                         stats.files_closed += op_count
@@ -853,7 +859,7 @@ impl Reactor {
         let source = self.new_source(
             dir,
             SourceType::Open(path),
-            Some(StatsCollection {
+            Some(&StatsCollection {
                 fulfilled: Some(|result, stats, op_count| {
                     if result.is_ok() {
                         stats.files_opened += op_count

@@ -582,12 +582,10 @@ pub(super) struct Latencies {
     pub(super) fulfilled_at: std::time::Instant,
 }
 
-/// Tasks interested in events on a source.
-#[derive(Debug)]
-pub(super) struct Wakers {
-    /// Raw result of the operation.
-    pub(super) result: Option<io::Result<usize>>,
-
+/// amqpprox patch: a source's queued, submitted and fulfilled times, for
+/// its latency statistics.
+#[derive(Debug, Default)]
+pub(super) struct Stamps {
     /// The timestamp at which the source was added to the IO queue of the
     /// reactor
     pub(super) queued_at: Option<std::time::Instant>,
@@ -597,6 +595,18 @@ pub(super) struct Wakers {
 
     /// The timestamp at which the reactor fulfilled the source
     pub(super) fulfilled_at: Option<std::time::Instant>,
+}
+
+/// Tasks interested in events on a source.
+#[derive(Debug)]
+pub(super) struct Wakers {
+    /// Raw result of the operation.
+    pub(super) result: Option<io::Result<usize>>,
+
+    /// amqpprox patch: when the source was queued, submitted and fulfilled,
+    /// in a box made for the sources that collect latency statistics only
+    /// (no socket does): inline, the three took 48 bytes of every source.
+    pub(super) stamps: Option<Box<Stamps>>,
 
     /// Tasks waiting for the next event.
     pub(super) waiters: SmallVec<[Waker; 1]>,
@@ -615,9 +625,7 @@ impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
             result: None,
-            queued_at: None,
-            submitted_at: None,
-            fulfilled_at: None,
+            stamps: None,
             waiters: Default::default(),
             fired: 0,
             poll_events: 0,
@@ -635,14 +643,23 @@ impl Wakers {
         }
     }
 
+    /// amqpprox patch: the source's stamps, made on first use.
+    pub(super) fn stamps(&mut self) -> &mut Stamps {
+        self.stamps.get_or_insert_with(Default::default)
+    }
+
     fn timestamps(&mut self) -> Option<Latencies> {
-        if self.queued_at.is_none() || self.submitted_at.is_none() || self.fulfilled_at.is_none() {
+        let stamps = self.stamps.as_mut()?;
+        if stamps.queued_at.is_none()
+            || stamps.submitted_at.is_none()
+            || stamps.fulfilled_at.is_none()
+        {
             None
         } else {
             Some(Latencies {
-                queued_at: self.queued_at.take().unwrap(),
-                submitted_at: self.submitted_at.take().unwrap(),
-                fulfilled_at: self.fulfilled_at.take().unwrap(),
+                queued_at: stamps.queued_at.take().unwrap(),
+                submitted_at: stamps.submitted_at.take().unwrap(),
+                fulfilled_at: stamps.fulfilled_at.take().unwrap(),
             })
         }
     }
