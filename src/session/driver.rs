@@ -29,22 +29,10 @@ use log::Level;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Runs an AMQP session from accept to close ([`super::in_two_phases`]).
-pub fn run(
-    shard: Rc<ShardContext>,
-    client: Incoming,
-    listen_port: u16,
-    kind: ListenerKind,
-) -> impl std::future::Future<Output = ()> {
-    super::in_two_phases(super::boxed_in_place(|| {
-        start(shard, client, listen_port, kind)
-    }))
-}
-
 /// From accept to `OpenOk`: `Some` with the established phase to run, or
 /// `None` when the session ended before (refused, or the client left), in
 /// which case it is already closed and counted.
-async fn start(
+pub(super) async fn start(
     shard: Rc<ShardContext>,
     client: Incoming,
     listen_port: u16,

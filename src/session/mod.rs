@@ -23,14 +23,15 @@ pub mod stream;
 mod transparent;
 
 pub use context::{ShardContext, Shared};
-pub use driver::run;
 
 pub use crate::stats::{Direction, SessionId};
 
 use crate::codec::FrameEvent;
 use crate::stats::DirectionTotals;
+use crate::tls::ingress::{Incoming, ListenerKind};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Counters of one direction, written only by the session's own shard.
@@ -282,17 +283,30 @@ impl SessionInfo {
 /// The established phase of a session, boxed where it is made.
 type EstablishedPhase = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
-/// A session's task in two phases with a box each: the accept and the
-/// handshakes (a few KiB, freed the moment the session is established),
-/// which end with the established phase to run (`None` when the session
-/// ended before, already closed and counted), and that phase (the pump's
-/// state), so a session that idles for days holds only the second. The
-/// future returned is a few words: the two boxes and where it is.
-async fn in_two_phases(
-    starting: std::pin::Pin<Box<impl std::future::Future<Output = Option<EstablishedPhase>>>>,
-) {
-    if let Some(mut established) = starting.await {
-        established.as_mut().await;
+/// Runs a session from accept to close, an AMQP or a Stream-protocol one
+/// as the listener says, in two phases with a box each: the accept and
+/// the handshakes (a few KiB, freed the moment the session is
+/// established), which end with the established phase to run (`None`
+/// when the session ended before, already closed and counted), and that
+/// phase (the pump's state), so a session that idles for days holds only
+/// the second. The future returned is a few words: the two boxes and
+/// where it is.
+pub fn run(
+    shard: Rc<ShardContext>,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+) -> impl std::future::Future<Output = ()> {
+    let starting: std::pin::Pin<Box<dyn std::future::Future<Output = Option<EstablishedPhase>>>> =
+        if kind.stream {
+            boxed_in_place(|| stream::start(shard, client, listen_port, kind))
+        } else {
+            boxed_in_place(|| driver::start(shard, client, listen_port, kind))
+        };
+    async move {
+        if let Some(mut established) = starting.await {
+            established.as_mut().await;
+        }
     }
 }
 

@@ -436,17 +436,12 @@ impl Shard {
                                     // A session's task holds a few words: its
                                     // phases box their own state, each where it
                                     // is made, so none of it is ever copied.
-                                    if kind.stream {
-                                        spawn_session(
-                                            session::stream::run(context, incoming, port, kind),
-                                            connections,
-                                        );
-                                    } else {
-                                        spawn_session(
-                                            session::run(context, incoming, port, kind),
-                                            connections,
-                                        );
-                                    }
+                                    let session = session::run(context, incoming, port, kind);
+                                    glommio::spawn_local(async move {
+                                        session.await;
+                                        connections.set(connections.get() - 1);
+                                    })
+                                    .detach();
                                     gate.disarm();
                                 }
                                 Err(e) => {
@@ -599,19 +594,6 @@ pub enum ShardEvent {
         index: usize,
         panicked: bool,
     },
-}
-
-/// Runs one session as a task of its own, counted among the shard's
-/// connections until it ends.
-fn spawn_session(
-    session: impl std::future::Future<Output = ()> + 'static,
-    connections: Rc<Cell<usize>>,
-) {
-    glommio::spawn_local(async move {
-        session.await;
-        connections.set(connections.get() - 1);
-    })
-    .detach();
 }
 
 /// The CPUs this process may run on, for pinning shards.

@@ -129,23 +129,10 @@ pub struct Established {
     pub map: AddressMap,
 }
 
-/// Runs a stream session from accept to close, in two phases as an AMQP
-/// session ([`super::in_two_phases`]).
-pub fn run(
-    shard: Rc<ShardContext>,
-    client: Incoming,
-    listen_port: u16,
-    kind: ListenerKind,
-) -> impl std::future::Future<Output = ()> {
-    super::in_two_phases(super::boxed_in_place(|| {
-        start(shard, client, listen_port, kind)
-    }))
-}
-
 /// From accept to the broker's Open response: `Some` with the established
 /// phase to run, or `None` when the session ended before (and is already
 /// closed and counted).
-async fn start(
+pub(super) async fn start(
     shard: Rc<ShardContext>,
     client: Incoming,
     listen_port: u16,
