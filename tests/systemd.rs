@@ -292,7 +292,8 @@ fn sighup_reapplies_the_config_file_and_a_bad_file_changes_nothing() {
     let closed = wait::wait_until(wait::deadline_in(STEP), || !accepts(first_port));
     assert!(
         closed,
-        "port {first_port} is still open after its LISTEN left the file"
+        "port {first_port} is still open after its LISTEN left the file\n{}",
+        proxy.output()
     );
     proxy.expect_log("SIGHUP: re-applied");
 

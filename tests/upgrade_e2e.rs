@@ -13,6 +13,7 @@
 //! Starts its own proxies on ephemeral ports; never touches RabbitMQ's
 //! configuration.
 
+use amqpprox_testkit::ports::free_port;
 use amqpprox_testkit::raw::RawConn;
 use amqpprox_testkit::wire::{
     basic_publish, body_frames, channel_close, channel_open, close, content_header,
@@ -20,7 +21,7 @@ use amqpprox_testkit::wire::{
 };
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -53,14 +54,6 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One control line, the whole reply.

@@ -12,6 +12,7 @@
 //! - [`load`]: the load-sink broker and the pre-encoded frames of the
 //!   benchmark harness.
 //! - [`wait`]: `wait_until`, `poll_until` and their async twins.
+//! - [`ports`]: free ports, never the same one twice in a process.
 //!
 //! It never imports the crate under test (so a codec bug cannot hide in
 //! both the proxy and its tests) and never decides whether the proxy is
@@ -19,6 +20,7 @@
 
 pub mod broker;
 pub mod load;
+pub mod ports;
 pub mod raw;
 pub mod wait;
 pub mod wire;

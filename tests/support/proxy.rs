@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -362,14 +362,7 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// A port that was free a moment ago: bind port 0, read it, release it.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local address of a bound listener")
-        .port()
-}
+pub use amqpprox_testkit::ports::free_port;
 
 /// The last `lines` lines of `text`, so a chatty proxy does not bury the
 /// failure.
