@@ -205,38 +205,57 @@ impl TransparentHandshake {
         to_client: &mut Vec<u8>,
         to_broker: &mut Vec<u8>,
     ) -> Result<TransparentProgress, TransparentError> {
-        match side {
-            Side::Client => {
-                self.client_in.extend_from_slice(data);
-                self.on_client_bytes(to_broker)
-            }
-            Side::Broker => {
-                self.broker_in.extend_from_slice(data);
-                self.on_broker_bytes(to_client)
-            }
+        // Each handshake step usually arrives whole, so frames are read
+        // straight from `data` and only what is left (an unfinished frame,
+        // or what the client sent behind its Open) is kept; bytes kept from
+        // an earlier read come first.
+        let mut kept = std::mem::take(match side {
+            Side::Client => &mut self.client_in,
+            Side::Broker => &mut self.broker_in,
+        });
+        let from_kept = !kept.is_empty();
+        if from_kept {
+            kept.extend_from_slice(data);
         }
+        let input: &[u8] = if from_kept { &kept } else { data };
+        let (progress, consumed) = match side {
+            Side::Client => self.on_client_bytes(input, to_broker)?,
+            Side::Broker => self.on_broker_bytes(input, to_client)?,
+        };
+        if from_kept {
+            kept.drain(..consumed);
+        } else {
+            kept.extend_from_slice(&data[consumed..]);
+        }
+        *match side {
+            Side::Client => &mut self.client_in,
+            Side::Broker => &mut self.broker_in,
+        } = kept;
+        Ok(progress)
     }
 
+    /// Reads the client's frames from `input`: the progress, and how many
+    /// bytes of it were used (the rest is kept for later).
     fn on_client_bytes(
         &mut self,
+        input: &[u8],
         to_broker: &mut Vec<u8>,
-    ) -> Result<TransparentProgress, TransparentError> {
+    ) -> Result<(TransparentProgress, usize), TransparentError> {
         let mut consumed = 0;
         let progress = loop {
             if self.state.side() != Side::Client {
                 break TransparentProgress::NeedMore;
             }
-            let (frame, used) = match decode_frame(&self.client_in[consumed..], HANDSHAKE_MAX_FRAME)
-            {
+            let (frame, used) = match decode_frame(&input[consumed..], HANDSHAKE_MAX_FRAME) {
                 Ok(Some(f)) => f,
                 Ok(None) => break TransparentProgress::NeedMore,
                 Err(e) => return Err(ClientHandshakeError::Frame(e).into()),
             };
-            let raw = consumed..consumed + used;
+            let raw = &input[consumed..consumed + used];
             consumed += used;
             let expected = self.state.expected();
             if frame.frame_type == FRAME_HEARTBEAT {
-                to_broker.extend_from_slice(&self.client_in[raw]);
+                to_broker.extend_from_slice(raw);
                 continue;
             }
             let Some(id) = connection_method_id(&frame) else {
@@ -263,7 +282,7 @@ impl TransparentHandshake {
                     }
                     .into());
                 }
-                start_ok_with_entries(&self.client_in[raw], &self.additions, to_broker)
+                start_ok_with_entries(raw, &self.additions, to_broker)
                     .expect("a checked StartOk is a whole frame");
                 self.start_ok = start_ok.payload().to_vec();
                 self.state = State::SecureOrTune;
@@ -272,26 +291,27 @@ impl TransparentHandshake {
             let method = ConnectionMethod::decode(frame.payload).map_err(undecodable)?;
             match (self.state, method) {
                 (_, ConnectionMethod::Close(_)) => {
-                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    to_broker.extend_from_slice(raw);
                     self.state = State::Done;
                     break TransparentProgress::ClientClosed;
                 }
                 (State::SecureOk, ConnectionMethod::SecureOk { .. }) => {
-                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    to_broker.extend_from_slice(raw);
                     self.state = State::SecureOrTune;
                 }
                 (State::TuneOk, ConnectionMethod::TuneOk(tune_ok)) => {
-                    to_broker.extend_from_slice(&self.client_in[raw]);
+                    to_broker.extend_from_slice(raw);
                     self.tune_ok = Some(tune_ok);
                     self.state = State::Open;
                 }
                 (State::Open, ConnectionMethod::Open(open)) => {
-                    self.held_open = self.client_in[raw].to_vec();
+                    // What follows the Open stays unread (kept) until the
+                    // Open is released.
+                    self.held_open = raw.to_vec();
                     self.state = State::OpenHeld;
-                    self.client_in.drain(..consumed);
                     let vhost = open.vhost.clone();
                     self.open = Some(open);
-                    return Ok(TransparentProgress::OpenReceived { vhost });
+                    break TransparentProgress::OpenReceived { vhost };
                 }
                 (_, other) => {
                     return Err(ClientHandshakeError::UnexpectedMethod {
@@ -302,18 +322,19 @@ impl TransparentHandshake {
                 }
             }
         };
-        self.client_in.drain(..consumed);
-        Ok(progress)
+        Ok((progress, consumed))
     }
 
+    /// Reads the broker's frames from `input`: the progress, and how many
+    /// bytes of it were used.
     fn on_broker_bytes(
         &mut self,
+        input: &[u8],
         to_client: &mut Vec<u8>,
-    ) -> Result<TransparentProgress, TransparentError> {
+    ) -> Result<(TransparentProgress, usize), TransparentError> {
         let mut consumed = 0;
         let progress = loop {
-            let (frame, used) = match decode_frame(&self.broker_in[consumed..], HANDSHAKE_MAX_FRAME)
-            {
+            let (frame, used) = match decode_frame(&input[consumed..], HANDSHAKE_MAX_FRAME) {
                 Ok(Some(f)) => f,
                 Ok(None) => break TransparentProgress::NeedMore,
                 Err(e) => {
@@ -323,8 +344,8 @@ impl TransparentHandshake {
                     })
                 }
             };
-            let raw = consumed..consumed + used;
             let start = consumed;
+            let raw = &input[start..start + used];
             consumed += used;
             let expected = self.state.expected();
             // What the broker says reaches the client unchanged, so only its
@@ -334,7 +355,7 @@ impl TransparentHandshake {
             let Some(method) = connection_method_id(&frame) else {
                 // Heartbeats (and anything a broker sends outside the
                 // handshake) reach the client as they are.
-                to_client.extend_from_slice(&self.broker_in[raw]);
+                to_client.extend_from_slice(raw);
                 continue;
             };
             match (self.state, method) {
@@ -349,27 +370,28 @@ impl TransparentHandshake {
                             })
                         }
                     };
-                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    to_client.extend_from_slice(raw);
                     self.state = State::Done;
                     break TransparentProgress::BrokerClosed(close);
                 }
                 (State::Start, method_id::START) => {
-                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    to_client.extend_from_slice(raw);
                     self.state = State::StartOk;
                 }
                 (State::SecureOrTune, method_id::SECURE) => {
-                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    to_client.extend_from_slice(raw);
                     self.state = State::SecureOk;
                 }
                 (State::SecureOrTune, method_id::TUNE) => {
-                    to_client.extend_from_slice(&self.broker_in[raw]);
+                    to_client.extend_from_slice(raw);
                     self.state = State::TuneOk;
                 }
                 (State::OpenOk, method_id::OPEN_OK) => {
-                    to_client.extend_from_slice(&self.broker_in[start..]);
-                    self.broker_in.clear();
+                    // The OpenOk and whatever came behind it: pass-through
+                    // takes over from here.
+                    to_client.extend_from_slice(&input[start..]);
                     self.state = State::Done;
-                    return Ok(TransparentProgress::Open);
+                    return Ok((TransparentProgress::Open, input.len()));
                 }
                 (_, other) => {
                     return Err(TransparentError::Broker {
@@ -380,8 +402,7 @@ impl TransparentHandshake {
                 }
             }
         };
-        self.broker_in.drain(..consumed);
-        Ok(progress)
+        Ok((progress, consumed))
     }
 }
 
@@ -524,6 +545,99 @@ mod tests {
         );
         assert_eq!(hs.tune_ok(), Some(BROKER_TUNE));
         (hs, to_client, bytes)
+    }
+
+    /// Plays a whole handshake (with a heartbeat from each side and a
+    /// ChannelOpen behind the client's Open and the broker's OpenOk) as
+    /// the relay does: each read takes up to `chunk` bytes of what the side
+    /// the handshake waits for has sent so far (a step: what a peer sends
+    /// before it waits for an answer); once open, the rest passes through.
+    /// Returns what reached each peer and the progress seen.
+    fn relayed_in_chunks(chunk: usize) -> (Vec<u8>, Vec<u8>, Vec<TransparentProgress>) {
+        let heartbeat = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, 0xCE];
+        let channel_open = [1, 0, 1, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE];
+        let open = frame_of(ConnectionMethod::Open(Open {
+            vhost: "prod".into(),
+            capabilities: Vec::new(),
+            insist: true,
+        }));
+        let open_ok = frame_of(ConnectionMethod::OpenOk {
+            known_hosts: Vec::new(),
+        });
+        let broker_steps = [
+            [&broker_start()[..], &heartbeat].concat(),
+            frame_of(ConnectionMethod::Tune(BROKER_TUNE)),
+            [&open_ok[..], &channel_open].concat(),
+        ];
+        let client_steps = [
+            [&heartbeat[..], &client_start_ok()].concat(),
+            [
+                &frame_of(ConnectionMethod::TuneOk(BROKER_TUNE))[..],
+                &open,
+                &channel_open,
+            ]
+            .concat(),
+        ];
+
+        let mut hs = TransparentHandshake::new(&[("amqpprox_client", "127.0.0.1:1")]);
+        let (mut to_client, mut to_broker) = (Vec::new(), Vec::new());
+        let mut seen = Vec::new();
+        // Per side: the step being read, and how far.
+        let (mut client_at, mut broker_at) = ((0, 0), (0, 0));
+        while hs.state != State::Done {
+            let side = hs.waiting_for();
+            let (steps, (step, at)) = match side {
+                Side::Client => (&client_steps[..], &mut client_at),
+                Side::Broker => (&broker_steps[..], &mut broker_at),
+            };
+            if *at == steps[*step].len() {
+                (*step, *at) = (*step + 1, 0);
+            }
+            let sent = steps
+                .get(*step)
+                .expect("the handshake waits for more than was sent");
+            let read = &sent[*at..sent.len().min(at.saturating_add(chunk))];
+            *at += read.len();
+            let progress = hs
+                .receive(side, read, &mut to_client, &mut to_broker)
+                .unwrap();
+            if let TransparentProgress::OpenReceived { .. } = progress {
+                hs.release_open(&mut to_broker);
+            }
+            if progress != TransparentProgress::NeedMore {
+                seen.push(progress);
+            }
+        }
+        let rest =
+            |steps: &[Vec<u8>], (step, at): (usize, usize)| steps[step..].concat()[at..].to_vec();
+        to_broker.extend(rest(&client_steps, client_at));
+        to_client.extend(rest(&broker_steps, broker_at));
+        (to_client, to_broker, seen)
+    }
+
+    #[test]
+    fn a_handshake_cut_into_any_reads_relays_the_same_bytes() {
+        let whole = relayed_in_chunks(usize::MAX);
+        assert_eq!(
+            whole.2,
+            vec![
+                TransparentProgress::OpenReceived {
+                    vhost: "prod".into()
+                },
+                TransparentProgress::Open
+            ]
+        );
+        // The client's ChannelOpen behind its Open reaches the broker after
+        // the Open; the broker's behind its OpenOk reaches the client.
+        assert!(whole
+            .1
+            .ends_with(&[1, 0, 1, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE]));
+        assert!(whole
+            .0
+            .ends_with(&[1, 0, 1, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE]));
+        for chunk in [1, 2, 3, 7, 8, 13, 64] {
+            assert_eq!(relayed_in_chunks(chunk), whole, "{chunk}-byte reads");
+        }
     }
 
     #[test]
