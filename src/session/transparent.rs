@@ -211,7 +211,8 @@ async fn relay(
             (Err(e), Side::Broker) => return Err(broker_failed(&format!("failed ({e})"))),
             (Ok(n), _) => n,
         };
-        let progress = match handshake.receive(side, &buf[..n], &mut to_client, &mut to_broker) {
+        let mut progress = match handshake.receive(side, &buf[..n], &mut to_client, &mut to_broker)
+        {
             Ok(p) => p,
             Err(TransparentError::Client(e)) => {
                 return Err(super::establish::refusal::client_error(e, Level::Error))
@@ -235,15 +236,16 @@ async fn relay(
                 },
             });
         }
-        if let TransparentProgress::OpenReceived { vhost } = &progress {
-            *info.vhost.borrow_mut() = vhost.clone();
+        if let TransparentProgress::OpenReceived { vhost } = &mut progress {
+            // Moved, not copied: nothing reads it from the progress again.
+            *info.vhost.borrow_mut() = std::mem::take(vhost);
             log_starting(
                 info,
                 &handshake.connection_name(),
                 client,
                 HandshakeKind::Transparent,
             );
-            let paused = vhost_paused(shard, vhost);
+            let paused = vhost_paused(shard, &info.vhost.borrow());
             if paused || info.control.paused() {
                 if paused {
                     info.control.set_paused(true);
