@@ -384,6 +384,13 @@ fn run_load(args: &RunArgs) -> Result<()> {
         "\nCPU per unit of work (medians; the broker is the dummy broker, or none with RabbitMQ):"
     );
     print!("{}", report::cpu_table(&rows));
+    let paired = report::paired(&records);
+    if !paired.is_empty() {
+        println!(
+            "\nAgainst external, round by round (median of the per-round ratios, and their range):"
+        );
+        print!("{}", report::paired_table(&paired));
+    }
     let path = args
         .json
         .clone()
@@ -400,7 +407,7 @@ fn run_load(args: &RunArgs) -> Result<()> {
         "load_nice": plan.layout.load_nice,
         "egress_tls_scenarios": plan.scenarios.iter().filter(|s| s.is_tls()).collect::<Vec<_>>(),
     });
-    report::write_json(&path, config, &records, &rows)?;
+    report::write_json(&path, config, &records, &rows, &paired)?;
     println!("\nwrote {}", path.display());
     if records.iter().all(|r| r.error.is_some()) {
         bail!("every run failed");

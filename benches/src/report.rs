@@ -3,8 +3,8 @@
 //! the proxy's CPU per unit of work, the
 //! issue's goals (#6) checked against the medians (that of
 //! `connections-tls` against the `external` target, HAProxy in the issue,
-//! not direct), the printed table and the JSON file written for later
-//! comparison.
+//! not direct), each proxy target paired round by round with the external
+//! one, the printed tables and the JSON file written for later comparison.
 //!
 //! Owns presentation and the goal thresholds. Never runs load, never starts
 //! processes, and never drops a run: failed runs are recorded with their
@@ -440,12 +440,120 @@ fn render(header: &[&str], cells: &[Vec<String>]) -> String {
     out
 }
 
+/// One proxy target against `external`, round by round, in one scenario:
+/// per round (the same `repeat`, both runs ok) the target's value and CPU
+/// per unit over the external's, then the median of those ratios and their
+/// range. On a machine whose speed drifts between rounds this is steadier
+/// than the ratio of the two medians, and with an older build as the
+/// external target it is the same-run A/B the README quotes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Paired {
+    pub scenario: String,
+    pub target: String,
+    pub rounds: usize,
+    /// Median, lowest and highest per-round ratio of the headline value.
+    pub value: [f64; 3],
+    /// The same for CPU per unit of work, where both runs report it.
+    pub cpu: Option<[f64; 3]>,
+}
+
+/// Median, lowest and highest of the ratios.
+fn ratio_summary(mut ratios: Vec<f64>) -> Option<[f64; 3]> {
+    if ratios.is_empty() {
+        return None;
+    }
+    let mid = median(&mut ratios);
+    Some([mid, ratios[0], ratios[ratios.len() - 1]])
+}
+
+/// Every (scenario, proxy target) that ran beside `external`, paired round
+/// by round.
+pub fn paired(runs: &[RunRecord]) -> Vec<Paired> {
+    let mut out = Vec::new();
+    for (scenario, target, ..) in grouped(runs) {
+        if proxy_shards(&target).is_none() {
+            continue;
+        }
+        let (value_key, cpu_key) = headline_keys(&scenario);
+        let of = |name: &str, repeat: usize| {
+            runs.iter().find(|r| {
+                r.scenario == scenario
+                    && r.target == name
+                    && r.repeat == repeat
+                    && r.error.is_none()
+            })
+        };
+        let (mut values, mut cpus) = (Vec::new(), Vec::new());
+        let mut rounds = 0;
+        for mine in runs
+            .iter()
+            .filter(|r| r.scenario == scenario && r.target == target && r.error.is_none())
+        {
+            let Some(theirs) = of(EXTERNAL, mine.repeat) else {
+                continue;
+            };
+            let ratio = |key: &str| {
+                let (a, b) = (get(&mine.metrics, key)?, get(&theirs.metrics, key)?);
+                (b != 0.0).then(|| a / b)
+            };
+            let Some(value) = ratio(value_key) else {
+                continue;
+            };
+            rounds += 1;
+            values.push(value);
+            cpus.extend(ratio(cpu_key));
+        }
+        if let Some(value) = ratio_summary(values) {
+            out.push(Paired {
+                scenario: scenario.clone(),
+                target,
+                rounds,
+                value,
+                cpu: ratio_summary(cpus),
+            });
+        }
+    }
+    out
+}
+
+/// The round-by-round comparison as a table; empty without an external
+/// target.
+pub fn paired_table(paired: &[Paired]) -> String {
+    if paired.is_empty() {
+        return String::new();
+    }
+    let range = |[mid, lo, hi]: [f64; 3]| format!("{mid:.2}x ({lo:.2}-{hi:.2})");
+    let cells: Vec<Vec<String>> = paired
+        .iter()
+        .map(|p| {
+            vec![
+                p.scenario.clone(),
+                p.target.clone(),
+                p.rounds.to_string(),
+                range(p.value),
+                p.cpu.map_or("-".into(), range),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "scenario",
+            "target",
+            "rounds",
+            "value / external",
+            "CPU per unit / external",
+        ],
+        &cells,
+    )
+}
+
 /// Writes the whole result set as JSON to `path` (parents created).
 pub fn write_json(
     path: &Path,
     config: serde_json::Value,
     runs: &[RunRecord],
     rows: &[Row],
+    paired: &[Paired],
 ) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -457,6 +565,7 @@ pub fn write_json(
         "generated_unix": unix,
         "config": config,
         "summary": rows,
+        "paired_with_external": paired,
         "runs": runs,
     });
     std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
@@ -475,6 +584,56 @@ mod tests {
             metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             error: None,
         }
+    }
+
+    #[test]
+    fn paired_ratios_are_taken_round_by_round_against_external() {
+        let round = |target: &str, repeat: usize, rate: f64, cpu: f64| RunRecord {
+            repeat,
+            ..run(
+                "connections",
+                target,
+                &[("conns_per_s", rate), ("cpu_us_per_conn", cpu)],
+            )
+        };
+        let failed = RunRecord {
+            error: Some("refused".into()),
+            ..round("proxy-1", 3, 1.0, 1.0)
+        };
+        let runs = vec![
+            // The machine slows down from round to round; the proxy is 0.9x
+            // the external's rate in rounds 0 and 2, 0.5x in round 1.
+            round(DIRECT, 0, 9000.0, 0.0),
+            round("proxy-1", 0, 900.0, 110.0),
+            round(EXTERNAL, 0, 1000.0, 100.0),
+            round("proxy-1", 1, 250.0, 300.0),
+            round(EXTERNAL, 1, 500.0, 200.0),
+            round("proxy-1", 2, 90.0, 1200.0),
+            round(EXTERNAL, 2, 100.0, 1000.0),
+            // A failed round and one without an external run are left out.
+            failed,
+            round(EXTERNAL, 3, 100.0, 1000.0),
+            round("proxy-1", 4, 1.0, 1.0),
+        ];
+        let paired = paired(&runs);
+        assert_eq!(
+            paired.len(),
+            1,
+            "direct and external are not paired: {paired:?}"
+        );
+        let p = &paired[0];
+        assert_eq!(
+            (p.scenario.as_str(), p.target.as_str()),
+            ("connections", "proxy-1")
+        );
+        assert_eq!(p.rounds, 3);
+        assert_eq!(p.value, [0.9, 0.5, 0.9]);
+        let [mid, lo, hi] = p.cpu.unwrap();
+        assert!((mid - 1.2).abs() < 1e-9 && (lo - 1.1).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9);
+        let table = paired_table(&paired);
+        assert!(table.contains("0.90x (0.50-0.90)"), "{table}");
+        assert!(table.contains("1.20x (1.10-1.50)"), "{table}");
+        assert_eq!(paired_table(&[]), "");
     }
 
     #[test]
