@@ -38,36 +38,11 @@ pub(super) async fn start(
     listen_port: u16,
     kind: ListenerKind,
 ) -> Option<super::EstablishedPhase> {
-    // An ingress PROXY header and TLS, when the listener asks for them,
-    // come before the session exists (they log their own refusals).
-    let crate::tls::ingress::Accepted {
-        stream: mut client,
-        remote,
-        local,
-    } = crate::tls::ingress::accept(
-        &shard.shared.tls,
-        shard.shared.handshake_timeout,
-        client,
-        listen_port,
-        kind,
-    )
-    .await?;
-    let info = Rc::new(SessionInfo::new(
-        shard.shared.next_session_id(),
-        remote,
-        local,
-    ));
+    let (mut client, info) =
+        super::admit(&shard, client, listen_port, kind, super::Protocol::Amqp).await?;
+    let remote = info.ingress_remote;
     // The auth interceptor in force at accept is the session's.
     *info.admission.auth.borrow_mut() = Some(shard.auth());
-    shard
-        .sessions
-        .borrow_mut()
-        .insert(info.id, Rc::clone(&info));
-    session_log!(
-        Level::Debug,
-        &info,
-        "Accepted connection from {remote} on port {listen_port}"
-    );
 
     // An operator's forced disconnect ends the session in any phase.
     let establishing = futures_lite::future::or(

@@ -310,6 +310,51 @@ pub fn run(
     }
 }
 
+/// The first step of every session: the ingress PROXY header and TLS when
+/// the listener asks for them (they log their own refusals, and a
+/// connection refused there never becomes a session), then the session's
+/// entry in the shard's table. `None` when the connection was refused.
+async fn admit(
+    shard: &ShardContext,
+    client: Incoming,
+    listen_port: u16,
+    kind: ListenerKind,
+    protocol: Protocol,
+) -> Option<(crate::stream::Stream, Rc<SessionInfo>)> {
+    let crate::tls::ingress::Accepted {
+        stream,
+        remote,
+        local,
+    } = crate::tls::ingress::accept(
+        &shard.shared.tls,
+        shard.shared.handshake_timeout,
+        client,
+        listen_port,
+        kind,
+    )
+    .await?;
+    let info = Rc::new(SessionInfo::new(
+        shard.shared.next_session_id(),
+        remote,
+        local,
+    ));
+    info.protocol.set(protocol);
+    shard
+        .sessions
+        .borrow_mut()
+        .insert(info.id, Rc::clone(&info));
+    let what = match protocol {
+        Protocol::Amqp => "connection",
+        Protocol::Stream => "stream connection",
+    };
+    crate::session_log!(
+        log::Level::Debug,
+        &info,
+        "Accepted {what} from {remote} on port {listen_port}"
+    );
+    Some((stream, info))
+}
+
 /// The last step of every session, whichever phase it ended in.
 fn finish(shard: &ShardContext, info: &SessionInfo) {
     info.phase.set(Phase::Closed);

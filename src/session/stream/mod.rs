@@ -138,33 +138,9 @@ pub(super) async fn start(
     listen_port: u16,
     kind: ListenerKind,
 ) -> Option<super::EstablishedPhase> {
-    let crate::tls::ingress::Accepted {
-        stream: mut client,
-        remote,
-        local,
-    } = crate::tls::ingress::accept(
-        &shard.shared.tls,
-        shard.shared.handshake_timeout,
-        client,
-        listen_port,
-        kind,
-    )
-    .await?;
-    let info = Rc::new(SessionInfo::new(
-        shard.shared.next_session_id(),
-        remote,
-        local,
-    ));
-    info.protocol.set(Protocol::Stream);
-    shard
-        .sessions
-        .borrow_mut()
-        .insert(info.id, Rc::clone(&info));
-    session_log!(
-        Level::Debug,
-        &info,
-        "Accepted stream connection from {remote} on port {listen_port}"
-    );
+    let (mut client, info) =
+        super::admit(&shard, client, listen_port, kind, Protocol::Stream).await?;
+    let remote = info.ingress_remote;
 
     // Inline: this phase's whole state is boxed apart and freed once the
     // session is established.
