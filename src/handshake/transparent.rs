@@ -209,10 +209,7 @@ impl TransparentHandshake {
         // straight from `data` and only what is left (an unfinished frame,
         // or what the client sent behind its Open) is kept; bytes kept from
         // an earlier read come first.
-        let mut kept = std::mem::take(match side {
-            Side::Client => &mut self.client_in,
-            Side::Broker => &mut self.broker_in,
-        });
+        let mut kept = std::mem::take(self.kept(side));
         let from_kept = !kept.is_empty();
         if from_kept {
             kept.extend_from_slice(data);
@@ -227,11 +224,16 @@ impl TransparentHandshake {
         } else {
             kept.extend_from_slice(&data[consumed..]);
         }
-        *match side {
+        *self.kept(side) = kept;
+        Ok(progress)
+    }
+
+    /// What is kept of `side`'s bytes for its next read.
+    fn kept(&mut self, side: Side) -> &mut Vec<u8> {
+        match side {
             Side::Client => &mut self.client_in,
             Side::Broker => &mut self.broker_in,
-        } = kept;
-        Ok(progress)
+        }
     }
 
     /// Reads the client's frames from `input`: the progress, and how many

@@ -121,8 +121,7 @@ pub(super) fn run(
         drop((pipelined, from_broker));
 
         let first = match held {
-            Err(First::Up(e)) => First::Up(e),
-            Err(other) => other,
+            Err(first) => first,
             Ok(()) => {
                 let mut up = pin!(pump.ingress(&mut scanner));
                 let mut down = pin!(pump.egress(&mut filter, &map));
