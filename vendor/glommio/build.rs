@@ -21,6 +21,12 @@ fn main() {
         }
     };
 
+    // amqpprox patch: the vendored liburing carries changes of its own
+    // (see PATCHES.md): rebuild when they change.
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=rusturing.c");
+    println!("cargo:rerun-if-changed={}", liburing.join("src").display());
+
     // Run the configure script in OUT_DIR to get `compat.h`
     let configured_include = configure(&liburing);
 

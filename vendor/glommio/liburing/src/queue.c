@@ -371,6 +371,34 @@ int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr)
 }
 
 /*
+ * amqpprox patch: submits what is prepared and then waits until wait_nr
+ * completions are ready or *ts (relative) has passed, in one
+ * io_uring_enter whose wait carries the time limit itself
+ * (IORING_ENTER_EXT_ARG), so no timeout request is queued or cancelled.
+ *
+ * Returns the number of sqes submitted when there were any, otherwise 0
+ * once enough completions are ready, or -ETIME when the time ran out
+ * first; -errno on failure, and -EOPNOTSUPP when the kernel cannot take a
+ * wait's time limit (no IORING_FEAT_EXT_ARG, before 5.11).
+ */
+int io_uring_submit_and_wait_until(struct io_uring *ring, unsigned wait_nr,
+				   struct __kernel_timespec *ts)
+{
+	struct io_uring_getevents_arg arg;
+	int ret;
+
+	if (!(ring->features & IORING_FEAT_EXT_ARG))
+		return -EOPNOTSUPP;
+	memset(&arg, 0, sizeof(arg));
+	arg.ts = (unsigned long) ts;
+	ret = __sys_io_uring_enter2(ring->ring_fd, __io_uring_flush_sq(ring),
+				    wait_nr,
+				    IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+				    (sigset_t *) &arg, sizeof(arg));
+	return ret < 0 ? -errno : ret;
+}
+
+/*
  * Return an sqe to fill. Application must later call io_uring_submit()
  * when it's ready to tell the kernel about it. The caller may call this
  * function multiple times before calling io_uring_submit().

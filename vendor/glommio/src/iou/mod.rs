@@ -202,6 +202,17 @@ impl IoUring {
         self.sq().submit_and_wait(wait_for)
     }
 
+    /// amqpprox patch: see [`SubmissionQueue::submit_and_wait_until`].
+    pub fn submit_sqes_and_wait_until(&mut self, wait_for: u32, limit: Duration) -> io::Result<u32> {
+        self.sq().submit_and_wait_until(wait_for, limit)
+    }
+
+    /// amqpprox patch: whether the kernel takes a wait's time limit in
+    /// `io_uring_enter` (`IORING_FEAT_EXT_ARG`, Linux 5.11).
+    pub fn waits_with_time_limit(&self) -> bool {
+        self.ring.features & (1 << 8) != 0
+    }
+
     /// Submit all prepared [`SQE`]s to the kernel and wait until at least
     /// `wait_for` events have completed or `duration` has passed.
     pub fn submit_sqes_and_wait_with_timeout(

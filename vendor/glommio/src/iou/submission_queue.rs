@@ -68,6 +68,20 @@ impl<'ring> SubmissionQueue<'ring> {
         resultify(unsafe { uring_sys::io_uring_submit_and_wait(self.ring.as_ptr(), wait_for as _) })
     }
 
+    /// amqpprox patch: submits what is prepared and waits for `wait_for`
+    /// completions or until `limit` has passed, the limit given to the
+    /// wait itself (no timeout request). `Err` with `ETIME` when the time
+    /// ran out with nothing submitted, `EOPNOTSUPP` on a kernel before 5.11.
+    pub fn submit_and_wait_until(&mut self, wait_for: u32, limit: Duration) -> io::Result<u32> {
+        let ts = uring_sys::__kernel_timespec {
+            tv_sec: limit.as_secs() as _,
+            tv_nsec: limit.subsec_nanos() as _,
+        };
+        resultify(unsafe {
+            uring_sys::io_uring_submit_and_wait_until(self.ring.as_ptr(), wait_for as _, &ts)
+        })
+    }
+
     pub fn submit_and_wait_with_timeout(
         &mut self,
         wait_for: u32,

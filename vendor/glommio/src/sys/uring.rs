@@ -1137,24 +1137,38 @@ impl SleepableRing {
         }
     }
 
-    /// amqpprox patch: sleeps until the main ring completes something, with
-    /// the link poll an earlier `sleep` armed still in flight.
-    fn sleep_linked(&mut self) -> io::Result<usize> {
+    /// amqpprox patch: sleeps until the main ring completes something (or
+    /// `limit` has passed), with the link poll an earlier `sleep` armed
+    /// still in flight.
+    fn sleep_linked(&mut self, limit: Option<Duration>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
-        self.submit_and_wait_one()?;
+        self.submit_and_wait_one(limit)?;
         Ok(1)
+    }
+
+    /// amqpprox patch: whether this ring can sleep with a time limit of its
+    /// own (see `Reactor::wait`).
+    fn waits_with_time_limit(&self) -> bool {
+        self.ring.waits_with_time_limit()
     }
 
     /// amqpprox patch: submits what is prepared and waits for one
     /// completion, in one `io_uring_enter`; returns how many SQEs went in.
-    fn submit_and_wait_one(&mut self) -> io::Result<usize> {
-        let submitted = self
-            .ring
-            .submit_sqes_and_wait(1)
+    /// With a `limit` (only on a ring that `waits_with_time_limit`), the
+    /// wait also ends when it has passed.
+    fn submit_and_wait_one(&mut self, limit: Option<Duration>) -> io::Result<usize> {
+        let entered = match limit {
+            Some(limit) => self
+                .ring
+                .submit_sqes_and_wait_until(1, limit)
+                .or_else(Reactor::time_ok),
+            None => self.ring.submit_sqes_and_wait(1),
+        };
+        let submitted = entered
             .map(|n| n as usize)
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
@@ -1163,7 +1177,7 @@ impl SleepableRing {
         Ok(submitted)
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source, limit: Option<Duration>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1196,7 +1210,7 @@ impl SleepableRing {
             // every SQE was submitted (otherwise it returns the count at
             // once), so this sleeps exactly when the two calls did; a wait
             // cut short by a signal still returns the submitted count.
-            let submitted = self.submit_and_wait_one()?;
+            let submitted = self.submit_and_wait_one(limit)?;
             if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
@@ -1864,6 +1878,15 @@ impl Reactor {
         }
     }
 
+    /// amqpprox patch: a sleep with a time limit ends with `ETIME` when the
+    /// limit passed first, which is how it is meant to end.
+    fn time_ok<T: Default>(x: std::io::Error) -> io::Result<T> {
+        match x.raw_os_error() {
+            Some(libc::ETIME) => Ok(Default::default()),
+            _ => Err(x),
+        }
+    }
+
     /// We want to go to sleep, but we can only go to sleep in one of the rings,
     /// as we only have one thread. There are more than one sleepable rings, so
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
@@ -1878,11 +1901,15 @@ impl Reactor {
     /// completed at once. One poll is armed at a time now: a sleep with the
     /// previous one still in flight only waits, since that poll still wakes
     /// the main ring when the latency ring completes.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        limit: Option<Duration>,
+    ) -> io::Result<()> {
         let armed = self.link_rings_src.take();
         if let Some(link_rings) = armed.filter(Source::in_flight) {
             self.link_rings_src.set(Some(link_rings));
-            return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
+            return ring.sleep_linked(limit).or_else(Self::busy_ok).map(|_| {});
         }
         let link_rings = Source::new(
             IoRequirements::default(),
@@ -1891,7 +1918,10 @@ impl Reactor {
             None,
             None,
         );
-        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        let slept = ring
+            .sleep(&link_rings, limit)
+            .or_else(Self::busy_ok)
+            .map(|_| {});
         self.link_rings_src.set(Some(link_rings));
         slept
     }
@@ -2012,9 +2042,14 @@ impl Reactor {
         // ended the previous sleep, so an idle shard wakes once and then
         // sleeps until work comes. Keeping it needs the executor fix in
         // `LocalExecutor::run_task_queues`.
+        //
+        // amqpprox patch: a main ring that takes a wait's time limit (see
+        // the sleep below) sleeps for a user timer without this slot, so the
+        // preemption timer is kept through that sleep too.
         let preempt = preempt_timer();
+        let sleep_limit = user_timer.filter(|_| main_ring.waits_with_time_limit());
         let keep_through_sleep = preempt.is_none()
-            && user_timer.is_none()
+            && (user_timer.is_none() || sleep_limit.is_some())
             && !self.preemption_ended_last_sleep.get()
             && Self::timer_armed(&self.latency_preemption_timeout_src);
         if preempt.is_none() && !keep_through_sleep {
@@ -2062,7 +2097,13 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            //
+            // amqpprox patch: where the kernel takes a wait's time limit
+            // (5.11), the main ring's sleep carries it: no timeout request on
+            // the latency ring, no `io_uring_enter` to submit it, and no
+            // cancellation when the shard wakes before it. Every session in
+            // its handshake has a timer pending, so most sleeps have one.
+            if let Some(dur) = user_timer.filter(|_| sleep_limit.is_none()) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 assert!(flush_rings!(lat_ring)? > 0);
@@ -2086,7 +2127,7 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
+                    self.link_rings_and_sleep(&mut main_ring, sleep_limit)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);

@@ -338,6 +338,14 @@ extern "C" {
 
     pub fn io_uring_submit_and_wait(ring: *mut io_uring, wait_nr: libc::c_uint) -> libc::c_int;
 
+    // amqpprox patch: see `submit_and_wait_until` in the vendored liburing's
+    // queue.c.
+    pub fn io_uring_submit_and_wait_until(
+        ring: *mut io_uring,
+        wait_nr: libc::c_uint,
+        ts: *const __kernel_timespec,
+    ) -> libc::c_int;
+
     pub fn io_uring_get_sqe(ring: *mut io_uring) -> *mut io_uring_sqe;
 
     pub fn io_uring_register_buffers(
