@@ -210,7 +210,7 @@ pub fn broker_handshake(data: &[u8]) {
         return;
     };
     let hello = fuzz_hello();
-    let additions = [("amqpprox_client", "fuzz:1".to_string())];
+    let additions = [("amqpprox_client", "fuzz:1")];
     let mut ends = Vec::new();
     for sizes in splits(seed, stream.len()) {
         let mut out = Vec::new();

@@ -120,8 +120,8 @@ fn handshake_benches(budget: Duration) -> Result<Vec<MicroResult>> {
         frames::reply(0, frames::ids::CONNECTION_OPEN_OK, &[0]),
     ];
     let additions = [
-        ("amqpprox_client", "127.0.0.1:40000".to_string()),
-        ("amqpprox_host", "bench".to_string()),
+        ("amqpprox_client", "127.0.0.1:40000"),
+        ("amqpprox_host", "bench"),
     ];
     let replay = |hello: &amqpprox::handshake::ClientHello, out: &mut Vec<u8>| -> bool {
         out.clear();

@@ -79,7 +79,7 @@ impl BrokerHandshake {
     /// properties (in order), and writes the protocol header to `out`.
     pub fn start(
         hello: &ClientHello,
-        additions: &[(&str, String)],
+        additions: &[(&str, &str)],
         out: &mut Vec<u8>,
     ) -> BrokerHandshake {
         let mut start_ok = hello.start_ok.clone();
@@ -225,11 +225,8 @@ mod tests {
     #[test]
     fn replays_start_ok_with_additions_then_tune_ok_and_open() {
         let mut out = Vec::new();
-        let mut hs = BrokerHandshake::start(
-            &hello(),
-            &[("amqpprox_client", "127.0.0.1:5000".into())],
-            &mut out,
-        );
+        let mut hs =
+            BrokerHandshake::start(&hello(), &[("amqpprox_client", "127.0.0.1:5000")], &mut out);
         assert_eq!(out, PROTOCOL_HEADER);
         out.clear();
         assert_eq!(

@@ -14,8 +14,8 @@
 
 use super::establish::connect::{Stage, Unfit};
 use super::establish::{
-    handshake_timed_out, hung_up, log_starting, refuse, replay, start_ok_additions, vhost_paused,
-    Candidates, ClientGone, Established, Reason, Refusal,
+    handshake_timed_out, hung_up, log_starting, refuse, replay, vhost_paused, Candidates,
+    ClientGone, Established, Reason, Refusal, StartOkAdditions,
 };
 use super::{HandshakeKind, Phase, SessionInfo, ShardContext};
 use crate::codec::{reply_code, PROTOCOL_HEADER};
@@ -86,10 +86,8 @@ pub(super) async fn establish(
     };
     info.handshake.set(HandshakeKind::Transparent);
     info.phase.set(Phase::BrokerHandshake);
-    let [(client_key, client_value), (host_key, host_value)] =
-        start_ok_additions(shard, info, client, listen_port);
-    let mut handshake =
-        TransparentHandshake::new(&[(client_key, &client_value), (host_key, &host_value)]);
+    let additions = StartOkAdditions::new(shard, info, client, listen_port);
+    let mut handshake = TransparentHandshake::new(&additions.entries());
     let timeout = shard.shared.handshake_timeout;
     let left = deadline.saturating_duration_since(Instant::now());
     let outcome = net::with_timeout(

@@ -46,39 +46,104 @@ pub struct Established {
 
 /// The client properties the proxy adds to the `StartOk` it sends a
 /// broker: who the client is, and which proxy listener and egress port
-/// carry it. Taken once the broker connection exists (the egress port).
-pub fn start_ok_additions(
-    shard: &ShardContext,
-    info: &SessionInfo,
-    client: &Stream,
-    listen_port: u16,
-) -> [(&'static str, String); 2] {
-    let egress_local = info.egress_local.get().map_or(0, |a| a.port());
-    [
-        (
-            "amqpprox_client",
-            client_endpoint(info.ingress_remote, client.is_tls()),
-        ),
-        (
-            "amqpprox_host",
-            format!("(:{listen_port}) {}:{egress_local}", shard.shared.hostname),
-        ),
-    ]
+/// carry it. Both values live in one buffer, written without the
+/// formatting machinery: this runs once per connection.
+pub struct StartOkAdditions {
+    text: String,
+    /// Where `amqpprox_host`'s value starts in `text`.
+    host_at: usize,
+}
+
+impl StartOkAdditions {
+    /// Taken once the broker connection exists (the egress port).
+    pub fn new(
+        shard: &ShardContext,
+        info: &SessionInfo,
+        client: &Stream,
+        listen_port: u16,
+    ) -> Self {
+        let egress_local = info.egress_local.get().map_or(0, |a| a.port());
+        Self::of(
+            info.ingress_remote,
+            client.is_tls(),
+            listen_port,
+            &shard.shared.hostname,
+            egress_local,
+        )
+    }
+
+    fn of(
+        client: std::net::SocketAddr,
+        tls: bool,
+        listen_port: u16,
+        hostname: &str,
+        egress_local: u16,
+    ) -> Self {
+        let mut text = String::with_capacity(64 + hostname.len());
+        push_client_endpoint(&mut text, client, tls);
+        let host_at = text.len();
+        text.push_str("(:");
+        push_decimal(&mut text, listen_port);
+        text.push_str(") ");
+        text.push_str(hostname);
+        text.push(':');
+        push_decimal(&mut text, egress_local);
+        StartOkAdditions { text, host_at }
+    }
+
+    /// The properties, in the order they are appended.
+    pub fn entries(&self) -> [(&'static str, &str); 2] {
+        let (client, host) = self.text.split_at(self.host_at);
+        [("amqpprox_client", client), ("amqpprox_host", host)]
+    }
 }
 
 /// `host:port` of the client for `amqpprox_client`: its name once
 /// `MAPHOSTNAME DNS` has resolved it (never waiting for that), else its IP;
 /// then ` TLS` for a client on a `START_SECURE` listener, as the original.
-fn client_endpoint(addr: std::net::SocketAddr, tls: bool) -> String {
-    let endpoint = match crate::hostnames::hostname_for(addr.ip()) {
-        Some(host) => format!("{host}:{}", addr.port()),
-        None => addr.to_string(),
-    };
-    if tls {
-        endpoint + " TLS"
-    } else {
-        endpoint
+fn push_client_endpoint(out: &mut String, addr: std::net::SocketAddr, tls: bool) {
+    match (crate::hostnames::hostname_for(addr.ip()), addr) {
+        (Some(host), _) => {
+            out.push_str(&host);
+            out.push(':');
+            push_decimal(out, addr.port());
+        }
+        (None, std::net::SocketAddr::V4(v4)) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+            out.push(':');
+            push_decimal(out, addr.port());
+        }
+        // Rare enough for the formatting machinery (and its scope id).
+        (None, std::net::SocketAddr::V6(v6)) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
+    if tls {
+        out.push_str(" TLS");
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // The bytes are ASCII digits.
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Logs that the session's broker handshake starts, once the client's
@@ -149,5 +214,47 @@ pub async fn hold_at_open(info: &SessionInfo, vhost_paused: bool) -> Result<(), 
             "Session paused at Open; waiting for UNPAUSE"
         );
         info.control.changed_since(generation).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StartOkAdditions;
+
+    fn values(client: &str, tls: bool, listen: u16, egress: u16) -> [String; 2] {
+        let additions =
+            StartOkAdditions::of(client.parse().unwrap(), tls, listen, "proxyhost", egress);
+        let [(client_key, client), (host_key, host)] = additions.entries();
+        assert_eq!((client_key, host_key), ("amqpprox_client", "amqpprox_host"));
+        [client.to_string(), host.to_string()]
+    }
+
+    #[test]
+    fn start_ok_additions_name_the_client_and_the_proxy_leg() {
+        assert_eq!(
+            values("10.1.2.3:45678", false, 5672, 61000),
+            ["10.1.2.3:45678", "(:5672) proxyhost:61000"]
+        );
+        assert_eq!(
+            values("0.0.0.0:0", true, 1, 0),
+            ["0.0.0.0:0 TLS", "(:1) proxyhost:0"]
+        );
+        assert_eq!(
+            values("255.255.255.255:65535", false, 65535, 65535),
+            ["255.255.255.255:65535", "(:65535) proxyhost:65535"]
+        );
+    }
+
+    #[test]
+    fn start_ok_additions_write_an_ipv6_client_as_the_standard_library_does() {
+        for addr in [
+            "[::1]:5672",
+            "[fe80::1%3]:40000",
+            "[2001:db8::8:800:200c:417a]:1",
+        ] {
+            let parsed: std::net::SocketAddr = addr.parse().unwrap();
+            let [client, _] = values(addr, true, 5672, 1);
+            assert_eq!(client, format!("{parsed} TLS"));
+        }
     }
 }

@@ -6,9 +6,7 @@
 
 use super::connect::{Stage, Unfit};
 use super::refusal::{hung_up, refuse, ClientGone, Reason, Refusal};
-use super::{
-    hold_at_open, log_starting, start_ok_additions, vhost_paused, Candidates, Established,
-};
+use super::{hold_at_open, log_starting, vhost_paused, Candidates, Established, StartOkAdditions};
 use crate::codec::reply_code;
 use crate::config::Mapping;
 use crate::handshake::{
@@ -103,10 +101,10 @@ pub async fn broker_side(
             HandshakeKind::Proxied,
         );
         info.phase.set(Phase::BrokerHandshake);
-        let additions = start_ok_additions(shard, info, client, listen_port);
+        let additions = StartOkAdditions::new(shard, info, client, listen_port);
         let attempt = net::with_timeout(
             limit,
-            broker_handshake(shard, &mut broker, &hello, &additions, &vhost),
+            broker_handshake(shard, &mut broker, &hello, &additions.entries(), &vhost),
         )
         .await
         .unwrap_or_else(|_| {
@@ -184,7 +182,7 @@ async fn broker_handshake(
     shard: &ShardContext,
     broker: &mut Stream,
     hello: &ClientHello,
-    additions: &[(&str, String)],
+    additions: &[(&str, &str)],
     vhost: &str,
 ) -> Result<Vec<u8>, Attempt> {
     let mut out = Vec::with_capacity(1024);

@@ -24,7 +24,7 @@ mod pump;
 use super::control::Ending;
 use super::establish::connect::{Stage, Unfit};
 use super::establish::{
-    hold_at_open, log_starting, start_ok_additions, vhost_paused, Candidates, HANDSHAKE_READ,
+    hold_at_open, log_starting, vhost_paused, Candidates, StartOkAdditions, HANDSHAKE_READ,
 };
 use super::{Disconnect, HandshakeKind, Phase, Protocol, SessionInfo, ShardContext};
 use crate::config::Backend;
@@ -325,10 +325,12 @@ async fn establish(
             HandshakeKind::Proxied,
         );
         info.phase.set(Phase::BrokerHandshake);
-        let additions: Vec<(String, String)> = start_ok_additions(shard, info, client, listen_port)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let additions: Vec<(String, String)> =
+            StartOkAdditions::new(shard, info, client, listen_port)
+                .entries()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let attempt = net::with_timeout(limit, replay(&mut broker, &hello, &additions))
             .await
             .unwrap_or(Err(Attempt::Unfit(Unfit::Silent {
