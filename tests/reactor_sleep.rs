@@ -5,64 +5,39 @@
 //! check; it runs alone in its own test binary because it counts every
 //! io_uring poll in the process, and it never touches a broker.
 
-use std::io::{Read, Write};
-use std::time::Duration;
+mod support;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use support::reactor::{ring_fdinfo, slow_peer};
 
-/// Poll requests pending in every io_uring instance of this process, read
-/// from `/proc/self/fdinfo` (the `PollList` of each ring), or `None` when
-/// the kernel does not list them.
+/// Poll requests pending in every io_uring instance of this process (the
+/// `PollList` of each ring), or `None` when the kernel does not list them.
 fn pending_polls() -> Option<usize> {
-    let mut listed = false;
-    let mut polls = 0;
-    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
-        let entry = entry.expect("fd entry");
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target.to_string_lossy() != "anon_inode:[io_uring]" {
-            continue;
-        }
-        let info_path = format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy());
-        let Ok(info) = std::fs::read_to_string(info_path) else {
-            continue;
-        };
-        let Some((_, list)) = info.split_once("PollList:\n") else {
-            continue;
-        };
-        listed = true;
-        // IORING_OP_POLL_ADD is opcode 6.
-        polls += list
-            .lines()
-            .take_while(|line| line.starts_with("  "))
-            .filter(|line| line.trim_start().starts_with("op=6,"))
-            .count();
-    }
-    listed.then_some(polls)
+    let lists: Vec<usize> = ring_fdinfo()
+        .iter()
+        .filter_map(|info| info.split_once("PollList:\n"))
+        .map(|(_, list)| {
+            // IORING_OP_POLL_ADD is opcode 6.
+            list.lines()
+                .take_while(|line| line.starts_with("  "))
+                .filter(|line| line.trim_start().starts_with("op=6,"))
+                .count()
+        })
+        .collect();
+    (!lists.is_empty()).then(|| lists.iter().sum())
 }
 
 #[test]
 fn a_reactor_that_slept_many_times_keeps_one_link_poll() {
-    const EXCHANGES: usize = 150;
+    const EXCHANGES: u64 = 150;
     let polls = LocalExecutorBuilder::new(Placement::Unbound)
         .name("reactor-sleep")
         .spawn(|| async {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("local address");
-            // A peer that answers slowly: each wait for its byte puts the
-            // reactor to sleep.
-            let peer = std::thread::spawn(move || {
-                let mut socket = std::net::TcpStream::connect(addr).expect("connect");
-                let mut byte = [0u8; 1];
-                for _ in 0..EXCHANGES {
-                    std::thread::sleep(Duration::from_millis(1));
-                    socket.write_all(b"p").expect("peer write");
-                    socket.read_exact(&mut byte).expect("peer read");
-                }
-            });
+            let peer = slow_peer(addr, EXCHANGES);
             let mut stream = listener.accept().await.expect("accept");
             let mut byte = [0u8; 1];
             for _ in 0..EXCHANGES {

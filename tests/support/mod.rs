@@ -12,6 +12,7 @@
 pub mod control;
 pub mod proxy;
 pub mod rabbit;
+pub mod reactor;
 pub mod relay;
 pub mod stream;
 

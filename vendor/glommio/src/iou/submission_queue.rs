@@ -73,8 +73,9 @@ impl<'ring> SubmissionQueue<'ring> {
     /// wait itself (no timeout request). `Err` with `ETIME` when the time
     /// ran out with nothing submitted, `EOPNOTSUPP` on a kernel before 5.11.
     pub fn submit_and_wait_until(&mut self, wait_for: u32, limit: Duration) -> io::Result<u32> {
+        // Clamped to what the kernel's signed seconds can hold.
         let ts = uring_sys::__kernel_timespec {
-            tv_sec: limit.as_secs() as _,
+            tv_sec: limit.as_secs().min(i64::MAX as u64) as _,
             tv_nsec: limit.subsec_nanos() as _,
         };
         resultify(unsafe {
