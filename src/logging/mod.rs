@@ -148,15 +148,53 @@ fn format_body(out: &mut String, sev: u8, record: &log::Record<'_>) {
     if let Some(v) = ctx.vhost {
         // An empty vhost (not known yet) shows no brackets.
         let start = out.len();
-        let _ = write!(out, " [{v}]");
+        match v.to_borrowed_str() {
+            Some(vhost) => {
+                out.push_str(" [");
+                out.push_str(vhost);
+                out.push(']');
+            }
+            None => {
+                let _ = write!(out, " [{v}]");
+            }
+        }
         if out.len() == start + 3 {
             out.truncate(start);
         }
     }
     if let Some(c) = ctx.conn {
-        let _ = write!(out, " {c}");
+        match c.to_u64() {
+            Some(id) => {
+                out.push(' ');
+                out.push_str(itoa::Buffer::new().format(id));
+            }
+            None => {
+                let _ = write!(out, " {c}");
+            }
+        }
     }
     let _ = write!(out, ": {}", record.args());
+}
+
+/// What a file line carries before its body: `<UTC time> <line> <pid>-<tid> `
+/// (docs/logging.md). The integers go through `itoa`: two lines per
+/// connection come here, and the formatting machinery costs more.
+fn push_file_header(
+    out: &mut String,
+    now: std::time::SystemTime,
+    line_id: u64,
+    pid: u32,
+    tid: u64,
+) {
+    push_timestamp(out, now);
+    let mut digits = itoa::Buffer::new();
+    out.push(' ');
+    out.push_str(digits.format(line_id));
+    out.push(' ');
+    out.push_str(digits.format(pid));
+    out.push('-');
+    out.push_str(digits.format(tid));
+    out.push(' ');
 }
 
 /// The file line's timestamp, `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. The
@@ -181,7 +219,14 @@ fn push_timestamp(out: &mut String, now: std::time::SystemTime) {
         }
         out.push_str(&cached.1);
     });
-    let _ = write!(out, ".{:06}Z", since.subsec_micros());
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(since.subsec_micros());
+    out.push('.');
+    for _ in micros.len()..6 {
+        out.push('0');
+    }
+    out.push_str(micros);
+    out.push('Z');
 }
 
 fn thread_id() -> u64 {
@@ -215,8 +260,13 @@ impl log::Log for Logger {
         let mut line = String::with_capacity(256);
         if to_file {
             let line_id = self.control.line_id.fetch_add(1, Ordering::Relaxed) + 1;
-            push_timestamp(&mut line, std::time::SystemTime::now());
-            let _ = write!(line, " {line_id} {}-{} ", self.pid, thread_id());
+            push_file_header(
+                &mut line,
+                std::time::SystemTime::now(),
+                line_id,
+                self.pid,
+                thread_id(),
+            );
         }
         let body_at = line.len();
         format_body(&mut line, sev, record);
@@ -372,6 +422,21 @@ mod tests {
             session_body(log::Level::Debug, "", 7, "Accepted"),
             "DEBUG 7: Accepted"
         );
+    }
+
+    #[test]
+    fn a_file_line_header_is_time_line_and_process_thread() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_481_473) + Duration::from_micros(42);
+        let mut out = String::new();
+        push_file_header(&mut out, at, 1, 4_194_304, 18_446_744_073_709_551_615);
+        assert_eq!(
+            out,
+            "2026-12-05T14:37:53.000042Z 1 4194304-18446744073709551615 "
+        );
+        out.clear();
+        push_file_header(&mut out, at, 907, 0, 12);
+        assert_eq!(out, "2026-12-05T14:37:53.000042Z 907 0-12 ");
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct Established {
 /// The client properties the proxy adds to the `StartOk` it sends a
 /// broker: who the client is, and which proxy listener and egress port
 /// carry it. Both values live in one buffer, written without the
-/// formatting machinery: this runs once per connection.
+/// formatting machinery (`itoa` for the numbers): this runs once per
+/// connection.
 pub struct StartOkAdditions {
     text: String,
     /// Where `amqpprox_host`'s value starts in `text`.
@@ -131,19 +132,7 @@ fn push_client_endpoint(out: &mut String, addr: std::net::SocketAddr, tls: bool)
 
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    // The bytes are ASCII digits.
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Logs that the session's broker handshake starts, once the client's
