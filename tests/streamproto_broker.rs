@@ -97,9 +97,8 @@ struct Opened {
 /// Replays `hello` to the broker until Open is answered or refused.
 fn replay(hello: &ClientHello, marker: &str) -> Result<Opened, BrokerReplayError> {
     let mut sock = connect();
-    let additions = vec![("amqpprox_client".to_string(), marker.to_string())];
     let mut out = Vec::new();
-    let mut r = BrokerReplay::start(hello, &additions, &mut out);
+    let mut r = BrokerReplay::start(hello, &[("amqpprox_client", marker)], &mut out);
     let deadline = Instant::now() + DEADLINE;
     let mut chunk = [0u8; 4096];
     loop {

@@ -219,11 +219,8 @@ fn session(
 
     let mut broker = TcpStream::connect(broker_addr)?;
     broker.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let additions = vec![(
-        "amqpprox_client".to_string(),
-        client.peer_addr()?.to_string(),
-    )];
-    let mut replay = BrokerReplay::start(&hello, &additions, &mut out);
+    let client_addr = client.peer_addr()?.to_string();
+    let mut replay = BrokerReplay::start(&hello, &[("amqpprox_client", &client_addr)], &mut out);
     let mut pending = loop {
         broker.write_all(&out)?;
         out.clear();

@@ -149,7 +149,7 @@ impl BrokerReplay {
     /// Prepares the replay of `hello` and writes its PeerProperties request,
     /// with `additions` replacing any client property of the same name and
     /// appended in order, to `out`.
-    pub fn start(hello: &ClientHello, additions: &[(String, String)], out: &mut Vec<u8>) -> Self {
+    pub fn start(hello: &ClientHello, additions: &[(&str, &str)], out: &mut Vec<u8>) -> Self {
         let mut properties: Properties = hello
             .peer_properties
             .properties
@@ -157,7 +157,11 @@ impl BrokerReplay {
             .filter(|(k, _)| !additions.iter().any(|(a, _)| a == k))
             .cloned()
             .collect();
-        properties.extend(additions.iter().cloned());
+        properties.extend(
+            additions
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v.to_string())),
+        );
         PeerPropertiesRequest {
             correlation_id: hello.peer_properties.correlation_id,
             properties,

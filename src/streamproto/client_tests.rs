@@ -8,8 +8,8 @@ use crate::streamproto::command::{
 use crate::streamproto::frame::split_frame;
 use crate::streamproto::server::tests::hello;
 
-fn additions() -> Vec<(String, String)> {
-    vec![("amqpprox_client".into(), "10.0.0.1:4242".into())]
+fn additions() -> [(&'static str, &'static str); 1] {
+    [("amqpprox_client", "10.0.0.1:4242")]
 }
 
 fn one_frame(bytes: &[u8]) -> (u16, Vec<u8>) {

@@ -325,13 +325,8 @@ async fn establish(
             HandshakeKind::Proxied,
         );
         info.phase.set(Phase::BrokerHandshake);
-        let additions: Vec<(String, String)> =
-            StartOkAdditions::new(shard, info, client, listen_port)
-                .entries()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        let attempt = net::with_timeout(limit, replay(&mut broker, &hello, &additions))
+        let additions = StartOkAdditions::new(shard, info, client, listen_port);
+        let attempt = net::with_timeout(limit, replay(&mut broker, &hello, &additions.entries()))
             .await
             .unwrap_or(Err(Attempt::Unfit(Unfit::Silent {
                 stage: Stage::StreamOpen,
@@ -477,7 +472,7 @@ struct Opened {
 async fn replay(
     broker: &mut Stream,
     hello: &ClientHello,
-    additions: &[(String, String)],
+    additions: &[(&str, &str)],
 ) -> Result<Opened, Attempt> {
     let stage = Stage::StreamOpen;
     let mut out = Vec::with_capacity(512);
