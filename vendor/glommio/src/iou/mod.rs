@@ -210,7 +210,7 @@ impl IoUring {
     /// amqpprox patch: whether the kernel takes a wait's time limit in
     /// `io_uring_enter` (`IORING_FEAT_EXT_ARG`, Linux 5.11).
     pub fn waits_with_time_limit(&self) -> bool {
-        self.ring.features & (1 << 8) != 0
+        self.ring.features & uring_sys::IORING_FEAT_EXT_ARG != 0
     }
 
     /// Submit all prepared [`SQE`]s to the kernel and wait until at least

@@ -98,6 +98,8 @@ pub const IORING_FEAT_RW_CUR_POS: libc::__u32 = 1 << 3;
 pub const IORING_FEAT_CUR_PERSONALITY: libc::__u32 = 1 << 4;
 pub const IORING_FEAT_FAST_POLL: libc::__u32 = 1 << 5;
 pub const IORING_FEAT_POLL_32BITS: libc::__u32 = 1 << 6;
+// amqpprox patch: for the sleep with a time limit (Linux 5.11).
+pub const IORING_FEAT_EXT_ARG: libc::__u32 = 1 << 8;
 
 // io_uring_register opcodes and arguments
 pub const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
@@ -338,8 +340,8 @@ extern "C" {
 
     pub fn io_uring_submit_and_wait(ring: *mut io_uring, wait_nr: libc::c_uint) -> libc::c_int;
 
-    // amqpprox patch: see `submit_and_wait_until` in the vendored liburing's
-    // queue.c.
+    // amqpprox patch: see `io_uring_submit_and_wait_until` in the vendored
+    // liburing's queue.c.
     pub fn io_uring_submit_and_wait_until(
         ring: *mut io_uring,
         wait_nr: libc::c_uint,
