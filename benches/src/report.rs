@@ -484,7 +484,6 @@ pub fn paired(runs: &[RunRecord]) -> Vec<Paired> {
             })
         };
         let (mut values, mut cpus) = (Vec::new(), Vec::new());
-        let mut rounds = 0;
         for mine in runs
             .iter()
             .filter(|r| r.scenario == scenario && r.target == target && r.error.is_none())
@@ -499,10 +498,10 @@ pub fn paired(runs: &[RunRecord]) -> Vec<Paired> {
             let Some(value) = ratio(value_key) else {
                 continue;
             };
-            rounds += 1;
             values.push(value);
             cpus.extend(ratio(cpu_key));
         }
+        let rounds = values.len();
         if let Some(value) = ratio_summary(values) {
             out.push(Paired {
                 scenario: scenario.clone(),
