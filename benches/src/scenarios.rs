@@ -62,23 +62,37 @@ pub struct Probe {
 }
 
 /// CPU seconds used so far (or, after [`CpuSample::since`], during a run).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuSample {
     pub target: Option<f64>,
     /// The part of `target` spent in user space.
     pub target_user: Option<f64>,
     pub broker: Option<f64>,
     pub harness: Option<f64>,
+    /// Exact run times of the target's and the broker's threads, which
+    /// replace the tick counts of `target` and `broker` in a difference
+    /// when the same threads lived through it (both keep their threads for
+    /// their whole life). The harness's load threads come and go with each
+    /// round, so its own figure stays in ticks.
+    target_threads: Option<procs::ThreadRuntimes>,
+    broker_threads: Option<procs::ThreadRuntimes>,
 }
 
 impl CpuSample {
     pub fn since(&self, before: &CpuSample) -> CpuSample {
         let d = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        let exact = |a: &Option<procs::ThreadRuntimes>, b: &Option<procs::ThreadRuntimes>| {
+            a.as_ref()?.since(b.as_ref()?)
+        };
         CpuSample {
-            target: d(self.target, before.target),
+            target: exact(&self.target_threads, &before.target_threads)
+                .or_else(|| d(self.target, before.target)),
             target_user: d(self.target_user, before.target_user),
-            broker: d(self.broker, before.broker),
+            broker: exact(&self.broker_threads, &before.broker_threads)
+                .or_else(|| d(self.broker, before.broker)),
             harness: d(self.harness, before.harness),
+            target_threads: None,
+            broker_threads: None,
         }
     }
 
@@ -116,12 +130,15 @@ impl CpuSample {
 impl Probe {
     pub fn cpu(&self) -> CpuSample {
         let read = |pid: Option<u32>| pid.and_then(|p| procs::cpu_seconds(p).ok());
+        let threads = |pid: Option<u32>| pid.and_then(|p| procs::thread_runtimes(p).ok());
         let target = self.pid.and_then(|p| procs::cpu_times(p).ok());
         CpuSample {
             target: target.map(|(user, system)| user + system),
             target_user: target.map(|(user, _)| user),
             broker: read(self.broker),
             harness: read(Some(std::process::id())),
+            target_threads: threads(self.pid),
+            broker_threads: threads(self.broker),
         }
     }
 
