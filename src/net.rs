@@ -188,13 +188,17 @@ fn shutdown_now(stream: &TcpStream, how: std::net::Shutdown) {
 
 /// Queues `bytes` on a socket to leave with what follows it (`MSG_MORE`)
 /// rather than at once, without waiting; returns how many it took (0 when
-/// the socket would block or fails: the caller then writes them as usual,
-/// and sees the error there). A session's last bytes queued this way leave
-/// in one segment with the FIN of the `shutdown` that follows
-/// (docs/sessions.md#pass-through); anything that must go out without a
-/// shutdown is pushed by [`push_queued`].
+/// the socket would block or fails, or a write queued on the ring is still
+/// on its way and must not be overtaken: the caller then writes them as
+/// usual, after it, and sees any error there). A session's last bytes
+/// queued this way leave in one segment with the FIN of the `shutdown`
+/// that follows (docs/sessions.md#pass-through); anything that must go out
+/// without a shutdown is pushed by [`push_queued`].
 pub fn queue_before_end(stream: &TcpStream, bytes: &[u8]) -> usize {
     stream.submit_send_behind();
+    if stream.send_behind_in_flight() {
+        return 0;
+    }
     // SAFETY: a send from a live buffer on a descriptor the stream owns.
     let sent = unsafe {
         libc::send(
@@ -430,6 +434,72 @@ mod tests {
         });
         assert_eq!(first, format!("{medium}1{long}1{medium}1"));
         assert_eq!(second, "a2b2c2");
+    }
+
+    /// Fills `ours`'s way to its peer (small buffers, sends until the
+    /// kernel refuses more); returns how many bytes went in.
+    fn fill_send_path(ours: &TcpStream, peer: &std::net::TcpStream) -> usize {
+        SockRef::from(peer).set_recv_buffer_size(4096).unwrap();
+        // SAFETY: the fd stays open for the duration of the borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(ours.as_raw_fd()) };
+        SockRef::from(&fd).set_send_buffer_size(4096).unwrap();
+        let chunk = [b'f'; 1024];
+        let mut filled = 0;
+        loop {
+            // SAFETY: a send from a live buffer on a descriptor `ours` owns.
+            let sent = unsafe {
+                libc::send(
+                    ours.as_raw_fd(),
+                    chunk.as_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match usize::try_from(sent) {
+                Ok(n) if n > 0 => filled += n,
+                _ => return filled,
+            }
+        }
+    }
+
+    #[test]
+    fn a_ring_send_the_kernel_could_not_take_is_not_overtaken() {
+        use futures_lite::AsyncWriteExt;
+        use std::io::Read;
+        let (declined, in_flight, got, filled) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut ours = listener.accept().await.unwrap();
+            let filled = fill_send_path(&ours, &peer);
+            ours.send_behind(b"queued,").await.unwrap();
+            // Submitted here, and refused for now: the socket is full. The
+            // send stays on its way, and a `MSG_MORE` send of the session's
+            // last bytes declines rather than race it for the room the
+            // peer's next read makes.
+            let declined = queue_before_end(&ours, b"last") == 0;
+            let in_flight = ours.send_behind_in_flight();
+            // The peer reads from now on; the queued send then completes,
+            // and the last bytes follow it, then the FIN.
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                peer.read_to_end(&mut got).unwrap();
+                got
+            });
+            futures_lite::future::poll_fn(|cx| ours.poll_sent_behind(cx))
+                .await
+                .unwrap();
+            assert!(!ours.send_behind_in_flight());
+            ours.write_all(b"last").await.unwrap();
+            shutdown(&ours);
+            (declined, in_flight, reader.join().unwrap(), filled)
+        });
+        assert!(filled > 0);
+        assert!(in_flight, "the queued send should still wait for room");
+        assert!(declined, "a send of its own would overtake the queued one");
+        assert_eq!(got.len(), filled + "queued,last".len());
+        assert!(got[..filled].iter().all(|&b| b == b'f'));
+        assert_eq!(&got[filled..], b"queued,last");
     }
 
     #[test]

@@ -122,9 +122,10 @@ impl Stream {
 }
 
 /// What the pump asks of a socket besides reading and writing: whether its
-/// peer has closed, and a way to queue a session's last bytes so that they
-/// leave with its FIN (docs/sessions.md#pass-through). TLS sockets decline:
-/// their last bytes are records rustls writes, and `close_notify` follows.
+/// peer has closed, a way to queue a session's last bytes so that they
+/// leave with its FIN, and a way to queue a write on the ring behind the
+/// shard's turn (docs/sessions.md#pass-through). TLS sockets decline both:
+/// their bytes are records rustls writes, and `close_notify` follows.
 pub trait SessionEnd {
     /// The peer's FIN (or a hang-up or an error) has been reported: what is
     /// still queued to read is followed by the end of the stream.
@@ -132,6 +133,15 @@ pub trait SessionEnd {
     /// Queues `bytes` to leave with the shutdown that follows; returns how
     /// many it took (see [`crate::net::queue_before_end`]).
     fn queue_before_end(&self, bytes: &[u8]) -> usize;
+    /// Queues `bytes` on the ring, sent with the shard's other requests at
+    /// the end of this turn, once the write queued before has completed:
+    /// `Ready(Ok(true))` when queued, `Ready(Ok(false))` when the socket
+    /// declines (the caller writes them itself), an error the queued write
+    /// before met.
+    fn poll_queue_behind(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<bool>>;
+    /// Ready once no write queued by [`Self::poll_queue_behind`] is still
+    /// on its way, with the error it met if any.
+    fn poll_sent_behind(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl SessionEnd for TcpStream {
@@ -140,6 +150,14 @@ impl SessionEnd for TcpStream {
     }
     fn queue_before_end(&self, bytes: &[u8]) -> usize {
         crate::net::queue_before_end(self, bytes)
+    }
+    fn poll_queue_behind(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<bool>> {
+        ready!(self.poll_sent_behind(cx))?;
+        self.queue_behind(bytes);
+        Poll::Ready(Ok(true))
+    }
+    fn poll_sent_behind(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_sent_behind(self, cx)
     }
 }
 
@@ -154,6 +172,18 @@ impl SessionEnd for Stream {
         match self {
             Stream::Plain(s) => s.queue_before_end(bytes),
             Stream::TlsServer(_) | Stream::TlsClient(_) => 0,
+        }
+    }
+    fn poll_queue_behind(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<bool>> {
+        match self {
+            Stream::Plain(s) => SessionEnd::poll_queue_behind(s, cx, bytes),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => Poll::Ready(Ok(false)),
+        }
+    }
+    fn poll_sent_behind(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => SessionEnd::poll_sent_behind(s, cx),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => Poll::Ready(Ok(())),
         }
     }
 }

@@ -19,28 +19,14 @@ use amqpprox::session::pool::BufferPool;
 use amqpprox::session::pump::{Pump, SharedStream, PASS_THROUGH_MAX_FRAME};
 use amqpprox::session::{SessionId, SessionInfo};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 
+#[path = "support/loopback.rs"]
+mod loopback;
+use loopback::{body_frame, pair};
+
 const VHOST: &str = "shaped";
-
-/// One body frame of `payload` bytes on channel 1, as a client publishes.
-fn body_frame(payload: usize) -> Vec<u8> {
-    let mut f = vec![3u8, 0, 1];
-    f.extend_from_slice(&(payload as u32).to_be_bytes());
-    f.resize(7 + payload, b'x');
-    f.push(0xCE);
-    f
-}
-
-/// A connected pair: (the end the test drives, the end the pump holds).
-async fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().expect("listener address");
-    let connect = glommio::spawn_local(async move { TcpStream::connect(addr).await });
-    let accepted = listener.accept().await.expect("accept");
-    (connect.await.expect("connect"), accepted)
-}
 
 fn set(limits: &Limits, kind: LimitKind, value: Option<u64>) {
     let scope = LimitScope::Vhost(VHOST.into());
@@ -112,7 +98,7 @@ fn flood<S: futures_lite::AsyncWrite + Unpin + 'static>(
     written: Rc<Cell<u64>>,
 ) -> glommio::task::JoinHandle<()> {
     glommio::spawn_local(async move {
-        let frame = body_frame(16 * 1024);
+        let frame = body_frame(16 * 1024, b'x');
         while to.write_all(&frame).await.is_ok() {
             written.set(written.get() + frame.len() as u64);
         }
@@ -194,7 +180,7 @@ fn rate_zero_stops_reading_and_a_live_change_resumes() {
         limits,
         Arc::new(SessionShaping::default()),
         |mut client, mut broker, limits, _session| async move {
-            let frame = body_frame(1000);
+            let frame = body_frame(1000, b'x');
             client.write_all(&frame).await.expect("write a frame");
             // Polled for a second: nothing may pass at rate 0.
             let held = drain_until(&mut broker, Instant::now() + Duration::from_secs(1)).await;

@@ -47,7 +47,9 @@ pub struct DirectionStats {
     /// (docs/statistics.md#removal-causes).
     pub close_seen_at: Cell<Option<Instant>>,
     /// Time spent in completed pass-through writes of this direction's bytes
-    /// to the other socket, and how many there were (`CONN`, `STAT`).
+    /// to the other socket, and how many there were (`CONN`, `STAT`): the
+    /// writes sent at once, not the first chunks queued on the ring
+    /// (docs/sessions.md#pass-through).
     pub write_latency_ns_total: Cell<u64>,
     pub writes: Cell<u64>,
     /// Whether `TRACE` logs this direction's methods: the one branch the

@@ -39,6 +39,14 @@ use std::time::{Duration, Instant};
 /// included: the original's safety net, above the 131072 offered in Tune.
 pub const PASS_THROUGH_MAX_FRAME: u32 = 150_000;
 
+/// How many of a direction's first chunks may be queued on the ring behind
+/// the shard's turn rather than written at once, and how large each may be:
+/// the few short methods that open a session. Later chunks go out
+/// directly: a steady flow wakes the shard for each one anyway, and a queued
+/// send would cost it a turn of its own.
+const QUEUED_FIRST_CHUNKS: u64 = 4;
+const QUEUED_CHUNK_MAX: usize = 4096;
+
 /// What ended an established session first: one of its two directions
 /// (each ending with an `E`), or the operator.
 pub enum First<E> {
@@ -120,6 +128,27 @@ impl<S> StreamRef<'_, S> {
     /// Runs `f` on the socket (for shutdown and addresses).
     pub fn with<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.0.borrow())
+    }
+
+    /// Runs `f` on the socket mutably, for the length of one poll.
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+impl<S: SessionEnd> StreamRef<'_, S> {
+    /// Waits until no write queued on the ring is on its way to the socket
+    /// (its error, if it met one). A direction that stops reading waits
+    /// here, so that its last bytes are out before it ends the session and
+    /// the sockets are shut down, just as a direct write would have been.
+    pub async fn sent_behind(&self) -> io::Result<()> {
+        futures_lite::future::poll_fn(|cx| self.with_mut(|s| s.poll_sent_behind(cx))).await
+    }
+
+    /// Queues `bytes` on the ring behind this turn (see
+    /// [`SessionEnd::poll_queue_behind`]); false when the socket declines.
+    async fn queue_behind(&self, bytes: &[u8]) -> io::Result<bool> {
+        futures_lite::future::poll_fn(|cx| self.with_mut(|s| s.poll_queue_behind(cx, bytes))).await
     }
 }
 
@@ -455,9 +484,16 @@ where
         };
         let (buf, n) = match self.next_chunk(from, limit, generation).await {
             None => return Ok(()),
-            Some(Ok((_, 0))) => return Err(DirectionEnd::Eof),
-            Some(Ok(read)) => read,
-            Some(Err(e)) => return Err(DirectionEnd::ReadError(e)),
+            Some(Ok(read @ (_, 1..))) => read,
+            Some(end) => {
+                // The last write may still be queued on the ring: it leaves
+                // before this direction ends the session.
+                to.sent_behind().await.map_err(DirectionEnd::WriteError)?;
+                return Err(match end {
+                    Err(e) => DirectionEnd::ReadError(e),
+                    Ok(_) => DirectionEnd::Eof,
+                });
+            }
         };
         let stats = self.stats(leg);
         scanner
@@ -476,12 +512,26 @@ where
         } else {
             0
         };
-        if queued < n {
-            to.write_all(&buf[queued..n])
+        let rest = &buf[queued..n];
+        // A session's first few small chunks (the AMQP methods that open
+        // channels, declare and consume) go through the ring when other
+        // tasks are ready in this turn: their sends then share the turn's
+        // one submission instead of a system call each
+        // (docs/sessions.md#pass-through). Queued writes are not timed.
+        let behind = !rest.is_empty()
+            && stats.packets.get() < QUEUED_FIRST_CHUNKS
+            && rest.len() <= QUEUED_CHUNK_MAX
+            && glommio::executor().more_tasks_ready()
+            && to
+                .queue_behind(rest)
                 .await
                 .map_err(DirectionEnd::WriteError)?;
+        if !behind {
+            if !rest.is_empty() {
+                to.write_all(rest).await.map_err(DirectionEnd::WriteError)?;
+            }
+            stats.record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
         }
-        stats.record_write(read_at.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
         stats.on_chunk(n, read_at);
         leg.at_boundary.set(scanner.at_frame_boundary());
         Ok(())

@@ -1320,6 +1320,16 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// amqpprox patch: see `ExecutorProxy::more_tasks_ready`.
+    fn more_tasks_ready(&self) -> bool {
+        let queues = self.queues.borrow();
+        !queues.active_executors.is_empty()
+            || queues
+                .active_executing
+                .as_ref()
+                .is_some_and(|tq| tq.borrow().ex.is_active())
+    }
+
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
@@ -2131,6 +2141,25 @@ impl ExecutorProxy {
             LOCAL_EX
                 .as_ref()
                 .map(|ex| ex.need_preempt())
+                .unwrap_or_default()
+        };
+    }
+
+    /// amqpprox patch: whether another task is ready to run in this turn of
+    /// the reactor besides the one asking (its own queue holds more, or
+    /// another queue is active). A request queued on the ring now is then
+    /// submitted with what those tasks queue, at the end of the turn, in
+    /// one system call; with nothing else ready the turn ends at once and
+    /// the request would have the submission to itself.
+    pub fn more_tasks_ready(&self) -> bool {
+        #[cfg(not(feature = "native-tls"))]
+        return LOCAL_EX.is_set() && LOCAL_EX.with(|local_ex| local_ex.more_tasks_ready());
+
+        #[cfg(feature = "native-tls")]
+        return unsafe {
+            LOCAL_EX
+                .as_ref()
+                .map(|ex| ex.more_tasks_ready())
                 .unwrap_or_default()
         };
     }

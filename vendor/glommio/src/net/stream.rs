@@ -461,6 +461,11 @@ impl<S> Drop for NonBufferedStream<S> {
 }
 
 impl<S> NonBufferedStream<S> {
+    /// amqpprox patch: a send `send_behind` queued has not completed.
+    pub(crate) fn send_behind_in_flight(&self) -> bool {
+        matches!(&self.send_behind, Some((source, _)) if source.result().is_none())
+    }
+
     /// amqpprox patch: a send `send_behind` queued that the kernel may not
     /// have seen yet goes to it now, before a system call of the caller's
     /// that must come after it (a `shutdown`) or the drop (which would
@@ -597,6 +602,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// amqpprox patch: see `NonBufferedStream::send_behind`.
     pub(crate) fn send_behind(&mut self, buf: &[u8]) {
         self.stream.send_behind(buf)
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::send_behind_in_flight`.
+    pub(crate) fn send_behind_in_flight(&self) -> bool {
+        self.stream.send_behind_in_flight()
     }
 
     /// amqpprox patch: see `NonBufferedStream::poll_sent`.

@@ -631,6 +631,29 @@ impl<B: RxBuf> TcpStream<B> {
         Ok(())
     }
 
+    /// amqpprox patch: the poll form of [`send_behind`](Self::send_behind)'s
+    /// wait: ready once the send queued before (if any) has completed, with
+    /// its error if it failed or sent less than all. After `Ready(Ok)`,
+    /// [`queue_behind`](Self::queue_behind) may queue the next one.
+    pub fn poll_sent_behind(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_sent(cx)
+    }
+
+    /// amqpprox patch: queues `buf` on the ring as
+    /// [`send_behind`](Self::send_behind) does, for a caller that has just
+    /// seen [`poll_sent_behind`](Self::poll_sent_behind) ready.
+    pub fn queue_behind(&mut self, buf: &[u8]) {
+        self.stream.send_behind(buf)
+    }
+
+    /// amqpprox patch: a send queued on the ring has not completed yet
+    /// (after [`submit_send_behind`](Self::submit_send_behind): the kernel
+    /// could not take all of it at once and sends the rest when the socket
+    /// has room). A `send` of the caller's own now would overtake it.
+    pub fn send_behind_in_flight(&self) -> bool {
+        self.stream.send_behind_in_flight()
+    }
+
     /// amqpprox patch: a send [`send_behind`](Self::send_behind) queued
     /// goes to the kernel now if it has not yet, for a caller about to
     /// act on the socket outside the ring (a `shutdown` of its own).
