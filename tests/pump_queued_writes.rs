@@ -2,9 +2,11 @@
 //! loopback sockets on one glommio executor, a session's first few small
 //! chunks go through the ring when another task is ready in the same turn
 //! of the reactor and are written at once otherwise; later chunks are
-//! always written at once; and a queued write the kernel could not take
-//! yet (a broker that stopped reading) still reaches the broker before the
-//! FIN that ends the session (docs/sessions.md#pass-through). Needs no
+//! always written at once; a queued write's buffer is let go once it is
+//! sent, even if the session then idles; and a queued write the kernel
+//! could not take yet (a broker that stopped reading) still reaches the
+//! broker before the FIN that ends the session
+//! (docs/sessions.md#pass-through). Needs no
 //! RabbitMQ: the ends are the test's own sockets.
 
 use std::os::fd::AsRawFd;
@@ -141,6 +143,23 @@ fn first_small_chunks_in_a_busy_turn_go_through_the_ring() {
             vec![(0, 1), (0, 2), (0, 3), (0, 4), (1, 5), (2, 6)],
             "(timed writes, chunks) after each chunk"
         );
+        rig.session.control.end(Ending::Force);
+    });
+}
+
+#[test]
+fn a_session_idle_after_a_queued_chunk_keeps_no_send_buffer() {
+    on_executor(|| async {
+        let mut rig = Rig::new(|_, _| {}).await;
+        rig.forward(&body_frame(100, b'i'), true).await;
+        assert_eq!(rig.ingress_writes(), (0, 1), "queued");
+        // Nothing more comes: the pump lets the completed send go anyway,
+        // rather than at its next write, which may be days away.
+        let deadline = Instant::now() + DEADLINE;
+        while rig.pump.broker.with(|s| s.send_behind_held()) {
+            assert!(Instant::now() < deadline, "the send buffer is still held");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         rig.session.control.end(Ending::Force);
     });
 }

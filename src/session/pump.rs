@@ -403,20 +403,40 @@ where
         Ok(())
     }
 
-    /// Reads the next chunk of `from`, or `None` when the session's control
-    /// flags changed first.
-    async fn next_chunk<S: AsyncRead + Unpin>(
+    /// Reads the next chunk of `from` (`None` when the session's control
+    /// flags changed first; a direction end when `from` ended or failed).
+    /// Meanwhile a write queued on the ring toward `to` is let go as soon
+    /// as it completes, so that a session that goes idle after its first
+    /// chunks holds none of its buffers; its error ends the direction.
+    async fn next_chunk<R, W>(
         &self,
-        from: &mut StreamRef<'_, S>,
+        from: &mut StreamRef<'_, R>,
+        to: &StreamRef<'_, W>,
         limit: usize,
         generation: u64,
-    ) -> Option<io::Result<(PooledBuffer, usize)>> {
+    ) -> Result<Option<(PooledBuffer, usize)>, DirectionEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: SessionEnd,
+    {
         futures_lite::future::or(
-            async { Some(read_pooled(from, &self.pool, limit).await) },
             async {
-                self.control().changed_since(generation).await;
-                None
+                match read_pooled(from, &self.pool, limit).await {
+                    Ok(read @ (_, 1..)) => Ok(Some(read)),
+                    Ok(_) => Err(DirectionEnd::Eof),
+                    Err(e) => Err(DirectionEnd::ReadError(e)),
+                }
             },
+            futures_lite::future::or(
+                async {
+                    self.control().changed_since(generation).await;
+                    Ok(None)
+                },
+                async {
+                    to.sent_behind().await.map_err(DirectionEnd::WriteError)?;
+                    futures_lite::future::pending().await
+                },
+            ),
         )
         .await
     }
@@ -482,17 +502,14 @@ where
         let Some(limit) = self.shaped_limit(leg, limit, generation).await else {
             return Ok(());
         };
-        let (buf, n) = match self.next_chunk(from, limit, generation).await {
-            None => return Ok(()),
-            Some(Ok(read @ (_, 1..))) => read,
-            Some(end) => {
+        let (buf, n) = match self.next_chunk(from, to, limit, generation).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(read)) => read,
+            Err(end) => {
                 // The last write may still be queued on the ring: it leaves
                 // before this direction ends the session.
                 to.sent_behind().await.map_err(DirectionEnd::WriteError)?;
-                return Err(match end {
-                    Err(e) => DirectionEnd::ReadError(e),
-                    Ok(_) => DirectionEnd::Eof,
-                });
+                return Err(end);
             }
         };
         let stats = self.stats(leg);

@@ -609,6 +609,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.send_behind_in_flight()
     }
 
+    /// amqpprox patch: a queued send's source is still kept (see
+    /// `TcpStream::send_behind_held`).
+    pub(crate) fn send_behind_held(&self) -> bool {
+        self.stream.send_behind.is_some()
+    }
+
     /// amqpprox patch: see `NonBufferedStream::poll_sent`.
     pub(crate) fn poll_sent(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
         self.stream.poll_sent(cx)

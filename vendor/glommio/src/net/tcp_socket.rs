@@ -654,6 +654,13 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.send_behind_in_flight()
     }
 
+    /// amqpprox patch: the stream still holds a queued send's source and
+    /// buffer: the send is in flight, or complete and not yet seen by a
+    /// write, a wait or [`poll_sent_behind`](Self::poll_sent_behind).
+    pub fn send_behind_held(&self) -> bool {
+        self.stream.send_behind_held()
+    }
+
     /// amqpprox patch: a send [`send_behind`](Self::send_behind) queued
     /// goes to the kernel now if it has not yet, for a caller about to
     /// act on the socket outside the ring (a `shutdown` of its own).
