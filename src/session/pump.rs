@@ -5,7 +5,12 @@
 //! Each direction reads into a pooled buffer and writes the same buffer to
 //! the other socket: no copy between the sockets, no allocation per frame,
 //! and no read until the previous chunk is written (natural backpressure: a
-//! slow reader stalls its writer instead of growing memory). A
+//! slow reader stalls its writer instead of growing memory). The one
+//! exception is a session's first four small chunks in a busy turn of the
+//! shard: each is copied (at most 4 KiB, once per session) into a send
+//! queued on the ring, the next read goes ahead, and the next write waits
+//! for it, so at most one chunk per direction is on its way; the copy buys
+//! a system call per chunk during a connection storm. A
 //! [`FrameScanner`] walks the 7-byte frame headers as they pass to count
 //! frames, spot channel-0 `Close`/`CloseOk`, and refuse a bad frame end or an
 //! oversized frame. Operator actions take effect at a frame boundary: a
