@@ -3,8 +3,10 @@
 //! both ways (small frames, a 1 MB body cut into many frames and odd-sized
 //! writes, frame headers split across writes, heartbeats), a malformed or
 //! oversized frame from either side must end the session, a close on one side
-//! must reach the other promptly, and a slow client must push back on the
-//! broker instead of growing the proxy's memory.
+//! must reach the other promptly, a storm of short sessions (their first
+//! chunks queued on the ring) delivers every byte before the FIN, and a
+//! slow client must push back on the broker instead of growing the proxy's
+//! memory.
 //!
 //! The broker side is the dummy broker's socket handed to the test after the
 //! handshake; all frames are built by the test's own encoder in
@@ -200,6 +202,46 @@ fn frame_header_split_across_writes_is_forwarded_unchanged() {
         &s.client.expect_bytes(down.len()),
         &down,
     );
+}
+
+/// Many sessions opening at once keep one shard's turns busy, so their
+/// first chunks go through the ring (docs/sessions.md#pass-through); each
+/// client then leaves at once. Every session's bytes reach the broker
+/// whole and in order, before the FIN.
+#[test]
+fn a_storm_of_short_sessions_delivers_every_byte_before_the_fin() {
+    const SESSIONS: usize = 48;
+    let broker = DummyBroker::start(Script::new(AfterOpen::Hold));
+    let proxy = builder(broker.port()).start();
+    let mut content = raw::content_header(1, 5);
+    content.extend_from_slice(&raw::frame(raw::FRAME_BODY, 1, b"storm"));
+    let writes = [
+        raw::channel_open(1),
+        raw::basic_publish(1, "storm"),
+        content,
+    ];
+    let expected = writes.concat();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(SESSIONS));
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|i| {
+            let (start, writes, port) = (start.clone(), writes.clone(), proxy.port);
+            thread::spawn(move || {
+                let mut client = RawConn::connect_local(port);
+                raw::client_handshake(&mut client, &format!("storm-{i}"), "/");
+                start.wait();
+                for w in &writes {
+                    client.send(w);
+                }
+                client.shutdown_write();
+                client
+            })
+        })
+        .collect();
+    let _clients: Vec<RawConn> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    for i in 0..SESSIONS {
+        let conn = broker.wait_conn(i, Duration::from_secs(10), |c| c.eof);
+        assert_same_bytes(&format!("session {i}"), &conn.after_open, &expected);
+    }
 }
 
 #[test]
