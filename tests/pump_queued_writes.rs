@@ -116,6 +116,16 @@ impl Rig {
     }
 }
 
+/// Re-checks `condition` on the executor's own timer until it holds;
+/// fails the test after [`DEADLINE`].
+async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited {DEADLINE:?} for {what}");
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn on_executor<F, Fut>(test: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -155,11 +165,10 @@ fn a_session_idle_after_a_queued_chunk_keeps_no_send_buffer() {
         assert_eq!(rig.ingress_writes(), (0, 1), "queued");
         // Nothing more comes: the pump lets the completed send go anyway,
         // rather than at its next write, which may be days away.
-        let deadline = Instant::now() + DEADLINE;
-        while rig.pump.broker.with(|s| s.send_behind_held()) {
-            assert!(Instant::now() < deadline, "the send buffer is still held");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the send buffer to be let go", || {
+            !rig.pump.broker.with(|s| s.send_behind_held())
+        })
+        .await;
         rig.session.control.end(Ending::Force);
     });
 }
@@ -240,22 +249,20 @@ fn a_queued_write_the_broker_has_no_room_for_arrives_before_the_fin() {
         rig.neighbour.write_all(b"x").await.unwrap();
         // The pump queues the frame on the ring; the kernel cannot take it
         // while the broker is not reading.
-        let deadline = Instant::now() + DEADLINE;
-        while !rig.pump.broker.with(|s| s.send_behind_in_flight()) {
-            assert!(Instant::now() < deadline, "the frame was never queued");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the frame to be queued", || {
+            rig.pump.broker.with(|s| s.send_behind_in_flight())
+        })
+        .await;
         // The client leaves: the ingress side reads the end of its stream
         // while its last write is still on its way.
         rig.client
             .shutdown(std::net::Shutdown::Write)
             .await
             .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        while !rig.pump.client.with(|s| s.peer_closed()) {
-            assert!(Instant::now() < deadline, "the pump never read the FIN");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for("the pump to read the FIN", || {
+            rig.pump.client.with(|s| s.peer_closed())
+        })
+        .await;
         // Only now does the broker read again.
         let mut got = Vec::new();
         with_timeout(DEADLINE, rig.broker.read_to_end(&mut got))
