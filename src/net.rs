@@ -557,4 +557,59 @@ mod tests {
             ]
         );
     }
+
+    /// Reads `peer` to its end on a thread of its own (an executor must
+    /// keep turning for a ring close to go in): what it read, or the
+    /// error that stopped it (a read timeout when no end came).
+    fn read_to_end_elsewhere(
+        mut peer: std::net::TcpStream,
+    ) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
+        use std::io::Read;
+        std::thread::spawn(move || {
+            peer.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).map(|_| got)
+        })
+    }
+
+    #[test]
+    fn a_socket_closed_behind_stays_open_until_the_ring_closes_it_after_its_bytes() {
+        let (open_after_drop, got) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = read_to_end_elsewhere(std::net::TcpStream::connect(addr).unwrap());
+            let mut ours = listener.accept().await.unwrap();
+            ours.close_behind();
+            ours.send_behind(b"last words").await.unwrap();
+            let fd = ours.as_raw_fd();
+            drop(ours);
+            // The drop made no `close`: the descriptor is the ring's to
+            // close with the turn's other requests.
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            let open_after_drop = unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+            // Turn the executor until the peer has read to its end.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !reader.is_finished() && Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            (open_after_drop, reader.join().unwrap())
+        });
+        assert!(open_after_drop, "the drop closed the socket itself");
+        assert_eq!(got.unwrap(), b"last words");
+    }
+
+    #[test]
+    fn closes_still_queued_when_the_executor_ends_reach_the_kernel() {
+        let reader = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reader = read_to_end_elsewhere(std::net::TcpStream::connect(addr).unwrap());
+            let ours = listener.accept().await.unwrap();
+            ours.close_behind();
+            // Dropped, and the executor ends without another turn.
+            drop(ours);
+            reader
+        });
+        assert_eq!(reader.join().unwrap().unwrap(), b"");
+    }
 }

@@ -112,18 +112,21 @@ pub(super) fn run(
             EndedBy(&first)
         );
 
-        // The broker side always closes now.
-        pump.broker.with(|s| net::shutdown(s.tcp()));
         if let First::Operator(Ending::BackendDisconnect) = first {
-            // The client stays open: bytes the egress side queued for the
-            // session's end must not wait for a shutdown that is not coming.
+            // The broker side closes now; the client stays open: bytes the
+            // egress side queued for the session's end must not wait for a
+            // close that is not coming.
+            pump.broker.with(|s| net::shutdown(s.tcp()));
             pump.client.with(|s| net::push_queued(s.tcp()));
             info.phase.set(Phase::BrokerDisconnected);
             // Boxed: rare, and inline its state would size every
             // session's for it.
             Box::pin(hold_client(shard, info, pump.client.handle())).await;
         }
-        pump.client.with(|s| net::shutdown(s.tcp()));
+        // Both sockets close as this task ends, through the ring with the
+        // shard's next submission (their FINs follow what was written):
+        // no `shutdown` or `close` system call of their own
+        // (docs/sessions.md#pass-through).
         super::finish(shard, info);
     }
 }

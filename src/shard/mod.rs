@@ -430,6 +430,9 @@ impl Shard {
                                         );
                                     }
                                     connections.set(connections.get() + 1);
+                                    // Closed through the ring when dropped
+                                    // (docs/sessions.md#pass-through).
+                                    tcp.close_behind();
                                     let incoming = Incoming { tcp, peer };
                                     let (context, connections) =
                                         (Rc::clone(&context), Rc::clone(&connections));

@@ -311,6 +311,8 @@ async fn attempt(
             addr,
             source,
         })?;
+    // Closed through the ring when dropped (docs/sessions.md#pass-through).
+    stream.close_behind();
     send_proxy_header(&mut stream, backend.proxy_header, info.ingress_remote, addr)
         .await
         .map_err(|source| Skipped::ProxyHeader {

@@ -194,6 +194,22 @@ pub(crate) struct Reactor {
     /// amqpprox patch: sources of completed `send_behind` sends, each with
     /// its buffer, for the next ones (see `queue_send`).
     send_sources: RefCell<Vec<Source>>,
+
+    /// amqpprox patch: closes queued on the ring (`queue_close`), each
+    /// source kept until its completion (a source dropped before it is
+    /// submitted withdraws its request).
+    closing: RefCell<Vec<Source>>,
+}
+
+/// amqpprox patch: closes queued on the ring and not yet submitted when the
+/// executor ends go to the kernel then, rather than leave their sockets open
+/// for as long as the process lives.
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        if self.closing.get_mut().iter().any(|s| s.result().is_none()) {
+            self.sys.submit_main_ring_now();
+        }
+    }
 }
 
 /// amqpprox patch: how many completed send sources a reactor keeps, and
@@ -241,6 +257,7 @@ impl Reactor {
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
             send_sources: RefCell::new(Vec::new()),
+            closing: RefCell::new(Vec::new()),
         })
     }
 
@@ -255,6 +272,34 @@ impl Reactor {
         if keep && spare.len() < SPARE_SEND_SOURCES {
             spare.push(source);
         }
+    }
+
+    /// amqpprox patch: closes `fd` with the ring's next submission (the
+    /// turn's other requests) instead of a system call of its own. The
+    /// caller gives the descriptor up. Closes seen complete are swept here,
+    /// one of them kept to carry this one.
+    pub(crate) fn queue_close(&self, fd: RawFd) {
+        let mut closing = self.closing.borrow_mut();
+        let mut spare = None;
+        let mut i = 0;
+        while i < closing.len() {
+            if closing[i].result().is_some() {
+                let done = closing.swap_remove(i);
+                spare.get_or_insert(done);
+            } else {
+                i += 1;
+            }
+        }
+        let ioreq = self.io_scheduler.requirements();
+        let source = match spare {
+            Some(source) => {
+                source.reuse(ioreq, fd, SourceType::Close, None, None);
+                source
+            }
+            None => sys::Source::new(ioreq, fd, SourceType::Close, None, None),
+        };
+        self.sys.close(&source);
+        closing.push(source);
     }
 
     pub(crate) fn io_stats(&self) -> IoStats {

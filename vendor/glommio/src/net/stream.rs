@@ -13,6 +13,7 @@ use std::{
     cell::Cell,
     io,
     net::Shutdown,
+    mem::ManuallyDrop,
     os::unix::io::{AsRawFd, FromRawFd, RawFd},
     rc::{Rc, Weak},
     task::{Context, Poll, Waker},
@@ -222,7 +223,9 @@ const RX_CLOSING_EVENTS: u32 = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
-    stream: S,
+    // amqpprox patch: dropped by hand, and not at all when the close was
+    // handed to the ring (`close_behind`).
+    stream: ManuallyDrop<S>,
     source_tx: Option<Source>,
     // amqpprox patch: the read side's readiness comes from one multishot
     // poll (`source_rx`), armed the first time a read finds the socket
@@ -244,6 +247,9 @@ pub(crate) struct NonBufferedStream<S> {
     // the drop wait for it (or submit it) first, so bytes leave in the
     // order they were written. With it, the length it must send.
     send_behind: Option<(Source, usize)>,
+    // amqpprox patch: the descriptor to close through the ring when the
+    // stream is dropped, instead of a `close` of its own (`close_behind`).
+    close_behind: Cell<Option<RawFd>>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -277,6 +283,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if self.source_rx.is_none() && !self.rx_closing {
             self.rx_ready = false;
         }
+    }
+
+    /// amqpprox patch: the drop hands the descriptor's close to the ring
+    /// (see `TcpStream::close_behind`).
+    pub(crate) fn close_behind(&self) {
+        self.close_behind.set(Some(self.stream.as_raw_fd()));
     }
 
     /// amqpprox patch: queues `buf` to be sent by the ring with the other
@@ -453,10 +465,20 @@ impl<S: AsRawFd> NonBufferedStream<S> {
 }
 
 // amqpprox patch: a send `send_behind` queued and not yet submitted would
-// be discarded with its source: it goes to the kernel first.
+// be discarded with its source: it goes to the kernel first. A stream asked
+// to (`close_behind`) leaves its close to the ring; otherwise the socket
+// closes now, as published.
 impl<S> Drop for NonBufferedStream<S> {
     fn drop(&mut self) {
         self.submit_send_behind();
+        if let (Some(fd), Some(reactor)) = (self.close_behind.get(), self.reactor.upgrade()) {
+            // The socket is the descriptor alone: not dropping `S` leaks
+            // nothing, and the ring closes the descriptor.
+            reactor.queue_close(fd);
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.stream) }
     }
 }
 
@@ -496,7 +518,7 @@ where
         let reactor = crate::executor().reactor();
         let stream = NonBufferedStream {
             reactor: Rc::downgrade(&reactor),
-            stream: socket.into(),
+            stream: ManuallyDrop::new(socket.into()),
             source_tx: None,
             source_rx: None,
             rx_fired_seen: 0,
@@ -505,6 +527,7 @@ where
             rx_ready: true,
             rx_closing: false,
             send_behind: None,
+            close_behind: Cell::new(None),
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -659,6 +682,14 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn stream(&self) -> &S {
         &self.stream.stream
+    }
+
+    /// amqpprox patch: see `NonBufferedStream::close_behind`.
+    pub(crate) fn close_behind(&self)
+    where
+        S: AsRawFd,
+    {
+        self.stream.close_behind()
     }
 
     /// amqpprox patch: see `NonBufferedStream::peer_closed`.

@@ -661,6 +661,17 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.send_behind_held()
     }
 
+    /// amqpprox patch: when this stream is dropped, its socket is closed by
+    /// the ring with the other requests of that turn of the reactor, in the
+    /// same system call, instead of a `close` of its own at once. The peer
+    /// sees the end (a FIN after what was sent, as with `close`) when that
+    /// submission goes in. A send still queued by
+    /// [`send_behind`](Self::send_behind) goes first. Without a reactor
+    /// left to take it, the drop closes the socket as usual.
+    pub fn close_behind(&self) {
+        self.stream.close_behind()
+    }
+
     /// amqpprox patch: a send [`send_behind`](Self::send_behind) queued
     /// goes to the kernel now if it has not yet, for a caller about to
     /// act on the socket outside the ring (a `shutdown` of its own).
