@@ -612,4 +612,51 @@ mod tests {
         });
         assert_eq!(reader.join().unwrap().unwrap(), b"");
     }
+
+    #[test]
+    fn the_end_after_bytes_that_came_with_the_fin_is_read_without_asking_the_socket() {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        let (first, last, then) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut ours = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            // A first short read leaves the read side waiting on its poll.
+            peer.write_all(b"first").unwrap();
+            let n = ours.read(&mut buf).await.unwrap();
+            let first = buf[..n].to_vec();
+            // The last bytes and the FIN, both in the socket before the
+            // poll is submitted: its first report carries both.
+            peer.write_all(b"last").unwrap();
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut fin = libc::pollfd {
+                fd: ours.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: a poll of one descriptor we own, no waiting.
+            while unsafe { libc::poll(&mut fin, 1, 0) } == 0 && Instant::now() < deadline {}
+            let n = ours.read(&mut buf).await.unwrap();
+            let last = buf[..n].to_vec();
+            // The descriptor now names another socket with bytes queued: a
+            // read that asked the kernel would return them.
+            let mut other_peer = std::net::TcpStream::connect(addr).unwrap();
+            let other = listener.accept().await.unwrap();
+            other_peer.write_all(b"other").unwrap();
+            // SAFETY: both descriptors are open and ours; `ours` keeps its
+            // number, which now refers to the other socket.
+            assert_ne!(
+                unsafe { libc::dup2(other.as_raw_fd(), ours.as_raw_fd()) },
+                -1
+            );
+            let n = ours.read(&mut buf).await.unwrap();
+            (first, last, buf[..n].to_vec())
+        });
+        assert_eq!(first, b"first");
+        assert_eq!(last, b"last");
+        assert_eq!(then, b"", "the end was read from the socket");
+    }
 }

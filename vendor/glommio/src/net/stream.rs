@@ -242,6 +242,12 @@ pub(crate) struct NonBufferedStream<S> {
     // Without this, a FIN that arrived behind data, both reported before
     // the read that took the data, would never be read.
     rx_closing: bool,
+    // amqpprox patch: the poll reported the peer's FIN (or a hang-up) and
+    // no error, and a read after that report took less than it asked for:
+    // nothing but the end of the stream is left, so the next read returns
+    // it without a `recv`. `rx_errored`: the poll reported an error.
+    rx_drained: bool,
+    rx_errored: bool,
     // amqpprox patch: a send `send_behind` queued on the ring, kept until
     // its completion has been seen. Every other write, the shutdowns and
     // the drop wait for it (or submit it) first, so bytes leave in the
@@ -359,8 +365,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             if fired != self.rx_fired_seen {
                 self.rx_fired_seen = fired;
                 self.rx_ready = true;
-                if source.poll_events() & RX_CLOSING_EVENTS != 0 {
+                let events = source.poll_events();
+                if events & RX_CLOSING_EVENTS != 0 {
                     self.rx_closing = true;
+                }
+                if events & libc::POLLERR as u32 != 0 {
+                    self.rx_errored = true;
                 }
             }
             if let Some(result) = source.result() {
@@ -375,10 +385,24 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             }
         }
 
+        // amqpprox patch: the data before the peer's FIN was all taken.
+        if self.rx_drained && !buf.is_empty() {
+            self.read_timeout.cancel_timer(reactor);
+            return Poll::Ready(Ok(0));
+        }
+
         if self.rx_ready {
+            // amqpprox patch: whether the FIN was reported before this read.
+            let fin_before = self.rx_closing && !self.rx_errored;
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
+                // amqpprox patch: TCP queues data in order and the FIN after
+                // it; a FIN reported before this read, which then got less
+                // than it asked for, means the queue held nothing more.
+                if fin_before && result > 0 && result < buf.len() {
+                    self.rx_drained = true;
+                }
                 // Less than asked for: TCP gave all it had queued, so wait
                 // for the poll's next report before reading again. Data that
                 // arrives from now on makes the poll complete again.
@@ -526,6 +550,8 @@ where
             // socket empty; the first read tries at once.
             rx_ready: true,
             rx_closing: false,
+            rx_drained: false,
+            rx_errored: false,
             send_behind: None,
             close_behind: Cell::new(None),
             write_timeout: Timeout::new(reactor.register_timer()),
