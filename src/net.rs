@@ -1,14 +1,15 @@
 //! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
 //! made with socket2, TCP_NODELAY and keepalive on every session socket (set
-//! once on a listener, inherited by what it accepts; per broker socket),
+//! once on a listener, inherited by what it accepts; on each broker socket
+//! by the ring, in its connect's submission),
 //! name resolution off the shard, connects bounded by a timeout, and the one
 //! timeout race ([`with_timeout`]) every bounded step uses.
 //!
 //! Runs on a shard; never blocks it (name lookups go to glommio's blocking
 //! pool, connects go through io_uring with a linked timeout).
 
-use glommio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use glommio::net::{SocketOption, TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -62,12 +63,45 @@ pub fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
     socket.bind(&addr.into())
 }
 
-/// TCP_NODELAY (clients that wait for each confirm slow down 15-35x
-/// without it) and keepalive, on a broker socket.
-pub fn tune_session_socket(stream: &TcpStream) -> io::Result<()> {
-    // SAFETY: the fd stays open for the duration of the borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    session_options(SockRef::from(&fd))
+/// The socket options of every session socket: TCP_NODELAY (clients that
+/// wait for each confirm slow down 15-35x without it) and keepalive (a
+/// first probe after 60 s idle, then every 10 s).
+const SESSION_OPTIONS: [SocketOption; 4] = [
+    SocketOption {
+        level: libc::IPPROTO_TCP,
+        name: libc::TCP_NODELAY,
+        value: &1,
+    },
+    SocketOption {
+        level: libc::SOL_SOCKET,
+        name: libc::SO_KEEPALIVE,
+        value: &1,
+    },
+    SocketOption {
+        level: libc::IPPROTO_TCP,
+        name: libc::TCP_KEEPIDLE,
+        value: &60,
+    },
+    SocketOption {
+        level: libc::IPPROTO_TCP,
+        name: libc::TCP_KEEPINTVL,
+        value: &10,
+    },
+];
+
+/// Connects a session's socket to a broker at `addr`, giving up after
+/// `timeout`, with the session options set by the shard's ring in the
+/// connect's own submission rather than four `setsockopt` calls. The
+/// second result is how many options the ring set (the others were set by
+/// `setsockopt`: a kernel before 6.7 has no socket commands on the ring),
+/// or the first option that could not be set at all.
+pub async fn connect_session(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<(TcpStream, io::Result<usize>)> {
+    TcpStream::connect_timeout_with_options(addr, timeout, &SESSION_OPTIONS)
+        .await
+        .map_err(io::Error::from)
 }
 
 /// The session socket options on a listening socket. Linux copies a
@@ -80,12 +114,22 @@ pub fn tune_listener(listener: &impl AsFd) -> io::Result<()> {
 }
 
 fn session_options(sock: SockRef<'_>) -> io::Result<()> {
-    sock.set_nodelay(true)?;
-    sock.set_tcp_keepalive(
-        &TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10)),
-    )
+    for option in &SESSION_OPTIONS {
+        // SAFETY: an `int` option on a descriptor the borrow keeps open.
+        let done = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                option.level,
+                option.name,
+                (option.value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// How long a forward lookup is reused: absorbs connection storms without
@@ -658,5 +702,57 @@ mod tests {
         assert_eq!(first, b"first");
         assert_eq!(last, b"last");
         assert_eq!(then, b"", "the end was read from the socket");
+    }
+
+    /// Whether this kernel takes socket options through the ring (socket
+    /// commands came in Linux 6.7).
+    fn ring_sets_socket_options() -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release.trim().split(['.', '-']);
+        let major: u32 = parts.next().unwrap().parse().unwrap();
+        let minor: u32 = parts.next().unwrap().parse().unwrap();
+        (major, minor) >= (6, 7)
+    }
+
+    #[test]
+    fn a_broker_socket_gets_the_session_options_in_its_connects_submission() {
+        let (by_ring, nodelay, keepalive, idle, interval) = on_executor(|| async {
+            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stream, options) = connect_session(addr, Duration::from_secs(5)).await.unwrap();
+            let _accepted = listener.accept().await.unwrap();
+            // SAFETY: the fd stays open while `stream` lives.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            let sock = SockRef::from(&fd);
+            (
+                options.unwrap(),
+                sock.nodelay().unwrap(),
+                sock.keepalive().unwrap(),
+                sock.keepalive_time().unwrap(),
+                sock.keepalive_interval().unwrap(),
+            )
+        });
+        let expected_by_ring = if ring_sets_socket_options() { 4 } else { 0 };
+        assert_eq!(by_ring, expected_by_ring, "options the ring set");
+        assert!(nodelay && keepalive);
+        assert_eq!(idle, Duration::from_secs(60));
+        assert_eq!(interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_refused_broker_connect_says_so() {
+        let refused = on_executor(|| async {
+            // A port held by a socket that never listens: nothing answers.
+            let holder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            holder
+                .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                .unwrap();
+            let silent = holder.local_addr().unwrap().as_socket().unwrap();
+            connect_session(silent, Duration::from_secs(5))
+                .await
+                .err()
+                .map(|e| e.kind())
+        });
+        assert_eq!(refused, Some(io::ErrorKind::ConnectionRefused));
     }
 }

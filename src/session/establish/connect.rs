@@ -297,14 +297,14 @@ async fn addresses(shard: &ShardContext, backend: &Backend) -> Result<Vec<Socket
     }
 }
 
-/// One address: connect, PROXY header, socket options, TLS.
+/// One address: connect (with the socket options), PROXY header, TLS.
 async fn attempt(
     shard: &ShardContext,
     info: &SessionInfo,
     backend: &Backend,
     addr: SocketAddr,
 ) -> Result<Stream, Skipped> {
-    let mut stream = net::connect(addr, shard.shared.connect_timeout)
+    let (mut stream, options) = net::connect_session(addr, shard.shared.connect_timeout)
         .await
         .map_err(|source| Skipped::Connect {
             backend: backend.name.clone(),
@@ -313,6 +313,13 @@ async fn attempt(
         })?;
     // Closed through the ring when dropped (docs/sessions.md#pass-through).
     stream.close_behind();
+    if let Err(e) = options {
+        session_log!(
+            Level::Warn,
+            info,
+            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
+        );
+    }
     send_proxy_header(&mut stream, backend.proxy_header, info.ingress_remote, addr)
         .await
         .map_err(|source| Skipped::ProxyHeader {
@@ -320,13 +327,6 @@ async fn attempt(
             addr,
             source,
         })?;
-    if let Err(e) = net::tune_session_socket(&stream) {
-        session_log!(
-            Level::Warn,
-            info,
-            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
-        );
-    }
     let egress_local = stream.local_addr().ok();
     // TLS after the PROXY header, which goes in clear.
     let tls = shard.shared.tls.load();

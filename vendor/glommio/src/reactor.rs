@@ -540,6 +540,20 @@ impl Reactor {
         source
     }
 
+    /// amqpprox patch: an `int` socket option set by the ring with the
+    /// turn's other requests (see `TcpStream::connect_timeout_with_options`).
+    pub(crate) fn queue_setsockopt(
+        &self,
+        raw: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: &'static libc::c_int,
+    ) -> Source {
+        let source = self.new_source(raw, SourceType::SetSockOpt, None);
+        self.sys.setsockopt(&source, level, name, value);
+        source
+    }
+
     pub(crate) fn accept(&self, raw: RawFd) -> Source {
         let addr = SockAddrStorage::uninit();
         let source = self.new_source(raw, SourceType::Accept(Box::new(addr)), None);

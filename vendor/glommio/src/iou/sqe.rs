@@ -490,6 +490,35 @@ impl<'a> SQE<'a> {
         uring_sys::io_uring_prep_nop(self.sqe);
     }
 
+    /// amqpprox patch: prepare a `setsockopt` of an `int` option through
+    /// `IORING_OP_URING_CMD` with `SOCKET_URING_OP_SETSOCKOPT` (Linux 6.7;
+    /// an older kernel fails the request). The kernel reads `*value` when
+    /// it issues the request. The fields are the kernel's `io_uring_sqe`
+    /// ones this crate's struct does not name: `cmd_op` at byte 8, `level`
+    /// and `optname` at 16, `optlen` at 44 and `optval` at 48.
+    pub unsafe fn prep_setsockopt_int(
+        &mut self,
+        fd: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: *const libc::c_int,
+    ) {
+        const IORING_OP_URING_CMD: u8 = 46;
+        const SOCKET_URING_OP_SETSOCKOPT: u32 = 3;
+        uring_sys::io_uring_prep_nop(self.sqe);
+        self.sqe.opcode = IORING_OP_URING_CMD;
+        self.sqe.fd = fd;
+        let base = (self.sqe as *mut uring_sys::io_uring_sqe).cast::<u8>();
+        base.add(8).cast::<u32>().write_unaligned(SOCKET_URING_OP_SETSOCKOPT);
+        base.add(12).cast::<u32>().write_unaligned(0);
+        base.add(16).cast::<u32>().write_unaligned(level as u32);
+        base.add(20).cast::<u32>().write_unaligned(name as u32);
+        base.add(44)
+            .cast::<u32>()
+            .write_unaligned(mem::size_of::<libc::c_int>() as u32);
+        base.add(48).cast::<u64>().write_unaligned(value as u64);
+    }
+
     /// Clear event. Clears user data, flags, and any event setup.
     pub fn clear(&mut self) {
         *self.sqe = unsafe { mem::zeroed() };

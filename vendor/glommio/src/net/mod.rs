@@ -126,7 +126,7 @@ mod udp_socket;
 mod unix;
 pub use self::{
     stream::{Buffered, Preallocated},
-    tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},
+    tcp_socket::{AcceptedTcpStream, SocketOption, TcpListener, TcpStream},
     udp_socket::UdpSocket,
     unix::{AcceptedUnixStream, UnixDatagram, UnixListener, UnixStream},
 };

@@ -80,6 +80,20 @@ pub struct TcpListener {
     nonblocking: std::cell::Cell<bool>,
 }
 
+/// amqpprox patch: an `int` socket option for
+/// [`TcpStream::connect_timeout_with_options`]: its level (`SOL_SOCKET`,
+/// `IPPROTO_TCP`), its name and its value, which lives as long as the
+/// program so that the ring can read it whenever it issues the request.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketOption {
+    /// The option's level.
+    pub level: libc::c_int,
+    /// The option's name.
+    pub name: libc::c_int,
+    /// The option's value.
+    pub value: &'static libc::c_int,
+}
+
 impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
@@ -521,6 +535,72 @@ impl TcpStream {
         Ok(TcpStream {
             stream: GlommioStream::from(socket),
         })
+    }
+
+    /// amqpprox patch: [`connect_timeout`](Self::connect_timeout), with
+    /// `options` set on the new socket by the ring, in the same submission
+    /// as the connect and ahead of it, instead of a `setsockopt` system
+    /// call each. An option the ring did not set (a kernel older than 6.7
+    /// refuses socket commands) is set by `setsockopt` once connected. The
+    /// second result is how many options the ring set, or the first option
+    /// that could not be set either way.
+    pub async fn connect_timeout_with_options(
+        addr: SocketAddr,
+        duration: Duration,
+        options: &'static [SocketOption],
+    ) -> Result<(TcpStream, io::Result<usize>)> {
+        if duration.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            )
+            .into());
+        }
+        let socket = make_tcp_socket(&addr)?;
+        let fd = socket.as_raw_fd();
+        let reactor = crate::executor().reactor();
+        let set: Vec<_> = options
+            .iter()
+            .map(|o| reactor.queue_setsockopt(fd, o.level, o.name, o.value))
+            .collect();
+        let source = reactor.connect_timeout(fd, SockaddrStorage::from(addr), duration);
+        source
+            .collect_rw()
+            .await
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ECANCELED) => {
+                    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+                }
+                _ => err,
+            })?;
+        let mut outcome = Ok(0);
+        for (option, source) in options.iter().zip(&set) {
+            if matches!(source.result(), Some(Ok(_))) {
+                if let Ok(by_ring) = &mut outcome {
+                    *by_ring += 1;
+                }
+                continue;
+            }
+            // SAFETY: an `int` option on a descriptor this function owns.
+            let done = unsafe {
+                libc::setsockopt(
+                    fd,
+                    option.level,
+                    option.name,
+                    (option.value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if done != 0 && outcome.is_ok() {
+                outcome = Err(io::Error::last_os_error());
+            }
+        }
+        Ok((
+            TcpStream {
+                stream: GlommioStream::from(socket),
+            },
+            outcome,
+        ))
     }
 
     /// Creates a buffered TCP connection with default receive buffer.

@@ -68,6 +68,8 @@ pub(crate) enum SourceType {
     Fallocate,
     Truncate,
     Close,
+    // amqpprox patch: a socket option set through the ring.
+    SetSockOpt,
     LinkRings,
     ForeignNotifier(u64, bool),
     Statx(CString, Box<RefCell<Statx>>),

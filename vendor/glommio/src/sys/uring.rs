@@ -80,6 +80,8 @@ enum UringOpDescriptor {
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
+    /// amqpprox patch: a socket option (level, name, the `int` value).
+    SetSockOpt(libc::c_int, libc::c_int, *const libc::c_int),
     Nop,
 }
 
@@ -357,6 +359,9 @@ fn fill_sqe<F>(
             }
             UringOpDescriptor::Close => {
                 sqe.prep_close(op.fd);
+            }
+            UringOpDescriptor::SetSockOpt(level, name, value) => {
+                sqe.prep_setsockopt_int(op.fd, level, name, value);
             }
             UringOpDescriptor::ReadFixed(pos, len) => {
                 let mut buf = buffer_allocation(len).expect("Buffer allocation failed");
@@ -1789,6 +1794,23 @@ impl Reactor {
 
         let op = BlockingThreadOp::Fn(f);
         self.enqueue_blocking_request(source.inner.clone(), op)
+    }
+
+    /// amqpprox patch: sets an `int` socket option through the ring; the
+    /// value must stay where it is until the request is submitted.
+    pub(crate) fn setsockopt(
+        &self,
+        source: &Source,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: *const libc::c_int,
+    ) {
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            UringOpDescriptor::SetSockOpt(level, name, value),
+            &mut self.source_map.borrow_mut(),
+        );
     }
 
     pub(crate) fn close(&self, source: &Source) {
