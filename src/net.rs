@@ -235,9 +235,9 @@ fn shutdown_now(stream: &TcpStream, how: std::net::Shutdown) {
 /// the socket would block or fails, or a write queued on the ring is still
 /// on its way and must not be overtaken: the caller then writes them as
 /// usual, after it, and sees any error there). A session's last bytes
-/// queued this way leave in one segment with the FIN of the `shutdown`
-/// that follows (docs/sessions.md#pass-through); anything that must go out
-/// without a shutdown is pushed by [`push_queued`].
+/// queued this way leave in one segment with the FIN of the close that
+/// follows (docs/sessions.md#pass-through); anything that must go out
+/// without a close is pushed by [`push_queued`].
 pub fn queue_before_end(stream: &TcpStream, bytes: &[u8]) -> usize {
     stream.submit_send_behind();
     if stream.send_behind_in_flight() {

@@ -130,7 +130,7 @@ pub trait SessionEnd {
     /// The peer's FIN (or a hang-up or an error) has been reported: what is
     /// still queued to read is followed by the end of the stream.
     fn peer_closed(&self) -> bool;
-    /// Queues `bytes` to leave with the shutdown that follows; returns how
+    /// Queues `bytes` to leave with the close that follows; returns how
     /// many it took (see [`crate::net::queue_before_end`]).
     fn queue_before_end(&self, bytes: &[u8]) -> usize;
     /// Queues `bytes` on the ring, sent with the shard's other requests at

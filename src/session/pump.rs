@@ -145,7 +145,7 @@ impl<S: SessionEnd> StreamRef<'_, S> {
     /// Waits until no write queued on the ring is on its way to the socket
     /// (its error, if it met one). A direction that stops reading waits
     /// here, so that its last bytes are out before it ends the session and
-    /// the sockets are shut down, just as a direct write would have been.
+    /// the sockets are closed, just as a direct write would have been.
     pub async fn sent_behind(&self) -> io::Result<()> {
         futures_lite::future::poll_fn(|cx| self.with_mut(|s| s.poll_sent_behind(cx))).await
     }
@@ -526,8 +526,8 @@ where
         let read_at = Instant::now();
         self.charge(leg, n, read_at);
         // The reading side has closed and this read took all it had left:
-        // the next read ends this direction, and the session's end shuts
-        // the other socket down, so these bytes are queued to leave in one
+        // the next read ends this direction, and the session's end closes
+        // the other socket, so these bytes are queued to leave in one
         // segment with that FIN instead of a segment of their own.
         let queued = if n < read_len(&buf, limit) && from.with(|s| s.peer_closed()) {
             to.with(|s| s.queue_before_end(&buf[..n]))
