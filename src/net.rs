@@ -114,22 +114,9 @@ pub fn tune_listener(listener: &impl AsFd) -> io::Result<()> {
 }
 
 fn session_options(sock: SockRef<'_>) -> io::Result<()> {
-    for option in &SESSION_OPTIONS {
-        // SAFETY: an `int` option on a descriptor the borrow keeps open.
-        let done = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                option.level,
-                option.name,
-                (option.value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    SESSION_OPTIONS
+        .iter()
+        .try_for_each(|option| option.set(sock.as_raw_fd()))
 }
 
 /// How long a forward lookup is reused: absorbs connection storms without
@@ -288,8 +275,7 @@ mod tests {
     #[test]
     fn accepted_sockets_inherit_the_session_options_from_the_listener() {
         let (nodelay, keepalive, idle, interval) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let _client = std::net::TcpStream::connect(addr).unwrap();
             let accepted = listener.accept().await.unwrap();
             // SAFETY: the fd stays open while `accepted` lives.
@@ -391,8 +377,7 @@ mod tests {
         use futures_lite::AsyncWriteExt;
         use std::io::Read;
         let (in_order, dropped, reset) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
 
             // Ring sends, a plain write between them, and a shutdown right
             // after the last one: the bytes arrive in the order written,
@@ -454,8 +439,7 @@ mod tests {
             .map(|m| m.to_string())
             .collect();
         let (first, second) = on_executor(move || async move {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let mut peer_one = std::net::TcpStream::connect(addr).unwrap();
             let mut one = listener.accept().await.unwrap();
             let mut peer_two = std::net::TcpStream::connect(addr).unwrap();
@@ -511,8 +495,7 @@ mod tests {
         use futures_lite::AsyncWriteExt;
         use std::io::Read;
         let (declined, in_flight, got, filled) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let mut peer = std::net::TcpStream::connect(addr).unwrap();
             let mut ours = listener.accept().await.unwrap();
             let filled = fill_send_path(&ours, &peer);
@@ -550,8 +533,7 @@ mod tests {
     fn a_read_that_awaits_a_reply_gets_every_byte_whenever_it_came() {
         use futures_lite::{AsyncReadExt, AsyncWriteExt};
         let got = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let mut got = Vec::new();
 
             // The reply comes after the read has started to wait.
@@ -602,6 +584,13 @@ mod tests {
         );
     }
 
+    /// A session listener on a free loopback port, and its address.
+    fn loopback_listener() -> (TcpListener, SocketAddr) {
+        let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
     /// Reads `peer` to its end on a thread of its own (an executor must
     /// keep turning for a ring close to go in): what it read, or the
     /// error that stopped it (a read timeout when no end came).
@@ -619,8 +608,7 @@ mod tests {
     #[test]
     fn a_socket_closed_behind_stays_open_until_the_ring_closes_it_after_its_bytes() {
         let (open_after_drop, got) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let reader = read_to_end_elsewhere(std::net::TcpStream::connect(addr).unwrap());
             let mut ours = listener.accept().await.unwrap();
             ours.close_behind();
@@ -645,8 +633,7 @@ mod tests {
     #[test]
     fn closes_still_queued_when_the_executor_ends_reach_the_kernel() {
         let reader = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let reader = read_to_end_elsewhere(std::net::TcpStream::connect(addr).unwrap());
             let ours = listener.accept().await.unwrap();
             ours.close_behind();
@@ -662,8 +649,7 @@ mod tests {
         use futures_lite::AsyncReadExt;
         use std::io::Write;
         let (first, last, then) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let mut peer = std::net::TcpStream::connect(addr).unwrap();
             let mut ours = listener.accept().await.unwrap();
             let mut buf = [0u8; 64];
@@ -717,8 +703,7 @@ mod tests {
     #[test]
     fn a_broker_socket_gets_the_session_options_in_its_connects_submission() {
         let (by_ring, nodelay, keepalive, idle, interval) = on_executor(|| async {
-            let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = loopback_listener();
             let (stream, options) = connect_session(addr, Duration::from_secs(5)).await.unwrap();
             let _accepted = listener.accept().await.unwrap();
             // SAFETY: the fd stays open while `stream` lives.

@@ -94,6 +94,27 @@ pub struct SocketOption {
     pub value: &'static libc::c_int,
 }
 
+impl SocketOption {
+    /// Sets the option on `fd` with a `setsockopt` system call.
+    pub fn set(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: an `int` read from a live reference, its size given.
+        let done = unsafe {
+            libc::setsockopt(
+                fd,
+                self.level,
+                self.name,
+                (self.value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
@@ -505,36 +526,11 @@ impl TcpStream {
         addr: A,
         duration: Duration,
     ) -> Result<TcpStream> {
-        if duration.as_secs() == 0 && duration.subsec_nanos() == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            )
-            .into());
-        }
-
+        // amqpprox patch: the connect with no options to set.
         let addr = addr.to_socket_addrs()?.next().unwrap();
-        let socket = make_tcp_socket(&addr)?;
-        let reactor = crate::executor().reactor();
-        let source =
-            reactor.connect_timeout(socket.as_raw_fd(), SockaddrStorage::from(addr), duration);
-
-        // connect_timeout submits two sqes to io_uring: a connect sqe soft-linked
-        // with a LINK_TIMEOUT sqe. If the timeout fires, the connect sqe fails with
-        // ECANCELED. We map that error to TimedOut to match the standard library's API.
-        source
-            .collect_rw()
+        Self::connect_timeout_with_options(addr, duration, &[])
             .await
-            .map_err(|err| match err.raw_os_error() {
-                Some(libc::ECANCELED) => {
-                    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
-                }
-                _ => err,
-            })?;
-
-        Ok(TcpStream {
-            stream: GlommioStream::from(socket),
-        })
+            .map(|(stream, _)| stream)
     }
 
     /// amqpprox patch: [`connect_timeout`](Self::connect_timeout), with
@@ -564,6 +560,10 @@ impl TcpStream {
             .map(|o| reactor.queue_setsockopt(fd, o.level, o.name, o.value))
             .collect();
         let source = reactor.connect_timeout(fd, SockaddrStorage::from(addr), duration);
+
+        // connect_timeout submits two sqes to io_uring: a connect sqe soft-linked
+        // with a LINK_TIMEOUT sqe. If the timeout fires, the connect sqe fails with
+        // ECANCELED. We map that error to TimedOut to match the standard library's API.
         source
             .collect_rw()
             .await
@@ -581,18 +581,8 @@ impl TcpStream {
                 }
                 continue;
             }
-            // SAFETY: an `int` option on a descriptor this function owns.
-            let done = unsafe {
-                libc::setsockopt(
-                    fd,
-                    option.level,
-                    option.name,
-                    (option.value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if done != 0 && outcome.is_ok() {
-                outcome = Err(io::Error::last_os_error());
+            if let (Err(e), Ok(_)) = (option.set(fd), &outcome) {
+                outcome = Err(e);
             }
         }
         Ok((
