@@ -48,6 +48,9 @@ pub struct Options {
     pub upgrade_grace: Duration,
     /// `--cpus`: where the shard threads run.
     pub cpus: CpuPlacement,
+    /// `--windowClampBytes`: TCP_WINDOW_CLAMP of every session socket,
+    /// which bounds the window scale of its handshake (0: none).
+    pub window_clamp: u32,
 }
 
 /// Where shard threads run (`--cpus`, docs/flags.md).
@@ -260,6 +263,13 @@ pub fn command() -> Command {
                 .help("Let an idle shard poll this long before it sleeps: lower latency for more CPU (0: sleep at once)"),
         )
         .arg(
+            Arg::new("windowClampBytes")
+                .long("windowClampBytes")
+                .default_value("131072")
+                .value_parser(clap::value_parser!(u32).range(0..=i32::MAX as i64))
+                .help("TCP_WINDOW_CLAMP of every session socket, set before its handshake: a peer may have at most 64 KiB x 2^n unacknowledged, the smallest such reaching this (256 KiB for the default), which keeps clients that write each publish on its own from sending many small segments (0: the kernel's window, for peers whose bandwidth times round trip is larger)"),
+        )
+        .arg(
             Arg::new("drainTimeoutMs")
                 .long("drainTimeoutMs")
                 .default_value("30000")
@@ -460,6 +470,9 @@ where
         drain_timeout: Duration::from_millis(
             *matches.get_one::<u64>("drainTimeoutMs").unwrap_or(&30_000),
         ),
+        window_clamp: *matches
+            .get_one::<u32>("windowClampBytes")
+            .unwrap_or(&crate::net::DEFAULT_WINDOW_CLAMP),
         dns_recheck: Duration::from_millis(
             *matches.get_one::<u64>("dnsRecheckMs").unwrap_or(&30_000),
         ),
@@ -534,6 +547,7 @@ mod tests {
         assert_eq!(o.drain_timeout, Duration::from_secs(30));
         assert_eq!(o.dns_recheck, Duration::from_secs(30));
         assert_eq!(o.spin_before_park, Duration::ZERO);
+        assert_eq!(o.window_clamp, 128 * 1024);
         assert_eq!(o.shards, default_shards());
         assert_eq!(o.metrics_port, None);
         assert_eq!(o.cpus, CpuPlacement::Usable);
@@ -608,6 +622,20 @@ mod tests {
             assert_eq!(parse_cpus(bad), Err(why.clone()), "{bad}");
             let e = exit_of(&["--cpus", bad]);
             assert_eq!((e.code, e.message), (1, why.to_string()));
+        }
+    }
+
+    #[test]
+    fn the_window_clamp_is_a_byte_count_or_0_for_the_kernels() {
+        let o = parse(["amqpprox", "--windowClampBytes", "65536"]).unwrap();
+        assert_eq!(o.window_clamp, 65536);
+        let o = parse(["amqpprox", "--windowClampBytes=0"]).unwrap();
+        assert_eq!(o.window_clamp, 0);
+        // The kernel takes an `int`: a larger value is refused by name.
+        for bad in ["2147483648", "-1", "64k"] {
+            let e = exit_of(&["--windowClampBytes", bad]);
+            assert_eq!(e.code, 1, "{bad}");
+            assert!(e.message.contains("--windowClampBytes"), "{}", e.message);
         }
     }
 

@@ -1,7 +1,7 @@
 //! Socket plumbing shared by listeners and sessions: SO_REUSEPORT listeners
-//! made with socket2, TCP_NODELAY and keepalive on every session socket (set
-//! once on a listener, inherited by what it accepts; on each broker socket
-//! by the ring, in its connect's submission),
+//! made with socket2, TCP_NODELAY, keepalive and the window clamp on every
+//! session socket (set once on a listener, inherited by what it accepts; on
+//! each broker socket by the ring, in its connect's submission),
 //! name resolution off the shard, connects bounded by a timeout, and the one
 //! timeout race ([`with_timeout`]) every bounded step uses.
 //!
@@ -25,11 +25,14 @@ use std::time::{Duration, Instant};
 ///
 /// Returns the listener's raw descriptor beside it, because glommio's listener
 /// does not expose it and [`stop_listening`] needs it.
-pub fn bind_listener(addr: SocketAddr) -> io::Result<(TcpListener, RawFd)> {
+pub fn bind_listener(
+    addr: SocketAddr,
+    sockets: SessionSockets,
+) -> io::Result<(TcpListener, RawFd)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    tune_listener(&socket)?;
+    tune_listener(&socket, sockets)?;
     if addr.is_ipv6() {
         // `[::]` serves IPv4 too unless the operator asked for v6 only.
         socket.set_only_v6(false)?;
@@ -66,7 +69,7 @@ pub fn probe_port_free(addr: SocketAddr) -> io::Result<()> {
 /// The socket options of every session socket: TCP_NODELAY (clients that
 /// wait for each confirm slow down 15-35x without it) and keepalive (a
 /// first probe after 60 s idle, then every 10 s).
-const SESSION_OPTIONS: [SocketOption; 4] = [
+const BASE_OPTIONS: [SocketOption; 4] = [
     SocketOption {
         level: libc::IPPROTO_TCP,
         name: libc::TCP_NODELAY,
@@ -89,34 +92,113 @@ const SESSION_OPTIONS: [SocketOption; 4] = [
     },
 ];
 
+/// `--windowClampBytes` when not given (docs/performance.md#the-window-clamp).
+pub const DEFAULT_WINDOW_CLAMP: u32 = 128 * 1024;
+
+/// The base options and the default clamp, in static memory like every
+/// list a ring submission may point into.
+const DEFAULT_OPTIONS: [SocketOption; 5] = [
+    BASE_OPTIONS[0],
+    BASE_OPTIONS[1],
+    BASE_OPTIONS[2],
+    BASE_OPTIONS[3],
+    clamp_option(&(DEFAULT_WINDOW_CLAMP as libc::c_int)),
+];
+
+const fn clamp_option(bytes: &'static libc::c_int) -> SocketOption {
+    SocketOption {
+        level: libc::IPPROTO_TCP,
+        name: libc::TCP_WINDOW_CLAMP,
+        value: bytes,
+    }
+}
+
+/// What every session socket is set to: the base options and, unless the
+/// clamp is 0, TCP_WINDOW_CLAMP, set before the handshake (on the
+/// listener, whose accepted sockets inherit it, and on a broker socket
+/// before its connect). The window scale a socket offers in its handshake
+/// is the smallest that reaches the clamp and holds for the connection's
+/// life, so a peer never has more than 64 KiB x 2^scale unacknowledged
+/// (256 KiB for the default), whatever the kernel does to the clamp
+/// afterwards (Linux 6.18 raises it to what the receive buffer allows as
+/// data arrives). Without it the window of a socket the proxy drains in
+/// large reads grows to megabytes, and clients that write each publish on
+/// its own run their congestion windows far ahead and send more, smaller
+/// segments, which costs them and the proxy CPU per message
+/// (docs/performance.md#the-window-clamp). 0 leaves the window to the
+/// kernel: for peers whose bandwidth times round trip is above the cap.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSockets {
+    options: &'static [SocketOption],
+    window_clamp: u32,
+}
+
+impl SessionSockets {
+    /// A clamp other than 0 and the default puts its list in memory that
+    /// is never freed (the ring reads an option when it takes the
+    /// submission): made once per process, by the supervisor.
+    pub fn new(window_clamp: u32) -> SessionSockets {
+        let options: &'static [SocketOption] = match window_clamp {
+            0 => &BASE_OPTIONS,
+            DEFAULT_WINDOW_CLAMP => &DEFAULT_OPTIONS,
+            bytes => {
+                let value: &'static libc::c_int = Box::leak(Box::new(
+                    libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+                ));
+                let mut list = BASE_OPTIONS.to_vec();
+                list.push(clamp_option(value));
+                Box::leak(list.into_boxed_slice())
+            }
+        };
+        SessionSockets {
+            options,
+            window_clamp,
+        }
+    }
+
+    /// The clamp, 0 for none.
+    pub fn window_clamp(&self) -> u32 {
+        self.window_clamp
+    }
+
+    /// Sets every option on `sock` by `setsockopt`.
+    fn set_on(&self, sock: SockRef<'_>) -> io::Result<()> {
+        self.options
+            .iter()
+            .try_for_each(|option| option.set(sock.as_raw_fd()))
+    }
+}
+
+impl Default for SessionSockets {
+    fn default() -> SessionSockets {
+        SessionSockets::new(DEFAULT_WINDOW_CLAMP)
+    }
+}
+
 /// Connects a session's socket to a broker at `addr`, giving up after
 /// `timeout`, with the session options set by the shard's ring in the
-/// connect's own submission rather than four `setsockopt` calls. The
+/// connect's own submission rather than a `setsockopt` call each. The
 /// second result is how many options the ring set (the others were set by
 /// `setsockopt`: a kernel before 6.7 has no socket commands on the ring),
 /// or the first option that could not be set at all.
 pub async fn connect_session(
     addr: SocketAddr,
     timeout: Duration,
+    sockets: SessionSockets,
 ) -> io::Result<(TcpStream, io::Result<usize>)> {
-    TcpStream::connect_timeout_with_options(addr, timeout, &SESSION_OPTIONS)
+    TcpStream::connect_timeout_with_options(addr, timeout, sockets.options)
         .await
         .map_err(io::Error::from)
 }
 
 /// The session socket options on a listening socket. Linux copies a
-/// listener's socket options into every socket it accepts, so clients get
-/// TCP_NODELAY (before any TLS flight: Nagle would hold it back) and
-/// keepalive without four `setsockopt` calls per connection. A listener
-/// received from another process (a hitless upgrade) gets them here too.
-pub fn tune_listener(listener: &impl AsFd) -> io::Result<()> {
-    session_options(SockRef::from(listener))
-}
-
-fn session_options(sock: SockRef<'_>) -> io::Result<()> {
-    SESSION_OPTIONS
-        .iter()
-        .try_for_each(|option| option.set(sock.as_raw_fd()))
+/// listener's socket options into every socket it accepts (the window
+/// clamp too, before the handshake's answer), so clients get TCP_NODELAY
+/// (before any TLS flight: Nagle would hold it back), keepalive and the
+/// window clamp without a `setsockopt` per connection. A listener received from another process
+/// (a hitless upgrade) gets them here too.
+pub fn tune_listener(listener: &impl AsFd, sockets: SessionSockets) -> io::Result<()> {
+    sockets.set_on(SockRef::from(listener))
 }
 
 /// How long a forward lookup is reused: absorbs connection storms without
@@ -274,7 +356,7 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_the_session_options_from_the_listener() {
-        let (nodelay, keepalive, idle, interval) = on_executor(|| async {
+        let (nodelay, keepalive, idle, interval, scale) = on_executor(|| async {
             let (listener, addr) = loopback_listener();
             let _client = std::net::TcpStream::connect(addr).unwrap();
             let accepted = listener.accept().await.unwrap();
@@ -286,6 +368,7 @@ mod tests {
                 sock.keepalive().unwrap(),
                 sock.keepalive_time().unwrap(),
                 sock.keepalive_interval().unwrap(),
+                window_scales_of(accepted.as_raw_fd()).1,
             )
         });
         assert!(nodelay && keepalive);
@@ -293,6 +376,9 @@ mod tests {
             (idle, interval),
             (Duration::from_secs(60), Duration::from_secs(10))
         );
+        // The clamp was the listener's when the SYN came: the scale the
+        // accepted socket offered is the one for 128 KiB.
+        assert_eq!(scale, 2, "the window scale offered to the client");
     }
 
     /// `F_GETFL` and `F_GETFD` of a descriptor.
@@ -309,7 +395,8 @@ mod tests {
     #[test]
     fn a_non_blocking_listener_accepts_with_the_peer_and_gives_blocking_close_on_exec_sockets() {
         let outcome = on_executor(|| async {
-            let (listener, fd) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+            let (listener, fd) =
+                bind_listener("127.0.0.1:0".parse().unwrap(), SessionSockets::default()).unwrap();
             listener.set_nonblocking_accept().unwrap();
             let listener = std::rc::Rc::new(listener);
             let addr = listener.local_addr().unwrap();
@@ -586,9 +673,46 @@ mod tests {
 
     /// A session listener on a free loopback port, and its address.
     fn loopback_listener() -> (TcpListener, SocketAddr) {
-        let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        loopback_listener_with(SessionSockets::default())
+    }
+
+    fn loopback_listener_with(sockets: SessionSockets) -> (TcpListener, SocketAddr) {
+        let (listener, _) = bind_listener("127.0.0.1:0".parse().unwrap(), sockets).unwrap();
         let addr = listener.local_addr().unwrap();
         (listener, addr)
+    }
+
+    /// The start of a socket's `struct tcp_info` (Linux 6.2 and later
+    /// fill at least this much).
+    fn tcp_info_of(fd: RawFd) -> [u8; 232] {
+        let mut info = [0u8; 232];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info`.
+        let done = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(done, 0, "{}", io::Error::last_os_error());
+        assert_eq!(len as usize, info.len(), "a tcp_info with tcpi_snd_wnd");
+        info
+    }
+
+    /// The window scales a connected socket sends with and was offered
+    /// (`tcpi_snd_wscale`, `tcpi_rcv_wscale`: the two halves of byte 6).
+    fn window_scales_of(fd: RawFd) -> (u8, u8) {
+        let byte = tcp_info_of(fd)[6];
+        (byte & 0x0f, byte >> 4)
+    }
+
+    /// The window the peer last offered (`tcpi_snd_wnd`, at byte 228).
+    fn send_window_of(fd: RawFd) -> u32 {
+        let info = tcp_info_of(fd);
+        u32::from_ne_bytes(info[228..232].try_into().unwrap())
     }
 
     /// Reads `peer` to its end on a thread of its own (an executor must
@@ -702,9 +826,12 @@ mod tests {
 
     #[test]
     fn a_broker_socket_gets_the_session_options_in_its_connects_submission() {
-        let (by_ring, nodelay, keepalive, idle, interval) = on_executor(|| async {
+        let (by_ring, nodelay, keepalive, idle, interval, scale) = on_executor(|| async {
             let (listener, addr) = loopback_listener();
-            let (stream, options) = connect_session(addr, Duration::from_secs(5)).await.unwrap();
+            let (stream, options) =
+                connect_session(addr, Duration::from_secs(5), SessionSockets::default())
+                    .await
+                    .unwrap();
             let _accepted = listener.accept().await.unwrap();
             // SAFETY: the fd stays open while `stream` lives.
             let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
@@ -715,13 +842,95 @@ mod tests {
                 sock.keepalive().unwrap(),
                 sock.keepalive_time().unwrap(),
                 sock.keepalive_interval().unwrap(),
+                window_scales_of(stream.as_raw_fd()).1,
             )
         });
-        let expected_by_ring = if ring_sets_socket_options() { 4 } else { 0 };
+        let expected_by_ring = if ring_sets_socket_options() { 5 } else { 0 };
         assert_eq!(by_ring, expected_by_ring, "options the ring set");
         assert!(nodelay && keepalive);
         assert_eq!(idle, Duration::from_secs(60));
         assert_eq!(interval, Duration::from_secs(10));
+        // The clamp was set before the SYN: the scale offered in it is the
+        // one for 128 KiB, not the kernel's own.
+        assert_eq!(scale, 2, "the window scale the broker was offered");
+    }
+
+    #[test]
+    fn a_window_clamp_of_0_leaves_the_broker_sockets_window_scale_to_the_kernel() {
+        let (by_ring, scale) = on_executor(|| async {
+            let (listener, addr) = loopback_listener();
+            let (stream, options) =
+                connect_session(addr, Duration::from_secs(5), SessionSockets::new(0))
+                    .await
+                    .unwrap();
+            let _accepted = listener.accept().await.unwrap();
+            (options.unwrap(), window_scales_of(stream.as_raw_fd()).1)
+        });
+        let expected_by_ring = if ring_sets_socket_options() { 4 } else { 0 };
+        assert_eq!(by_ring, expected_by_ring, "options the ring set");
+        assert!(scale > 2, "the kernel's own scale, got {scale}");
+    }
+
+    /// The largest window `client` saw while it streamed to `accepted`,
+    /// which reads in large chunks as a shard does (the kernel grows the
+    /// window of a socket read that way), until `enough` says so or
+    /// 256 MiB have gone through.
+    fn widest_window_seen(
+        mut client: std::net::TcpStream,
+        accepted: std::net::TcpStream,
+        enough: impl Fn(u32) -> bool,
+    ) -> u32 {
+        use std::io::{Read, Write};
+        let (mut accepted, chunk) = (accepted, vec![7u8; 64 * 1024]);
+        let mut sink = vec![0u8; 1 << 20];
+        client.set_nonblocking(true).unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let (mut widest, mut sent) = (0u32, 0usize);
+        while sent < 256 << 20 && !enough(widest) {
+            match client.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            match accepted.read(&mut sink) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            widest = widest.max(send_window_of(client.as_raw_fd()));
+        }
+        widest
+    }
+
+    /// An accepted session socket, as a blocking std stream, and its client.
+    fn accepted_pair(sockets: SessionSockets) -> (std::net::TcpStream, std::net::TcpStream) {
+        on_executor(move || async move {
+            let (listener, addr) = loopback_listener_with(sockets);
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let accepted = listener.accept().await.unwrap();
+            // SAFETY: a new descriptor of the accepted socket, owned by the
+            // std stream; the glommio stream closes its own.
+            let copy = unsafe { libc::dup(accepted.as_raw_fd()) };
+            assert!(copy >= 0);
+            (client, unsafe { std::net::TcpStream::from_raw_fd(copy) })
+        })
+    }
+
+    #[test]
+    fn a_client_never_sees_a_window_past_the_clamps_scale() {
+        let (client, accepted) = accepted_pair(SessionSockets::default());
+        assert_eq!(
+            window_scales_of(client.as_raw_fd()).0,
+            2,
+            "the scale the client was offered"
+        );
+        let clamped = widest_window_seen(client, accepted, |_| false);
+        assert!(clamped <= 65535 << 2, "a window of {clamped} bytes");
+        // Without the clamp the same streaming grows the window past it
+        // (the kernel's autotuning): the bound above is the clamp's doing.
+        let (client, accepted) = accepted_pair(SessionSockets::new(0));
+        let unclamped = widest_window_seen(client, accepted, |w| w > 65535 << 2);
+        assert!(unclamped > 65535 << 2, "only {unclamped} bytes without it");
     }
 
     #[test]
@@ -733,7 +942,7 @@ mod tests {
                 .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
                 .unwrap();
             let silent = holder.local_addr().unwrap().as_socket().unwrap();
-            connect_session(silent, Duration::from_secs(5))
+            connect_session(silent, Duration::from_secs(5), SessionSockets::default())
                 .await
                 .err()
                 .map(|e| e.kind())

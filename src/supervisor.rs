@@ -96,7 +96,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
         )
         .with_broker_handshake_timeout(options.broker_handshake_timeout)
         .with_auth_timeouts(options.auth_timeouts)
-        .with_move_grace(options.drain_timeout),
+        .with_move_grace(options.drain_timeout)
+        .with_window_clamp(options.window_clamp),
     );
     let (events_tx, events_rx) = flume::unbounded::<Event>();
 

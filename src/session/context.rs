@@ -59,6 +59,8 @@ pub struct Shared {
     /// How long a session told to leave its backend (`BACKEND DRAIN`) may
     /// take to answer before both its sides are closed (`--drainTimeoutMs`).
     pub move_grace: Duration,
+    /// The options every session socket gets, with `--windowClampBytes`.
+    pub session_sockets: crate::net::SessionSockets,
     next_session: AtomicU64,
 }
 
@@ -80,8 +82,15 @@ impl Shared {
             auth_timeouts: AuthTimeouts::default(),
             health: Arc::new(crate::health::HealthRegistry::new(Default::default())),
             move_grace: DEFAULT_MOVE_GRACE,
+            session_sockets: crate::net::SessionSockets::default(),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The same, with `--windowClampBytes` on every session socket.
+    pub fn with_window_clamp(mut self, bytes: u32) -> Shared {
+        self.session_sockets = crate::net::SessionSockets::new(bytes);
+        self
     }
 
     /// The same, with `--drainTimeoutMs` as the grace of a moved session.

@@ -278,8 +278,8 @@ impl Shard {
         if self.listeners.borrow().contains_key(&addr.port()) {
             return Ok(());
         }
-        let (listener, listener_fd) =
-            net::bind_listener(addr).map_err(|source| ListenError { addr, source })?;
+        let (listener, listener_fd) = net::bind_listener(addr, self.context.shared.session_sockets)
+            .map_err(|source| ListenError { addr, source })?;
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let socket = self.serve_socket(listener, listener_fd, addr, kind, &stop_rx, false);
         self.listeners.borrow_mut().insert(
@@ -312,7 +312,7 @@ impl Shard {
             .map(|fd| {
                 // An older process may not have set the session options
                 // on its listener; accepted sockets inherit them from it.
-                if let Err(e) = net::tune_listener(&fd) {
+                if let Err(e) = net::tune_listener(&fd, self.context.shared.session_sockets) {
                     log::warn!("Shard {}: tuning a handed-over listener: {e}", self.index);
                 }
                 let local = SockRef::from(&fd)

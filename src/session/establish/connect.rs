@@ -304,20 +304,24 @@ async fn attempt(
     backend: &Backend,
     addr: SocketAddr,
 ) -> Result<Stream, Skipped> {
-    let (mut stream, options) = net::connect_session(addr, shard.shared.connect_timeout)
-        .await
-        .map_err(|source| Skipped::Connect {
-            backend: backend.name.clone(),
-            addr,
-            source,
-        })?;
+    let (mut stream, options) = net::connect_session(
+        addr,
+        shard.shared.connect_timeout,
+        shard.shared.session_sockets,
+    )
+    .await
+    .map_err(|source| Skipped::Connect {
+        backend: backend.name.clone(),
+        addr,
+        source,
+    })?;
     // Closed through the ring when dropped (docs/sessions.md#pass-through).
     stream.close_behind();
     if let Err(e) = options {
         session_log!(
             Level::Warn,
             info,
-            "Cannot set TCP_NODELAY/keepalive toward {addr}: {e}"
+            "Cannot set TCP_NODELAY/keepalive/window clamp toward {addr}: {e}"
         );
     }
     send_proxy_header(&mut stream, backend.proxy_header, info.ingress_remote, addr)

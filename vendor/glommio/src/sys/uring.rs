@@ -2244,6 +2244,12 @@ impl Reactor {
             | SourceType::SockRecvMsg(_)
             | SourceType::Accept(_)
             | SourceType::Connect(_) => self.latency_ring.borrow_mut(),
+            // amqpprox patch: the options of a socket about to connect go
+            // on the connect's ring, queued ahead of it, so the kernel sets
+            // them before it sends the SYN (a window clamp decides the
+            // window scale the SYN offers); on the main ring they went in
+            // whenever that ring was submitted, after the SYN.
+            SourceType::SetSockOpt => self.latency_ring.borrow_mut(),
             SourceType::Invalid => {
                 unreachable!("called ring_for_source on invalid source")
             }
