@@ -130,7 +130,6 @@ const fn clamp_option(bytes: &'static libc::c_int) -> SocketOption {
 #[derive(Clone, Copy, Debug)]
 pub struct SessionSockets {
     options: &'static [SocketOption],
-    window_clamp: u32,
 }
 
 impl SessionSockets {
@@ -150,15 +149,7 @@ impl SessionSockets {
                 Box::leak(list.into_boxed_slice())
             }
         };
-        SessionSockets {
-            options,
-            window_clamp,
-        }
-    }
-
-    /// The clamp, 0 for none.
-    pub fn window_clamp(&self) -> u32 {
-        self.window_clamp
+        SessionSockets { options }
     }
 
     /// Sets every option on `sock` by `setsockopt`.
@@ -195,8 +186,8 @@ pub async fn connect_session(
 /// listener's socket options into every socket it accepts (the window
 /// clamp too, before the handshake's answer), so clients get TCP_NODELAY
 /// (before any TLS flight: Nagle would hold it back), keepalive and the
-/// window clamp without a `setsockopt` per connection. A listener received from another process
-/// (a hitless upgrade) gets them here too.
+/// window clamp without a `setsockopt` per connection. A listener
+/// received from another process (a hitless upgrade) gets them here too.
 pub fn tune_listener(listener: &impl AsFd, sockets: SessionSockets) -> io::Result<()> {
     sockets.set_on(SockRef::from(listener))
 }
@@ -824,51 +815,77 @@ mod tests {
         (major, minor) >= (6, 7)
     }
 
-    #[test]
-    fn a_broker_socket_gets_the_session_options_in_its_connects_submission() {
-        let (by_ring, nodelay, keepalive, idle, interval, scale) = on_executor(|| async {
+    /// What a broker socket connected with `sockets` ended up with: how
+    /// many options the ring set, TCP_NODELAY, keepalive's idle time and
+    /// interval, and the window scale its SYN offered.
+    struct BrokerSocket {
+        by_ring: usize,
+        nodelay: bool,
+        keepalive: Option<(Duration, Duration)>,
+        scale: u8,
+    }
+
+    fn broker_socket(sockets: SessionSockets, without_ring_options: bool) -> BrokerSocket {
+        on_executor(move || async move {
+            if without_ring_options {
+                // As on a kernel before 6.7, once its ring has refused one.
+                glommio::net::set_socket_options_by_syscall_for_tests();
+            }
             let (listener, addr) = loopback_listener();
-            let (stream, options) =
-                connect_session(addr, Duration::from_secs(5), SessionSockets::default())
-                    .await
-                    .unwrap();
+            let (stream, options) = connect_session(addr, Duration::from_secs(5), sockets)
+                .await
+                .unwrap();
             let _accepted = listener.accept().await.unwrap();
             // SAFETY: the fd stays open while `stream` lives.
             let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
             let sock = SockRef::from(&fd);
-            (
-                options.unwrap(),
-                sock.nodelay().unwrap(),
-                sock.keepalive().unwrap(),
-                sock.keepalive_time().unwrap(),
-                sock.keepalive_interval().unwrap(),
-                window_scales_of(stream.as_raw_fd()).1,
-            )
-        });
+            BrokerSocket {
+                by_ring: options.unwrap(),
+                nodelay: sock.nodelay().unwrap(),
+                keepalive: sock.keepalive().unwrap().then(|| {
+                    (
+                        sock.keepalive_time().unwrap(),
+                        sock.keepalive_interval().unwrap(),
+                    )
+                }),
+                scale: window_scales_of(stream.as_raw_fd()).1,
+            }
+        })
+    }
+
+    #[test]
+    fn a_broker_socket_gets_the_session_options_in_its_connects_submission() {
+        let socket = broker_socket(SessionSockets::default(), false);
         let expected_by_ring = if ring_sets_socket_options() { 5 } else { 0 };
-        assert_eq!(by_ring, expected_by_ring, "options the ring set");
-        assert!(nodelay && keepalive);
-        assert_eq!(idle, Duration::from_secs(60));
-        assert_eq!(interval, Duration::from_secs(10));
+        assert_eq!(socket.by_ring, expected_by_ring, "options the ring set");
+        assert!(socket.nodelay);
+        assert_eq!(
+            socket.keepalive,
+            Some((Duration::from_secs(60), Duration::from_secs(10)))
+        );
         // The clamp was set before the SYN: the scale offered in it is the
         // one for 128 KiB, not the kernel's own.
-        assert_eq!(scale, 2, "the window scale the broker was offered");
+        assert_eq!(socket.scale, 2, "the window scale the broker was offered");
+    }
+
+    #[test]
+    fn without_socket_commands_on_the_ring_the_options_still_precede_the_syn() {
+        let socket = broker_socket(SessionSockets::default(), true);
+        assert_eq!(socket.by_ring, 0, "options the ring set");
+        assert!(socket.nodelay && socket.keepalive.is_some());
+        assert_eq!(socket.scale, 2, "the window scale the broker was offered");
     }
 
     #[test]
     fn a_window_clamp_of_0_leaves_the_broker_sockets_window_scale_to_the_kernel() {
-        let (by_ring, scale) = on_executor(|| async {
-            let (listener, addr) = loopback_listener();
-            let (stream, options) =
-                connect_session(addr, Duration::from_secs(5), SessionSockets::new(0))
-                    .await
-                    .unwrap();
-            let _accepted = listener.accept().await.unwrap();
-            (options.unwrap(), window_scales_of(stream.as_raw_fd()).1)
-        });
+        let socket = broker_socket(SessionSockets::new(0), false);
         let expected_by_ring = if ring_sets_socket_options() { 4 } else { 0 };
-        assert_eq!(by_ring, expected_by_ring, "options the ring set");
-        assert!(scale > 2, "the kernel's own scale, got {scale}");
+        assert_eq!(socket.by_ring, expected_by_ring, "options the ring set");
+        assert!(
+            socket.scale > 2,
+            "the kernel's own scale, got {}",
+            socket.scale
+        );
     }
 
     /// The largest window `client` saw while it streamed to `accepted`,

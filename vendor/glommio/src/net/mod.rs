@@ -126,7 +126,10 @@ mod udp_socket;
 mod unix;
 pub use self::{
     stream::{Buffered, Preallocated},
-    tcp_socket::{AcceptedTcpStream, SocketOption, TcpListener, TcpStream},
+    tcp_socket::{
+        set_socket_options_by_syscall_for_tests, AcceptedTcpStream, SocketOption, TcpListener,
+        TcpStream,
+    },
     udp_socket::UdpSocket,
     unix::{AcceptedUnixStream, UnixDatagram, UnixListener, UnixStream},
 };

@@ -80,6 +80,22 @@ pub struct TcpListener {
     nonblocking: std::cell::Cell<bool>,
 }
 
+thread_local! {
+    /// amqpprox patch: set once this executor's ring has refused a socket
+    /// command (a kernel before 6.7): from then on
+    /// [`TcpStream::connect_timeout_with_options`] on this thread sets its
+    /// options by `setsockopt` before the connect.
+    static RING_REFUSES_SOCKET_OPTIONS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// amqpprox patch: makes [`TcpStream::connect_timeout_with_options`] on this
+/// thread behave as on a kernel whose ring has no socket commands, for
+/// tests of that path.
+#[doc(hidden)]
+pub fn set_socket_options_by_syscall_for_tests() {
+    RING_REFUSES_SOCKET_OPTIONS.with(|refuses| refuses.set(true));
+}
+
 /// amqpprox patch: an `int` socket option for
 /// [`TcpStream::connect_timeout_with_options`]: its level (`SOL_SOCKET`,
 /// `IPPROTO_TCP`), its name and its value, which lives as long as the
@@ -555,10 +571,22 @@ impl TcpStream {
         let socket = make_tcp_socket(&addr)?;
         let fd = socket.as_raw_fd();
         let reactor = crate::executor().reactor();
-        let set: Vec<_> = options
-            .iter()
-            .map(|o| reactor.queue_setsockopt(fd, o.level, o.name, o.value))
-            .collect();
+        // Where the ring has refused a socket command before (a kernel
+        // before 6.7), every option is set by `setsockopt` here, still
+        // ahead of the SYN; none then goes to the ring.
+        let by_ring = !RING_REFUSES_SOCKET_OPTIONS.with(|refuses| refuses.get());
+        let mut outcome = Ok(0);
+        let set: Vec<_> = if by_ring {
+            options
+                .iter()
+                .map(|o| reactor.queue_setsockopt(fd, o.level, o.name, o.value))
+                .collect()
+        } else {
+            if let Some(e) = options.iter().find_map(|o| o.set(fd).err()) {
+                outcome = Err(e);
+            }
+            Vec::new()
+        };
         let source = reactor.connect_timeout(fd, SockaddrStorage::from(addr), duration);
 
         // connect_timeout submits two sqes to io_uring: a connect sqe soft-linked
@@ -573,13 +601,23 @@ impl TcpStream {
                 }
                 _ => err,
             })?;
-        let mut outcome = Ok(0);
         for (option, source) in options.iter().zip(&set) {
-            if matches!(source.result(), Some(Ok(_))) {
-                if let Ok(by_ring) = &mut outcome {
-                    *by_ring += 1;
+            match source.result() {
+                Some(Ok(_)) => {
+                    if let Ok(by_ring) = &mut outcome {
+                        *by_ring += 1;
+                    }
+                    continue;
                 }
-                continue;
+                // No socket commands on this kernel's ring (EOPNOTSUPP) or
+                // no `IORING_OP_URING_CMD` at all (EINVAL): the next
+                // connects set their options before the SYN themselves.
+                Some(Err(e))
+                    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) =>
+                {
+                    RING_REFUSES_SOCKET_OPTIONS.with(|refuses| refuses.set(true));
+                }
+                _ => {}
             }
             if let (Err(e), Ok(_)) = (option.set(fd), &outcome) {
                 outcome = Err(e);
