@@ -348,9 +348,8 @@ mod tests {
     #[test]
     fn accepted_sockets_inherit_the_session_options_from_the_listener() {
         let (nodelay, keepalive, idle, interval, scale) = on_executor(|| async {
-            let (listener, addr) = loopback_listener();
-            let _client = std::net::TcpStream::connect(addr).unwrap();
-            let accepted = listener.accept().await.unwrap();
+            let (listener, _) = loopback_listener();
+            let (_client, accepted) = connect_and_accept(&listener).await;
             // SAFETY: the fd stays open while `accepted` lives.
             let fd = unsafe { BorrowedFd::borrow_raw(accepted.as_raw_fd()) };
             let sock = SockRef::from(&fd);
@@ -455,13 +454,12 @@ mod tests {
         use futures_lite::AsyncWriteExt;
         use std::io::Read;
         let (in_order, dropped, reset) = on_executor(|| async {
-            let (listener, addr) = loopback_listener();
+            let (listener, _) = loopback_listener();
 
             // Ring sends, a plain write between them, and a shutdown right
             // after the last one: the bytes arrive in the order written,
             // all before the end of the stream.
-            let mut peer = std::net::TcpStream::connect(addr).unwrap();
-            let mut ours = listener.accept().await.unwrap();
+            let (mut peer, mut ours) = connect_and_accept(&listener).await;
             ours.send_behind(b"one,").await.unwrap();
             ours.send_behind(b"two,").await.unwrap();
             ours.write_all(b"three,").await.unwrap();
@@ -472,8 +470,7 @@ mod tests {
 
             // Dropped while its send is still queued, not yet submitted:
             // the bytes go out before the socket closes.
-            let mut peer = std::net::TcpStream::connect(addr).unwrap();
-            let mut ours = listener.accept().await.unwrap();
+            let (mut peer, mut ours) = connect_and_accept(&listener).await;
             ours.send_behind(b"queued, then dropped").await.unwrap();
             drop(ours);
             let mut dropped = String::new();
@@ -481,8 +478,7 @@ mod tests {
 
             // A peer that reset the connection: the failed ring send is
             // reported by the next write.
-            let peer = std::net::TcpStream::connect(addr).unwrap();
-            let mut ours = listener.accept().await.unwrap();
+            let (peer, mut ours) = connect_and_accept(&listener).await;
             socket2::SockRef::from(&peer)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();
@@ -517,11 +513,9 @@ mod tests {
             .map(|m| m.to_string())
             .collect();
         let (first, second) = on_executor(move || async move {
-            let (listener, addr) = loopback_listener();
-            let mut peer_one = std::net::TcpStream::connect(addr).unwrap();
-            let mut one = listener.accept().await.unwrap();
-            let mut peer_two = std::net::TcpStream::connect(addr).unwrap();
-            let mut two = listener.accept().await.unwrap();
+            let (listener, _) = loopback_listener();
+            let (mut peer_one, mut one) = connect_and_accept(&listener).await;
+            let (mut peer_two, mut two) = connect_and_accept(&listener).await;
             for (i, m) in messages.iter().enumerate() {
                 let (ours, tag) = if i % 2 == 0 {
                     (&mut one, "1")
@@ -573,9 +567,8 @@ mod tests {
         use futures_lite::AsyncWriteExt;
         use std::io::Read;
         let (declined, in_flight, got, filled) = on_executor(|| async {
-            let (listener, addr) = loopback_listener();
-            let mut peer = std::net::TcpStream::connect(addr).unwrap();
-            let mut ours = listener.accept().await.unwrap();
+            let (listener, _) = loopback_listener();
+            let (mut peer, mut ours) = connect_and_accept(&listener).await;
             let filled = fill_send_path(&ours, &peer);
             ours.send_behind(b"queued,").await.unwrap();
             // Submitted here, and refused for now: the socket is full. The
@@ -665,6 +658,13 @@ mod tests {
     /// A session listener on a free loopback port, and its address.
     fn loopback_listener() -> (TcpListener, SocketAddr) {
         loopback_listener_with(SessionSockets::default())
+    }
+
+    /// A client of `listener`, and the stream the listener accepted from it.
+    async fn connect_and_accept(listener: &TcpListener) -> (std::net::TcpStream, TcpStream) {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = listener.accept().await.unwrap();
+        (client, accepted)
     }
 
     fn loopback_listener_with(sockets: SessionSockets) -> (TcpListener, SocketAddr) {
@@ -764,9 +764,8 @@ mod tests {
         use futures_lite::AsyncReadExt;
         use std::io::Write;
         let (first, last, then) = on_executor(|| async {
-            let (listener, addr) = loopback_listener();
-            let mut peer = std::net::TcpStream::connect(addr).unwrap();
-            let mut ours = listener.accept().await.unwrap();
+            let (listener, _) = loopback_listener();
+            let (mut peer, mut ours) = connect_and_accept(&listener).await;
             let mut buf = [0u8; 64];
             // A first short read leaves the read side waiting on its poll.
             peer.write_all(b"first").unwrap();
@@ -788,8 +787,7 @@ mod tests {
             let last = buf[..n].to_vec();
             // The descriptor now names another socket with bytes queued: a
             // read that asked the kernel would return them.
-            let mut other_peer = std::net::TcpStream::connect(addr).unwrap();
-            let other = listener.accept().await.unwrap();
+            let (mut other_peer, other) = connect_and_accept(&listener).await;
             other_peer.write_all(b"other").unwrap();
             // SAFETY: both descriptors are open and ours; `ours` keeps its
             // number, which now refers to the other socket.
@@ -922,9 +920,8 @@ mod tests {
     /// An accepted session socket, as a blocking std stream, and its client.
     fn accepted_pair(sockets: SessionSockets) -> (std::net::TcpStream, std::net::TcpStream) {
         on_executor(move || async move {
-            let (listener, addr) = loopback_listener_with(sockets);
-            let client = std::net::TcpStream::connect(addr).unwrap();
-            let accepted = listener.accept().await.unwrap();
+            let (listener, _) = loopback_listener_with(sockets);
+            let (client, accepted) = connect_and_accept(&listener).await;
             // SAFETY: a new descriptor of the accepted socket, owned by the
             // std stream; the glommio stream closes its own.
             let copy = unsafe { libc::dup(accepted.as_raw_fd()) };
