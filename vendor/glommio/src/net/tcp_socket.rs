@@ -553,9 +553,11 @@ impl TcpStream {
     /// `options` set on the new socket by the ring, in the same submission
     /// as the connect and ahead of it, instead of a `setsockopt` system
     /// call each. An option the ring did not set (a kernel older than 6.7
-    /// refuses socket commands) is set by `setsockopt` once connected. The
-    /// second result is how many options the ring set, or the first option
-    /// that could not be set either way.
+    /// refuses socket commands) is set by `setsockopt` once connected, and
+    /// after such a refusal the thread's later connects set every option by
+    /// `setsockopt` before the connect. The second result is how many
+    /// options the ring set, or the first option that could not be set
+    /// either way.
     pub async fn connect_timeout_with_options(
         addr: SocketAddr,
         duration: Duration,
@@ -582,8 +584,10 @@ impl TcpStream {
                 .map(|o| reactor.queue_setsockopt(fd, o.level, o.name, o.value))
                 .collect()
         } else {
-            if let Some(e) = options.iter().find_map(|o| o.set(fd).err()) {
-                outcome = Err(e);
+            for option in options {
+                if let (Err(e), Ok(_)) = (option.set(fd), &outcome) {
+                    outcome = Err(e);
+                }
             }
             Vec::new()
         };
