@@ -3,14 +3,15 @@
 //! TLS), the target in front of it (amqpprox with 1 or N shards: in simple
 //! mode, or from a `--config` file with a `TLS` backend when the broker
 //! speaks TLS; or an external proxy command), CPU time (`/proc/<pid>/stat` utime + stime in
-//! ticks, and each thread's run time in nanoseconds from its `schedstat`) and memory
-//! (`/proc/<pid>/status` VmRSS, VmHWM); plus raising RLIMIT_NOFILE, which
+//! ticks, and each thread's run time and run-queue wait in nanoseconds from
+//! its `schedstat`) and memory (`/proc/<pid>/status` VmRSS, VmHWM); the
+//! machine's idle time (`/proc/stat`); plus raising RLIMIT_NOFILE, which
 //! every child inherits.
 //!
 //! Owns starting, readiness (the port accepts) and stopping of the children
 //! it spawned, by pid. Never signals a process it did not start, never
-//! leaves one running (stop on drop), and never reads /proc of anything but
-//! its own children.
+//! leaves one running (stop on drop), and never reads the /proc entries of
+//! a process other than its own children (and itself).
 
 use amqpprox_testkit::load::broker::Mode;
 use amqpprox_testkit::wait;
@@ -382,13 +383,16 @@ pub fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     Ok((user as f64 / hz, system as f64 / hz))
 }
 
-/// Run time of each live thread of `pid` so far, in nanoseconds, by
-/// thread id (the first field of `/proc/<pid>/task/<tid>/schedstat`).
-/// The scheduler keeps it to the nanosecond (a thread running at the
-/// moment of reading is at most one scheduler tick behind, 4 ms at 250
-/// Hz), where `/proc/<pid>/stat` reports the same time in 10 ms clock
-/// ticks per field: a 0.2 s round of a fast scenario is 20 ticks, so
-/// ticks alone move the CPU per unit by up to 5%.
+/// Run time and run-queue wait of each live thread of `pid` so far, in
+/// nanoseconds, by thread id (the first two fields of
+/// `/proc/<pid>/task/<tid>/schedstat`). The scheduler keeps the run time
+/// to the nanosecond (a thread running at the moment of reading is at most
+/// one scheduler tick behind, 4 ms at 250 Hz), where `/proc/<pid>/stat`
+/// reports the same time in 10 ms clock ticks per field: a 0.2 s round of
+/// a fast scenario is 20 ticks, so ticks alone move the CPU per unit by up
+/// to 5%. The wait is the time a thread was ready to run but had no core:
+/// a target that waits long for its core is one whose rate the machine's
+/// other threads set, not its own cost.
 pub fn thread_runtimes(pid: u32) -> Result<ThreadRuntimes> {
     let mut threads = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -401,38 +405,104 @@ pub fn thread_runtimes(pid: u32) -> Result<ThreadRuntimes> {
         let Ok(schedstat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
             continue;
         };
-        let ns: u64 = schedstat
-            .split_whitespace()
-            .next()
-            .context("empty schedstat")?
-            .parse()?;
-        threads.push((tid, ns));
+        let mut fields = schedstat.split_whitespace();
+        let mut next = || -> Result<u64> { Ok(fields.next().context("short schedstat")?.parse()?) };
+        let (run_ns, wait_ns) = (next()?, next()?);
+        threads.push(ThreadTime {
+            tid,
+            run_ns,
+            wait_ns,
+        });
     }
-    threads.sort_unstable();
+    threads.sort_unstable_by_key(|t| t.tid);
     Ok(ThreadRuntimes(threads))
 }
 
-/// Nanoseconds run per thread id, sorted by id ([`thread_runtimes`]).
+/// One thread's reading in [`ThreadRuntimes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadTime {
+    pub tid: u32,
+    /// Nanoseconds on a core.
+    pub run_ns: u64,
+    /// Nanoseconds ready to run, waiting for a core.
+    pub wait_ns: u64,
+}
+
+/// Each thread's time, sorted by id ([`thread_runtimes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadRuntimes(pub Vec<(u32, u64)>);
+pub struct ThreadRuntimes(pub Vec<ThreadTime>);
+
+/// Seconds the same threads ran and waited for a core between two readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThreadSeconds {
+    pub run: f64,
+    pub waited: f64,
+}
 
 impl ThreadRuntimes {
-    /// Seconds run since `before`, when the same threads were alive at both
-    /// readings; `None` when a thread came or went between them (its time
-    /// outside the window cannot be told apart), so that the caller falls
-    /// back to the tick counts, which keep exited threads.
-    pub fn since(&self, before: &ThreadRuntimes) -> Option<f64> {
+    /// Seconds run and waited since `before`, when the same threads were
+    /// alive at both readings; `None` when a thread came or went between
+    /// them (its time outside the window cannot be told apart), so that the
+    /// caller falls back to the tick counts, which keep exited threads.
+    pub fn since(&self, before: &ThreadRuntimes) -> Option<ThreadSeconds> {
         if self.0.len() != before.0.len() {
             return None;
         }
-        let mut ns = 0u64;
-        for (&(tid, now), &(tid_before, then)) in self.0.iter().zip(&before.0) {
-            if tid != tid_before || now < then {
+        let (mut run, mut waited) = (0u64, 0u64);
+        for (now, then) in self.0.iter().zip(&before.0) {
+            if now.tid != then.tid || now.run_ns < then.run_ns || now.wait_ns < then.wait_ns {
                 return None;
             }
-            ns += now - then;
+            run += now.run_ns - then.run_ns;
+            waited += now.wait_ns - then.wait_ns;
         }
-        Some(ns as f64 / 1e9)
+        Some(ThreadSeconds {
+            run: run as f64 / 1e9,
+            waited: waited as f64 / 1e9,
+        })
+    }
+}
+
+/// The machine's idle and total clock ticks so far, over every core (the
+/// `cpu` line of `/proc/stat`; idle counts I/O wait too).
+pub fn machine_ticks() -> Result<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_ticks(&stat)
+}
+
+fn parse_machine_ticks(stat: &str) -> Result<MachineTicks> {
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let mut fields = line.split_whitespace();
+    if fields.next() != Some("cpu") {
+        bail!("/proc/stat does not open with the cpu line: {line:?}");
+    }
+    let ticks: Vec<u64> = fields.map(str::parse).collect::<Result<_, _>>()?;
+    if ticks.len() < 5 {
+        bail!("/proc/stat's cpu line is short: {line:?}");
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already inside user and nice.
+    let total = ticks.iter().take(8).sum();
+    Ok(MachineTicks {
+        idle: ticks[3] + ticks[4],
+        total,
+    })
+}
+
+/// Clock ticks of the whole machine ([`machine_ticks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub idle: u64,
+    pub total: u64,
+}
+
+impl MachineTicks {
+    /// The share of the cores' time idle since `before` (0 to 1), or `None`
+    /// when no tick passed.
+    pub fn idle_share_since(&self, before: &MachineTicks) -> Option<f64> {
+        let total = self.total.checked_sub(before.total)?;
+        let idle = self.idle.checked_sub(before.idle)?;
+        (total > 0).then(|| idle as f64 / total as f64)
     }
 }
 
@@ -511,7 +581,7 @@ mod tests {
         let tid = u32::try_from(unsafe { libc::gettid() }).unwrap();
         let mine = || {
             let all = thread_runtimes(pid).unwrap();
-            let found = all.0.iter().find(|&&(t, _)| t == tid).map(|&(_, ns)| ns);
+            let found = all.0.iter().find(|t| t.tid == tid).map(|t| t.run_ns);
             found.unwrap_or_else(|| panic!("thread {tid} missing from {all:?}"))
         };
         // The thread's own CPU clock: the other tests share the cores, so
@@ -546,15 +616,123 @@ mod tests {
 
     #[test]
     fn thread_runtimes_refuse_a_window_in_which_threads_changed() {
-        let before = ThreadRuntimes(vec![(10, 1_000), (11, 5_000)]);
-        let same = ThreadRuntimes(vec![(10, 3_000), (11, 5_500)]);
-        assert_eq!(same.since(&before), Some(2.5e-6));
-        let one_exited = ThreadRuntimes(vec![(10, 3_000)]);
+        let at = |times: &[(u32, u64, u64)]| {
+            ThreadRuntimes(
+                times
+                    .iter()
+                    .map(|&(tid, run_ns, wait_ns)| ThreadTime {
+                        tid,
+                        run_ns,
+                        wait_ns,
+                    })
+                    .collect(),
+            )
+        };
+        let before = at(&[(10, 1_000, 400), (11, 5_000, 0)]);
+        let same = at(&[(10, 3_000, 1_400), (11, 5_500, 500)]);
+        assert_eq!(
+            same.since(&before),
+            Some(ThreadSeconds {
+                run: 2.5e-6,
+                waited: 1.5e-6
+            })
+        );
+        let one_exited = at(&[(10, 3_000, 400)]);
         assert_eq!(one_exited.since(&before), None);
-        let replaced = ThreadRuntimes(vec![(10, 3_000), (12, 100)]);
+        let replaced = at(&[(10, 3_000, 400), (12, 100, 0)]);
         assert_eq!(replaced.since(&before), None);
-        let went_back = ThreadRuntimes(vec![(10, 500), (11, 5_000)]);
+        let went_back = at(&[(10, 500, 400), (11, 5_000, 0)]);
         assert_eq!(went_back.since(&before), None);
+    }
+
+    #[test]
+    fn a_thread_that_cannot_get_a_core_is_counted_as_waiting() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        // Two threads pinned to one core, both spinning: each is ready all
+        // the time and runs about half of it, so each keeps waiting.
+        let pid = std::process::id();
+        // SAFETY: sched_getcpu has no preconditions.
+        let core = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap();
+        let tids = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let (tids, stop) = (tids.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    // SAFETY: a zeroed cpu_set_t is a valid empty set;
+                    // CPU_SET and sched_setaffinity act on this thread.
+                    unsafe {
+                        let mut set: libc::cpu_set_t = std::mem::zeroed();
+                        libc::CPU_SET(core, &mut set);
+                        assert_eq!(
+                            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+                            0
+                        );
+                    }
+                    // SAFETY: gettid has no preconditions.
+                    tids.lock()
+                        .unwrap()
+                        .push(u32::try_from(unsafe { libc::gettid() }).unwrap());
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        let deadline = amqpprox_testkit::wait::deadline_in(Duration::from_secs(10));
+        let started =
+            amqpprox_testkit::wait::wait_until(deadline, || tids.lock().unwrap().len() == 2);
+        let mine = |r: &ThreadRuntimes| -> Vec<ThreadTime> {
+            let tids = tids.lock().unwrap();
+            r.0.iter()
+                .filter(|t| tids.contains(&t.tid))
+                .copied()
+                .collect()
+        };
+        let first = mine(&thread_runtimes(pid).unwrap());
+        // Each must wait 20 ms while sharing the core: a reading that
+        // counted no wait would never get there.
+        let both_waited = started
+            && amqpprox_testkit::wait::wait_until(deadline, || {
+                let now = mine(&thread_runtimes(pid).unwrap());
+                now.len() == 2
+                    && now
+                        .iter()
+                        .zip(&first)
+                        .all(|(n, f)| n.wait_ns - f.wait_ns > 20_000_000)
+            });
+        stop.store(true, Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        assert!(started && first.len() == 2, "both spinners started");
+        assert!(
+            both_waited,
+            "two threads sharing one core never showed 20 ms of waiting each"
+        );
+    }
+
+    #[test]
+    fn machine_ticks_count_idle_and_io_wait_out_of_every_state() {
+        let stat = "cpu  100 5 50 800 20 3 2 10 7 0\ncpu0 50 2 25 400 10 1 1 5 3 0\n";
+        let t = parse_machine_ticks(stat).unwrap();
+        assert_eq!(
+            t,
+            MachineTicks {
+                idle: 820,
+                total: 990
+            }
+        );
+        let later = MachineTicks {
+            idle: 820 + 30,
+            total: 990 + 120,
+        };
+        assert_eq!(later.idle_share_since(&t), Some(0.25));
+        assert_eq!(t.idle_share_since(&t), None);
+        assert!(parse_machine_ticks("intr 5\n").is_err());
+        assert!(machine_ticks().unwrap().total > 0);
     }
 
     #[test]

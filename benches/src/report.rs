@@ -364,8 +364,11 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Where the CPU went, per unit of work (medians): the harness's clients,
 /// the dummy broker and the target, to tell a proxy that is slow from a
-/// machine that is simply full; and the target's user-space part, its own
-/// code as against the kernel's TCP work that any proxy pays.
+/// machine that is simply full; the target's user-space part, its own
+/// code as against the kernel's TCP work that any proxy pays; how long the
+/// target's threads waited for a core per unit, and the share of the
+/// machine's core time left idle (a target whose threads wait while cores
+/// idle is paced by the scheduler, not by its own cost).
 pub fn cpu_table(rows: &[Row]) -> String {
     let header = [
         "scenario",
@@ -376,6 +379,8 @@ pub fn cpu_table(rows: &[Row]) -> String {
         "target",
         "total",
         "target user",
+        "target waited",
+        "idle cores",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -405,6 +410,10 @@ pub fn cpu_table(rows: &[Row]) -> String {
             row.push(fmt_num(total));
             let user = get(&r.medians, &format!("user_cpu_{suffix}"));
             row.push(user.map_or("-".into(), fmt_num));
+            let waited = get(&r.medians, &format!("wait_{suffix}"));
+            row.push(waited.map_or("-".into(), fmt_num));
+            let idle = get(&r.medians, "idle_share");
+            row.push(idle.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)));
             Some(row)
         })
         .collect();
@@ -736,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_table_shows_the_targets_user_space_part() {
+    fn cpu_table_shows_the_targets_user_space_part_its_wait_and_idle_cores() {
         let runs = vec![run(
             "connections",
             "proxy-1",
@@ -746,14 +755,20 @@ mod tests {
                 ("broker_cpu_us_per_conn", 100.0),
                 ("cpu_us_per_conn", 190.0),
                 ("user_cpu_us_per_conn", 40.0),
+                ("wait_us_per_conn", 35.0),
+                ("idle_share", 0.062),
             ],
         )];
         let table = cpu_table(&rows(&runs));
         let line = table.lines().last().expect("a row");
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // harness, broker, target, total (which leaves the user part out:
-        // it is inside the target's), then the target's user part.
-        assert_eq!(cells[3..], ["130.0", "100.0", "190.0", "420.0", "40.0"]);
+        // it is inside the target's), the target's user part, its wait for
+        // a core, the machine's idle share.
+        assert_eq!(
+            cells[3..],
+            ["130.0", "100.0", "190.0", "420.0", "40.0", "35.0", "6.2%"]
+        );
     }
 
     #[test]

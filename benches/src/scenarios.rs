@@ -67,8 +67,15 @@ pub struct CpuSample {
     pub target: Option<f64>,
     /// The part of `target` spent in user space.
     pub target_user: Option<f64>,
+    /// Seconds the target's threads were ready to run but had no core
+    /// (only over a run: from `schedstat`).
+    pub target_waited: Option<f64>,
     pub broker: Option<f64>,
     pub harness: Option<f64>,
+    /// The share of the machine's core time idle (only over a run): above
+    /// a few percent, the load and the target were waiting on each other
+    /// rather than filling the cores.
+    pub idle_share: Option<f64>,
     /// Exact run times of the target's and the broker's threads, which
     /// replace the tick counts of `target` and `broker` in a difference
     /// when the same threads lived through it (both keep their threads for
@@ -76,6 +83,7 @@ pub struct CpuSample {
     /// round, so its own figure stays in ticks.
     target_threads: Option<procs::ThreadRuntimes>,
     broker_threads: Option<procs::ThreadRuntimes>,
+    machine: Option<procs::MachineTicks>,
 }
 
 impl CpuSample {
@@ -84,25 +92,38 @@ impl CpuSample {
         let exact = |a: &Option<procs::ThreadRuntimes>, b: &Option<procs::ThreadRuntimes>| {
             a.as_ref()?.since(b.as_ref()?)
         };
+        let target_threads = exact(&self.target_threads, &before.target_threads);
         CpuSample {
-            target: exact(&self.target_threads, &before.target_threads)
+            target: target_threads
+                .map(|t| t.run)
                 .or_else(|| d(self.target, before.target)),
             target_user: d(self.target_user, before.target_user),
+            target_waited: target_threads.map(|t| t.waited),
             broker: exact(&self.broker_threads, &before.broker_threads)
+                .map(|t| t.run)
                 .or_else(|| d(self.broker, before.broker)),
             harness: d(self.harness, before.harness),
+            idle_share: self
+                .machine
+                .as_ref()
+                .zip(before.machine.as_ref())
+                .and_then(|(now, then)| now.idle_share_since(then)),
             target_threads: None,
             broker_threads: None,
+            machine: None,
         }
     }
 
-    /// Records the three CPU times (`cpu_s` is the target's).
+    /// Records the three CPU times (`cpu_s` is the target's), the target's
+    /// wait for a core and the machine's idle share.
     pub fn record(&self, m: &mut Metrics) {
         for (key, v) in [
             ("cpu_s", self.target),
             ("user_cpu_s", self.target_user),
+            ("wait_s", self.target_waited),
             ("broker_cpu_s", self.broker),
             ("harness_cpu_s", self.harness),
+            ("idle_share", self.idle_share),
         ] {
             if let Some(v) = v {
                 put(m, key, v);
@@ -112,16 +133,18 @@ impl CpuSample {
 
     /// Records CPU per unit of work for each process: `cpu_{suffix}`,
     /// `user_cpu_{suffix}` (the target's user space), `broker_cpu_{suffix}`,
-    /// `harness_cpu_{suffix}` = seconds / `units`.
+    /// `harness_cpu_{suffix}` = seconds / `units`; and the target's wait
+    /// for a core, `wait_{suffix}`.
     pub fn record_per(&self, m: &mut Metrics, suffix: &str, units: f64) {
-        for (prefix, v) in [
-            ("", self.target),
-            ("user_", self.target_user),
-            ("broker_", self.broker),
-            ("harness_", self.harness),
+        for (key, v) in [
+            (format!("cpu_{suffix}"), self.target),
+            (format!("user_cpu_{suffix}"), self.target_user),
+            (format!("broker_cpu_{suffix}"), self.broker),
+            (format!("harness_cpu_{suffix}"), self.harness),
+            (format!("wait_{suffix}"), self.target_waited),
         ] {
             if let Some(v) = v {
-                put(m, &format!("{prefix}cpu_{suffix}"), v / units);
+                put(m, &key, v / units);
             }
         }
     }
@@ -135,10 +158,13 @@ impl Probe {
         CpuSample {
             target: target.map(|(user, system)| user + system),
             target_user: target.map(|(user, _)| user),
+            target_waited: None,
             broker: read(self.broker),
             harness: read(Some(std::process::id())),
+            idle_share: None,
             target_threads: threads(self.pid),
             broker_threads: threads(self.broker),
+            machine: procs::machine_ticks().ok(),
         }
     }
 
