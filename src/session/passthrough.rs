@@ -73,7 +73,14 @@ pub(super) fn run(
     // the function's state, for the session's whole life.
     async move {
         let (shard, info, pump) = (&shard, &*info, &pump);
-        let held = pump.forward_held(&pipelined, &mut ingress_scanner).await;
+        // Boxed, as the rare waits below: only a client that pipelined
+        // frames behind its Open has any, and a wait's state held inline
+        // would size every idle session's for it.
+        let held = if pipelined.is_empty() {
+            Ok(())
+        } else {
+            Box::pin(pump.forward_held(&pipelined, &mut ingress_scanner)).await
+        };
         drop(pipelined);
         let first = match held {
             Err(e) => First::Up(e),
@@ -85,7 +92,8 @@ pub(super) fn run(
                 // The client answered a graceful close: let the broker
                 // acknowledge ours before closing both.
                 if let First::Up(DirectionEnd::CloseSentToBroker { .. }) = first {
-                    let _ = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut()).await;
+                    let wait = net::with_timeout(GRACEFUL_BROKER_WAIT, down.as_mut());
+                    let _ = Box::pin(wait).await;
                 }
                 first
             }
