@@ -68,23 +68,27 @@ pub(super) fn run(
     // The handshake's buffers go now, not at the end of a session that may
     // idle for days.
     drop(sent_to_client);
+    // Held as one word: the block keeps its captures' room for the
+    // session's life, and most clients pipeline nothing.
+    let mut pipelined = (!pipelined.is_empty()).then(|| Box::new(pipelined));
     // One async block, not a call of an async function with these as its
     // arguments: those would be stored twice, in the block and again in
     // the function's state, for the session's whole life.
     async move {
-        let (shard, info, pump) = (&shard, &*info, &pump);
+        let (shard, info) = (&shard, &*info);
         // Boxed, as the rare waits below: only a client that pipelined
         // frames behind its Open has any, and a wait's state held inline
         // would size every idle session's for it.
-        let held = if pipelined.is_empty() {
-            Ok(())
-        } else {
-            Box::pin(pump.forward_held(&pipelined, &mut ingress_scanner)).await
+        let held = match pipelined.take() {
+            None => Ok(()),
+            Some(bytes) => Box::pin(pump.forward_held(&bytes, &mut ingress_scanner)).await,
         };
-        drop(pipelined);
         let first = match held {
             Err(e) => First::Up(e),
             Ok(()) => {
+                // Gone before the directions' awaits, not kept in their
+                // state for the session's life.
+                drop(held);
                 let mut up = pin!(pump.ingress(&mut ingress_scanner));
                 let mut down = pin!(pump.egress(&mut egress_scanner));
                 let mut operator = pin!(abrupt_ending(info));
@@ -120,7 +124,9 @@ pub(super) fn run(
             EndedBy(&first)
         );
 
-        if let First::Operator(Ending::BackendDisconnect) = first {
+        let backend_disconnect = matches!(first, First::Operator(Ending::BackendDisconnect));
+        drop(first);
+        if backend_disconnect {
             // The broker side closes now; the client stays open: bytes the
             // egress side queued for the session's end must not wait for a
             // close that is not coming.
@@ -252,6 +258,47 @@ mod tests {
         assert_eq!(
             classify(&s, Direction::Egress, &DirectionEnd::Eof),
             Disconnect::Broker
+        );
+    }
+
+    /// An idle session holds this future, boxed, for as long as it lives:
+    /// it must fit mimalloc's 1536-byte size class. A wait that only some
+    /// sessions reach, held inline, or an argument kept twice by a step of
+    /// the pump, pushes it into the 1792-byte class and every idle session
+    /// pays 256 bytes more (docs/performance.md, "An idle session's
+    /// memory").
+    #[test]
+    fn an_established_phase_fits_the_1536_byte_size_class() {
+        let size = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let broker = glommio::net::TcpStream::connect(addr).await.unwrap();
+                let client = listener.accept().await.unwrap();
+                let shared = crate::session::Shared::new(
+                    crate::config::ConfigSnapshot::new(crate::config::Config::default()),
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                );
+                let shard = Rc::new(ShardContext::new(0, std::sync::Arc::new(shared)));
+                let info = Rc::new(SessionInfo::new(crate::session::SessionId(1), addr, addr));
+                let established = Established {
+                    broker: Stream::Plain(broker),
+                    pipelined: Vec::new(),
+                    heartbeat: 0,
+                    frame_max: 131_072,
+                    sent_to_client: Vec::new(),
+                };
+                let phase = run(shard, info, Stream::Plain(client), established);
+                std::mem::size_of_val(&phase)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            size <= 1536,
+            "the established phase takes {size} bytes, past the 1536-byte class"
         );
     }
 }

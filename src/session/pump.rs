@@ -263,6 +263,40 @@ pub struct Pump<C, B> {
     shaper: Option<DataShaper>,
 }
 
+/// What a direction's step works with, handed over as one reference: an
+/// async function keeps each argument twice in its state (as the argument
+/// and as its local) for as long as it waits, and a step waits for the
+/// next read all the while a session idles (docs/performance.md, "An idle
+/// session's memory").
+struct Way<'a, 'b, R, W> {
+    from: &'a mut StreamRef<'b, R>,
+    to: &'a mut StreamRef<'b, W>,
+    scanner: &'a mut FrameScanner,
+    leg: &'a Leg,
+    /// The next read's most bytes.
+    limit: usize,
+    /// The control flags' generation the next read watches.
+    generation: u64,
+}
+
+impl<'a, 'b, R, W> Way<'a, 'b, R, W> {
+    fn new(
+        from: &'a mut StreamRef<'b, R>,
+        to: &'a mut StreamRef<'b, W>,
+        scanner: &'a mut FrameScanner,
+        leg: &'a Leg,
+    ) -> Self {
+        Way {
+            from,
+            to,
+            scanner,
+            leg,
+            limit: 0,
+            generation: 0,
+        }
+    }
+}
+
 /// One direction's own state.
 struct Leg {
     /// Whose counters it keeps (the session's `ingress` or `egress`), and
@@ -453,17 +487,18 @@ where
     pub async fn ingress(&self, scanner: &mut FrameScanner) -> DirectionEnd {
         let mut client = self.client.handle();
         let mut broker = self.broker.handle();
+        let mut way = Way::new(&mut client, &mut broker, scanner, &self.up);
         loop {
-            let generation = self.control().generation();
+            way.generation = self.control().generation();
             let ending = self.control().ending();
-            if scanner.at_frame_boundary() {
+            if way.scanner.at_frame_boundary() {
                 match ending {
                     Some(Ending::Graceful | Ending::Drain | Ending::Move) => {
-                        return Box::pin(self.ingress_closing(scanner)).await
+                        return Box::pin(self.ingress_closing(way.scanner)).await
                     }
                     Some(_) => return DirectionEnd::Stopped,
                     None if self.control().paused() => {
-                        if let Err(e) = Box::pin(self.hold_paused(generation)).await {
+                        if let Err(e) = Box::pin(self.hold_paused(way.generation)).await {
                             return DirectionEnd::WriteError(e);
                         }
                         continue;
@@ -471,70 +506,81 @@ where
                     None => {}
                 }
             }
-            let limit = read_limit(scanner, ending.is_some() || self.control().paused());
-            if let Err(end) = self
-                .step(
-                    &mut client,
-                    &mut broker,
-                    scanner,
-                    &self.up,
-                    limit,
-                    generation,
-                )
-                .await
-            {
+            way.limit = read_limit(way.scanner, ending.is_some() || self.control().paused());
+            if let Err(end) = self.step(&mut way).await {
                 return end;
             }
         }
     }
 
-    /// One step of a direction: reads a chunk (at most `limit` bytes, or
-    /// nothing when the control flags change first), walks its frames and
-    /// writes it on from the same buffer.
-    async fn step<R, W>(
-        &self,
-        from: &mut StreamRef<'_, R>,
-        to: &mut StreamRef<'_, W>,
-        scanner: &mut FrameScanner,
-        leg: &Leg,
-        limit: usize,
-        generation: u64,
-    ) -> Result<(), DirectionEnd>
+    /// One step of a direction: reads a chunk (at most `way.limit` bytes,
+    /// or nothing when the control flags change first), walks its frames
+    /// and writes it on from the same buffer.
+    async fn step<R, W>(&self, way: &mut Way<'_, '_, R, W>) -> Result<(), DirectionEnd>
     where
         R: AsyncRead + SessionEnd + Unpin,
         W: AsyncWrite + SessionEnd + Unpin,
     {
-        let Some(limit) = self.shaped_limit(leg, limit, generation).await else {
+        let Some(limit) = self.shaped_limit(way.leg, way.limit, way.generation).await else {
             return Ok(());
         };
-        let (buf, n) = match self.next_chunk(from, to, limit, generation).await {
+        let (buf, n) = match self
+            .next_chunk(way.from, way.to, limit, way.generation)
+            .await
+        {
             Ok(None) => return Ok(()),
             Ok(Some(read)) => read,
             Err(end) => {
                 // The last write may still be queued on the ring: it leaves
                 // before this direction ends the session.
-                to.sent_behind().await.map_err(DirectionEnd::WriteError)?;
+                way.to
+                    .sent_behind()
+                    .await
+                    .map_err(DirectionEnd::WriteError)?;
                 return Err(end);
             }
         };
+        // The reading side has closed and this read took all it had left:
+        // the next read ends this direction.
+        let last = n < read_len(&buf, limit) && way.from.with(|s| s.peer_closed());
+        self.forward_chunk(way.to, way.scanner, way.leg, &buf[..n], last)
+            .await
+    }
+
+    /// The second half of a step: walks the chunk's frames and writes it
+    /// on. A future of its own rather than inline in `step`: its locals
+    /// live across its writes, and inline they would be kept in the state
+    /// each direction of every idle session holds while it waits to read
+    /// (docs/performance.md, "An idle session's memory").
+    async fn forward_chunk<W>(
+        &self,
+        to: &mut StreamRef<'_, W>,
+        scanner: &mut FrameScanner,
+        leg: &Leg,
+        chunk: &[u8],
+        last: bool,
+    ) -> Result<(), DirectionEnd>
+    where
+        W: AsyncWrite + SessionEnd + Unpin,
+    {
+        let n = chunk.len();
         let stats = self.stats(leg);
         scanner
-            .scan(&buf[..n], |ev| stats.on_frame(&ev))
+            .scan(chunk, |ev| stats.on_frame(&ev))
             .map_err(DirectionEnd::BadFrame)?;
         leg.at_boundary.set(false);
         // One clock reading serves as the read's time and the write's start.
         let read_at = Instant::now();
         self.charge(leg, n, read_at);
-        // The reading side has closed and this read took all it had left:
-        // the next read ends this direction, and the session's end closes
-        // the other socket, so these bytes are queued to leave in one
-        // segment with that FIN instead of a segment of their own.
-        let queued = if n < read_len(&buf, limit) && from.with(|s| s.peer_closed()) {
-            to.with(|s| s.queue_before_end(&buf[..n]))
+        // The last bytes of the reading side: the session's end closes the
+        // other socket, so they are queued to leave in one segment with
+        // that FIN instead of a segment of their own.
+        let queued = if last {
+            to.with(|s| s.queue_before_end(chunk))
         } else {
             0
         };
-        let rest = &buf[queued..n];
+        let rest = &chunk[queued..];
         // A session's first few small chunks (the AMQP methods that open
         // channels, declare and consume) go through the ring when other
         // tasks are ready in this turn: their sends then share the turn's
@@ -623,30 +669,21 @@ where
     pub async fn egress(&self, scanner: &mut FrameScanner) -> DirectionEnd {
         let mut broker = self.broker.handle();
         let mut client = self.client.handle();
+        let mut way = Way::new(&mut broker, &mut client, scanner, &self.down);
         loop {
-            let generation = self.control().generation();
+            way.generation = self.control().generation();
             let ending = self.control().ending();
-            if scanner.at_frame_boundary() {
+            if way.scanner.at_frame_boundary() {
                 match ending {
                     Some(how @ (Ending::Graceful | Ending::Drain | Ending::Move)) => {
-                        return Box::pin(self.egress_closing(scanner, how)).await
+                        return Box::pin(self.egress_closing(way.scanner, how)).await
                     }
                     Some(_) => return DirectionEnd::Stopped,
                     None => {}
                 }
             }
-            let limit = read_limit(scanner, ending.is_some());
-            if let Err(end) = self
-                .step(
-                    &mut broker,
-                    &mut client,
-                    scanner,
-                    &self.down,
-                    limit,
-                    generation,
-                )
-                .await
-            {
+            way.limit = read_limit(way.scanner, ending.is_some());
+            if let Err(end) = self.step(&mut way).await {
                 return end;
             }
         }
