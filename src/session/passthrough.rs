@@ -68,27 +68,23 @@ pub(super) fn run(
     // The handshake's buffers go now, not at the end of a session that may
     // idle for days.
     drop(sent_to_client);
-    // Held as one word: the block keeps its captures' room for the
-    // session's life, and most clients pipeline nothing.
-    let mut pipelined = (!pipelined.is_empty()).then(|| Box::new(pipelined));
     // One async block, not a call of an async function with these as its
     // arguments: those would be stored twice, in the block and again in
     // the function's state, for the session's whole life.
     async move {
-        let (shard, info) = (&shard, &*info);
+        let (shard, info, pump) = (&shard, &*info, &pump);
         // Boxed, as the rare waits below: only a client that pipelined
         // frames behind its Open has any, and a wait's state held inline
         // would size every idle session's for it.
-        let held = match pipelined.take() {
-            None => Ok(()),
-            Some(bytes) => Box::pin(pump.forward_held(&bytes, &mut ingress_scanner)).await,
+        let held = if pipelined.is_empty() {
+            Ok(())
+        } else {
+            Box::pin(pump.forward_held(&pipelined, &mut ingress_scanner)).await
         };
+        drop(pipelined);
         let first = match held {
             Err(e) => First::Up(e),
             Ok(()) => {
-                // Gone before the directions' awaits, not kept in their
-                // state for the session's life.
-                drop(held);
                 let mut up = pin!(pump.ingress(&mut ingress_scanner));
                 let mut down = pin!(pump.egress(&mut egress_scanner));
                 let mut operator = pin!(abrupt_ending(info));
@@ -124,9 +120,7 @@ pub(super) fn run(
             EndedBy(&first)
         );
 
-        let backend_disconnect = matches!(first, First::Operator(Ending::BackendDisconnect));
-        drop(first);
-        if backend_disconnect {
+        if let First::Operator(Ending::BackendDisconnect) = first {
             // The broker side closes now; the client stays open: bytes the
             // egress side queued for the session's end must not wait for a
             // close that is not coming.
