@@ -111,6 +111,8 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     }
     let (shard_tx, shard_rx) = flume::unbounded::<ShardEvent>();
     let mut handles = Vec::with_capacity(options.shards);
+    // Connections the kernel hashed unevenly are evened out between shards.
+    let balance = Arc::new(shard::Balance::new(options.shards));
     for index in 0..options.shards {
         let cpu = options.cpus.cpu_for(index, &cpus);
         handles.push(
@@ -119,6 +121,7 @@ pub fn run(options: Options) -> Result<i32, StartError> {
                 cpu,
                 options.spin_before_park,
                 Arc::clone(&shared),
+                Arc::clone(&balance),
                 shard_tx.clone(),
             )
             .map_err(StartError::Thread)?,

@@ -5,8 +5,14 @@
 //! The control thread talks to a shard only through its inbox
 //! ([`ShardCommand`], each with a reply channel) and the shared
 //! [`Shared`] state (an `ArcSwap` of the configuration snapshot and a few
-//! immutable settings). Sessions never leave their shard. Nothing here
-//! blocks: the inbox is awaited, never polled with a sleep.
+//! immutable settings). A connection the kernel gave to a busier shard is
+//! handed, before its session starts, to one with fewer live connections
+//! ([`Balance`]); sessions never leave their shard. Nothing here blocks:
+//! the inbox is awaited, never polled with a sleep.
+
+mod balance;
+
+pub use balance::{Balance, Handed};
 
 use crate::handoff::AcceptGate;
 use crate::net;
@@ -254,8 +260,9 @@ pub struct Shard {
     /// Open listeners by port: the sender that stops one, and its task,
     /// which ends once the socket is closed.
     listeners: RefCell<BTreeMap<u16, RunningListener>>,
-    /// Connections accepted and not ended (see [`ShardCommand::Connections`]).
-    connections: Rc<Cell<usize>>,
+    /// Every shard's live connections (this one's is
+    /// [`ShardCommand::Connections`]) and the way to hand one to another.
+    balance: Arc<Balance>,
 }
 
 impl std::ops::Deref for Shard {
@@ -266,12 +273,50 @@ impl std::ops::Deref for Shard {
 }
 
 impl Shard {
-    fn new(index: usize, shared: Arc<Shared>) -> Shard {
+    fn new(index: usize, shared: Arc<Shared>, balance: Arc<Balance>) -> Shard {
         Shard {
             context: Rc::new(ShardContext::new(index, shared)),
             listeners: RefCell::new(BTreeMap::new()),
-            connections: Rc::new(Cell::new(0)),
+            balance,
         }
+    }
+
+    /// Serves a connection from the moment it is accepted, here or by the
+    /// shard that handed it over; it is counted as this shard's already.
+    fn serve(context: &Rc<ShardContext>, balance: &Arc<Balance>, handed: Handed) {
+        // SAFETY: an accepted TCP socket that this shard owns from now on.
+        let tcp = unsafe { glommio::net::TcpStream::from_raw_fd(handed.socket.into_raw_fd()) };
+        // Closed through the ring when dropped
+        // (docs/sessions.md#pass-through).
+        tcp.close_behind();
+        let incoming = Incoming {
+            tcp,
+            peer: handed.peer,
+        };
+        let index = context.index;
+        let balance = Arc::clone(balance);
+        // A session's task holds a few words: its phases box their own
+        // state, each where it is made, so none of it is ever copied.
+        let session = session::run(Rc::clone(context), incoming, handed.port, handed.kind);
+        glommio::spawn_local(async move {
+            session.await;
+            balance.ended(index);
+        })
+        .detach();
+    }
+
+    /// Serves the connections other shards hand to this one.
+    fn take_handed(self: &Rc<Self>) {
+        let Some(inbox) = self.balance.take_inbox(self.index) else {
+            return;
+        };
+        let (context, balance) = (Rc::clone(&self.context), Arc::clone(&self.balance));
+        glommio::spawn_local(async move {
+            while let Ok(handed) = inbox.recv_async().await {
+                Shard::serve(&context, &balance, handed);
+            }
+        })
+        .detach();
     }
 
     fn listen(self: &Rc<Self>, addr: SocketAddr, kind: ListenerKind) -> Result<(), ListenError> {
@@ -402,7 +447,7 @@ impl Shard {
         let shared = Rc::new(Cell::new(adopted));
         let (hold_tx, hold_rx) = flume::bounded::<()>(1);
         let context = Rc::clone(&self.context);
-        let connections = Rc::clone(&self.connections);
+        let balance = Arc::clone(&self.balance);
         let stop_rx = stop_rx.clone();
         let port = addr.port();
         let task = glommio::spawn_local({
@@ -422,29 +467,29 @@ impl Shard {
                         }
                         let mut backoff = crate::fdlimit::AcceptBackoff::default();
                         while gate.try_arm() {
-                            match listener.accept_with_peer().await {
-                                Ok((tcp, peer)) => {
+                            match listener.shared_accept_with_peer().await {
+                                Ok((accepted, peer)) => {
                                     if let Some(failures) = backoff.on_success() {
                                         log::info!(
                                             "Accepting on port {port} again after {failures} failed accepts"
                                         );
                                     }
-                                    connections.set(connections.get() + 1);
-                                    // Closed through the ring when dropped
-                                    // (docs/sessions.md#pass-through).
-                                    tcp.close_behind();
-                                    let incoming = Incoming { tcp, peer };
-                                    let (context, connections) =
-                                        (Rc::clone(&context), Rc::clone(&connections));
-                                    // A session's task holds a few words: its
-                                    // phases box their own state, each where it
-                                    // is made, so none of it is ever copied.
-                                    let session = session::run(context, incoming, port, kind);
-                                    glommio::spawn_local(async move {
-                                        session.await;
-                                        connections.set(connections.get() - 1);
-                                    })
-                                    .detach();
+                                    let handed = Handed {
+                                        // SAFETY: the descriptor accept just made.
+                                        socket: unsafe {
+                                            OwnedFd::from_raw_fd(accepted.into_raw_fd())
+                                        },
+                                        peer,
+                                        port,
+                                        kind,
+                                    };
+                                    // Counted (here or by the shard it goes to)
+                                    // before the gate hears the accept is over.
+                                    let index = context.index;
+                                    if let Err(handed) = balance.hand_over(index, handed) {
+                                        balance.started(index);
+                                        Shard::serve(&context, &balance, handed);
+                                    }
                                     gate.disarm();
                                 }
                                 Err(e) => {
@@ -623,6 +668,7 @@ pub fn spawn(
     cpu: Option<usize>,
     spin_before_park: Duration,
     shared: Arc<Shared>,
+    balance: Arc<Balance>,
     events: flume::Sender<ShardEvent>,
 ) -> std::io::Result<ShardHandle> {
     let (inbox_tx, inbox_rx) = flume::unbounded::<ShardCommand>();
@@ -659,7 +705,8 @@ pub fn spawn(
             };
             let _ = events.send(ShardEvent::Started(index));
             executor.run(async move {
-                let shard = Rc::new(Shard::new(index, shared));
+                let shard = Rc::new(Shard::new(index, shared, balance));
+                shard.take_handed();
                 while let Ok(command) = inbox_rx.recv_async().await {
                     match command {
                         ShardCommand::Listen { addr, kind, reply } => {
@@ -706,7 +753,7 @@ pub fn spawn(
                             let _ = reply.send(shard.start_adopted());
                         }
                         ShardCommand::Connections { reply } => {
-                            let _ = reply.send(shard.connections.get());
+                            let _ = reply.send(shard.balance.live(index));
                         }
                         ShardCommand::MoveMisplaced { reply } => {
                             let _ = reply.send(shard.move_misplaced());

@@ -476,6 +476,15 @@ impl<B: RxBuf> AsRawFd for TcpStream<B> {
     }
 }
 
+/// amqpprox patch: gives up the descriptor, so that a connection accepted
+/// on one executor can be handed to another as an owned descriptor (which
+/// closes itself if it is never taken) rather than as this bare number.
+impl IntoRawFd for AcceptedTcpStream {
+    fn into_raw_fd(self) -> RawFd {
+        self.fd
+    }
+}
+
 impl FromRawFd for TcpStream {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let socket = socket2::Socket::from_raw_fd(fd);
