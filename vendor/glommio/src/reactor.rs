@@ -460,7 +460,7 @@ impl Reactor {
 
         let source = self.new_source(
             raw,
-            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            SourceType::Write(pollable, Box::new(IoBuffer::DmaSource(buf))),
             Some(&STATS),
         );
         self.sys.write_dma(&source, pos);
@@ -518,7 +518,7 @@ impl Reactor {
             raw,
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::Buffered(buf),
+                Box::new(IoBuffer::Buffered(buf)),
             ),
             Some(&STATS),
         );
@@ -609,7 +609,7 @@ impl Reactor {
         buf: DmaBuffer,
         timeout: Option<Duration>,
     ) -> io::Result<Source> {
-        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+        let source = self.new_source(fd, SourceType::SockSend(Box::new(buf)), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -823,7 +823,10 @@ impl Reactor {
     {
         let source = self.new_source(
             -1,
-            SourceType::Rename(old_path.as_ref().to_owned(), new_path.as_ref().to_owned()),
+            SourceType::Rename(Box::new((
+                old_path.as_ref().to_owned(),
+                new_path.as_ref().to_owned(),
+            ))),
             None,
         );
         let waiter = self.sys.rename(&source);

@@ -310,7 +310,7 @@ fn fill_sqe<F>(
                             // source. The kernel knows about that buffer already, and will write to
                             // it. So this can only be called if there is no buffer attached to it.
                             assert!(slot.is_none());
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!("Expected Read source type"),
                     }
@@ -369,7 +369,7 @@ fn fill_sqe<F>(
                     match &mut src.source_type {
                         SourceType::Read(PollableStatus::NonPollable(DirectIo::Disabled), slot) => {
                             sqe.prep_read(op.fd, buf.as_bytes_mut(), pos);
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         SourceType::Read(_, slot) => {
                             match buf.uring_buffer_id() {
@@ -380,7 +380,7 @@ fn fill_sqe<F>(
                                     sqe.prep_read_fixed(op.fd, buf.as_bytes_mut(), pos, idx);
                                 }
                             };
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!(),
                     };
@@ -408,7 +408,7 @@ fn fill_sqe<F>(
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
                         SourceType::SockRecv(slot) => {
-                            *slot = Some(buf);
+                            *slot = Some(Box::new(buf));
                         }
                         _ => unreachable!(),
                     };
@@ -1534,13 +1534,15 @@ impl Reactor {
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
         let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(status, buffer) => match (status, &**buffer) {
+                (PollableStatus::NonPollable(DirectIo::Disabled), IoBuffer::DmaSource(buf)) => {
+                    UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos)
+                }
+                (_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+                    Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+                    None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                },
+                (_, b) => panic!("Unexpected buffer for write: {:?}", b),
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
@@ -1554,10 +1556,12 @@ impl Reactor {
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
         let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::Buffered(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(PollableStatus::NonPollable(DirectIo::Disabled), buffer) => {
+                match &**buffer {
+                    IoBuffer::Buffered(buf) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                    b => panic!("Unexpected buffer for write: {:?}", b),
+                }
+            }
             x => panic!("Unexpected source type for write: {:?}", x),
         };
         queue_request_into_ring(
@@ -1737,7 +1741,7 @@ impl Reactor {
 
     pub(crate) fn rename(&self, source: &Source) -> impl Future<Output = ()> {
         let (old_path, new_path) = match &*source.source_type() {
-            SourceType::Rename(o, n) => (o.clone(), n.clone()),
+            SourceType::Rename(paths) => (paths.0.clone(), paths.1.clone()),
             _ => panic!("Unexpected source for rename operation"),
         };
 
