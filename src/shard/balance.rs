@@ -26,9 +26,16 @@ pub struct Handed {
     pub kind: ListenerKind,
 }
 
+/// One shard's count, on cache lines of its own: each shard writes its
+/// count at every connection's start and end, which should not take the
+/// line from under the other shards' counts (128 bytes: the pair of lines
+/// x86 fetches together).
+#[repr(align(128))]
+struct Live(AtomicUsize);
+
 /// Every shard's live connections, and a channel into each shard.
 pub struct Balance {
-    live: Vec<AtomicUsize>,
+    live: Vec<Live>,
     to: Vec<flume::Sender<Handed>>,
     /// Each shard takes its own receiving end once, when it starts.
     from: Mutex<Vec<Option<flume::Receiver<Handed>>>>,
@@ -43,7 +50,9 @@ impl Balance {
             })
             .unzip();
         Balance {
-            live: (0..shards.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            live: (0..shards.max(1))
+                .map(|_| Live(AtomicUsize::new(0)))
+                .collect(),
             to,
             from: Mutex::new(from),
         }
@@ -59,18 +68,18 @@ impl Balance {
     pub fn live(&self, shard: usize) -> usize {
         self.live
             .get(shard)
-            .map_or(0, |n| n.load(Ordering::Relaxed))
+            .map_or(0, |n| n.0.load(Ordering::Relaxed))
     }
 
     pub fn started(&self, shard: usize) {
         if let Some(n) = self.live.get(shard) {
-            n.fetch_add(1, Ordering::Relaxed);
+            n.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn ended(&self, shard: usize) {
         if let Some(n) = self.live.get(shard) {
-            n.fetch_sub(1, Ordering::Relaxed);
+            n.0.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -78,7 +87,7 @@ impl Balance {
     /// serve it, counted as that shard's from now on. `Err` gives it back
     /// for `me` to serve: no shard serves fewer, or the chosen one is gone.
     pub fn hand_over(&self, me: usize, handed: Handed) -> Result<usize, Handed> {
-        let loads = self.live.iter().map(|n| n.load(Ordering::Relaxed));
+        let loads = self.live.iter().map(|n| n.0.load(Ordering::Relaxed));
         let Some(to) = destination(loads, me) else {
             return Err(handed);
         };
