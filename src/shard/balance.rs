@@ -43,16 +43,15 @@ pub struct Balance {
 
 impl Balance {
     pub fn new(shards: usize) -> Balance {
-        let (to, from) = (0..shards.max(1))
+        let shards = shards.max(1);
+        let (to, from) = (0..shards)
             .map(|_| {
                 let (tx, rx) = flume::unbounded();
                 (tx, Some(rx))
             })
             .unzip();
         Balance {
-            live: (0..shards.max(1))
-                .map(|_| Live(AtomicUsize::new(0)))
-                .collect(),
+            live: (0..shards).map(|_| Live(AtomicUsize::new(0))).collect(),
             to,
             from: Mutex::new(from),
         }
