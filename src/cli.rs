@@ -56,8 +56,12 @@ pub struct Options {
 /// Where shard threads run (`--cpus`, docs/flags.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpuPlacement {
-    /// The default: shard i pinned to the i-th CPU this process may use
-    /// (round robin when there are more shards than CPUs).
+    /// The default: when the shards cover every CPU this process may use,
+    /// shard i pinned to the i-th of them (round robin when there are more
+    /// shards than CPUs); with fewer shards than those CPUs (`--shards`
+    /// below them, or a CPU quota below the CPUs allowed, as in a
+    /// container) nothing is pinned, since which CPUs they should keep to
+    /// is then not this process's to choose.
     Usable,
     /// Shard i pinned to the i-th CPU of the list (round robin).
     List(Vec<usize>),
@@ -67,14 +71,37 @@ pub enum CpuPlacement {
 }
 
 impl CpuPlacement {
-    /// The CPU shard `index` is pinned to, given the CPUs this process may
-    /// use; `None` leaves it unpinned.
-    pub fn cpu_for(&self, index: usize, usable: &[usize]) -> Option<usize> {
+    /// The CPU shard `index` of `shards` is pinned to, given the CPUs this
+    /// process may use; `None` leaves it unpinned.
+    pub fn cpu_for(&self, index: usize, shards: usize, usable: &[usize]) -> Option<usize> {
         match self {
-            CpuPlacement::Usable if !usable.is_empty() => Some(usable[index % usable.len()]),
+            CpuPlacement::Usable if !usable.is_empty() && shards >= usable.len() => {
+                Some(usable[index % usable.len()])
+            }
             CpuPlacement::Usable | CpuPlacement::Unpinned => None,
             CpuPlacement::List(cpus) => cpus.get(index % cpus.len().max(1)).copied(),
         }
+    }
+}
+
+/// The start-up line that says where the shards run: `pinned` holds each
+/// shard's CPU as [`CpuPlacement::cpu_for`] chose it, `usable` is how many
+/// CPUs this process may run on.
+pub fn describe_placement(pinned: &[Option<usize>], cpus: &CpuPlacement, usable: usize) -> String {
+    let shards = match pinned.len() {
+        1 => "1 shard".to_string(),
+        n => format!("{n} shards"),
+    };
+    if pinned.iter().all(Option::is_some) && !pinned.is_empty() {
+        let list: Vec<String> = pinned.iter().flatten().map(usize::to_string).collect();
+        return format!("{shards}, pinned to CPUs {}", list.join(","));
+    }
+    match cpus {
+        CpuPlacement::Unpinned => format!("{shards}, unpinned (--cpus none)"),
+        _ if usable == 0 => format!("{shards}, unpinned: the CPUs this process may use are unknown"),
+        _ => format!(
+            "{shards}, unpinned: fewer shards than the {usable} CPUs this process may use (--cpus pins them)"
+        ),
     }
 }
 
@@ -216,7 +243,7 @@ pub fn command() -> Command {
             Arg::new("cpus")
                 .long("cpus")
                 .value_parser(clap::builder::NonEmptyStringValueParser::new())
-                .help("CPUs the shards are pinned to, e.g. 0,2-3 (shard i on the i-th; --shards defaults to their number), or none: unpinned (default: every usable CPU)"),
+                .help("CPUs the shards are pinned to, e.g. 0,2-3 (shard i on the i-th; --shards defaults to their number), or none: unpinned (default: pinned one per CPU when the shards cover every usable CPU, unpinned when they are fewer)"),
         )
         .arg(
             Arg::new("handshakeTimeoutMs")
@@ -602,17 +629,30 @@ mod tests {
         assert_eq!(o.shards, 3, "--shards defaults to the list's length");
         let o = parse(["amqpprox", "--cpus", "1", "--shards", "2"]).unwrap();
         assert_eq!(
-            (o.cpus.cpu_for(0, &[]), o.cpus.cpu_for(1, &[])),
+            (o.cpus.cpu_for(0, 2, &[]), o.cpus.cpu_for(1, 2, &[])),
             (Some(1), Some(1))
         );
+        // A list pins even fewer shards than the CPUs allowed.
+        assert_eq!(o.cpus.cpu_for(0, 2, &[0, 1, 2, 3]), Some(1));
         let o = parse(["amqpprox", "--cpus", "none"]).unwrap();
         assert_eq!(
             (o.cpus.clone(), o.shards),
             (CpuPlacement::Unpinned, default_shards())
         );
-        assert_eq!(o.cpus.cpu_for(0, &[0, 1]), None);
-        assert_eq!(CpuPlacement::Usable.cpu_for(3, &[4, 6]), Some(6));
-        assert_eq!(CpuPlacement::Usable.cpu_for(0, &[]), None);
+        assert_eq!(o.cpus.cpu_for(0, 2, &[0, 1]), None);
+        let usable = CpuPlacement::Usable;
+        // One shard per CPU allowed: pinned, in the order the CPUs come.
+        assert_eq!(
+            (usable.cpu_for(0, 2, &[4, 6]), usable.cpu_for(1, 2, &[4, 6])),
+            (Some(4), Some(6))
+        );
+        // More shards than CPUs: round robin.
+        assert_eq!(usable.cpu_for(3, 4, &[4, 6]), Some(6));
+        // Fewer shards than CPUs allowed (`--shards 1` on two cores, or a
+        // container's quota of 2 CPUs on a 64-CPU host): unpinned.
+        assert_eq!(usable.cpu_for(0, 1, &[0, 1]), None);
+        assert_eq!(usable.cpu_for(1, 2, &(0..64).collect::<Vec<_>>()), None);
+        assert_eq!(usable.cpu_for(0, 1, &[]), None);
         for (bad, why) in [
             ("0,x", CpuListError::NotACpu("x".into())),
             ("3-1", CpuListError::Backwards { first: 3, last: 1 }),
@@ -623,6 +663,27 @@ mod tests {
             let e = exit_of(&["--cpus", bad]);
             assert_eq!((e.code, e.message), (1, why.to_string()));
         }
+    }
+
+    #[test]
+    fn the_start_up_line_says_where_the_shards_run() {
+        let usable = CpuPlacement::Usable;
+        assert_eq!(
+            describe_placement(&[Some(0), Some(1)], &usable, 2),
+            "2 shards, pinned to CPUs 0,1"
+        );
+        assert_eq!(
+            describe_placement(&[None], &usable, 2),
+            "1 shard, unpinned: fewer shards than the 2 CPUs this process may use (--cpus pins them)"
+        );
+        assert_eq!(
+            describe_placement(&[None, None], &CpuPlacement::Unpinned, 2),
+            "2 shards, unpinned (--cpus none)"
+        );
+        assert_eq!(
+            describe_placement(&[None], &usable, 0),
+            "1 shard, unpinned: the CPUs this process may use are unknown"
+        );
     }
 
     #[test]

@@ -113,8 +113,14 @@ pub fn run(options: Options) -> Result<i32, StartError> {
     let mut handles = Vec::with_capacity(options.shards);
     // Connections the kernel hashed unevenly are evened out between shards.
     let balance = Arc::new(shard::Balance::new(options.shards));
-    for index in 0..options.shards {
-        let cpu = options.cpus.cpu_for(index, &cpus);
+    let placement: Vec<Option<usize>> = (0..options.shards)
+        .map(|index| options.cpus.cpu_for(index, options.shards, &cpus))
+        .collect();
+    log::info!(
+        "{}",
+        crate::cli::describe_placement(&placement, &options.cpus, cpus.len())
+    );
+    for (index, &cpu) in placement.iter().enumerate() {
         handles.push(
             shard::spawn(
                 index,

@@ -1,7 +1,8 @@
 //! Command-line behaviour of the `amqpprox` binary (docs/flags.md#flags):
 //! `--help` (stdout, exit 1), unknown options (exit 1), incomplete simple mode
 //! (exit 2), verbosity out of range (exit 3), a non-numeric port (non-zero,
-//! names the flag) and the `Starting amqpprox, ...` line at start.
+//! names the flag), the `Starting amqpprox, ...` line at start and where
+//! the shard threads are allowed to run (`--cpus`).
 //!
 //! It runs the binary as a child process with a private log directory and
 //! control socket, kills it after a deadline so nothing hangs, and never
@@ -228,6 +229,116 @@ fn startup_prints_log_directory_and_control_socket() {
         proxy.stdout().contains(&wanted)
     });
     assert!(said, "stdout lacks {wanted:?}:\n{}", proxy.output());
+}
+
+/// The CPUs this test process may run on, from `/proc/self/status`.
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in a status file")
+        .trim();
+    list.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().unwrap()..=b.parse().unwrap()).collect(),
+            None => vec![part.parse::<usize>().unwrap()],
+        })
+        .collect()
+}
+
+/// Each `shard-N` thread of `pid` and the CPUs it may run on.
+fn shard_threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut shards: Vec<(String, Vec<usize>)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the proxy's threads")
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let name = name.trim();
+            // glommio names a shard's helper threads after it too; the
+            // executor's own thread is the one named exactly `shard-N`.
+            let index = name.strip_prefix("shard-")?;
+            index.parse::<usize>().ok()?;
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            Some((name.to_string(), cpus_allowed(&status)))
+        })
+        .collect();
+    shards.sort();
+    shards.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    shards
+}
+
+/// One shard per usable CPU: each pinned to its own CPU, in order. Fewer
+/// shards than usable CPUs: none pinned (a container's quota, or
+/// `--shards` below the cores). `--cpus none`: none pinned. The start-up
+/// log says which.
+#[test]
+fn shards_are_pinned_one_per_cpu_and_left_free_when_fewer() {
+    let usable = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let proxy = ProxyProcess::builder("127.0.0.1", 1)
+        .shards(usable.len())
+        .start();
+    let wanted: Vec<String> = usable.iter().map(usize::to_string).collect();
+    let line = format!("pinned to CPUs {}", wanted.join(","));
+    assert!(
+        proxy.log_contains_within(&line, Duration::from_secs(5)),
+        "no {line:?} in the log:\n{}",
+        proxy.log_files()
+    );
+    let mut seen = Vec::new();
+    let pinned = support::wait_until(support::deadline_in(Duration::from_secs(5)), || {
+        seen = shard_threads(proxy.pid());
+        seen.len() == usable.len()
+            && seen.iter().all(|(name, cpus)| {
+                let index: usize = name["shard-".len()..].parse().unwrap();
+                *cpus == [usable[index]]
+            })
+    });
+    assert!(
+        pinned,
+        "one shard per CPU {usable:?}, each on its own: {seen:?}"
+    );
+    drop(proxy);
+
+    if usable.len() >= 2 {
+        assert_shards_unpinned(
+            usable.len() - 1,
+            &[],
+            "unpinned: fewer shards than the",
+            &usable,
+        );
+    }
+    assert_shards_unpinned(
+        usable.len(),
+        &["--cpus", "none"],
+        "unpinned (--cpus none)",
+        &usable,
+    );
+}
+
+/// Starts a proxy with `shards` shards and `args`, and checks that its log
+/// `says` so and that every shard thread may run on every `usable` CPU.
+fn assert_shards_unpinned(shards: usize, args: &[&str], says: &str, usable: &[usize]) {
+    let proxy = args
+        .iter()
+        .fold(
+            ProxyProcess::builder("127.0.0.1", 1).shards(shards),
+            |b, a| b.arg(*a),
+        )
+        .start();
+    assert!(
+        proxy.log_contains_within(says, Duration::from_secs(5)),
+        "no {says:?} in the log:\n{}",
+        proxy.log_files()
+    );
+    let mut seen = Vec::new();
+    let free = support::wait_until(support::deadline_in(Duration::from_secs(5)), || {
+        seen = shard_threads(proxy.pid());
+        !seen.is_empty() && seen.iter().all(|(_, cpus)| cpus == usable)
+    });
+    assert!(
+        free,
+        "{shards} shards with {args:?} must run on any of {usable:?}: {seen:?}"
+    );
 }
 
 /// Without enough locked memory for io_uring, the proxy says so in one
