@@ -88,10 +88,7 @@ impl CpuPlacement {
 /// shard's CPU as [`CpuPlacement::cpu_for`] chose it, `usable` is how many
 /// CPUs this process may run on.
 pub fn describe_placement(pinned: &[Option<usize>], cpus: &CpuPlacement, usable: usize) -> String {
-    let shards = match pinned.len() {
-        1 => "1 shard".to_string(),
-        n => format!("{n} shards"),
-    };
+    let shards = crate::shard::count_phrase(pinned.len());
     if pinned.iter().all(Option::is_some) && !pinned.is_empty() {
         let list: Vec<String> = pinned.iter().flatten().map(usize::to_string).collect();
         return format!("{shards}, pinned to CPUs {}", list.join(","));

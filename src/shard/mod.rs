@@ -644,6 +644,14 @@ pub enum ShardEvent {
     },
 }
 
+/// "1 shard" or "N shards", for log lines.
+pub fn count_phrase(shards: usize) -> String {
+    match shards {
+        1 => "1 shard".to_string(),
+        n => format!("{n} shards"),
+    }
+}
+
 /// The CPUs this process may run on, for pinning shards.
 pub fn usable_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.

@@ -107,9 +107,9 @@ fn adopt(
         },
     );
     log::info!(
-        "Took over the listening sockets of port {} on {} shards",
+        "Took over the listening sockets of port {} on {}",
         addr.port(),
-        state.shards.len()
+        crate::shard::count_phrase(state.shards.len())
     );
     Reply::empty()
 }
@@ -173,7 +173,7 @@ fn start(
         },
     );
     log::info!(
-        "Listening on {addr}{}{}{} on {} shards",
+        "Listening on {addr}{}{}{} on {}",
         if kind.stream {
             " (RabbitMQ Stream)"
         } else {
@@ -181,7 +181,7 @@ fn start(
         },
         if kind.tls { " (TLS)" } else { "" },
         if kind.proxy { " (PROXY protocol)" } else { "" },
-        state.shards.len()
+        crate::shard::count_phrase(state.shards.len())
     );
     Reply::empty()
 }
