@@ -231,19 +231,17 @@ fn startup_prints_log_directory_and_control_socket() {
     assert!(said, "stdout lacks {wanted:?}:\n{}", proxy.output());
 }
 
-/// The CPUs this test process may run on, from `/proc/self/status`.
+/// The CPUs a thread may run on, from its `/proc` status file (whose
+/// `Cpus_allowed_list` is written as `--cpus` takes it, `0,2-3`).
 fn cpus_allowed(status: &str) -> Vec<usize> {
     let list = status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .expect("Cpus_allowed_list in a status file")
-        .trim();
-    list.split(',')
-        .flat_map(|part| match part.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().unwrap()..=b.parse().unwrap()).collect(),
-            None => vec![part.parse::<usize>().unwrap()],
-        })
-        .collect()
+        .expect("Cpus_allowed_list in a status file");
+    match amqpprox::cli::parse_cpus(list) {
+        Ok(amqpprox::cli::CpuPlacement::List(cpus)) => cpus,
+        other => panic!("Cpus_allowed_list {list:?}: {other:?}"),
+    }
 }
 
 /// Each `shard-N` thread of `pid` and the CPUs it may run on.

@@ -71,11 +71,7 @@ async fn only_session(proxy: &ProxyProcess) -> u64 {
 
 /// Waits until the proxy lists no session, or panics with `what`.
 async fn wait_no_sessions(proxy: &ProxyProcess, what: &str) {
-    let gone = support::wait_until_async(support::deadline_in(Duration::from_secs(5)), || async {
-        sessions(proxy).await.is_empty()
-    })
-    .await;
-    assert!(gone, "{what}: {:?}", sessions(proxy).await);
+    wait_sessions(proxy, 0, what).await;
 }
 
 /// Waits until the proxy lists exactly `n` sessions, or panics with `what`.
