@@ -470,6 +470,44 @@ async fn prometheus_metrics_parse_and_agree_with_stat() {
         .map(|s| s.labels.get("shard").unwrap().to_string())
         .collect();
     assert_eq!(labels, ["0", "1"].map(String::from).into());
+    // Each shard thread's scheduler times: it has run (it relayed the
+    // handshake and the publishes), and no thread ran longer than the
+    // whole process (read in the same tick, after the threads').
+    let per_shard = |metric: &str| -> std::collections::BTreeMap<String, f64> {
+        shards
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => {
+                    (s.labels.get("shard").unwrap().to_string(), v)
+                }
+                ref other => panic!("{metric} is not a counter: {other:?}"),
+            })
+            .collect()
+    };
+    let on_cpu = per_shard("amqpprox_shard_cpu_seconds_total");
+    let delayed = per_shard("amqpprox_shard_run_delay_seconds_total");
+    assert_eq!(on_cpu.keys().collect::<Vec<_>>(), ["0", "1"], "{on_cpu:?}");
+    assert_eq!(
+        delayed.keys().collect::<Vec<_>>(),
+        ["0", "1"],
+        "{delayed:?}"
+    );
+    assert!(on_cpu.values().all(|&t| t > 0.0), "{on_cpu:?}");
+    let process: f64 = shards
+        .samples
+        .iter()
+        .filter(|s| s.metric == "amqpprox_process_cpu_seconds_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            ref other => panic!("process CPU is not a counter: {other:?}"),
+        })
+        .sum();
+    assert!(
+        on_cpu.values().all(|&t| t <= process + 0.01),
+        "shards {on_cpu:?}, process {process}"
+    );
 
     c.close(200, "done").await.unwrap();
     let mut l = vl();

@@ -45,6 +45,8 @@ pub struct Aggregator {
     /// Each shard's gauges at its last answer, for ticks it misses.
     last_gauges: Vec<Vec<(SeriesKey, Gauges)>>,
     shards: Vec<ShardSummary>,
+    /// Each shard's thread id, from its first answer.
+    threads: Vec<Option<i32>>,
     series: HashMap<SeriesKey, SeriesState>,
     pool_highest: u64,
     process: ProcessSampler,
@@ -74,6 +76,7 @@ impl Aggregator {
             buffer_size,
             pending: (0..n).map(|_| None).collect(),
             last_gauges: vec![Vec::new(); n],
+            threads: vec![None; n],
             shards: (0..n)
                 .map(|index| ShardSummary {
                     index,
@@ -125,6 +128,7 @@ impl Aggregator {
 
         let mut current: HashMap<SeriesKey, Stats> = HashMap::new();
         let mut answered = vec![false; self.shards.len()];
+        let thread_of = &mut self.threads;
         for report in reports {
             let Some(summary) = self.shards.get_mut(report.shard) else {
                 continue;
@@ -134,6 +138,7 @@ impl Aggregator {
             summary.buffers_in_use = report.buffers_in_use;
             summary.buffers_peak = report.buffers_peak;
             summary.buffers_allocated = report.buffers_allocated;
+            thread_of[report.shard] = Some(report.thread);
             let gauges = &mut self.last_gauges[report.shard];
             gauges.clear();
             for (key, stats) in report.groups {
@@ -200,6 +205,9 @@ impl Aggregator {
                 .collect();
         }
         snapshot.series = self.series();
+        for (summary, thread) in self.shards.iter_mut().zip(&self.threads) {
+            summary.thread_times = thread.and_then(super::process::thread_times);
+        }
         snapshot.shards = self.shards.clone();
         let in_use: u64 = self.shards.iter().map(|s| s.buffers_in_use).sum();
         // Each shard's own high-water mark within the interval: a bound on
@@ -311,6 +319,8 @@ mod tests {
             buffers_in_use: 1,
             buffers_peak: 1,
             buffers_allocated: 3,
+            // No such thread: its times are unknown.
+            thread: -1,
         }
     }
 
@@ -392,6 +402,26 @@ mod tests {
         assert_eq!(s.vhosts["b"].received.bytes, 4);
         assert!(s.sources.is_empty());
         assert!(rxs[1].is_empty());
+    }
+
+    #[test]
+    fn each_answering_shards_thread_times_are_read() {
+        let (mut agg, rxs) = aggregator(2);
+        // SAFETY: gettid has no preconditions.
+        let this_thread = unsafe { libc::gettid() };
+        let shard0 = rxs[0].clone();
+        std::thread::spawn(move || {
+            let mut r = report(0, "a", 1, 1);
+            r.thread = this_thread;
+            answer(&shard0, r);
+        });
+        let s = agg.tick(Duration::from_millis(500));
+        let times = s.shards[0]
+            .thread_times
+            .expect("shard 0's thread is this one");
+        assert!(times.on_cpu_ns > 0);
+        // Shard 1 never answered: nothing is known of its thread.
+        assert_eq!(s.shards[1].thread_times, None);
     }
 
     #[test]

@@ -214,6 +214,10 @@ pub struct ShardSummary {
     /// The most buffers lent out at once during the last interval.
     pub buffers_peak: u64,
     pub buffers_allocated: u64,
+    /// The shard thread's time on a CPU and waiting for one, since it
+    /// started; `None` until it answered or where the kernel keeps no
+    /// `schedstat`.
+    pub thread_times: Option<process::ThreadTimes>,
 }
 
 /// A Prometheus series: one (vhost, backend, source) with its gauges now

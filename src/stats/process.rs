@@ -1,9 +1,12 @@
 //! Process statistics for `STAT ... process` and `/metrics`: CPU use as a
 //! percentage of one core over the last second (user, system), CPU seconds
-//! since start, the resident set size now, and the log records dropped.
+//! since start, the resident set size now, and the log records dropped;
+//! and each shard thread's time on a CPU and time spent ready but waiting
+//! for one (docs/statistics.md#shard-threads).
 //!
-//! Reads `getrusage(RUSAGE_SELF)` and `/proc/self/statm`; runs on the
-//! aggregator thread only, never on a shard.
+//! Reads `getrusage(RUSAGE_SELF)`, `/proc/self/statm` and the shard
+//! threads' `/proc/self/task/TID/schedstat`; runs on the aggregator thread
+//! only, never on a shard.
 
 use super::ProcessStats;
 use std::time::{Duration, Instant};
@@ -79,9 +82,77 @@ fn rss_kb() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096) / 1024
 }
 
+/// A thread's scheduler times since it started, from its `schedstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadTimes {
+    /// Time on a CPU, in nanoseconds.
+    pub on_cpu_ns: u64,
+    /// Time runnable on a run queue, waiting for a CPU, in nanoseconds.
+    pub run_delay_ns: u64,
+}
+
+/// Parses a `schedstat` line: time on a CPU, time waiting on a run queue
+/// (both in nanoseconds) and the number of time slices. `None` when the
+/// line does not have that shape.
+pub fn parse_schedstat(line: &str) -> Option<ThreadTimes> {
+    let mut fields = line.split_ascii_whitespace().map(str::parse::<u64>);
+    let on_cpu_ns = fields.next()?.ok()?;
+    let run_delay_ns = fields.next()?.ok()?;
+    fields.next()?.ok()?;
+    Some(ThreadTimes {
+        on_cpu_ns,
+        run_delay_ns,
+    })
+}
+
+/// The scheduler times of thread `tid` of this process, or `None` when
+/// the kernel does not keep them (built without `CONFIG_SCHED_INFO`) or
+/// the thread is gone.
+pub fn thread_times(tid: i32) -> Option<ThreadTimes> {
+    let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    parse_schedstat(&line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedstat_lines_parse_and_malformed_ones_do_not() {
+        assert_eq!(
+            parse_schedstat("82390074 8234118 212\n"),
+            Some(ThreadTimes {
+                on_cpu_ns: 82_390_074,
+                run_delay_ns: 8_234_118
+            })
+        );
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("82390074 8234118"), None);
+        assert_eq!(parse_schedstat("82390074 -1 3"), None);
+        assert_eq!(parse_schedstat("a b c"), None);
+    }
+
+    #[test]
+    fn this_threads_times_are_read() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let before = thread_times(tid).expect("this kernel keeps schedstat");
+        // Busy until the thread has run 5 ms more, whatever else the
+        // machine does meanwhile; the deadline bounds a counter that never
+        // moves.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut after = before;
+        while after.on_cpu_ns < before.on_cpu_ns + 5_000_000 && std::time::Instant::now() < deadline
+        {
+            std::hint::black_box((0..1000u64).sum::<u64>());
+            after = thread_times(tid).expect("this kernel keeps schedstat");
+        }
+        assert!(
+            after.on_cpu_ns >= before.on_cpu_ns + 5_000_000,
+            "{before:?} {after:?}"
+        );
+        assert_eq!(thread_times(-1), None);
+    }
 
     #[test]
     fn rss_and_cpu_time_are_read() {

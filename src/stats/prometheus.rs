@@ -249,6 +249,28 @@ fn shards(out: &mut String, s: &Snapshot, buffer_size: usize) {
             sample(out, name, &[("shard", &index)], value(shard));
         }
     }
+    type T = fn(&super::process::ThreadTimes) -> u64;
+    let thread_families: [(&str, &str, T); 2] = [
+        (
+            "amqpprox_shard_cpu_seconds_total",
+            "Time the shard's thread ran on a CPU.",
+            |t| t.on_cpu_ns,
+        ),
+        (
+            "amqpprox_shard_run_delay_seconds_total",
+            "Time the shard's thread was ready to run and waited for a CPU.",
+            |t| t.run_delay_ns,
+        ),
+    ];
+    for (name, help, nanos) in thread_families {
+        header(out, name, "counter", help);
+        for shard in &s.shards {
+            if let Some(times) = &shard.thread_times {
+                let index = shard.index.to_string();
+                sample(out, name, &[("shard", &index)], nanos(times) as f64 / 1e9);
+            }
+        }
+    }
     header(
         out,
         "amqpprox_buffer_pool_buffer_size_bytes",
@@ -339,7 +361,21 @@ mod tests {
                 source: "10.0.0.1".into(),
                 stats,
             }],
-            shards: vec![ShardSummary::default()],
+            shards: vec![
+                ShardSummary {
+                    index: 0,
+                    thread_times: Some(crate::stats::process::ThreadTimes {
+                        on_cpu_ns: 1_500_000_000,
+                        run_delay_ns: 250_000_000,
+                    }),
+                    ..Default::default()
+                },
+                // A shard whose thread times are not known yet.
+                ShardSummary {
+                    index: 1,
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
         let drained = [BackendState {
@@ -357,6 +393,10 @@ mod tests {
             "amqpprox_removed_connections_total{cause=\"broker\",vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 2\n"
         ));
         assert!(text.contains("amqpprox_shard_active_connections{shard=\"0\"} 0\n"));
+        assert!(text.contains("# TYPE amqpprox_shard_cpu_seconds_total counter\n"));
+        assert!(text.contains("amqpprox_shard_cpu_seconds_total{shard=\"0\"} 1.5\n"));
+        assert!(text.contains("amqpprox_shard_run_delay_seconds_total{shard=\"0\"} 0.25\n"));
+        assert!(!text.contains("amqpprox_shard_cpu_seconds_total{shard=\"1\"}"));
         let before = render(None, 4096, &[]);
         assert!(before.contains("# HELP amqpprox_active_connections "));
     }

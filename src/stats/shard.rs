@@ -35,6 +35,9 @@ pub struct ShardReport {
     /// The most buffers lent out at once during the interval.
     pub buffers_peak: u64,
     pub buffers_allocated: u64,
+    /// The shard's thread (its kernel thread id), whose scheduler times the
+    /// aggregator reads.
+    pub thread: i32,
 }
 
 /// Why a session was removed, as the statistics count it.
@@ -89,6 +92,8 @@ pub struct ShardStats {
     pub trace: RefCell<Option<super::trace::TraceFilter>>,
     /// The shard's bound on trace lines.
     pub tracer: Rc<super::trace::TraceLimiter>,
+    /// The thread that built this, the shard's own (see [`ShardReport::thread`]).
+    thread: i32,
 }
 
 impl Default for ShardStats {
@@ -97,6 +102,8 @@ impl Default for ShardStats {
             ended: RefCell::new(HashMap::new()),
             trace: RefCell::new(None),
             tracer: Rc::new(super::trace::TraceLimiter::default()),
+            // SAFETY: gettid has no preconditions.
+            thread: unsafe { libc::gettid() },
         }
     }
 }
@@ -146,6 +153,7 @@ impl ShardStats {
             buffers_in_use: buffers.in_use,
             buffers_peak: buffers.peak,
             buffers_allocated: buffers.allocated,
+            thread: self.thread,
         }
     }
 }
