@@ -43,6 +43,7 @@ async fn json_records_add_up_to_what_each_session_moved() {
         "vhosts",
         "sources",
         "backends",
+        "shards",
     ] {
         assert!(first.get(key).is_some(), "no {key:?} in {first}");
     }
@@ -78,6 +79,19 @@ async fn json_records_add_up_to_what_each_session_moved() {
                 .all(|v| v.get(field).is_some()));
         }
     }
+
+    // Each shard's share of a core, once two readings of its thread exist.
+    let records = until(&stream, records, |records| {
+        let Some(r) = records.last() else {
+            return Err("no record yet".into());
+        };
+        let load = |shard: &str, field: &str| r["shards"][shard][field].as_u64();
+        match ["0", "1"].map(|shard| (load(shard, "cpuPercent"), load(shard, "runDelayPercent"))) {
+            [(Some(cpu0), Some(_)), (Some(cpu1), Some(_))] if cpu0 <= 100 && cpu1 <= 100 => Ok(()),
+            other => Err(format!("shard loads: {other:?}")),
+        }
+    })
+    .await;
 
     ca.close(200, "done").await.unwrap();
     cb.close(200, "done").await.unwrap();

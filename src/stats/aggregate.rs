@@ -11,7 +11,7 @@
 //! session for [`SERIES_EXPIRY`] is forgotten so that client addresses
 //! cannot grow it without bound. Never runs on a shard and never blocks one.
 
-use super::process::ProcessSampler;
+use super::process::{ProcessSampler, ThreadLoad};
 use super::shard::ShardReport;
 use super::statsd::StatsdSender;
 use super::{Collector, Gauges, PoolClass, Series, ShardSummary, Snapshot, Stats, StatsHub};
@@ -206,7 +206,12 @@ impl Aggregator {
         }
         snapshot.series = self.series();
         for (summary, thread) in self.shards.iter_mut().zip(&self.threads) {
-            summary.thread_times = thread.and_then(super::process::thread_times);
+            let times = thread.and_then(super::process::thread_times);
+            summary.thread_load = match (summary.thread_times, times) {
+                (Some(before), Some(after)) => Some(ThreadLoad::between(before, after, interval)),
+                _ => None,
+            };
+            summary.thread_times = times;
         }
         snapshot.shards = self.shards.clone();
         let in_use: u64 = self.shards.iter().map(|s| s.buffers_in_use).sum();
@@ -420,8 +425,16 @@ mod tests {
             .thread_times
             .expect("shard 0's thread is this one");
         assert!(times.on_cpu_ns > 0);
+        // One reading: no share of an interval yet.
+        assert_eq!(s.shards[0].thread_load, None);
         // Shard 1 never answered: nothing is known of its thread.
         assert_eq!(s.shards[1].thread_times, None);
+        // The next tick has two readings. This thread waited for shard 1
+        // (asleep, not running) for most of the interval.
+        let s = agg.tick(Duration::from_millis(500));
+        let load = s.shards[0].thread_load.expect("two readings");
+        assert!(load.cpu_percent < 50, "{load:?}");
+        assert_eq!(s.shards[1].thread_load, None);
     }
 
     #[test]

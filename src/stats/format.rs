@@ -245,6 +245,26 @@ fn json_all(out: &mut String, s: &Snapshot) {
                 .map_or(serde_json::Value::Null, serde_json::Value::from)
         );
     }
+    out.push_str("}, \"shards\": {");
+    for (i, shard) in s.shards.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let percent = |f: fn(&super::process::ThreadLoad) -> u64| {
+            shard
+                .thread_load
+                .as_ref()
+                .map_or(serde_json::Value::Null, |l| f(l).into())
+        };
+        let _ = write!(
+            out,
+            "\"{}\": {{\"activeConnectionCount\": {}, \"cpuPercent\": {}, \"runDelayPercent\": {}}}",
+            shard.index,
+            shard.active,
+            percent(|l| l.cpu_percent),
+            percent(|l| l.run_delay_percent)
+        );
+    }
     out.push_str("}}");
 }
 
@@ -412,6 +432,37 @@ mod tests {
         // The human blocks keep the original's shape: health is in JSON only.
         let human = render(&s, Format::Human, &Filter::All);
         assert!(!human.contains("b2"), "{human}");
+    }
+
+    #[test]
+    fn json_all_shows_each_shards_load() {
+        let mut s = snapshot();
+        s.shards = vec![
+            crate::stats::ShardSummary {
+                index: 0,
+                active: 3,
+                thread_load: Some(crate::stats::process::ThreadLoad {
+                    cpu_percent: 72,
+                    run_delay_percent: 30,
+                }),
+                ..Default::default()
+            },
+            // Before its second reading a shard's load is not known.
+            crate::stats::ShardSummary {
+                index: 1,
+                ..Default::default()
+            },
+        ];
+        let json = render(&s, Format::Json, &Filter::All);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["shards"]["0"]["activeConnectionCount"], 3);
+        assert_eq!(v["shards"]["0"]["cpuPercent"], 72);
+        assert_eq!(v["shards"]["0"]["runDelayPercent"], 30);
+        assert_eq!(v["shards"]["1"]["cpuPercent"], serde_json::Value::Null);
+        assert_eq!(v["shards"]["1"]["runDelayPercent"], serde_json::Value::Null);
+        // The human blocks keep the original's shape.
+        let human = render(&s, Format::Human, &Filter::All);
+        assert!(!human.to_lowercase().contains("shard"), "{human}");
     }
 
     #[test]

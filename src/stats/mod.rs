@@ -218,6 +218,9 @@ pub struct ShardSummary {
     /// started; `None` until it answered or where the kernel keeps no
     /// `schedstat`.
     pub thread_times: Option<process::ThreadTimes>,
+    /// The shard thread's share of one core since the previous tick;
+    /// `None` until two readings exist.
+    pub thread_load: Option<process::ThreadLoad>,
 }
 
 /// A Prometheus series: one (vhost, backend, source) with its gauges now

@@ -91,6 +91,29 @@ pub struct ThreadTimes {
     pub run_delay_ns: u64,
 }
 
+/// A thread's share of one core over an interval: running, and ready but
+/// waiting for a core (percent, rounded; both can exceed 100 only through
+/// clock skew between the reads, and are capped there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadLoad {
+    pub cpu_percent: u64,
+    pub run_delay_percent: u64,
+}
+
+impl ThreadLoad {
+    /// The load between two readings of the same thread `interval` apart.
+    pub fn between(before: ThreadTimes, after: ThreadTimes, interval: Duration) -> ThreadLoad {
+        let nanos = interval.as_nanos().max(1) as f64;
+        let pct = |from: u64, to: u64| {
+            ((to.saturating_sub(from) as f64 / nanos * 100.0).round() as u64).min(100)
+        };
+        ThreadLoad {
+            cpu_percent: pct(before.on_cpu_ns, after.on_cpu_ns),
+            run_delay_percent: pct(before.run_delay_ns, after.run_delay_ns),
+        }
+    }
+}
+
 /// Parses a `schedstat` line: time on a CPU, time waiting on a run queue
 /// (both in nanoseconds) and the number of time slices. `None` when the
 /// line does not have that shape.
@@ -130,6 +153,41 @@ mod tests {
         assert_eq!(parse_schedstat("82390074 8234118"), None);
         assert_eq!(parse_schedstat("82390074 -1 3"), None);
         assert_eq!(parse_schedstat("a b c"), None);
+    }
+
+    #[test]
+    fn load_is_the_share_of_the_interval() {
+        let before = ThreadTimes {
+            on_cpu_ns: 1_000_000_000,
+            run_delay_ns: 500_000_000,
+        };
+        let after = ThreadTimes {
+            on_cpu_ns: 1_720_000_000,
+            run_delay_ns: 800_000_000,
+        };
+        let load = ThreadLoad::between(before, after, Duration::from_secs(1));
+        assert_eq!(
+            load,
+            ThreadLoad {
+                cpu_percent: 72,
+                run_delay_percent: 30
+            }
+        );
+        // Over two seconds the same work is half the share.
+        assert_eq!(
+            ThreadLoad::between(before, after, Duration::from_secs(2)).cpu_percent,
+            36
+        );
+        // Counters that went backwards (a different thread) give zero, and
+        // a read later than the interval says is capped at a whole core.
+        assert_eq!(
+            ThreadLoad::between(after, before, Duration::from_secs(1)),
+            ThreadLoad::default()
+        );
+        assert_eq!(
+            ThreadLoad::between(before, after, Duration::from_millis(500)).cpu_percent,
+            100
+        );
     }
 
     #[test]
