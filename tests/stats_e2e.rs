@@ -346,6 +346,33 @@ async fn statsd_datagrams_arrive_sanitised_and_add_up() {
     assert!(has(
         "amqpprox.bytesSent,rmqEndpointType=sources,rmqEndpointHostname=127.0.0.1"
     ));
+    // Each of the two shards' share of a core, as gauges within one core,
+    // from the tick that has two readings of its thread.
+    let shard_gauges = |seen: &[(String, f64, char)]| {
+        ["0", "1"].iter().all(|shard| {
+            ["shard_cpu_percent", "shard_run_delay_percent"]
+                .iter()
+                .all(|family| {
+                    let name = format!("amqpprox.{family},shard={shard}");
+                    seen.iter()
+                        .any(|(n, v, k)| *n == name && *k == 'g' && (0.0..=100.0).contains(v))
+                })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !shard_gauges(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "no gauges of both shards' loads in {seen:?}"
+        );
+        seen.extend(
+            blocking({
+                let udp = udp.try_clone().unwrap();
+                move || datagrams(&udp, Duration::from_millis(300))
+            })
+            .await,
+        );
+    }
 
     assert_eq!(
         control(&proxy, "STAT DISABLE per-source").await,

@@ -437,22 +437,7 @@ mod tests {
     #[test]
     fn json_all_shows_each_shards_load() {
         let mut s = snapshot();
-        s.shards = vec![
-            crate::stats::ShardSummary {
-                index: 0,
-                active: 3,
-                thread_load: Some(crate::stats::process::ThreadLoad {
-                    cpu_percent: 72,
-                    run_delay_percent: 30,
-                }),
-                ..Default::default()
-            },
-            // Before its second reading a shard's load is not known.
-            crate::stats::ShardSummary {
-                index: 1,
-                ..Default::default()
-            },
-        ];
+        s.shards = crate::stats::two_shards_one_loaded();
         let json = render(&s, Format::Json, &Filter::All);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["shards"]["0"]["activeConnectionCount"], 3);

@@ -414,6 +414,32 @@ pub fn start(
     aggregate::spawn(hub, shards, buffer_size, interval)
 }
 
+/// Two shards for the outputs' tests: shard 0 with 3 sessions, 1.5 s on a
+/// CPU and 0.25 s waiting since start, 72% of a core and 30% waiting over
+/// the last interval; shard 1 before any reading of its thread.
+#[cfg(test)]
+pub(crate) fn two_shards_one_loaded() -> Vec<ShardSummary> {
+    vec![
+        ShardSummary {
+            index: 0,
+            active: 3,
+            thread_times: Some(process::ThreadTimes {
+                on_cpu_ns: 1_500_000_000,
+                run_delay_ns: 250_000_000,
+            }),
+            thread_load: Some(process::ThreadLoad {
+                cpu_percent: 72,
+                run_delay_percent: 30,
+            }),
+            ..Default::default()
+        },
+        ShardSummary {
+            index: 1,
+            ..Default::default()
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,7 +346,7 @@ fn process(out: &mut String, s: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Series, ShardSummary, Stats};
+    use crate::stats::{Series, Stats};
 
     #[test]
     fn exposition_has_help_type_and_escaped_labels() {
@@ -361,21 +361,7 @@ mod tests {
                 source: "10.0.0.1".into(),
                 stats,
             }],
-            shards: vec![
-                ShardSummary {
-                    index: 0,
-                    thread_times: Some(crate::stats::process::ThreadTimes {
-                        on_cpu_ns: 1_500_000_000,
-                        run_delay_ns: 250_000_000,
-                    }),
-                    ..Default::default()
-                },
-                // A shard whose thread times are not known yet.
-                ShardSummary {
-                    index: 1,
-                    ..Default::default()
-                },
-            ],
+            shards: crate::stats::two_shards_one_loaded(),
             ..Default::default()
         };
         let drained = [BackendState {
@@ -392,7 +378,7 @@ mod tests {
         assert!(text.contains(
             "amqpprox_removed_connections_total{cause=\"broker\",vhost=\"a\\\"b\",backend=\"127.0.0.1_5672\",source=\"10.0.0.1\"} 2\n"
         ));
-        assert!(text.contains("amqpprox_shard_active_connections{shard=\"0\"} 0\n"));
+        assert!(text.contains("amqpprox_shard_active_connections{shard=\"0\"} 3\n"));
         assert!(text.contains("# TYPE amqpprox_shard_cpu_seconds_total counter\n"));
         assert!(text.contains("amqpprox_shard_cpu_seconds_total{shard=\"0\"} 1.5\n"));
         assert!(text.contains("amqpprox_shard_run_delay_seconds_total{shard=\"0\"} 0.25\n"));

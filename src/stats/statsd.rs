@@ -4,9 +4,10 @@
 //!
 //! Tag values are sanitised (docs/statistics.md#what-a-session-counts): every
 //! character that would break the line or a tag (`,` `:` `|` `=` `#` `@`,
-//! whitespace, control characters) becomes `_`. `removedConnectionProxy` and
-//! `log_records_dropped` are this project's additions. Runs on the aggregator
-//! thread; never on a shard.
+//! whitespace, control characters) becomes `_`. `removedConnectionProxy`,
+//! `log_records_dropped` and the per-shard `shard_cpu_percent` and
+//! `shard_run_delay_percent` are this project's additions. Runs on the
+//! aggregator thread; never on a shard.
 
 use super::{Snapshot, Stats};
 use std::net::{SocketAddr, UdpSocket};
@@ -99,6 +100,21 @@ pub fn lines(s: &Snapshot) -> Vec<String> {
         );
         stats_lines(&mut out, stats, &tags);
     }
+    // This project's addition, after the original's lines: each shard's
+    // share of a core over the interval, once two readings exist.
+    for shard in &s.shards {
+        if let Some(load) = &shard.thread_load {
+            let i = shard.index;
+            out.push(format!(
+                "amqpprox.shard_cpu_percent,shard={i}:{}|g",
+                load.cpu_percent
+            ));
+            out.push(format!(
+                "amqpprox.shard_run_delay_percent,shard={i}:{}|g",
+                load.run_delay_percent
+            ));
+        }
+    }
     out
 }
 
@@ -166,6 +182,7 @@ mod tests {
         s.vhosts.insert("".into(), Stats::default());
         s.vhosts.insert("a,b:c|d e=f".into(), s.overall);
         s.backends.insert("127.0.0.1_5672".into(), s.overall);
+        s.shards = crate::stats::two_shards_one_loaded();
         let all = lines(&s);
         assert_eq!(
             all[0],
@@ -183,5 +200,15 @@ mod tests {
             &"amqpprox.activeConnectionCount,rmqEndpointType=backends,rmqEndpointHostname=127.0.0.1_5672:2|g"
                 .into()
         ));
+        // The shards' loads come last; a shard without one sends nothing.
+        let n = all.len();
+        assert_eq!(
+            all[n - 2..],
+            [
+                "amqpprox.shard_cpu_percent,shard=0:72|g".to_string(),
+                "amqpprox.shard_run_delay_percent,shard=0:30|g".to_string()
+            ]
+        );
+        assert!(!all.iter().any(|l| l.contains("shard=1")));
     }
 }
