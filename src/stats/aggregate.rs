@@ -128,7 +128,6 @@ impl Aggregator {
 
         let mut current: HashMap<SeriesKey, Stats> = HashMap::new();
         let mut answered = vec![false; self.shards.len()];
-        let thread_of = &mut self.threads;
         for report in reports {
             let Some(summary) = self.shards.get_mut(report.shard) else {
                 continue;
@@ -138,7 +137,7 @@ impl Aggregator {
             summary.buffers_in_use = report.buffers_in_use;
             summary.buffers_peak = report.buffers_peak;
             summary.buffers_allocated = report.buffers_allocated;
-            thread_of[report.shard] = Some(report.thread);
+            self.threads[report.shard] = Some(report.thread);
             let gauges = &mut self.last_gauges[report.shard];
             gauges.clear();
             for (key, stats) in report.groups {
@@ -412,8 +411,7 @@ mod tests {
     #[test]
     fn each_answering_shards_thread_times_are_read() {
         let (mut agg, rxs) = aggregator(2);
-        // SAFETY: gettid has no preconditions.
-        let this_thread = unsafe { libc::gettid() };
+        let this_thread = crate::stats::process::current_thread();
         let shard0 = rxs[0].clone();
         std::thread::spawn(move || {
             let mut r = report(0, "a", 1, 1);

@@ -128,6 +128,12 @@ pub fn parse_schedstat(line: &str) -> Option<ThreadTimes> {
     })
 }
 
+/// The kernel's id of the calling thread, the `TID` of its `schedstat`.
+pub fn current_thread() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
 /// The scheduler times of thread `tid` of this process, or `None` when
 /// the kernel does not keep them (built without `CONFIG_SCHED_INFO`) or
 /// the thread is gone.
@@ -192,8 +198,7 @@ mod tests {
 
     #[test]
     fn this_threads_times_are_read() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+        let tid = current_thread();
         let before = thread_times(tid).expect("this kernel keeps schedstat");
         // Busy until the thread has run 5 ms more, whatever else the
         // machine does meanwhile; the deadline bounds a counter that never

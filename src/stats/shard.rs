@@ -102,8 +102,7 @@ impl Default for ShardStats {
             ended: RefCell::new(HashMap::new()),
             trace: RefCell::new(None),
             tracer: Rc::new(super::trace::TraceLimiter::default()),
-            // SAFETY: gettid has no preconditions.
-            thread: unsafe { libc::gettid() },
+            thread: super::process::current_thread(),
         }
     }
 }
