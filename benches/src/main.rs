@@ -20,6 +20,8 @@
 //! amqpprox-bench --micro              scanner and handshake micro-benchmarks
 //! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5780
 //! amqpprox-bench dummy-broker --port 5790 --mode echo
+//! amqpprox-bench pool a/results.json b/results.json
+//!                                     the tables over several runs' rounds
 //! amqpprox-bench --scenario connections-tls --external 'haproxy -db -f benches/haproxy-tls.cfg'
 //! ```
 //!
@@ -30,6 +32,7 @@
 mod client;
 mod micro;
 mod plan;
+mod pool;
 mod procs;
 mod rabbit;
 mod report;
@@ -76,6 +79,17 @@ enum Command {
         /// start and written into this directory.
         #[arg(long)]
         tls_dir: Option<PathBuf>,
+    },
+    /// Print the tables over the rounds of several earlier runs (their
+    /// results files), each proxy target paired with the external one only
+    /// within the run they shared.
+    Pool {
+        /// Results files written by earlier runs (`WORK_DIR/results.json`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the pooled result set to this JSON file as well.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -186,6 +200,7 @@ fn main() -> ExitCode {
             tls_dir,
         }) => procs::lower_priority(nice)
             .and_then(|()| run_broker(port, mode, threads, tls_dir.as_deref())),
+        Some(Command::Pool { files, json }) => run_pool(&files, json.as_deref()),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),
     };
@@ -197,6 +212,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the three tables of a set of runs: medians against direct, CPU
+/// per unit of work, and each proxy target against the external one round
+/// by round.
+fn print_report(records: &[report::RunRecord]) -> (Vec<report::Row>, Vec<report::Paired>) {
+    let rows = report::rows(records);
+    print!("{}", report::table(&rows));
+    println!(
+        "\nCPU per unit of work (medians; the broker is the dummy broker, or none with RabbitMQ):"
+    );
+    print!("{}", report::cpu_table(&rows));
+    let paired = report::paired(records);
+    if !paired.is_empty() {
+        println!(
+            "\nAgainst external, round by round (median of the per-round ratios, their range, \
+             and the rounds at least as good as external's):"
+        );
+        print!("{}", report::paired_table(&paired));
+    }
+    (rows, paired)
+}
+
+/// The `pool` subcommand: earlier runs' results read back and reported as
+/// one set.
+fn run_pool(files: &[PathBuf], json: Option<&Path>) -> Result<()> {
+    let sets = files
+        .iter()
+        .map(|f| pool::read_runs(f))
+        .collect::<Result<Vec<_>>>()?;
+    let records = pool::pooled(sets);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("amqpprox-bench: pooled from {}\n", names.join(", "));
+    let (rows, paired) = print_report(&records);
+    if let Some(path) = json {
+        let config = serde_json::json!({ "pooled_from": names });
+        report::write_json(path, config, &records, &rows, &paired)?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// The `dummy-broker` subcommand: the kit's load broker, with its TLS key
@@ -377,20 +432,8 @@ fn run_load(args: &RunArgs) -> Result<()> {
         if args.quick { " (quick)" } else { "" }
     );
     let records = plan::run(&plan);
-    let rows = report::rows(&records);
     println!();
-    print!("{}", report::table(&rows));
-    println!(
-        "\nCPU per unit of work (medians; the broker is the dummy broker, or none with RabbitMQ):"
-    );
-    print!("{}", report::cpu_table(&rows));
-    let paired = report::paired(&records);
-    if !paired.is_empty() {
-        println!(
-            "\nAgainst external, round by round (median of the per-round ratios, and their range):"
-        );
-        print!("{}", report::paired_table(&paired));
-    }
+    let (rows, paired) = print_report(&records);
     let path = args
         .json
         .clone()

@@ -464,6 +464,15 @@ pub struct Paired {
     pub value: [f64; 3],
     /// The same for CPU per unit of work, where both runs report it.
     pub cpu: Option<[f64; 3]>,
+    /// Rounds in which the target did at least as well as the external
+    /// one on the headline value (a rate at or above it; a p99 or a
+    /// session's memory at or below it).
+    pub ahead: usize,
+}
+
+/// Whether a smaller headline value is the better one (a p99, memory).
+fn lower_is_better(scenario: &str) -> bool {
+    matches!(scenario, "latency" | "idle")
 }
 
 /// Median, lowest and highest of the ratios.
@@ -511,6 +520,16 @@ pub fn paired(runs: &[RunRecord]) -> Vec<Paired> {
             cpus.extend(ratio(cpu_key));
         }
         let rounds = values.len();
+        let ahead = values
+            .iter()
+            .filter(|&&r| {
+                if lower_is_better(&scenario) {
+                    r <= 1.0
+                } else {
+                    r >= 1.0
+                }
+            })
+            .count();
         if let Some(value) = ratio_summary(values) {
             out.push(Paired {
                 scenario: scenario.clone(),
@@ -518,6 +537,7 @@ pub fn paired(runs: &[RunRecord]) -> Vec<Paired> {
                 rounds,
                 value,
                 cpu: ratio_summary(cpus),
+                ahead,
             });
         }
     }
@@ -538,6 +558,7 @@ pub fn paired_table(paired: &[Paired]) -> String {
                 p.scenario.clone(),
                 p.target.clone(),
                 p.rounds.to_string(),
+                p.ahead.to_string(),
                 range(p.value),
                 p.cpu.map_or("-".into(), range),
             ]
@@ -548,6 +569,7 @@ pub fn paired_table(paired: &[Paired]) -> String {
             "scenario",
             "target",
             "rounds",
+            "ahead",
             "value / external",
             "CPU per unit / external",
         ],
@@ -635,6 +657,7 @@ mod tests {
             ("connections", "proxy-1")
         );
         assert_eq!(p.rounds, 3);
+        assert_eq!(p.ahead, 0, "no round reached the external's rate");
         assert_eq!(p.value, [0.9, 0.5, 0.9]);
         let [mid, lo, hi] = p.cpu.unwrap();
         assert!((mid - 1.2).abs() < 1e-9 && (lo - 1.1).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9);
@@ -642,6 +665,38 @@ mod tests {
         assert!(table.contains("0.90x (0.50-0.90)"), "{table}");
         assert!(table.contains("1.20x (1.10-1.50)"), "{table}");
         assert_eq!(paired_table(&[]), "");
+    }
+
+    #[test]
+    fn a_round_is_ahead_with_a_lower_p99_but_a_higher_rate() {
+        let round = |scenario: &str, target: &str, repeat: usize, key: &str, v: f64| RunRecord {
+            repeat,
+            ..run(scenario, target, &[(key, v)])
+        };
+        let runs = vec![
+            // p99 below the external's in rounds 0 and 1, above in 2.
+            round("latency", "proxy-1", 0, "p99_us", 90.0),
+            round("latency", EXTERNAL, 0, "p99_us", 100.0),
+            round("latency", "proxy-1", 1, "p99_us", 100.0),
+            round("latency", EXTERNAL, 1, "p99_us", 100.0),
+            round("latency", "proxy-1", 2, "p99_us", 130.0),
+            round("latency", EXTERNAL, 2, "p99_us", 100.0),
+            // A rate below the external's in round 0, above in 1.
+            round("trickle", "proxy-1", 0, "msgs_per_s", 90.0),
+            round("trickle", EXTERNAL, 0, "msgs_per_s", 100.0),
+            round("trickle", "proxy-1", 1, "msgs_per_s", 130.0),
+            round("trickle", EXTERNAL, 1, "msgs_per_s", 100.0),
+        ];
+        let paired = paired(&runs);
+        let ahead = |scenario: &str| {
+            paired
+                .iter()
+                .find(|p| p.scenario == scenario)
+                .unwrap()
+                .ahead
+        };
+        assert_eq!(ahead("latency"), 2);
+        assert_eq!(ahead("trickle"), 1);
     }
 
     #[test]
