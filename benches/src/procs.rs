@@ -506,6 +506,39 @@ impl MachineTicks {
     }
 }
 
+/// Interrupts one CPU sent another so far, over every CPU: the `RES`
+/// (reschedule: wake or preempt a thread there) and `CAL` (function call:
+/// the queued remote wake-ups among them) rows of `/proc/interrupts`. On a
+/// VM each is an exit to the hypervisor, so their count per unit of work
+/// says what a placement costs in wake-ups across cores.
+pub fn wakeup_ipis() -> Result<u64> {
+    parse_wakeup_ipis(&std::fs::read_to_string("/proc/interrupts")?)
+}
+
+fn parse_wakeup_ipis(text: &str) -> Result<u64> {
+    let mut rows = 0;
+    let mut total = 0;
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some(counts) = line
+            .strip_prefix("RES:")
+            .or_else(|| line.strip_prefix("CAL:"))
+        else {
+            continue;
+        };
+        rows += 1;
+        // One count per CPU, then the row's description.
+        total += counts
+            .split_whitespace()
+            .map_while(|f| f.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    if rows == 0 {
+        bail!("/proc/interrupts has no RES or CAL row");
+    }
+    Ok(total)
+}
+
 /// A `kB` field of `/proc/<pid>/status`, e.g. "VmRSS" or "VmHWM".
 pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -733,6 +766,23 @@ mod tests {
         assert_eq!(t.idle_share_since(&t), None);
         assert!(parse_machine_ticks("intr 5\n").is_err());
         assert!(machine_ticks().unwrap().total > 0);
+    }
+
+    #[test]
+    fn wakeup_ipis_add_the_reschedule_and_call_rows_over_every_cpu() {
+        let text = "           CPU0       CPU1
+  0:         44          0   IO-APIC   2-edge      timer
+NMI:          0          0   Non-maskable interrupts
+LOC:    1089265     998877   Local timer interrupts
+RES:    1500000    1557173   Rescheduling interrupts
+CAL:    1200000    1271235   Function call interrupts
+TLB:     214106          0   TLB shootdowns
+";
+        assert_eq!(
+            parse_wakeup_ipis(text).unwrap(),
+            1_500_000 + 1_557_173 + 1_200_000 + 1_271_235
+        );
+        assert!(parse_wakeup_ipis("           CPU0\nLOC:  12  Local timer interrupts\n").is_err());
     }
 
     #[test]

@@ -368,7 +368,9 @@ pub fn table(rows: &[Row]) -> String {
 /// code as against the kernel's TCP work that any proxy pays; how long the
 /// target's threads waited for a core per unit, and the share of the
 /// machine's core time left idle (a target whose threads wait while cores
-/// idle is paced by the scheduler, not by its own cost).
+/// idle is paced by the scheduler, not by its own cost); and the
+/// machine's interrupts between CPUs per unit, each a wake-up or
+/// preemption sent to another core (on a VM, an exit to the hypervisor).
 pub fn cpu_table(rows: &[Row]) -> String {
     let header = [
         "scenario",
@@ -381,6 +383,7 @@ pub fn cpu_table(rows: &[Row]) -> String {
         "target user",
         "target waited",
         "idle cores",
+        "IPIs",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -414,6 +417,10 @@ pub fn cpu_table(rows: &[Row]) -> String {
             row.push(waited.map_or("-".into(), fmt_num));
             let idle = get(&r.medians, "idle_share");
             row.push(idle.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)));
+            let ipis = suffix
+                .strip_prefix("us_")
+                .and_then(|unit| get(&r.medians, &format!("ipis_{unit}")));
+            row.push(ipis.map_or("-".into(), fmt_num));
             Some(row)
         })
         .collect();
@@ -800,7 +807,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_table_shows_the_targets_user_space_part_its_wait_and_idle_cores() {
+    fn cpu_table_shows_the_targets_user_space_part_its_wait_idle_cores_and_ipis() {
         let runs = vec![run(
             "connections",
             "proxy-1",
@@ -812,6 +819,7 @@ mod tests {
                 ("user_cpu_us_per_conn", 40.0),
                 ("wait_us_per_conn", 35.0),
                 ("idle_share", 0.062),
+                ("ipis_per_conn", 21.5),
             ],
         )];
         let table = cpu_table(&rows(&runs));
@@ -819,10 +827,10 @@ mod tests {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         // harness, broker, target, total (which leaves the user part out:
         // it is inside the target's), the target's user part, its wait for
-        // a core, the machine's idle share.
+        // a core, the machine's idle share and interrupts between its CPUs.
         assert_eq!(
             cells[3..],
-            ["130.0", "100.0", "190.0", "420.0", "40.0", "35.0", "6.2%"]
+            ["130.0", "100.0", "190.0", "420.0", "40.0", "35.0", "6.2%", "21.5"]
         );
     }
 

@@ -76,6 +76,9 @@ pub struct CpuSample {
     /// a few percent, the load and the target were waiting on each other
     /// rather than filling the cores.
     pub idle_share: Option<f64>,
+    /// Interrupts between the machine's CPUs ([`procs::wakeup_ipis`]): a
+    /// count so far, or over a run after [`CpuSample::since`].
+    pub ipis: Option<f64>,
     /// Exact run times of the target's and the broker's threads, which
     /// replace the tick counts of `target` and `broker` in a difference
     /// when the same threads lived through it (both keep their threads for
@@ -108,6 +111,7 @@ impl CpuSample {
                 .as_ref()
                 .zip(before.machine.as_ref())
                 .and_then(|(now, then)| now.idle_share_since(then)),
+            ipis: d(self.ipis, before.ipis),
             target_threads: None,
             broker_threads: None,
             machine: None,
@@ -124,6 +128,7 @@ impl CpuSample {
             ("broker_cpu_s", self.broker),
             ("harness_cpu_s", self.harness),
             ("idle_share", self.idle_share),
+            ("wakeup_ipis", self.ipis),
         ] {
             if let Some(v) = v {
                 put(m, key, v);
@@ -134,8 +139,12 @@ impl CpuSample {
     /// Records CPU per unit of work for each process: `cpu_{suffix}`,
     /// `user_cpu_{suffix}` (the target's user space), `broker_cpu_{suffix}`,
     /// `harness_cpu_{suffix}` = seconds / `units`; and the target's wait
-    /// for a core, `wait_{suffix}`.
+    /// for a core, `wait_{suffix}`; for a per-unit suffix (`us_per_msg`),
+    /// the machine's interrupts between CPUs per unit (`ipis_per_msg`).
     pub fn record_per(&self, m: &mut Metrics, suffix: &str, units: f64) {
+        if let (Some(unit), Some(ipis)) = (suffix.strip_prefix("us_"), self.ipis) {
+            put(m, &format!("ipis_{unit}"), ipis / (units * 1e6));
+        }
         for (key, v) in [
             (format!("cpu_{suffix}"), self.target),
             (format!("user_cpu_{suffix}"), self.target_user),
@@ -162,6 +171,7 @@ impl Probe {
             broker: read(self.broker),
             harness: read(Some(std::process::id())),
             idle_share: None,
+            ipis: procs::wakeup_ipis().ok().map(|n| n as f64),
             target_threads: threads(self.pid),
             broker_threads: threads(self.broker),
             machine: procs::machine_ticks().ok(),
