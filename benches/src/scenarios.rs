@@ -538,6 +538,32 @@ mod end_to_end {
     };
 
     #[test]
+    fn interrupts_between_cpus_are_counted_per_unit_of_work() {
+        let so_far = |ipis: f64| CpuSample {
+            target: None,
+            target_user: None,
+            target_waited: None,
+            broker: None,
+            harness: None,
+            idle_share: None,
+            ipis: Some(ipis),
+            target_threads: None,
+            broker_threads: None,
+            machine: None,
+        };
+        let run = so_far(1_500.0).since(&so_far(500.0));
+        let mut m = Metrics::new();
+        run.record(&mut m);
+        // 500 messages (units are millions), and the same run per GB.
+        run.record_per(&mut m, "us_per_msg", 500.0 / 1e6);
+        run.record_per(&mut m, "s_per_gb", 0.5);
+        assert_eq!(m["wakeup_ipis"], 1000.0);
+        assert!((m["ipis_per_msg"] - 2.0).abs() < 1e-9, "{m:?}");
+        let per_unit: Vec<&String> = m.keys().filter(|k| k.starts_with("ipis_")).collect();
+        assert_eq!(per_unit, ["ipis_per_msg"], "none per GB");
+    }
+
+    #[test]
     fn publish_connect_idle_and_ping_pong() {
         let sink = broker(Mode::Discard);
         let t = Throughput {
@@ -558,6 +584,8 @@ mod end_to_end {
         )
         .unwrap();
         assert_eq!(m["errors"], 0.0);
+        // Read from /proc/interrupts around the run, with or without a target.
+        assert!(m.get("ipis_per_conn").is_some_and(|v| *v >= 0.0), "{m:?}");
         assert!(
             idle(sink, 3, NO_PROBE).is_err(),
             "idle needs a process to weigh"
