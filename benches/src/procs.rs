@@ -405,13 +405,12 @@ pub fn thread_runtimes(pid: u32) -> Result<ThreadRuntimes> {
         let Ok(schedstat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
             continue;
         };
-        let mut fields = schedstat.split_whitespace();
-        let mut next = || -> Result<u64> { Ok(fields.next().context("short schedstat")?.parse()?) };
-        let (run_ns, wait_ns) = (next()?, next()?);
+        let times = amqpprox::stats::process::parse_schedstat(&schedstat)
+            .with_context(|| format!("thread {tid}'s schedstat: {schedstat:?}"))?;
         threads.push(ThreadTime {
             tid,
-            run_ns,
-            wait_ns,
+            run_ns: times.on_cpu_ns,
+            wait_ns: times.run_delay_ns,
         });
     }
     threads.sort_unstable_by_key(|t| t.tid);

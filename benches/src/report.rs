@@ -417,9 +417,7 @@ pub fn cpu_table(rows: &[Row]) -> String {
             row.push(waited.map_or("-".into(), fmt_num));
             let idle = get(&r.medians, "idle_share");
             row.push(idle.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)));
-            let ipis = suffix
-                .strip_prefix("us_")
-                .and_then(|unit| get(&r.medians, &format!("ipis_{unit}")));
+            let ipis = crate::scenarios::ipis_key(suffix).and_then(|key| get(&r.medians, &key));
             row.push(ipis.map_or("-".into(), fmt_num));
             Some(row)
         })

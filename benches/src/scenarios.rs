@@ -142,8 +142,8 @@ impl CpuSample {
     /// for a core, `wait_{suffix}`; for a per-unit suffix (`us_per_msg`),
     /// the machine's interrupts between CPUs per unit (`ipis_per_msg`).
     pub fn record_per(&self, m: &mut Metrics, suffix: &str, units: f64) {
-        if let (Some(unit), Some(ipis)) = (suffix.strip_prefix("us_"), self.ipis) {
-            put(m, &format!("ipis_{unit}"), ipis / (units * 1e6));
+        if let (Some(key), Some(ipis)) = (ipis_key(suffix), self.ipis) {
+            put(m, &key, ipis / (units * 1e6));
         }
         for (key, v) in [
             (format!("cpu_{suffix}"), self.target),
@@ -181,6 +181,15 @@ impl Probe {
     fn kib(&self, field: &str) -> Option<u64> {
         self.pid.and_then(|pid| procs::status_kib(pid, field).ok())
     }
+}
+
+/// The metric of interrupts between CPUs per unit of work that goes with
+/// a CPU-per-unit suffix (`us_per_msg` → `ipis_per_msg`); `None` for a
+/// suffix that is not per unit (`s_per_gb`).
+pub fn ipis_key(suffix: &str) -> Option<String> {
+    suffix
+        .strip_prefix("us_")
+        .map(|unit| format!("ipis_{unit}"))
 }
 
 fn put(m: &mut Metrics, key: &str, value: f64) {
