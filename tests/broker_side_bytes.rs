@@ -140,6 +140,30 @@ fn open_ok_and_bytes_after_it_are_forwarded_raw() {
     assert_eq!(client.expect_bytes(expected.len()), expected);
 }
 
+/// The replay does not wait for the broker: a broker that reads the whole
+/// handshake (header, StartOk, TuneOk, Open) before it says anything still
+/// opens the session, one round trip instead of three.
+#[test]
+fn the_whole_replay_reaches_a_broker_that_answers_only_after_the_open() {
+    let (broker, proxy) = proxy_with_broker(hold().handshake(Handshake::AnswersAfterOpen));
+    let mut client = after_tune(&proxy);
+    let mut write = raw::tune_ok(2047, 131_072, 60);
+    write.extend_from_slice(&raw::open("/"));
+    client.send(&write);
+    assert_eq!(
+        client.expect_bytes(GOLDEN_OPEN_OK.len()),
+        GOLDEN_OPEN_OK,
+        "the broker's OpenOk"
+    );
+    let conn = broker.conn(0).expect("the broker's connection");
+    assert!(conn.unexpected.is_empty(), "{:?}", conn.unexpected);
+    assert_eq!(
+        conn.open.as_ref().map(|f| f.to_bytes()),
+        Some(GOLDEN_OPEN_ROOT.to_vec()),
+        "the Open came before the broker's Start"
+    );
+}
+
 #[test]
 fn broker_close_after_start_ok_reaches_client() {
     let (broker, proxy) = proxy_with_broker(

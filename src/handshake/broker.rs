@@ -1,12 +1,15 @@
 //! Broker-side handshake: the proxy replays the client's handshake toward the
 //! chosen broker (docs/sessions.md#broker-handshake, AMQP 0-9-1 §4.2.3).
 //!
-//! It sends the protocol header, the client's `StartOk` with its properties
-//! untouched plus `amqpprox_client` and `amqpprox_host` appended, the client's
-//! `TuneOk` and an `Open` for the client's vhost. A broker `Connection.Close`
-//! at any step is handed back so the client can be told the broker's own code
-//! and text (docs/sessions.md#broker-handshake). After `OpenOk` the `OpenOk`
-//! frame and whatever followed it are returned raw for the client. Sans-I/O: no
+//! It sends, in one write, the protocol header, the client's `StartOk` with
+//! its properties untouched plus `amqpprox_client` and `amqpprox_host`
+//! appended, the client's `TuneOk` and an `Open` for the client's vhost: none
+//! of them depends on what the broker says first, so the broker is one round
+//! trip away instead of three. It then reads the broker's `Start`, `Tune` and
+//! `OpenOk` in order. A broker `Connection.Close` at any step is handed back
+//! so the client can be told the broker's own code and text
+//! (docs/sessions.md#broker-handshake). After `OpenOk` the `OpenOk` frame and
+//! whatever followed it are returned raw for the client. Sans-I/O: no
 //! sockets, no clock.
 
 use super::{ClientHello, HangUp, HANDSHAKE_MAX_FRAME};
@@ -49,7 +52,8 @@ pub enum BrokerHandshakeError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Waiting for the broker's `Connection.Start`; likewise below.
+    /// Waiting for the broker's `Connection.Start`; likewise below. The
+    /// whole replay was sent before any of them.
     Start,
     Tune,
     OpenOk,
@@ -70,13 +74,14 @@ impl State {
 pub struct BrokerHandshake {
     state: State,
     input: Vec<u8>,
-    start_ok: Vec<u8>,
-    tune_ok_and_open: Vec<u8>,
 }
 
 impl BrokerHandshake {
-    /// Prepares the replay of `hello` with `additions` appended to the client
-    /// properties (in order), and writes the protocol header to `out`.
+    /// Writes the whole replay of `hello` to `out`: the protocol header, the
+    /// `StartOk` with `additions` appended to the client properties (in
+    /// order), the `TuneOk` and the `Open`. The broker reads them in order
+    /// and answers each when it comes to it (RabbitMQ keeps the bytes that
+    /// follow the header), so nothing waits for its `Start` or `Tune`.
     pub fn start(
         hello: &ClientHello,
         additions: &[(&str, &str)],
@@ -88,30 +93,26 @@ impl BrokerHandshake {
                 .client_properties
                 .push(key, FieldValue::LongString(value.as_bytes().to_vec()));
         }
-        let mut start_ok_frame = Vec::with_capacity(512);
-        ConnectionMethod::StartOk(start_ok).encode_frame(&mut start_ok_frame);
-
-        // The TuneOk and the Open go in one write, as the original does.
-        let mut tune_ok_and_open = Vec::with_capacity(64);
-        ConnectionMethod::TuneOk(hello.tune_ok).encode_frame(&mut tune_ok_and_open);
+        out.extend_from_slice(&PROTOCOL_HEADER);
+        ConnectionMethod::StartOk(start_ok).encode_frame(out);
+        // The client's own TuneOk: it negotiated with the proxy's Tune, and
+        // the broker's does not change it (docs/sessions.md#broker-handshake).
+        ConnectionMethod::TuneOk(hello.tune_ok).encode_frame(out);
         let open = Open {
             vhost: hello.open.vhost.clone(),
             capabilities: Vec::new(),
             insist: false,
         };
-        ConnectionMethod::Open(open).encode_frame(&mut tune_ok_and_open);
-
-        out.extend_from_slice(&PROTOCOL_HEADER);
+        ConnectionMethod::Open(open).encode_frame(out);
         BrokerHandshake {
             state: State::Start,
             input: Vec::new(),
-            start_ok: start_ok_frame,
-            tune_ok_and_open,
         }
     }
 
-    /// What the broker closing its socket now most likely means: after the
-    /// `StartOk` (waiting for `Tune`) it is a probable refused login.
+    /// What the broker closing its socket now most likely means: after its
+    /// `Start` and before its `Tune` (it has the `StartOk` by then) it is a
+    /// probable refused login.
     pub fn hang_up(&self) -> HangUp {
         match self.state {
             State::Tune => HangUp::AfterLogin,
@@ -122,7 +123,7 @@ impl BrokerHandshake {
     }
 
     /// Feeds the next bytes read from the broker; appends what to send to
-    /// the broker to `out`.
+    /// the broker to `out` (only the `CloseOk` that answers its `Close`).
     pub fn receive(
         &mut self,
         data: &[u8],
@@ -155,12 +156,12 @@ impl BrokerHandshake {
                     ConnectionMethod::CloseOk.encode_frame(out);
                     return Err(BrokerHandshakeError::Closed(close));
                 }
+                // Its mechanisms and limits are not inspected: the replay
+                // already went out.
                 (State::Start, ConnectionMethod::Start(_)) => {
-                    out.extend_from_slice(&self.start_ok);
                     self.state = State::Tune;
                 }
                 (State::Tune, ConnectionMethod::Tune(_)) => {
-                    out.extend_from_slice(&self.tune_ok_and_open);
                     self.state = State::OpenOk;
                 }
                 (State::OpenOk, ConnectionMethod::OpenOk { .. }) => {
@@ -223,20 +224,17 @@ mod tests {
     }
 
     #[test]
-    fn replays_start_ok_with_additions_then_tune_ok_and_open() {
+    fn the_whole_replay_goes_out_before_the_broker_says_anything() {
         let mut out = Vec::new();
         let mut hs =
             BrokerHandshake::start(&hello(), &[("amqpprox_client", "127.0.0.1:5000")], &mut out);
-        assert_eq!(out, PROTOCOL_HEADER);
-        out.clear();
-        assert_eq!(
-            hs.receive(&broker_start(), &mut out).unwrap(),
-            BrokerProgress::NeedMore
-        );
-        let (frame, _) = decode_frame(&out, HANDSHAKE_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(out[..8], PROTOCOL_HEADER);
+        let (frame, used) = decode_frame(&out[8..], HANDSHAKE_MAX_FRAME)
+            .unwrap()
+            .unwrap();
         let ConnectionMethod::StartOk(sent) = ConnectionMethod::decode(frame.payload).unwrap()
         else {
-            panic!()
+            panic!("the first frame is not a StartOk")
         };
         let keys: Vec<&[u8]> = sent
             .client_properties
@@ -246,20 +244,32 @@ mod tests {
             .collect();
         assert_eq!(keys, [&b"product"[..], b"amqpprox_client"]);
         assert_eq!(sent.response, b"\0guest\0guest");
-        out.clear();
-        let tune = frame_of(ConnectionMethod::Tune(Tune {
-            channel_max: 0,
-            frame_max: 131_072,
-            heartbeat: 60,
-        }));
-        hs.receive(&tune, &mut out).unwrap();
+        // Then the client's TuneOk unchanged and an Open without the
+        // client's reserved fields, and nothing else.
         let mut expected = frame_of(ConnectionMethod::TuneOk(hello().tune_ok));
         expected.extend(frame_of(ConnectionMethod::Open(Open {
             vhost: "prod".into(),
             capabilities: Vec::new(),
             insist: false,
         })));
-        assert_eq!(out, expected);
+        assert_eq!(out[8 + used..], expected);
+
+        // The broker's Start and Tune are read and answered by nothing.
+        out.clear();
+        assert_eq!(
+            hs.receive(&broker_start(), &mut out).unwrap(),
+            BrokerProgress::NeedMore
+        );
+        let tune = frame_of(ConnectionMethod::Tune(Tune {
+            channel_max: 0,
+            frame_max: 131_072,
+            heartbeat: 60,
+        }));
+        assert_eq!(
+            hs.receive(&tune, &mut out).unwrap(),
+            BrokerProgress::NeedMore
+        );
+        assert!(out.is_empty(), "nothing is sent after the replay");
         let mut open_ok = frame_of(ConnectionMethod::OpenOk {
             known_hosts: Vec::new(),
         });
@@ -296,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn hang_up_is_a_probable_refused_login_only_after_the_start_ok() {
+    fn hang_up_is_a_probable_refused_login_only_between_the_start_and_the_tune() {
         let mut out = Vec::new();
         let mut hs = BrokerHandshake::start(&hello(), &[], &mut out);
         assert_eq!(

@@ -47,6 +47,10 @@ pub enum Handshake {
     DropAfterHeader,
     /// Closes TCP right after reading the StartOk.
     DropAfterStartOk,
+    /// Reads the header, StartOk, TuneOk and Open before it says anything,
+    /// then answers Start, Tune and OpenOk: only a peer that sends its whole
+    /// handshake without waiting gets through.
+    AnswersAfterOpen,
 }
 
 /// What the broker does once it has sent OpenOk.
@@ -441,7 +445,10 @@ impl Session {
         if script.handshake == Handshake::DropAfterHeader {
             return Ok(());
         }
-        self.write(&broker_start())?;
+        let answers_last = script.handshake == Handshake::AnswersAfterOpen;
+        if !answers_last {
+            self.write(&broker_start())?;
+        }
 
         let Some(start_ok) = self.expect(10, 11)? else {
             return Ok(());
@@ -455,7 +462,9 @@ impl Session {
             }
             _ => {}
         }
-        self.write(&wire::tune(2047, 131_072, 60))?;
+        if !answers_last {
+            self.write(&wire::tune(2047, 131_072, 60))?;
+        }
 
         let Some(tune_ok) = self.expect(10, 31)? else {
             return Ok(());
@@ -465,6 +474,11 @@ impl Session {
             return Ok(());
         };
         self.update(|c| c.open = Some(open));
+        if answers_last {
+            let mut start_and_tune = broker_start();
+            start_and_tune.extend_from_slice(&wire::tune(2047, 131_072, 60));
+            self.write(&start_and_tune)?;
+        }
         if let Handshake::CloseAfterOpen(code, text) = &script.handshake {
             self.write(&wire::close(*code, text, 10, 40))?;
             return self.drain_until_eof();
