@@ -47,6 +47,7 @@ use plan::{Plan, Scenario, Sizes};
 use procs::{Layout, TargetKind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +80,10 @@ enum Command {
         /// start and written into this directory.
         #[arg(long)]
         tls_dir: Option<PathBuf>,
+        /// Hold every byte each way this many microseconds, as a link to a
+        /// broker that far away would (0: none). Plain brokers only.
+        #[arg(long, default_value_t = 0)]
+        link_delay_us: u64,
     },
     /// Print the tables over the rounds of several earlier runs (their
     /// results files), each proxy target paired with the external one only
@@ -107,7 +112,7 @@ struct RunArgs {
     rabbitmq: bool,
     /// Scenarios to run (comma-separated): large, small, trickle,
     /// trickle-confirm, connections,
-    /// connections-tls, latency, idle, rabbit-publish, rabbit-confirm,
+    /// connections-tls, connections-remote, latency, idle, rabbit-publish, rabbit-confirm,
     /// rabbit-pika, rabbit-pika-confirm.
     /// Default: all of the mode's.
     #[arg(long, value_delimiter = ',')]
@@ -198,8 +203,11 @@ fn main() -> ExitCode {
             threads,
             nice,
             tls_dir,
-        }) => procs::lower_priority(nice)
-            .and_then(|()| run_broker(port, mode, threads, tls_dir.as_deref())),
+            link_delay_us,
+        }) => procs::lower_priority(nice).and_then(|()| {
+            let link_delay = Duration::from_micros(link_delay_us);
+            run_broker(port, mode, threads, tls_dir.as_deref(), link_delay)
+        }),
         Some(Command::Pool { files, json }) => run_pool(&files, json.as_deref()),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),
@@ -256,9 +264,18 @@ fn run_pool(files: &[PathBuf], json: Option<&Path>) -> Result<()> {
 
 /// The `dummy-broker` subcommand: the kit's load broker, with its TLS key
 /// material made (and written into `tls_dir`) first when asked.
-fn run_broker(port: u16, mode: Mode, threads: usize, tls_dir: Option<&Path>) -> Result<()> {
+fn run_broker(
+    port: u16,
+    mode: Mode,
+    threads: usize,
+    tls_dir: Option<&Path>,
+    link_delay: Duration,
+) -> Result<()> {
+    if tls_dir.is_some() && !link_delay.is_zero() {
+        bail!("--link-delay-us is for a plain broker; leave out --tls-dir");
+    }
     let tls = tls_dir.map(tls::broker_config).transpose()?;
-    broker::run(port, mode, threads, tls)
+    broker::run(port, mode, threads, tls, link_delay)
 }
 
 fn run_micro(args: &RunArgs) -> Result<()> {

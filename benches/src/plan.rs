@@ -9,7 +9,9 @@
 //! failed run is recorded and the loop goes on. `connections-tls` differs
 //! from `connections` only in its broker (TLS, fresh key material per run)
 //! and so in its targets' egress leg; its clients speak TLS only to
-//! `direct`.
+//! `direct`. `connections-remote` puts the dummy broker behind a link of
+//! [`REMOTE_LINK_DELAY`] each way, and the proxy routes by vhost there, so
+//! that it replays the handshake to the broker rather than relaying it.
 
 use crate::procs::{self, Layout, Target, TargetKind, Upstream};
 use crate::rabbit::{self, RabbitLoad};
@@ -19,7 +21,12 @@ use crate::stream;
 use amqpprox_testkit::load::broker::Mode;
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The one-way delay of the link to the broker in `connections-remote`: a
+/// broker a few milliseconds away, as across a region's zones or between
+/// nearby datacenters.
+pub const REMOTE_LINK_DELAY: Duration = Duration::from_millis(2);
 
 /// A named scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,6 +38,9 @@ pub enum Scenario {
     TrickleConfirm,
     Connections,
     ConnectionsTls,
+    /// Connections to a broker behind a delayed link (see
+    /// [`REMOTE_LINK_DELAY`]), the proxy routing by vhost.
+    ConnectionsRemote,
     Latency,
     Idle,
     RabbitPublish,
@@ -43,13 +53,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const LOAD: [Scenario; 8] = [
+    pub const LOAD: [Scenario; 9] = [
         Scenario::Large,
         Scenario::Small,
         Scenario::Trickle,
         Scenario::TrickleConfirm,
         Scenario::Connections,
         Scenario::ConnectionsTls,
+        Scenario::ConnectionsRemote,
         Scenario::Latency,
         Scenario::Idle,
     ];
@@ -68,6 +79,7 @@ impl Scenario {
             Scenario::TrickleConfirm => "trickle-confirm",
             Scenario::Connections => "connections",
             Scenario::ConnectionsTls => "connections-tls",
+            Scenario::ConnectionsRemote => "connections-remote",
             Scenario::Latency => "latency",
             Scenario::Idle => "idle",
             Scenario::RabbitPublish => "rabbit-publish",
@@ -81,7 +93,7 @@ impl Scenario {
     pub fn parse(name: &str) -> Result<Scenario> {
         Scenario::LOAD.into_iter().chain(Scenario::RABBIT).chain([Scenario::Stream]).find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, latency, idle, rabbit-publish, rabbit-confirm, rabbit-pika, rabbit-pika-confirm, stream"
+                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, connections-remote, latency, idle, rabbit-publish, rabbit-confirm, rabbit-pika, rabbit-pika-confirm, stream"
             )
         })
     }
@@ -94,6 +106,14 @@ impl Scenario {
     /// True when the dummy broker speaks TLS.
     pub fn is_tls(self) -> bool {
         self == Scenario::ConnectionsTls
+    }
+
+    /// How far away the dummy broker is (zero: on this machine's loopback).
+    pub fn link_delay(self) -> Duration {
+        match self {
+            Scenario::ConnectionsRemote => REMOTE_LINK_DELAY,
+            _ => Duration::ZERO,
+        }
     }
 
     fn broker_mode(self) -> Mode {
@@ -114,6 +134,7 @@ pub struct Sizes {
     pub trickle_confirm: Throughput,
     pub connections: Connections,
     pub connections_tls: Connections,
+    pub connections_remote: Connections,
     pub latency: Latency,
     pub idle_sessions: usize,
     pub rabbit: RabbitLoad,
@@ -129,8 +150,9 @@ impl Sizes {
     /// trickle 4 x 400k x 1 KiB (rounds of a second or two: at 50k, a round
     /// took 0.2 s and its spread hid a 10% effect; with one confirm in
     /// flight: 4 x 10k), 20k
-    /// connections 100 at a time (plain, and with egress TLS), 20k round
-    /// trips, 10k idle sessions.
+    /// connections 100 at a time (plain, and with egress TLS), 2k to a
+    /// remote broker 20 at a time (few enough that the link, not the
+    /// cores, sets the pace), 20k round trips, 10k idle sessions.
     pub fn full() -> Sizes {
         Sizes {
             large: Throughput {
@@ -160,6 +182,10 @@ impl Sizes {
             connections_tls: Connections {
                 total: 20_000,
                 parallel: 100,
+            },
+            connections_remote: Connections {
+                total: 2_000,
+                parallel: 20,
             },
             latency: Latency {
                 round_trips: 20_000,
@@ -211,6 +237,10 @@ impl Sizes {
             connections_tls: Connections {
                 total: 2_000,
                 ..full.connections_tls
+            },
+            connections_remote: Connections {
+                total: 200,
+                ..full.connections_remote
             },
             latency: Latency {
                 round_trips: 2_000,
@@ -296,6 +326,7 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
             port: stream::STREAM_NODE_AMQP_PORT,
             tls_ca: None,
             stream_node: Some(stream::STREAM_NODE.into()),
+            routed_by_vhost: false,
         };
         (None, upstream)
     } else if scenario.is_rabbit() {
@@ -303,11 +334,17 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
             port: plan.rabbit_port,
             tls_ca: None,
             stream_node: None,
+            routed_by_vhost: false,
         };
         (None, upstream)
     } else {
-        let (broker, upstream) =
-            procs::start_broker(layout, scenario.broker_mode(), scenario.is_tls())?;
+        let (broker, mut upstream) = procs::start_broker(
+            layout,
+            scenario.broker_mode(),
+            scenario.is_tls(),
+            scenario.link_delay(),
+        )?;
+        upstream.routed_by_vhost = scenario == Scenario::ConnectionsRemote;
         (Some(broker), upstream)
     };
     let mut proc = procs::start_target(layout, target, &upstream, &run_label)?;
@@ -337,6 +374,9 @@ fn run_one(plan: &Plan, scenario: Scenario, target: &Target, repeat: usize) -> R
         Scenario::Connections => scenarios::connections(addr, s.connections, None, probe),
         Scenario::ConnectionsTls => {
             scenarios::connections(addr, s.connections_tls, client_tls, probe)
+        }
+        Scenario::ConnectionsRemote => {
+            scenarios::connections(addr, s.connections_remote, None, probe)
         }
         Scenario::Latency => scenarios::latency(addr, s.latency, probe),
         Scenario::Idle => scenarios::idle(addr, s.idle_sessions, probe),
@@ -381,8 +421,12 @@ fn headline(scenario: Scenario, m: &Metrics) -> String {
             v("msgs_per_s"),
             v("consume_msgs_per_s")
         ),
-        Scenario::Connections | Scenario::ConnectionsTls => {
-            format!("{:.0} conn/s", v("conns_per_s"))
+        Scenario::Connections | Scenario::ConnectionsTls | Scenario::ConnectionsRemote => {
+            format!(
+                "{:.0} conn/s, open p50 {:.2} ms",
+                v("conns_per_s"),
+                v("open_p50_us") / 1000.0
+            )
         }
         Scenario::Latency => format!("p50 {:.1} us, p99 {:.1} us", v("p50_us"), v("p99_us")),
         Scenario::Idle => format!("{:.2} KiB/session", v("kib_per_session")),

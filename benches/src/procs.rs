@@ -119,6 +119,10 @@ pub struct Upstream {
     /// A RabbitMQ stream node (its host; `port` is its AMQP port): the
     /// proxy then listens with `LISTEN START_STREAM`.
     pub stream_node: Option<String>,
+    /// The proxy routes by vhost (a `MAP FARM` for `/`): it answers the
+    /// client's handshake itself and replays it to the broker, where a
+    /// default route alone relays the broker's own.
+    pub routed_by_vhost: bool,
 }
 
 /// The directory a TLS dummy broker writes its key material into.
@@ -127,8 +131,14 @@ pub fn tls_dir(layout: &Layout) -> PathBuf {
 }
 
 /// Starts the dummy broker on the layout's broker port; with `tls`, a TLS
-/// broker whose fresh CA is then at [`Upstream::tls_ca`].
-pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Upstream)> {
+/// broker whose fresh CA is then at [`Upstream::tls_ca`]; behind a link of
+/// `link_delay` each way when that is not zero.
+pub fn start_broker(
+    layout: &Layout,
+    mode: Mode,
+    tls: bool,
+    link_delay: Duration,
+) -> Result<(Proc, Upstream)> {
     let exe = std::env::current_exe().context("find the harness binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("dummy-broker")
@@ -136,6 +146,7 @@ pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Ups
         .args(["--mode", mode.as_arg()])
         .args(["--threads", &layout.broker_threads.to_string()])
         .args(["--nice", &layout.load_nice.to_string()])
+        .args(["--link-delay-us", &link_delay.as_micros().to_string()])
         .stdin(Stdio::null());
     let mut tls_ca = None;
     if tls {
@@ -148,6 +159,7 @@ pub fn start_broker(layout: &Layout, mode: Mode, tls: bool) -> Result<(Proc, Ups
         port: layout.broker_port,
         tls_ca,
         stream_node: None,
+        routed_by_vhost: false,
     };
     Ok((proc, upstream))
 }
@@ -179,6 +191,20 @@ fn proxy_stream_config(layout: &Layout, node: &str, amqp_port: u16) -> String {
          FARM ADD bench round-robin bench-stream\n\
          MAP DEFAULT bench\n\
          LISTEN START_STREAM 127.0.0.1:{port}\n",
+        port = layout.proxy_port,
+    )
+}
+
+/// The `--config` file of amqpprox routing vhost `/` to the dummy broker:
+/// with a vhost's own mapping the proxy answers the client's handshake and
+/// replays it to the broker; the same listener as simple mode.
+fn proxy_vhost_config(layout: &Layout, upstream_port: u16) -> String {
+    format!(
+        "# amqpprox-bench: vhost / routed to the dummy broker\n\
+         BACKEND ADD bench-broker bench 127.0.0.1 {upstream_port}\n\
+         FARM ADD bench round-robin bench-broker\n\
+         MAP FARM / bench\n\
+         LISTEN START {port}\n",
         port = layout.proxy_port,
     )
 }
@@ -227,6 +253,13 @@ pub fn start_target(
                     .work_dir
                     .join(format!("proxy-tls-{}.conf", layout.proxy_port));
                 std::fs::write(&file, proxy_tls_config(layout, upstream_port, ca))
+                    .with_context(|| format!("write {}", file.display()))?;
+                cmd.arg("--config").arg(file);
+            } else if upstream.routed_by_vhost {
+                let file = layout
+                    .work_dir
+                    .join(format!("proxy-vhost-{}.conf", layout.proxy_port));
+                std::fs::write(&file, proxy_vhost_config(layout, upstream_port))
                     .with_context(|| format!("write {}", file.display()))?;
                 cmd.arg("--config").arg(file);
             } else {

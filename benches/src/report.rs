@@ -81,7 +81,9 @@ fn headline_keys(scenario: &str) -> (&'static str, &'static str) {
     match scenario {
         "large" => ("mb_per_s", "cpu_s_per_gb"),
         "small" => ("msgs_per_s", "cpu_s_per_gb"),
-        "connections" | "connections-tls" => ("conns_per_s", "cpu_us_per_conn"),
+        "connections" | "connections-tls" | "connections-remote" => {
+            ("conns_per_s", "cpu_us_per_conn")
+        }
         "latency" => ("p99_us", "cpu_us_per_rt"),
         "idle" => ("kib_per_session", "cpu_us_per_session"),
         _ => ("msgs_per_s", "cpu_us_per_msg"),
@@ -246,6 +248,31 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 min_ratio(&mut row, "conns_per_s", 0.90);
                 row.cpu = cpu("cpu_us_per_conn", "us/conn");
             }
+            // The link sets the pace: the rate is the parallel clients over
+            // the time one takes to open and close.
+            "connections-remote" => {
+                let ms = |k: &str| fmt_num(get(m, k).unwrap_or(f64::NAN) / 1000.0);
+                row.value = format!(
+                    "{} conn/s, open p50 {} / p99 {} ms",
+                    fmt_num(get(m, "conns_per_s").unwrap_or(f64::NAN)),
+                    ms("open_p50_us"),
+                    ms("open_p99_us")
+                );
+                row.ratio = ratio_of("conns_per_s");
+                row.cpu = cpu("cpu_us_per_conn", "us/conn");
+                if proxy_shards(target).is_some() {
+                    let external = median_of(scenario, EXTERNAL);
+                    let vs = external
+                        .and_then(|e| Some(get(m, "conns_per_s")? / get(&e, "conns_per_s")?));
+                    row.goal = match vs {
+                        Some(vs) => {
+                            row.pass = Some(vs >= 1.0);
+                            format!("vs external {vs:.2}x >= 1")
+                        }
+                        None => ">= external: no external run".into(),
+                    };
+                }
+            }
             "connections-tls" => {
                 let rate = get(m, "conns_per_s").unwrap_or(f64::NAN);
                 row.value = format!("{} conn/s", fmt_num(rate));
@@ -295,7 +322,7 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
             }
             _ => {}
         }
-        let peak = (scenario.starts_with("connections") && !is_direct)
+        let peak = (matches!(scenario.as_str(), "connections" | "connections-tls") && !is_direct)
             .then(|| get(m, "peak_rss_mb"))
             .flatten();
         out.push(row.clone());
@@ -390,7 +417,9 @@ pub fn cpu_table(rows: &[Row]) -> String {
         .filter_map(|r| {
             let (suffix, unit) = match r.scenario.as_str() {
                 "large" | "small" => ("s_per_gb", "s/GB"),
-                "connections" | "connections-tls" => ("us_per_conn", "us/conn"),
+                "connections" | "connections-tls" | "connections-remote" => {
+                    ("us_per_conn", "us/conn")
+                }
                 "latency" => ("us_per_rt", "us/rt"),
                 "idle" => ("us_per_session", "us/sess"),
                 "trickle"
@@ -776,6 +805,37 @@ mod tests {
         assert_eq!((rows[3].goal.as_str(), rows[3].pass), ("-", None));
         let alone = super::rows(&[c("proxy-2", 1400.0)]);
         assert_eq!(alone[0].goal, ">= 1.30x external: no external run");
+    }
+
+    #[test]
+    fn a_remote_brokers_connections_show_how_long_one_takes_to_open() {
+        let c = |t: &str, rate: f64, p50: f64| {
+            run(
+                "connections-remote",
+                t,
+                &[
+                    ("conns_per_s", rate),
+                    ("open_p50_us", p50),
+                    ("open_p99_us", 2.0 * p50),
+                    ("peak_rss_mb", 9.0),
+                ],
+            )
+        };
+        let runs = vec![
+            c(DIRECT, 1000.0, 16_000.0),
+            c("proxy-1", 1600.0, 8_500.0),
+            c(EXTERNAL, 900.0, 17_000.0),
+        ];
+        let rows = rows(&runs);
+        // No peak-RSS row: that goal is the 20k connections' alone.
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[1].value, "1600 conn/s, open p50 8.50 / p99 17.0 ms");
+        assert_eq!(rows[1].ratio, Some(1.6));
+        assert_eq!(
+            (rows[1].goal.as_str(), rows[1].pass),
+            ("vs external 1.78x >= 1", Some(true))
+        );
+        assert_eq!((rows[0].pass, rows[2].pass), (None, None));
     }
 
     #[test]

@@ -331,8 +331,8 @@ pub fn trickle(addr: SocketAddr, t: Throughput, confirm: bool, probe: Probe) -> 
 }
 
 /// K connections, P at a time, each: handshake, channel, one tiny message,
-/// close; over TLS with `tls`. Also the target's peak RSS (VmHWM) at the
-/// end.
+/// close; over TLS with `tls`. Also how long each took to open (p50 and
+/// p99, connect to `OpenOk`) and the target's peak RSS (VmHWM) at the end.
 pub fn connections(
     addr: SocketAddr,
     c: Connections,
@@ -350,11 +350,15 @@ pub fn connections(
             let (tiny, next, first_error) = (tiny.clone(), next.clone(), first_error.clone());
             let tls = tls.clone();
             spawn_load(move || {
-                let (mut ok, mut failed) = (0usize, 0usize);
+                let (mut opened, mut failed) = (Vec::new(), 0usize);
                 while next.fetch_add(1, Ordering::Relaxed) < c.total {
+                    let start = Instant::now();
                     let session = Session::open_with(addr, tls.as_ref());
+                    // From the connect to the OpenOk: what a client waits
+                    // before it can publish.
+                    let open_ns = start.elapsed().as_nanos() as u64;
                     match session.and_then(|mut s| s.close_with(&tiny)) {
-                        Ok(()) => ok += 1,
+                        Ok(()) => opened.push(open_ns),
                         Err(e) => {
                             failed += 1;
                             first_error
@@ -364,14 +368,17 @@ pub fn connections(
                         }
                     }
                 }
-                (ok, failed)
+                (opened, failed)
             })
         })
         .collect();
-    let (ok, failed) = handles
-        .into_iter()
-        .map(|h| h.join().expect("load thread panicked"))
-        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    let (mut opened, mut failed) = (Vec::with_capacity(c.total), 0);
+    for handle in handles {
+        let (times, fails) = handle.join().expect("load thread panicked");
+        opened.extend(times);
+        failed += fails;
+    }
+    let ok = opened.len();
     let secs = t0.elapsed().as_secs_f64();
     let used = probe.cpu().since(&cpu0);
     if let Some(e) = first_error.lock().expect("error slot").take() {
@@ -387,6 +394,17 @@ pub fn connections(
     put(&mut m, "secs", secs);
     put(&mut m, "conns_per_s", ok as f64 / secs);
     put(&mut m, "errors", failed as f64);
+    opened.sort_unstable();
+    put(
+        &mut m,
+        "open_p50_us",
+        percentile(&opened, 0.50) as f64 / 1e3,
+    );
+    put(
+        &mut m,
+        "open_p99_us",
+        percentile(&opened, 0.99) as f64 / 1e3,
+    );
     used.record(&mut m);
     used.record_per(&mut m, "us_per_conn", ok as f64 / 1e6);
     if let Some(hwm) = probe.kib("VmHWM") {
@@ -522,16 +540,20 @@ mod end_to_end {
     use amqpprox_testkit::load::broker::Mode;
 
     fn broker(mode: Mode) -> SocketAddr {
-        broker_with(mode, None)
+        broker_with(mode, None, Duration::ZERO)
     }
 
-    fn broker_with(mode: Mode, tls_dir: Option<std::path::PathBuf>) -> SocketAddr {
+    fn broker_with(
+        mode: Mode,
+        tls_dir: Option<std::path::PathBuf>,
+        link_delay: Duration,
+    ) -> SocketAddr {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        thread::spawn(move || crate::run_broker(port, mode, 1, tls_dir.as_deref()));
+        thread::spawn(move || crate::run_broker(port, mode, 1, tls_dir.as_deref(), link_delay));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         amqpprox_testkit::wait::wait_for(
             Duration::from_secs(10),
@@ -625,9 +647,25 @@ mod end_to_end {
     }
 
     #[test]
+    fn a_remote_brokers_connections_take_three_round_trips_of_its_link_to_open() {
+        let one_way = Duration::from_millis(25);
+        let addr = broker_with(Mode::Discard, None, one_way);
+        let c = Connections {
+            total: 6,
+            parallel: 2,
+        };
+        let m = connections(addr, c, None, NO_PROBE).unwrap();
+        assert_eq!(m["errors"], 0.0);
+        // Header, StartOk and TuneOk + Open each wait for the answer.
+        let floor_us = 6.0 * one_way.as_micros() as f64;
+        assert!(m["open_p50_us"] >= floor_us, "{m:?}");
+        assert!(m["open_p50_us"] <= m["open_p99_us"], "{m:?}");
+    }
+
+    #[test]
     fn connections_over_tls_to_the_broker() {
         let dir = std::env::temp_dir().join(format!("amqpprox-bench-e2e-{}", std::process::id()));
-        let addr = broker_with(Mode::Discard, Some(dir.clone()));
+        let addr = broker_with(Mode::Discard, Some(dir.clone()), Duration::ZERO);
         let config = crate::tls::client_config(&crate::tls::ca_file(&dir)).unwrap();
         let c = Connections {
             total: 20,

@@ -5,7 +5,10 @@
 //! (latency), or confirms each `Basic.Publish` with a `Basic.Ack` once the
 //! channel has sent `Confirm.Select` (publisher confirms). The benchmark
 //! harness runs it as a subprocess (`amqpprox-bench dummy-broker`) so its
-//! CPU is its own; TLS only when given a server configuration.
+//! CPU is its own; TLS only when given a server configuration. Given a
+//! link delay it stands for a broker that far away: every byte each way is
+//! held that long after it arrived, however many are in flight, as a
+//! network's latency would (a link without loss or a bandwidth limit).
 //!
 //! Owns its listener and one task per connection on a small tokio runtime.
 //! Never stores message bodies (body frames are skipped without being
@@ -19,6 +22,7 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
@@ -81,8 +85,15 @@ impl FromStr for Mode {
 }
 
 /// Runs the broker on 127.0.0.1:`port` until the process is killed; TLS
-/// only when `tls` is given.
-pub fn run(port: u16, mode: Mode, threads: usize, tls: Option<Arc<ServerConfig>>) -> Result<()> {
+/// only when `tls` is given; every byte each way held for `link_delay`
+/// (the one-way latency of the link it stands behind) when that is not zero.
+pub fn run(
+    port: u16,
+    mode: Mode,
+    threads: usize,
+    tls: Option<Arc<ServerConfig>>,
+    link_delay: Duration,
+) -> Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -117,6 +128,16 @@ pub fn run(port: u16, mode: Mode, threads: usize, tls: Option<Arc<ServerConfig>>
                 if stream.set_nodelay(true).is_err() {
                     return;
                 }
+                if !link_delay.is_zero() {
+                    // Plain only: the far end of the link is the broker.
+                    let (near, far) = tokio::io::duplex(LINK_BUFFER);
+                    let (from_peer, to_peer) = stream.into_split();
+                    let (from_broker, to_broker) = tokio::io::split(far);
+                    tokio::spawn(delayed(from_peer, to_broker, link_delay));
+                    tokio::spawn(delayed(from_broker, to_peer, link_delay));
+                    let _ = serve(near, mode).await;
+                    return;
+                }
                 let _ = match acceptor {
                     None => serve(stream, mode).await,
                     Some(acceptor) => match acceptor.accept(stream).await {
@@ -127,6 +148,51 @@ pub fn run(port: u16, mode: Mode, threads: usize, tls: Option<Arc<ServerConfig>>
             });
         }
     })
+}
+
+/// What the in-process link buffers between the delay and the broker.
+const LINK_BUFFER: usize = 256 * 1024;
+
+/// The resolution of tokio's timer.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Copies `from` to `to`, each read written `delay` after it arrived. The
+/// reads go on while earlier ones wait, so bytes sent together arrive
+/// together and a pipelined exchange pays the delay once. An allocation
+/// per read: the link is for connection and handshake scenarios, not for
+/// throughput.
+async fn delayed<R, W>(mut from: R, mut to: W, delay: Duration)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (in_flight, mut arriving) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let carry = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        // End of stream or an error ends the link once the queue drains.
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            let due = tokio::time::Instant::now() + delay;
+            if in_flight.send((due, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let deliver = async move {
+        while let Some((due, bytes)) = arriving.recv().await {
+            // tokio's timer fires on millisecond ticks: a read that arrived
+            // just after the one before it (a reply of two writes) would
+            // otherwise leave a tick later, as if sent apart.
+            if due > tokio::time::Instant::now() + TIMER_TICK {
+                tokio::time::sleep_until(due).await;
+            }
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(carry, deliver);
 }
 
 /// Static replies, encoded once per connection (they are tiny).
@@ -352,20 +418,64 @@ mod tests {
         assert!(got.is_empty(), "{got:?}");
     }
 
-    #[test]
-    fn a_client_gets_one_ack_per_publish_over_tcp() {
+    /// A broker started on a free port, as the harness runs it.
+    fn start_broker(mode: Mode, link_delay: Duration) -> u16 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         // The broker runs until the process ends, as in the harness.
-        std::thread::spawn(move || run(port, Mode::Confirm, 1, None));
+        std::thread::spawn(move || run(port, mode, 1, None, link_delay));
         crate::wait::wait_for(
             std::time::Duration::from_secs(10),
             "the load broker to listen",
             || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         );
+        port
+    }
+
+    #[test]
+    fn a_delayed_link_costs_each_round_trip_and_bytes_sent_together_pay_once() {
+        let delay = Duration::from_millis(150);
+        let port = start_broker(Mode::Discard, delay);
+
+        // Header, StartOk, TuneOk and Open in one write: one round trip.
+        let mut pipelined = crate::raw::RawConn::connect_local(port);
+        let started = std::time::Instant::now();
+        let mut replay = wire::PROTOCOL_HEADER.to_vec();
+        replay.extend(wire::default_start_ok("pipelined"));
+        replay.extend(wire::tune_ok(2047, 131_072, 0));
+        replay.extend(wire::open("/"));
+        pipelined.send(&replay);
+        for expected in [(10, 10), (10, 30), (10, 41)] {
+            let frame = pipelined.expect_frame();
+            assert!(
+                frame.is_method(0, expected.0, expected.1),
+                "{}",
+                frame.describe()
+            );
+        }
+        let one_round_trip = started.elapsed();
+
+        // Each message after the last answer: three round trips.
+        let mut stepwise = crate::raw::RawConn::connect_local(port);
+        let started = std::time::Instant::now();
+        let open_ok = crate::raw::client_handshake(&mut stepwise, "stepwise", "/");
+        assert!(open_ok.is_method(0, 10, 41), "{}", open_ok.describe());
+        let three_round_trips = started.elapsed();
+
+        assert!(one_round_trip >= 2 * delay, "{one_round_trip:?}");
+        assert!(three_round_trips >= 6 * delay, "{three_round_trips:?}");
+        assert!(
+            one_round_trip + 2 * delay <= three_round_trips,
+            "pipelined {one_round_trip:?}, stepwise {three_round_trips:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_gets_one_ack_per_publish_over_tcp() {
+        let port = start_broker(Mode::Confirm, Duration::ZERO);
         let mut client = crate::raw::RawConn::connect_local(port);
         let open_ok = crate::raw::client_handshake(&mut client, "load-confirm", "/");
         assert!(open_ok.is_method(0, 10, 41), "{}", open_ok.describe());
