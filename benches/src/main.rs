@@ -271,9 +271,6 @@ fn run_broker(
     tls_dir: Option<&Path>,
     link_delay: Duration,
 ) -> Result<()> {
-    if tls_dir.is_some() && !link_delay.is_zero() {
-        bail!("--link-delay-us is for a plain broker; leave out --tls-dir");
-    }
     let tls = tls_dir.map(tls::broker_config).transpose()?;
     broker::run(port, mode, threads, tls, link_delay)
 }

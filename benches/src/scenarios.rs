@@ -663,6 +663,16 @@ mod end_to_end {
     }
 
     #[test]
+    fn a_delayed_link_is_refused_in_front_of_a_tls_broker() {
+        let dir = std::env::temp_dir().join(format!("amqpprox-bench-link-{}", std::process::id()));
+        let delay = Duration::from_millis(1);
+        // Refused before the broker binds its port.
+        let err = crate::run_broker(1, Mode::Discard, 1, Some(&dir), delay).unwrap_err();
+        assert!(format!("{err:#}").contains("plain broker"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn connections_over_tls_to_the_broker() {
         let dir = std::env::temp_dir().join(format!("amqpprox-bench-e2e-{}", std::process::id()));
         let addr = broker_with(Mode::Discard, Some(dir.clone()), Duration::ZERO);

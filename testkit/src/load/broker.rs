@@ -94,6 +94,10 @@ pub fn run(
     tls: Option<Arc<ServerConfig>>,
     link_delay: Duration,
 ) -> Result<()> {
+    anyhow::ensure!(
+        tls.is_none() || link_delay.is_zero(),
+        "dummy broker: a delayed link is for a plain broker, not a TLS one"
+    );
     let acceptor = tls.map(TlsAcceptor::from);
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -129,7 +133,7 @@ pub fn run(
                     return;
                 }
                 if !link_delay.is_zero() {
-                    // Plain only: the far end of the link is the broker.
+                    // The far end of the in-process link is the broker.
                     let (near, far) = tokio::io::duplex(LINK_BUFFER);
                     let (from_peer, to_peer) = stream.into_split();
                     let (from_broker, to_broker) = tokio::io::split(far);
