@@ -240,27 +240,22 @@ pub fn start_target(
             let socket = layout
                 .work_dir
                 .join(format!("control-{}.sock", layout.proxy_port));
-            if let Some(node) = &upstream.stream_node {
-                let file = layout
-                    .work_dir
-                    .join(format!("proxy-stream-{}.conf", layout.proxy_port));
-                std::fs::write(&file, proxy_stream_config(layout, node, upstream_port))
-                    .with_context(|| format!("write {}", file.display()))?;
-                cmd.arg("--config").arg(file);
+            // Simple mode, unless the broker needs a configuration: a stream
+            // listener, a TLS backend, or a route by vhost.
+            let config = if let Some(node) = &upstream.stream_node {
+                Some(("stream", proxy_stream_config(layout, node, upstream_port)))
             } else if let Some(ca) = &upstream.tls_ca {
-                // Simple mode cannot make a TLS backend.
-                let file = layout
-                    .work_dir
-                    .join(format!("proxy-tls-{}.conf", layout.proxy_port));
-                std::fs::write(&file, proxy_tls_config(layout, upstream_port, ca))
-                    .with_context(|| format!("write {}", file.display()))?;
-                cmd.arg("--config").arg(file);
+                Some(("tls", proxy_tls_config(layout, upstream_port, ca)))
             } else if upstream.routed_by_vhost {
+                Some(("vhost", proxy_vhost_config(layout, upstream_port)))
+            } else {
+                None
+            };
+            if let Some((kind, text)) = config {
                 let file = layout
                     .work_dir
-                    .join(format!("proxy-vhost-{}.conf", layout.proxy_port));
-                std::fs::write(&file, proxy_vhost_config(layout, upstream_port))
-                    .with_context(|| format!("write {}", file.display()))?;
+                    .join(format!("proxy-{kind}-{}.conf", layout.proxy_port));
+                std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
                 cmd.arg("--config").arg(file);
             } else {
                 cmd.args(["--listenPort", &layout.proxy_port.to_string()])
