@@ -20,6 +20,8 @@
 //! amqpprox-bench --micro              scanner and handshake micro-benchmarks
 //! amqpprox-bench --external 'haproxy -f /tmp/h.cfg' --external-port 5780
 //! amqpprox-bench dummy-broker --port 5790 --mode echo
+//! amqpprox-bench link --port 5795 --to 127.0.0.1:5672 --delay-us 2000
+//!                                     RabbitMQ 2 ms away, for checks by hand
 //! amqpprox-bench pool a/results.json b/results.json
 //!                                     the tables over several runs' rounds
 //! amqpprox-bench --scenario connections-tls --external 'haproxy -db -f benches/haproxy-tls.cfg'
@@ -41,6 +43,7 @@ mod stream;
 mod tls;
 
 use amqpprox_testkit::load::broker::{self, Mode};
+use amqpprox_testkit::load::link;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use plan::{Plan, Scenario, Sizes};
@@ -84,6 +87,19 @@ enum Command {
         /// broker that far away would (0: none). Plain brokers only.
         #[arg(long, default_value_t = 0)]
         link_delay_us: u64,
+    },
+    /// A delayed link in front of a TCP server (a real RabbitMQ, say), for
+    /// checks by hand: every byte each way held `--delay-us` after it
+    /// arrived (see `amqpprox_testkit::load::link`). Runs until killed.
+    Link {
+        /// The port to listen on (127.0.0.1).
+        #[arg(long)]
+        port: u16,
+        /// The server to link to.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        delay_us: u64,
     },
     /// Print the tables over the rounds of several earlier runs (their
     /// results files), each proxy target paired with the external one only
@@ -208,6 +224,9 @@ fn main() -> ExitCode {
             let link_delay = Duration::from_micros(link_delay_us);
             run_broker(port, mode, threads, tls_dir.as_deref(), link_delay)
         }),
+        Some(Command::Link { port, to, delay_us }) => {
+            link::run(port, to, Duration::from_micros(delay_us))
+        }
         Some(Command::Pool { files, json }) => run_pool(&files, json.as_deref()),
         None if cli.run.micro => run_micro(&cli.run),
         None => run_load(&cli.run),

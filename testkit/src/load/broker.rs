@@ -18,13 +18,12 @@
 use crate::load::frames::{
     self, ids, BASIC_ACK, CONFIRM_SELECT, CONFIRM_SELECT_OK, FRAME_HEARTBEAT, FRAME_METHOD,
 };
-use anyhow::{Context, Result};
-use std::net::SocketAddr;
+use crate::load::link;
+use anyhow::Result;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -109,23 +108,12 @@ pub fn run(
             .enable_all()
             .build()?
     };
-    runtime.block_on(async move {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("dummy broker: bind {addr}"))?;
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                // Out of descriptors or a reset before accept: keep serving.
-                Err(e) => {
-                    eprintln!("dummy broker: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
+    runtime.block_on(super::serve_on_loopback(
+        port,
+        "dummy broker",
+        move |stream| {
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            async move {
                 // A client that vanishes mid-run (or a readiness probe that
                 // never starts TLS) is the harness's problem to report, not
                 // the broker's.
@@ -137,8 +125,8 @@ pub fn run(
                     let (near, far) = tokio::io::duplex(LINK_BUFFER);
                     let (from_peer, to_peer) = stream.into_split();
                     let (from_broker, to_broker) = tokio::io::split(far);
-                    tokio::spawn(delayed(from_peer, to_broker, link_delay));
-                    tokio::spawn(delayed(from_broker, to_peer, link_delay));
+                    tokio::spawn(link::delayed(from_peer, to_broker, link_delay));
+                    tokio::spawn(link::delayed(from_broker, to_peer, link_delay));
                     let _ = serve(near, mode).await;
                     return;
                 }
@@ -149,55 +137,13 @@ pub fn run(
                         Err(_) => Ok(()),
                     },
                 };
-            });
-        }
-    })
+            }
+        },
+    ))
 }
 
 /// What the in-process link buffers between the delay and the broker.
 const LINK_BUFFER: usize = 256 * 1024;
-
-/// The resolution of tokio's timer.
-const TIMER_TICK: Duration = Duration::from_millis(1);
-
-/// Copies `from` to `to`, each read written `delay` after it arrived. The
-/// reads go on while earlier ones wait, so bytes sent together arrive
-/// together and a pipelined exchange pays the delay once. An allocation
-/// per read: the link is for connection and handshake scenarios, not for
-/// throughput.
-async fn delayed<R, W>(mut from: R, mut to: W, delay: Duration)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let (in_flight, mut arriving) =
-        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let carry = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        // End of stream or an error ends the link once the queue drains.
-        while let Ok(n @ 1..) = from.read(&mut buf).await {
-            let due = tokio::time::Instant::now() + delay;
-            if in_flight.send((due, buf[..n].to_vec())).is_err() {
-                break;
-            }
-        }
-    };
-    let deliver = async move {
-        while let Some((due, bytes)) = arriving.recv().await {
-            // tokio's timer fires on millisecond ticks: a read that arrived
-            // just after the one before it (a reply of two writes) would
-            // otherwise leave a tick later, as if sent apart.
-            if due > tokio::time::Instant::now() + TIMER_TICK {
-                tokio::time::sleep_until(due).await;
-            }
-            if to.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = to.shutdown().await;
-    };
-    tokio::join!(carry, deliver);
-}
 
 /// Static replies, encoded once per connection (they are tiny).
 struct Replies {
