@@ -98,6 +98,7 @@ enum Command {
         /// The server to link to.
         #[arg(long)]
         to: std::net::SocketAddr,
+        /// How long each byte is held, each way, in microseconds.
         #[arg(long)]
         delay_us: u64,
     },
