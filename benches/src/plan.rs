@@ -91,10 +91,15 @@ impl Scenario {
     }
 
     pub fn parse(name: &str) -> Result<Scenario> {
-        Scenario::LOAD.into_iter().chain(Scenario::RABBIT).chain([Scenario::Stream]).find(|s| s.name() == name).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown scenario {name:?}; known: large, small, trickle, trickle-confirm, connections, connections-tls, connections-remote, latency, idle, rabbit-publish, rabbit-confirm, rabbit-pika, rabbit-pika-confirm, stream"
-            )
+        let all = || {
+            Scenario::LOAD
+                .into_iter()
+                .chain(Scenario::RABBIT)
+                .chain([Scenario::Stream])
+        };
+        all().find(|s| s.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = all().map(Scenario::name).collect();
+            anyhow::anyhow!("unknown scenario {name:?}; known: {}", known.join(", "))
         })
     }
 

@@ -180,6 +180,8 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
             continue;
         }
         let ratio_of = |key: &str| Some(get(m, key)? / get(direct.as_ref()?, key)?);
+        let external = median_of(scenario, EXTERNAL);
+        let vs_external = |key: &str| Some(get(m, key)? / get(external.as_ref()?, key)?);
         let cpu = |key: &str, unit: &str| {
             get(m, key).map_or("-".into(), |v| format!("{} {unit}", fmt_num(v)))
         };
@@ -226,10 +228,9 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 row.ratio = ratio_of("msgs_per_s");
                 row.cpu = cpu("cpu_us_per_msg", "us/msg");
                 if proxy_shards(target).is_some() {
-                    row.goal = match median_of(scenario, EXTERNAL) {
-                        Some(e) => {
-                            let vs = |k: &str| Some(get(m, k)? / get(&e, k)?);
-                            let (r, c) = (vs("msgs_per_s"), vs("cpu_us_per_msg"));
+                    row.goal = match external {
+                        Some(_) => {
+                            let (r, c) = (vs_external("msgs_per_s"), vs_external("cpu_us_per_msg"));
                             if let (Some(r), Some(c)) = (r, c) {
                                 row.pass = Some(r >= 1.0 && c <= 1.0);
                             }
@@ -261,10 +262,7 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 row.ratio = ratio_of("conns_per_s");
                 row.cpu = cpu("cpu_us_per_conn", "us/conn");
                 if proxy_shards(target).is_some() {
-                    let external = median_of(scenario, EXTERNAL);
-                    let vs = external
-                        .and_then(|e| Some(get(m, "conns_per_s")? / get(&e, "conns_per_s")?));
-                    row.goal = match vs {
+                    row.goal = match vs_external("conns_per_s") {
                         Some(vs) => {
                             row.pass = Some(vs >= 1.0);
                             format!("vs external {vs:.2}x >= 1")
@@ -279,8 +277,7 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 row.ratio = ratio_of("conns_per_s");
                 row.cpu = cpu("cpu_us_per_conn", "us/conn");
                 if proxy_shards(target).is_some() {
-                    let external = median_of(scenario, EXTERNAL);
-                    let vs = external.and_then(|e| Some(rate / get(&e, "conns_per_s")?));
+                    let vs = vs_external("conns_per_s");
                     let goal = TLS_GOAL_VS_EXTERNAL;
                     let widest = widest_proxy(scenario).as_deref() == Some(target.as_str());
                     row.goal = match (vs, widest) {
